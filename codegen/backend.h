@@ -1,0 +1,37 @@
+/* backend.h - the one interface every executor of an IR graph sits behind: the
+ * reference executor (codegen/ref.c), the CPU backend through LLVM (codegen/llvm/),
+ * and later the CUDA backend.
+ *
+ * Storage: on the CPU, float values (any float dtype) are held as f32, i32 as int32_t,
+ * i64 as int64_t.  Inputs and parameters are bound to caller-owned memory before run;
+ * every other value lives in the executor's memory and is read through cg_tensor()
+ * after run (graph outputs, gradients "grad.P", and any value when the executor keeps
+ * them all, as the reference does). */
+#ifndef SLUICE_BACKEND_H
+#define SLUICE_BACKEND_H
+
+#include <stdio.h>
+
+#include "ir/ir.h"
+
+struct cg_exec;
+
+struct cg_backend {
+	const char *name;
+	/* Compile a graph; NULL with a message on err when it cannot. */
+	struct cg_exec *(*compile)(const struct ir_graph *g, FILE *err);
+	/* Point value `id` (an INPUT or PARAM output) at caller memory. */
+	void (*bind)(struct cg_exec *e, int value_id, void *data);
+	/* Run all ops once.  0 on success. */
+	int (*run)(struct cg_exec *e);
+	/* Storage of a value after run (NULL when the executor did not keep it). */
+	void *(*tensor)(struct cg_exec *e, int value_id);
+	void (*free)(struct cg_exec *e);
+};
+
+extern const struct cg_backend cg_backend_ref;   /* codegen/ref.c */
+#ifdef SLUICE_HAVE_LLVM
+extern const struct cg_backend cg_backend_llvm;  /* codegen/llvm/ */
+#endif
+
+#endif

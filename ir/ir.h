@@ -1,0 +1,255 @@
+/*
+ * ir.h - the sluice IR: a graph of ops over values with static shapes and dtypes.
+ *
+ * Conventions a reader needs before the code:
+ *  - A graph owns one arena; every op, value, attribute and string of the graph lives
+ *    in it and is freed with ir_graph_free().  Nothing in a graph is freed singly.
+ *  - Ops are kept in a list in a valid execution order (every input defined before
+ *    use).  Passes that add ops append them or rebuild the list; ir_verify() checks it.
+ *  - Values are SSA: each is produced by exactly one (op, output index).
+ *  - Every op carries the source location that produced it, the dotted scope path of
+ *    the block it came from ("layers.3.moe"), and for PARAM ops the parameter path
+ *    ("layers.3.moe.experts.w1").  Clusters in pictures and per-layer tables are built
+ *    from the scope.
+ *  - phase says where an op belongs in a training step: forward, the input-gradient
+ *    part of the backward (B), the weight-gradient part (W), or the optimizer.  Schedules
+ *    place B and W separately.  stage is the pipeline stage (-1 before partitioning).
+ *
+ * Op semantics (shapes are written outermost first; "..." is any number of leading dims):
+ *  INPUT   attrs name:str                     -> the graph input of that name
+ *  PARAM   attrs init:str ("normal","zeros","ones","uniform"), std:float, fan_in:int
+ *          path in op->path                   -> a trainable parameter
+ *  CONST   attrs value:float                  -> a tensor of the value's shape filled with value
+ *  NEG EXP LOG SQRT RSQRT RECIP SQUARE SIGMOID SILU TANH RELU: elementwise, same shape/dtype
+ *  SCALE   attrs alpha:float, beta:float      y = alpha*x + beta
+ *  CAST    out dtype is the target            y = (dtype)x
+ *  STOP_GRAD                                  y = x, no gradient flows through it
+ *  ADD SUB MUL DIV  numpy broadcasting (dims aligned on the right, 1 stretches)
+ *  REDUCE_SUM/MEAN/MAX attrs axis:int (negative counts from the end), keepdim:int
+ *  SUM_TO  out shape given: sums broadcast dims away (the adjoint of BROADCAST)
+ *  RESHAPE out shape given, same element count, row-major
+ *  TRANSPOSE attrs perm:ints                  out.dim[i] = in.dim[perm[i]]
+ *  BROADCAST out shape given (numpy rules from the input)
+ *  SLICE   attrs axis:int, start:int          out.dim[axis] gives the length
+ *  CONCAT  attrs axis:int                     inputs joined along axis
+ *  MATMUL  a[...,M,K] b[...,K,N] (b may be 2-D and shared across the batch), attrs
+ *          trans_a:int, trans_b:int (last two dims swapped before the product);
+ *          accumulation in at least f32               -> [...,M,N]
+ *  SOFTMAX over the last axis; attrs causal:int: for a [...,S,S] input, entries with
+ *          column > row are excluded (probability 0)
+ *  ROPE    x[B,S,H,D], attrs theta:float, inverse:int: rotates pairs (i, i+D/2) of the
+ *          last dim by angle s * theta^(-2i/D) at sequence position s (NeoX layout);
+ *          inverse rotates by the negative angle (its backward)
+ *  GATHER_ROWS  table[V,D], idx int[...]      -> [...,D]   (embedding lookup)
+ *  SCATTER_ROWS dy[...,D], idx int[...]       -> [V,D] (V from out shape) sums rows into idx
+ *  CROSS_ENTROPY logits[N,V], targets int[N]  -> [] mean over N of logsumexp - logit[t];
+ *          targets < 0 are ignored (and not counted in the mean)
+ *  TOPK    x[N,E], attrs k:int                -> i32[N,k] indices of the k largest,
+ *          largest first, ties to the lower index
+ *  TAKE_ALONG x[N,E], idx int[N,k]            -> [N,k]   x[n, idx[n,j]]
+ *  PUT_ALONG  v[N,k], idx int[N,k]            -> [N,E] (E from out shape) zero except
+ *          out[n, idx[n,j]] += v[n,j]
+ *  EXPERT_COUNT idx int[G,T,k], attrs experts:int -> f32[G,E] times each expert is chosen
+ *          in each group (a sequence); no gradient
+ *  MOE_DISPATCH x[N,D], idx int[N,k], attrs experts:int
+ *          -> xs[N*k,D]: the rows x[n] repeated once per choice, sorted by expert
+ *             (stable: by expert, then n, then j);
+ *             offsets i32[E+1]: rows of expert e are offsets[e] .. offsets[e+1]-1;
+ *             perm i32[N*k]: perm[r] = n*k + j, the choice that row r holds
+ *  GROUPED_MATMUL xs[R,K], w[E,K,N], offsets i32[E+1], attrs trans_b:int -> [R,N]:
+ *          row r of expert e times w[e] (w[e] transposed if trans_b: then w is [E,N,K])
+ *  MOE_COMBINE ys[R,D], perm i32[R], gates[N,k] -> y[N,D] = sum_j gates[n,j] * ys[r(n,j)]
+ *  SILU_BWD x, dy                              -> dy * silu'(x)
+ *  SOFTMAX_BWD y, dy (attrs causal like SOFTMAX) -> y * (dy - sum(dy*y))
+ *  CROSS_ENTROPY_BWD logits, targets, dloss[] -> dlogits[N,V]
+ *  GROUPED_MATMUL_WGRAD xs[R,K], dy[R,N], offsets -> dw[E,K,N] = per-expert xs^T dy
+ *  MOE_UNDISPATCH dxs[R,D], perm[R] (attrs k:int) -> dx[N,D], dx[n] = sum_j dxs[r(n,j)]
+ *  MOE_COMBINE_BWD_DATA dy[N,D], perm[R], gates[N,k] -> dys[R,D] = gates[n,j]*dy[n]
+ *  MOE_COMBINE_BWD_GATE dy[N,D], ys[R,D], perm[R]     -> dgates[N,k] = dy[n].ys[r(n,j)]
+ *  SEND/RECV attrs peer:int, tag:int;  ALL_TO_ALL/ALL_REDUCE/REDUCE_SCATTER/ALL_GATHER
+ *          attrs group:str (e.g. "ep", "dp", "pp")
+ *  QUANT_FP8 x[M,K], attrs tile_r:int, tile_c:int (1x128 activations, 128x128 weights)
+ *          -> q f8e4m3[M,K], scale f32[M/tile_r, K/tile_c] (max-abs / 448)
+ *  DEQUANT_FP8 q, scale -> f32
+ */
+#ifndef SLUICE_IR_H
+#define SLUICE_IR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum ir_dtype {
+	IR_F32,
+	IR_BF16,
+	IR_F16,
+	IR_F8E4M3,
+	IR_F8E5M2,
+	IR_I32,
+	IR_I64,
+	IR_DTYPE_COUNT
+};
+
+enum ir_opkind {
+#define X(e, name, nin, nout) IR_OP_##e,
+#include "ops.def"
+#undef X
+	IR_OP_COUNT
+};
+
+enum ir_phase {
+	IR_PHASE_FWD,
+	IR_PHASE_BWD_B,   /* input gradients */
+	IR_PHASE_BWD_W,   /* weight gradients, deferrable */
+	IR_PHASE_OPT
+};
+
+#define IR_MAX_RANK 8
+
+struct ir_shape {
+	int rank;
+	int64_t dim[IR_MAX_RANK];
+};
+
+struct ir_loc {
+	const char *file; /* NULL when unknown */
+	int line, col;
+};
+
+enum ir_attr_kind { IR_ATTR_INT, IR_ATTR_FLOAT, IR_ATTR_STR, IR_ATTR_INTS };
+
+struct ir_attr {
+	const char *name;
+	enum ir_attr_kind kind;
+	int64_t i;
+	double f;
+	const char *s;
+	int n;           /* IR_ATTR_INTS */
+	int64_t *ints;
+};
+
+struct ir_op;
+
+struct ir_value {
+	int id;
+	enum ir_dtype dtype;
+	struct ir_shape shape;
+	struct ir_op *def;
+	int def_out;      /* which output of def */
+	const char *name; /* optional, for printing */
+};
+
+struct ir_op {
+	int id;
+	enum ir_opkind kind;
+	int n_in, n_out;
+	struct ir_value **in;
+	struct ir_value **out;
+	int n_attr;
+	struct ir_attr *attr;
+	struct ir_loc loc;
+	const char *scope;  /* dotted block path, "" at top level */
+	const char *path;   /* parameter path (PARAM) or NULL */
+	enum ir_phase phase;
+	int stage;          /* pipeline stage, -1 when unassigned */
+};
+
+/* A setting of the train section: name = number or string. */
+struct ir_setting {
+	const char *name;
+	int is_str;
+	double num;
+	const char *str;
+};
+
+struct ir_arena;
+
+struct ir_graph {
+	struct ir_arena *arena;
+	const char *model;           /* model name */
+	struct ir_op **ops;
+	int n_ops, cap_ops;
+	struct ir_value **values;    /* indexed by value id */
+	int n_values, cap_values;
+	int next_op_id;
+	/* named graph outputs, e.g. "loss" */
+	int n_outputs;
+	const char **output_names;
+	struct ir_value **outputs;
+	/* the train section */
+	int n_settings;
+	struct ir_setting *settings;
+	/* builder context, see ir_graph_set_context() */
+	struct ir_loc cur_loc;
+	const char *cur_scope;
+};
+
+/* --- arena -------------------------------------------------------------------- */
+struct ir_arena *ir_arena_new(void);
+void ir_arena_free(struct ir_arena *a);
+void *ir_alloc(struct ir_arena *a, size_t n);               /* zeroed, 16-aligned */
+char *ir_strdup(struct ir_arena *a, const char *s);
+char *ir_strndup(struct ir_arena *a, const char *s, size_t n);
+char *ir_sprintf(struct ir_arena *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* --- dtypes and shapes -------------------------------------------------------- */
+const char *ir_dtype_name(enum ir_dtype t);
+int ir_dtype_parse(const char *s, enum ir_dtype *out);       /* 1 on success */
+size_t ir_dtype_size(enum ir_dtype t);
+int ir_dtype_is_float(enum ir_dtype t);
+const char *ir_op_name(enum ir_opkind k);
+int ir_op_parse(const char *s, enum ir_opkind *out);         /* 1 on success */
+int ir_op_arity_in(enum ir_opkind k);                         /* -1 variadic */
+int ir_op_arity_out(enum ir_opkind k);
+const char *ir_phase_name(enum ir_phase p);
+
+struct ir_shape ir_shape_make(int rank, const int64_t *dim);
+struct ir_shape ir_shape_of(int rank, ...);                   /* int64_t dims */
+int64_t ir_shape_numel(const struct ir_shape *s);             /* -1 on overflow */
+int ir_shape_eq(const struct ir_shape *a, const struct ir_shape *b);
+/* numpy broadcast of a and b into out; 0 when they do not broadcast */
+int ir_shape_broadcast(const struct ir_shape *a, const struct ir_shape *b,
+		       struct ir_shape *out);
+/* "[16, 256, 512]" into buf */
+char *ir_shape_str(const struct ir_shape *s, char *buf, size_t n);
+
+/* --- graph building ----------------------------------------------------------- */
+struct ir_graph *ir_graph_new(const char *model);
+void ir_graph_free(struct ir_graph *g);
+struct ir_value *ir_value_new(struct ir_graph *g, enum ir_dtype t, struct ir_shape s);
+/* Make an op with the given inputs and fresh outputs (dtypes/shapes filled by caller
+ * through op->out[i]); appended to g->ops. */
+struct ir_op *ir_op_new(struct ir_graph *g, enum ir_opkind k, int n_in,
+			struct ir_value **in, int n_out);
+/* One-output convenience: output has dtype t and shape s. */
+struct ir_value *ir_op1(struct ir_graph *g, enum ir_opkind k, int n_in,
+			struct ir_value **in, enum ir_dtype t, struct ir_shape s);
+void ir_op_set_int(struct ir_graph *g, struct ir_op *op, const char *name, int64_t v);
+void ir_op_set_float(struct ir_graph *g, struct ir_op *op, const char *name, double v);
+void ir_op_set_str(struct ir_graph *g, struct ir_op *op, const char *name, const char *v);
+void ir_op_set_ints(struct ir_graph *g, struct ir_op *op, const char *name, int n,
+		    const int64_t *v);
+const struct ir_attr *ir_op_attr(const struct ir_op *op, const char *name);
+int64_t ir_op_int(const struct ir_op *op, const char *name, int64_t dflt);
+double ir_op_float(const struct ir_op *op, const char *name, double dflt);
+const char *ir_op_str(const struct ir_op *op, const char *name, const char *dflt);
+void ir_graph_add_output(struct ir_graph *g, const char *name, struct ir_value *v);
+struct ir_value *ir_graph_output(const struct ir_graph *g, const char *name);
+void ir_graph_set(struct ir_graph *g, const char *name, double num, const char *str);
+const struct ir_setting *ir_graph_setting(const struct ir_graph *g, const char *name);
+double ir_graph_setting_num(const struct ir_graph *g, const char *name, double dflt);
+
+/* Builder context: ops made through ir_op_new() take this location and scope. */
+void ir_graph_set_context(struct ir_graph *g, struct ir_loc loc, const char *scope);
+
+/* --- checking, printing, parsing ---------------------------------------------- */
+/* Verify structure, shapes and dtypes of every op.  Returns 0 when valid; otherwise
+ * writes one line per problem to err (when non-NULL) and returns the count. */
+int ir_verify(const struct ir_graph *g, FILE *err);
+/* The textual form; ir_parse(ir_print(g)) prints back to the same text. */
+void ir_print(const struct ir_graph *g, FILE *out);
+/* Parse textual IR.  On error returns NULL and writes "FILE:LINE:COL: error: ..." */
+struct ir_graph *ir_parse(const char *text, size_t len, const char *filename, FILE *err);
+
+#endif

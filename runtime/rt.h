@@ -1,0 +1,29 @@
+/* rt.h - the runtime's base: checked allocation, errors, timing, files written safely.
+ * The runtime knows nothing of the language or the IR; it runs compiled programs. */
+#ifndef SLUICE_RT_H
+#define SLUICE_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+void *rt_malloc(size_t n);            /* aborts with a message when out of memory */
+void *rt_calloc(size_t n, size_t size);
+void *rt_realloc(void *p, size_t n);
+char *rt_strdup(const char *s);
+/* An internal error: a bug in sluice, not in the user's input. */
+_Noreturn void rt_bug(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+#define RT_BUG(...) rt_bug(__FILE__, __LINE__, __VA_ARGS__)
+#define RT_ASSERT(c) ((c) ? (void)0 : RT_BUG("assertion failed: %s", #c))
+
+double rt_now(void);                  /* monotonic seconds */
+int rt_num_cpus(void);
+
+/* Write a whole file safely: to PATH.tmp.PID, fsync, rename over PATH, fsync the
+ * directory.  Returns 0, or -1 with errno set and nothing left behind. */
+int rt_write_file_atomic(const char *path, const void *data, size_t n);
+/* Read a whole file; returns malloc'd bytes (NUL-terminated) or NULL with errno set. */
+char *rt_read_file(const char *path, size_t *len);
+
+#endif
