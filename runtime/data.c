@@ -1,0 +1,199 @@
+/* data.c - shards, the byte tokenizer, the PRNG and batch sampling (see data.h). */
+#include "data.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+void rt_rng_seed(struct rt_rng *r, uint64_t seed)
+{
+	r->s = seed;
+}
+
+uint64_t rt_rng_next(struct rt_rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t rt_rng_below(struct rt_rng *r, uint64_t n)
+{
+	/* reject the top partial range so every value is equally likely */
+	uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+	uint64_t x;
+	do
+		x = rt_rng_next(r);
+	while (x >= limit);
+	return x % n;
+}
+
+double rt_rng_uniform(struct rt_rng *r)
+{
+	return (double)(rt_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+double rt_rng_normal(struct rt_rng *r)
+{
+	/* Box-Muller without a cached second value: the state stays one word */
+	double u1 = 1.0 - rt_rng_uniform(r); /* (0, 1] */
+	double u2 = rt_rng_uniform(r);
+	return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+	p[2] = (unsigned char)(v >> 16);
+	p[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+int rt_shard_write(const char *path, const uint16_t *tok, int64_t n, FILE *err)
+{
+	if (n < 0 || n > INT32_MAX) {
+		fprintf(err, "sluice: %s: %lld tokens do not fit in one shard (at most %d)\n",
+			path, (long long)n, INT32_MAX);
+		return -1;
+	}
+	size_t hdr = RT_SHARD_HEADER_INTS * 4;
+	size_t size = hdr + 2 * (size_t)n;
+	unsigned char *buf = rt_calloc(size, 1);
+	put_le32(buf, RT_SHARD_MAGIC);
+	put_le32(buf + 4, RT_SHARD_VERSION);
+	put_le32(buf + 8, (uint32_t)n);
+	for (int64_t i = 0; i < n; i++) {
+		buf[hdr + 2 * (size_t)i] = (unsigned char)tok[i];
+		buf[hdr + 2 * (size_t)i + 1] = (unsigned char)(tok[i] >> 8);
+	}
+	int rc = rt_write_file_atomic(path, buf, size);
+	if (rc)
+		fprintf(err, "sluice: %s: cannot write: %s\n", path, strerror(errno));
+	free(buf);
+	return rc;
+}
+
+int rt_shard_read(const char *path, int vocab, struct rt_shard *out, FILE *err)
+{
+	out->tok = NULL;
+	out->n = 0;
+	size_t len;
+	unsigned char *buf = (unsigned char *)rt_read_file(path, &len);
+	if (!buf) {
+		fprintf(err, "sluice: %s: cannot read: %s\n", path, strerror(errno));
+		return -1;
+	}
+	size_t hdr = RT_SHARD_HEADER_INTS * 4;
+	const char *why = NULL;
+	char whybuf[160];
+	uint32_t magic = len >= 4 ? get_le32(buf) : 0;
+	if (len < hdr) {
+		snprintf(whybuf, sizeof whybuf,
+			 "too short for a token shard (%zu bytes; the header alone is %zu)", len,
+			 hdr);
+		why = whybuf;
+	} else if (magic != RT_SHARD_MAGIC) {
+		snprintf(whybuf, sizeof whybuf,
+			 "not a token shard (magic %u, expected %d: llm.c's format, as 'sluice data' "
+			 "writes)", magic, RT_SHARD_MAGIC);
+		why = whybuf;
+	} else if (get_le32(buf + 4) != RT_SHARD_VERSION) {
+		snprintf(whybuf, sizeof whybuf,
+			 "shard version %u, this sluice reads version %d (uint16 tokens)",
+			 get_le32(buf + 4), RT_SHARD_VERSION);
+		why = whybuf;
+	} else {
+		uint32_t n = get_le32(buf + 8);
+		size_t want = hdr + 2 * (size_t)n;
+		if (n > INT32_MAX) {
+			snprintf(whybuf, sizeof whybuf, "token count %u in the header is negative", n);
+			why = whybuf;
+		} else if (len != want) {
+			snprintf(whybuf, sizeof whybuf,
+				 "the header says %u tokens (%zu bytes) but the file has %zu bytes%s",
+				 n, want, len, len < want ? ": truncated" : "");
+			why = whybuf;
+		} else if (n == 0) {
+			why = "the shard holds no tokens";
+		} else {
+			out->tok = rt_malloc(2 * (size_t)n);
+			for (uint32_t i = 0; i < n; i++) {
+				uint16_t t = (uint16_t)(buf[hdr + 2 * (size_t)i] |
+							buf[hdr + 2 * (size_t)i + 1] << 8);
+				if (vocab > 0 && t >= vocab) {
+					snprintf(whybuf, sizeof whybuf,
+						 "token %u at position %u is outside the model's "
+						 "vocabulary of %d (was the shard made with another "
+						 "tokenizer, e.g. GPT-2's?)", t, i, vocab);
+					why = whybuf;
+					break;
+				}
+				out->tok[i] = t;
+			}
+			out->n = n;
+		}
+	}
+	free(buf);
+	if (why) {
+		fprintf(err, "sluice: %s: %s\n", path, why);
+		rt_shard_free(out);
+		return -1;
+	}
+	return 0;
+}
+
+void rt_shard_free(struct rt_shard *s)
+{
+	free(s->tok);
+	s->tok = NULL;
+	s->n = 0;
+}
+
+void rt_tokenize_bytes(const unsigned char *text, size_t n, uint16_t *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = text[i];
+}
+
+static void copy_window(const struct rt_shard *t, int64_t start, int seq, int32_t *tokens,
+			int32_t *targets)
+{
+	for (int j = 0; j < seq; j++) {
+		tokens[j] = t->tok[start + j];
+		targets[j] = t->tok[start + j + 1];
+	}
+}
+
+void rt_batch_sample(const struct rt_shard *t, struct rt_rng *r, int batch, int seq,
+		     int32_t *tokens, int32_t *targets)
+{
+	RT_ASSERT(t->n >= (int64_t)seq + 1);
+	uint64_t starts = (uint64_t)(t->n - seq); /* windows of seq+1 tokens */
+	for (int b = 0; b < batch; b++) {
+		int64_t s = (int64_t)rt_rng_below(r, starts);
+		copy_window(t, s, seq, tokens + (size_t)b * seq, targets + (size_t)b * seq);
+	}
+}
+
+void rt_batch_eval(const struct rt_shard *t, int k, int n_batches, int batch, int seq,
+		   int32_t *tokens, int32_t *targets)
+{
+	RT_ASSERT(t->n >= (int64_t)seq + 1 && k >= 0 && k < n_batches);
+	int64_t windows = (int64_t)n_batches * batch;
+	int64_t span = t->n - seq - 1; /* last valid start */
+	for (int b = 0; b < batch; b++) {
+		int64_t w = (int64_t)k * batch + b;
+		int64_t s = windows > 1 ? span * w / (windows - 1) : 0;
+		copy_window(t, s, seq, tokens + (size_t)b * seq, targets + (size_t)b * seq);
+	}
+}

@@ -1,0 +1,63 @@
+/* data.h - token data for training: llm.c's shard format, a byte-level tokenizer,
+ * and seeded batch sampling.
+ *
+ * A shard is a file of 256 little-endian int32 (magic 20240520, version 1, the token
+ * count, the rest zero) followed by that many uint16 tokens.  llm.c's scripts write
+ * the same files (with GPT-2 tokens); sluice's byte-level tokenizer writes a token per
+ * byte (vocabulary 256).  Reading checks everything: a bad magic, a wrong version, a
+ * file shorter or longer than its count says, or a token outside the model's
+ * vocabulary is an error with the reason, never a crash.
+ *
+ * Batches are windows of seq+1 consecutive tokens at random offsets (inputs are the
+ * first seq, targets the last seq), drawn with sluice's own PRNG, whose whole state is
+ * one uint64: saving it in a checkpoint restores the data position exactly. */
+#ifndef SLUICE_RT_DATA_H
+#define SLUICE_RT_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define RT_SHARD_MAGIC 20240520
+#define RT_SHARD_VERSION 1
+#define RT_SHARD_HEADER_INTS 256
+
+/* --- the PRNG: splitmix64, one word of state ---------------------------------- */
+struct rt_rng {
+	uint64_t s;
+};
+
+void rt_rng_seed(struct rt_rng *r, uint64_t seed);
+uint64_t rt_rng_next(struct rt_rng *r);
+uint64_t rt_rng_below(struct rt_rng *r, uint64_t n);   /* uniform in [0, n), n > 0 */
+double rt_rng_uniform(struct rt_rng *r);                /* uniform in [0, 1) */
+double rt_rng_normal(struct rt_rng *r);                 /* standard normal */
+
+/* --- shards --------------------------------------------------------------------- */
+struct rt_shard {
+	uint16_t *tok;
+	int64_t n;
+};
+
+/* Write n tokens as a shard (temp file, fsync, rename).  0, or -1 with a message. */
+int rt_shard_write(const char *path, const uint16_t *tok, int64_t n, FILE *err);
+/* Read and check a shard; every token must be < vocab (vocab <= 0: no check).
+ * 0, or -1 with "sluice: PATH: reason" on err. */
+int rt_shard_read(const char *path, int vocab, struct rt_shard *out, FILE *err);
+void rt_shard_free(struct rt_shard *s);
+
+/* The byte-level tokenizer: one token per byte of text, vocabulary 256. */
+#define RT_BYTE_VOCAB 256
+void rt_tokenize_bytes(const unsigned char *text, size_t n, uint16_t *out);
+
+/* --- batches -------------------------------------------------------------------- */
+/* Fill tokens and targets (int32, batch x seq, row-major) with `batch` random windows
+ * of t's tokens; the shard must hold at least seq + 1 tokens. */
+void rt_batch_sample(const struct rt_shard *t, struct rt_rng *r, int batch, int seq,
+		     int32_t *tokens, int32_t *targets);
+/* The k-th batch of a fixed, evenly spread sweep over a validation shard: the same
+ * windows every time, no PRNG.  k < n_batches. */
+void rt_batch_eval(const struct rt_shard *t, int k, int n_batches, int batch, int seq,
+		   int32_t *tokens, int32_t *targets);
+
+#endif

@@ -1,0 +1,73 @@
+/* test_optim.c - AdamW against steps computed by hand, clipping, and the schedule. */
+#include <math.h>
+
+#include "check.h"
+#include "runtime/optim.h"
+
+#define NEAR(a, b, tol) (fabs((double)(a) - (double)(b)) <= (tol))
+
+static void test_adamw(void)
+{
+	struct rt_adamw o = { .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f };
+	float w = 1.0f, m = 0.0f, v = 0.0f;
+	/* step 1: m = 0.05, v = 0.00025, mhat = 0.5, vhat = 0.25, update ~ 1,
+	 * w = 1 - 0.1 * (1 + 0.1 * 1) = 0.89 */
+	float g = 0.5f;
+	rt_adamw_step(&o, 0.1f, 1, &w, &g, &m, &v, 1, 1.0f, 1);
+	CHECKF(NEAR(m, 0.05, 1e-7), "m = %.9g", m);
+	CHECKF(NEAR(v, 0.00025, 1e-8), "v = %.9g", v);
+	CHECKF(NEAR(w, 0.890000002, 1e-6), "w = %.9g", w);
+	/* step 2 with g = -0.25 and lr 0.05: m = 0.02, v = 0.00031225,
+	 * mhat = 0.02 / 0.19, vhat = 0.00031225 / 0.001999,
+	 * w = 0.89 - 0.05 * (mhat / sqrt(vhat) + 0.1 * 0.89) = 0.87223315 */
+	g = -0.25f;
+	rt_adamw_step(&o, 0.05f, 2, &w, &g, &m, &v, 1, 1.0f, 1);
+	CHECKF(NEAR(m, 0.02, 1e-7), "m = %.9g", m);
+	CHECKF(NEAR(v, 0.00031225, 1e-8), "v = %.9g", v);
+	CHECKF(NEAR(w, 0.87223315, 2e-6), "w = %.9g", w);
+
+	/* no decay, and the gradient scale (clipping) applied before the moments */
+	float w2[2] = { 2.0f, -2.0f }, g2[2] = { 4.0f, -4.0f }, m2[2] = { 0 }, v2[2] = { 0 };
+	rt_adamw_step(&o, 0.1f, 1, w2, g2, m2, v2, 2, 0.25f, 0);
+	CHECKF(NEAR(m2[0], 0.1, 1e-7) && NEAR(m2[1], -0.1, 1e-7), "m = %g %g", m2[0], m2[1]);
+	CHECKF(NEAR(w2[0], 1.9, 1e-6) && NEAR(w2[1], -1.9, 1e-6), "w = %g %g", w2[0], w2[1]);
+}
+
+static void test_clip(void)
+{
+	float a[2] = { 3.0f, 0.0f }, b[1] = { 4.0f };
+	float *gs[2] = { a, b };
+	size_t ns[2] = { 2, 1 };
+	double norm = rt_grad_norm(gs, ns, 2);
+	CHECKF(norm == 5.0, "norm = %.17g", norm);
+	CHECK(NEAR(rt_clip_scale(norm, 1.0f), 0.2, 1e-7));
+	CHECK(rt_clip_scale(norm, 10.0f) == 1.0f);
+	CHECK(rt_clip_scale(norm, 0.0f) == 1.0f); /* off */
+	CHECK(rt_clip_scale(NAN, 1.0f) == 1.0f);
+}
+
+static void test_schedule(void)
+{
+	struct rt_schedule s = { .lr_max = 1.0f, .lr_min = 0.1f, .warmup = 10, .total = 110 };
+	CHECK(NEAR(rt_schedule_lr(&s, 0), 0.1, 1e-7));
+	CHECK(NEAR(rt_schedule_lr(&s, 4), 0.5, 1e-7));
+	CHECK(NEAR(rt_schedule_lr(&s, 9), 1.0, 1e-7));
+	CHECK(NEAR(rt_schedule_lr(&s, 10), 1.0, 1e-7));        /* cosine starts at the peak */
+	CHECK(NEAR(rt_schedule_lr(&s, 43), 0.775, 1e-6));      /* p = 1/3: 0.1 + 0.9 * 0.75 */
+	CHECK(NEAR(rt_schedule_lr(&s, 109), 0.1, 1e-7));       /* the floor on the last step */
+	CHECK(NEAR(rt_schedule_lr(&s, 500), 0.1, 1e-7));
+	for (int64_t i = 11; i < 110; i++)
+		CHECKF(rt_schedule_lr(&s, i) <= rt_schedule_lr(&s, i - 1), "step %lld", (long long)i);
+	struct rt_schedule nw = { .lr_max = 0.5f, .lr_min = 0.0f, .warmup = 0, .total = 3 };
+	CHECK(NEAR(rt_schedule_lr(&nw, 0), 0.5, 1e-7));
+	CHECK(NEAR(rt_schedule_lr(&nw, 1), 0.25, 1e-7));
+	CHECK(NEAR(rt_schedule_lr(&nw, 2), 0.0, 1e-7));
+}
+
+int main(void)
+{
+	test_adamw();
+	test_clip();
+	test_schedule();
+	return CHECK_DONE();
+}
