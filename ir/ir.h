@@ -18,7 +18,8 @@
  * Op semantics (shapes are written outermost first; "..." is any number of leading dims):
  *  INPUT   attrs name:str                     -> the graph input of that name
  *  PARAM   attrs init:str ("normal","zeros","ones","uniform"), std:float, fan_in:int
- *          path in op->path                   -> a trainable parameter
+ *          path in op->path                   -> a trainable parameter; attrs
+ *          trainable:int (default 1): 0 for a parameter no gradient touches
  *  CONST   attrs value:float                  -> a tensor of the value's shape filled with value
  *  NEG EXP LOG SQRT RSQRT RECIP SQUARE SIGMOID SILU TANH RELU: elementwise, same shape/dtype
  *  SCALE   attrs alpha:float, beta:float      y = alpha*x + beta
@@ -62,10 +63,14 @@
  *  SILU_BWD x, dy                              -> dy * silu'(x)
  *  SOFTMAX_BWD y, dy (attrs causal like SOFTMAX) -> y * (dy - sum(dy*y))
  *  CROSS_ENTROPY_BWD logits, targets, dloss[] -> dlogits[N,V]
- *  GROUPED_MATMUL_WGRAD xs[R,K], dy[R,N], offsets -> dw[E,K,N] = per-expert xs^T dy
+ *  GROUPED_MATMUL_WGRAD xs[R,K], dy[R,N], offsets -> dw[E,K,N] = per-expert xs^T dy;
+ *          attrs trans_b:int as the forward op's: then dw is [E,N,K] = per-expert dy^T xs
  *  MOE_UNDISPATCH dxs[R,D], perm[R] (attrs k:int) -> dx[N,D], dx[n] = sum_j dxs[r(n,j)]
  *  MOE_COMBINE_BWD_DATA dy[N,D], perm[R], gates[N,k] -> dys[R,D] = gates[n,j]*dy[n]
  *  MOE_COMBINE_BWD_GATE dy[N,D], ys[R,D], perm[R]     -> dgates[N,k] = dy[n].ys[r(n,j)]
+ *  RELU_BWD x, dy                              -> dy where x > 0, else 0
+ *  REDUCE_MAX_BWD x, dy (attrs axis, keepdim like REDUCE_MAX) -> dx shaped like x: dy at
+ *          the first maximal entry of each reduced line, 0 elsewhere
  *  SEND/RECV attrs peer:int, tag:int;  ALL_TO_ALL/ALL_REDUCE/REDUCE_SCATTER/ALL_GATHER
  *          attrs group:str (e.g. "ep", "dp", "pp")
  *  QUANT_FP8 x[M,K], attrs tile_r:int, tile_c:int (1x128 activations, 128x128 weights)
