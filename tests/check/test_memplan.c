@@ -1,0 +1,203 @@
+/* test_memplan.c - pass_memplan: a hand-checked chain, alignment, what lives outside
+ * the arena, and the no-overlap property on random graphs against a liveness computed
+ * here independently. */
+#include <string.h>
+
+#include "build.h"
+#include "check.h"
+#include "passes/passes.h"
+
+/* Checks the plan of g: offsets aligned, inside the arena, no two values live at once
+ * overlap, and peak between the largest live set and the naive sum. */
+static void check_plan(const struct ir_graph *g, const struct pass_memplan *p, int64_t align)
+{
+	int nv = g->n_values;
+	REQUIRE(p->n_values == nv);
+	int *first = malloc(sizeof *first * (size_t)nv), *last = malloc(sizeof *last * (size_t)nv);
+	REQUIRE(first && last);
+	for (int i = 0; i < nv; i++)
+		first[i] = last[i] = -1;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		for (int j = 0; j < op->n_out; j++)
+			first[op->out[j]->id] = last[op->out[j]->id] = i;
+		for (int j = 0; j < op->n_in; j++)
+			if (i > last[op->in[j]->id])
+				last[op->in[j]->id] = i;
+	}
+	int64_t naive = 0;
+	for (int i = 0; i < nv; i++) {
+		const struct ir_value *v = g->values[i];
+		int outside = v->def->kind == IR_OP_INPUT || v->def->kind == IR_OP_PARAM;
+		for (int k = 0; k < g->n_outputs; k++)
+			outside |= g->outputs[k] == v;
+		CHECKF(p->size[i] == ir_shape_numel(&v->shape) * (int64_t)ir_dtype_size(v->dtype),
+		       "value %d", i);
+		if (outside) {
+			CHECKF(p->offset[i] == -1, "value %d should be outside", i);
+			continue;
+		}
+		CHECKF(p->offset[i] >= 0, "value %d", i);
+		CHECKF(p->offset[i] % align == 0, "value %d at %lld", i, (long long)p->offset[i]);
+		CHECKF(p->offset[i] + p->size[i] <= p->peak, "value %d", i);
+		naive += (p->size[i] + align - 1) / align * align;
+	}
+	int64_t max_live = 0;
+	for (int t = 0; t < g->n_ops; t++) {
+		int64_t live = 0;
+		for (int i = 0; i < nv; i++)
+			if (p->offset[i] >= 0 && first[i] <= t && t <= last[i])
+				live += (p->size[i] + align - 1) / align * align;
+		if (live > max_live)
+			max_live = live;
+	}
+	CHECKF(p->peak >= max_live && p->peak <= naive, "peak %lld live %lld naive %lld",
+	       (long long)p->peak, (long long)max_live, (long long)naive);
+	for (int i = 0; i < nv; i++) {
+		if (p->offset[i] < 0 || !p->size[i])
+			continue;
+		for (int j = i + 1; j < nv; j++) {
+			if (p->offset[j] < 0 || !p->size[j])
+				continue;
+			int live_together = first[i] <= last[j] && first[j] <= last[i];
+			int overlap = p->offset[i] < p->offset[j] + p->size[j] &&
+				      p->offset[j] < p->offset[i] + p->size[i];
+			CHECKF(!(live_together && overlap),
+			       "values %d [%d,%d] @%lld+%lld and %d [%d,%d] @%lld+%lld", i,
+			       first[i], last[i], (long long)p->offset[i], (long long)p->size[i],
+			       j, first[j], last[j], (long long)p->offset[j],
+			       (long long)p->size[j]);
+		}
+	}
+	free(first);
+	free(last);
+}
+
+/* x -> exp -> exp -> exp -> sum: the first and third temporaries can share bytes. */
+static void test_chain(void)
+{
+	struct ir_graph *g = ir_graph_new("chain");
+	struct ir_value *x = b_input(g, "x", IR_F32, ir_shape_of(1, (int64_t)256));
+	struct ir_value *y1 = b_un(g, IR_OP_EXP, x);
+	struct ir_value *y2 = b_un(g, IR_OP_EXP, y1);
+	struct ir_value *y3 = b_un(g, IR_OP_EXP, y2);
+	struct ir_value *s = ir_op1(g, IR_OP_REDUCE_SUM, 1, &y3, IR_F32, ir_shape_of(0));
+	ir_op_set_int(g, s->def, "axis", 0);
+	ir_graph_add_output(g, "loss", s);
+	struct pass_memplan p;
+	REQUIRE(pass_memplan(g, 64, &p) == 0);
+	CHECKF(p.peak == 2048, "%lld", (long long)p.peak);
+	CHECK(p.offset[x->id] == -1 && p.offset[s->id] == -1);
+	CHECK(p.offset[y1->id] == p.offset[y3->id]);
+	CHECK(p.offset[y1->id] != p.offset[y2->id]);
+	check_plan(g, &p, 64);
+	pass_memplan_free(&p);
+	ir_graph_free(g);
+}
+
+/* 4-byte values in a 256-aligned arena; parameters and their gradients outside. */
+static void test_align_and_outside(void)
+{
+	struct ir_graph *g = ir_graph_new("align");
+	struct ir_value *w = b_param(g, "w", ir_shape_of(1, (int64_t)1), 1);
+	struct ir_value *a = b_un(g, IR_OP_EXP, w);
+	struct ir_value *b = b_un(g, IR_OP_EXP, w);
+	struct ir_value *c = b_bin(g, IR_OP_ADD, a, b);
+	struct ir_value *gw = b_un(g, IR_OP_NEG, c);
+	gw->def->phase = IR_PHASE_BWD_W;
+	ir_graph_add_output(g, "loss", c);
+	ir_graph_add_output(g, "grad.w", gw);
+	struct pass_memplan p;
+	REQUIRE(pass_memplan(g, 256, &p) == 0);
+	CHECK(p.offset[w->id] == -1 && p.offset[c->id] == -1 && p.offset[gw->id] == -1);
+	CHECK(p.offset[a->id] % 256 == 0 && p.offset[b->id] % 256 == 0);
+	CHECK(p.offset[a->id] != p.offset[b->id]);
+	CHECKF(p.peak == 512, "%lld", (long long)p.peak);
+	check_plan(g, &p, 256);
+	pass_memplan_free(&p);
+	ir_graph_free(g);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(uint32_t n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state % n);
+}
+
+/* A random graph: inputs, parameters, ops of 1 to 3 inputs drawn from what exists
+ * (recent values more often: long and short lifetimes both), some with 3 outputs,
+ * some values made outputs.  Memplan reads only the structure, so shapes are free. */
+static struct ir_graph *random_graph(int n_ops)
+{
+	struct ir_graph *g = ir_graph_new("random");
+	static const enum ir_dtype dts[] = { IR_F32, IR_BF16, IR_F8E4M3, IR_I32, IR_I64 };
+	int n0 = 1 + (int)rnd(4);
+	for (int i = 0; i < n0; i++) {
+		struct ir_shape s = ir_shape_of(1, (int64_t)(1 + rnd(300)));
+		if (rnd(2))
+			b_input(g, "x", dts[rnd(5)], s);
+		else
+			b_param(g, "p", s, 1);
+	}
+	for (int i = 0; i < n_ops; i++) {
+		int nin = 1 + (int)rnd(3);
+		struct ir_value *in[3];
+		for (int j = 0; j < nin; j++) {
+			int nvals = g->n_values;
+			int pick = rnd(3) ? nvals - 1 - (int)rnd(nvals < 6 ? (uint32_t)nvals : 6)
+					  : (int)rnd((uint32_t)nvals);
+			in[j] = g->values[pick];
+		}
+		int nout = rnd(8) ? 1 : 3;
+		struct ir_op *op = ir_op_new(g, nout == 3 ? IR_OP_MOE_DISPATCH : IR_OP_CONCAT,
+					     nin, in, nout);
+		for (int j = 0; j < nout; j++) {
+			op->out[j]->dtype = dts[rnd(5)];
+			op->out[j]->shape = rnd(10) ? ir_shape_of(1, (int64_t)(1 + rnd(5000)))
+						    : ir_shape_of(2, (int64_t)rnd(3),
+								  (int64_t)(1 + rnd(100)));
+			if (!rnd(15))
+				ir_graph_add_output(g, "out", op->out[j]);
+		}
+	}
+	return g;
+}
+
+static void test_random(void)
+{
+	static const size_t aligns[] = { 1, 8, 64, 256 };
+	for (int t = 0; t < 60; t++) {
+		struct ir_graph *g = random_graph(20 + (int)rnd(250));
+		size_t align = aligns[t % 4];
+		struct pass_memplan p;
+		REQUIRE(pass_memplan(g, align, &p) == 0);
+		check_plan(g, &p, (int64_t)align);
+		pass_memplan_free(&p);
+		ir_graph_free(g);
+	}
+}
+
+/* A value whose size overflows is refused, not planned. */
+static void test_overflow(void)
+{
+	struct ir_graph *g = ir_graph_new("big");
+	struct ir_value *x = b_input(g, "x", IR_F32, ir_shape_of(1, (int64_t)4));
+	int64_t big = (int64_t)1 << 40;
+	ir_op1(g, IR_OP_BROADCAST, 1, &x, IR_F32, ir_shape_of(3, big, big, (int64_t)4));
+	struct pass_memplan p;
+	CHECK(pass_memplan(g, 64, &p) != 0);
+	CHECK(p.offset == NULL && p.size == NULL);
+	ir_graph_free(g);
+}
+
+int main(void)
+{
+	test_chain();
+	test_align_and_outside();
+	test_random();
+	test_overflow();
+	return CHECK_DONE();
+}
