@@ -399,6 +399,7 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 			layer_key(op->kind == IR_OP_PARAM && op->path ? op->path : op->scope);
 		for (int j = 0; j < op->n_out; j++)
 			A.key[op->out[j]->id] = key;
+		layer_of(&A, key); /* the table in the order of the ops */
 	}
 
 	/* uses of parameters: the active fraction of each */
@@ -510,6 +511,17 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 		out->activation_bytes += b;
 		layer_of(&A, A.key[i])->activation_bytes += b;
 	}
+
+	/* rows with nothing to show (scopes of backward ops, of the loss) are dropped */
+	int kept = 0;
+	for (int i = 0; i < A.n_layers; i++) {
+		struct pass_layer_stats *l = &A.layers[i];
+		if (l->params || l->flops_per_token > 0 || l->activation_bytes)
+			A.layers[kept++] = *l;
+		else
+			free((char *)l->scope);
+	}
+	A.n_layers = kept;
 
 done:
 	free(A.origin);

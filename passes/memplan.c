@@ -123,8 +123,7 @@ static void fl_free(struct freelist *f, int64_t off, int64_t size)
 	fl_insert_at(f, i, (struct block){ off, size });
 }
 
-static int outside_arena(const struct ir_graph *g, const struct ir_value *v,
-			 const unsigned char *is_output)
+static int outside_arena(const struct ir_value *v, const unsigned char *is_output)
 {
 	return !v->def || v->def->kind == IR_OP_INPUT || v->def->kind == IR_OP_PARAM ||
 	       is_output[v->id];
@@ -189,7 +188,7 @@ int pass_memplan(const struct ir_graph *g, size_t align, struct pass_memplan *ou
 		const struct ir_op *op = g->ops[i];
 		for (int j = 0; j < op->n_out; j++) {
 			const struct ir_value *v = op->out[j];
-			if (outside_arena(g, v, is_output))
+			if (outside_arena(v, is_output))
 				continue;
 			int64_t sz = out->size[v->id];
 			int64_t rounded = (int64_t)align > 1 ? (sz + mask) / (int64_t)align *
@@ -200,7 +199,7 @@ int pass_memplan(const struct ir_graph *g, size_t align, struct pass_memplan *ou
 		for (int k = nfree[i]; k < nfree[i + 1]; k++) {
 			int id = free_ids[k];
 			const struct ir_value *v = g->values[id];
-			if (outside_arena(g, v, is_output) || !out->size[id] || out->offset[id] < 0)
+			if (outside_arena(v, is_output) || !out->size[id] || out->offset[id] < 0)
 				continue;
 			int64_t sz = out->size[id];
 			int64_t rounded = (int64_t)align > 1 ? (sz + mask) / (int64_t)align *
