@@ -1,0 +1,209 @@
+/* comm.h - ranks, the launcher, the rendezvous and fault channel, and GPU
+ * communication through NCCL.
+ *
+ * One process per GPU.  A job's ranks come from one of:
+ *   - sluice's own launcher ('--gpus N' on a command): the parent forks N copies of
+ *     its own command line and sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+ *     MASTER_ADDR=127.0.0.1, MASTER_PORT and SLUICE_LAUNCHED=1 in each (rendezvous.c,
+ *     launch.c);
+ *   - torchrun (and anything else that sets RANK/WORLD_SIZE): RANK, WORLD_SIZE,
+ *     LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
+ *   - Open MPI's mpirun: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE,
+ *     OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE;
+ *   - Slurm's srun: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NNODES.
+ * Precedence, first match wins: RANK/WORLD_SIZE, then Open MPI, then Slurm (mpirun
+ * inside a Slurm allocation sets both; its own variables are the precise ones; a
+ * torchrun inside either sets RANK).  With none of them the process is rank 0 of 1.
+ * The rank-0 address is MASTER_ADDR when set; under Slurm else
+ * SLURM_LAUNCH_NODE_IPADDR; else 127.0.0.1 when every rank is on this node (an error
+ * otherwise).  The port is MASTER_PORT, else 29500.
+ *
+ * The rendezvous (rt_rdzv_*) is a few TCP connections, all to rank 0: each rank sends
+ * its rank and a hash of what it will run, rank 0 checks that every hash matches and
+ * sends back a blob (NCCL's unique id).  It is no collective: NCCL moves the data.
+ * The connections then stay open as the job's fault channel, watched by a thread in
+ * every rank: heartbeats each second, a closed connection means that rank died, a
+ * rank that reports a failure (an NCCL error, an operation past its timeout) is named
+ * to every other rank, and every rank then aborts its communicators and exits 1. */
+#ifndef SLUICE_COMM_H
+#define SLUICE_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- ranks ------------------------------------------------------------------- */
+
+struct rt_rank_env {
+	int rank, world;
+	int local_rank, local_world; /* local_world is 0 when the environment does not say */
+	char master_addr[256];
+	int master_port;
+	const char *source; /* "sluice launcher", "RANK/WORLD_SIZE", "Open MPI", "Slurm", "none" */
+	int listen_fd;      /* rank 0 under sluice's launcher: the rendezvous socket, else -1 */
+};
+
+/* Reads the environment as described above.  0 on success; -1 with a message in err
+ * when the variables are present but wrong (RANK past WORLD_SIZE, a port that is no
+ * number, a multi-node job without a rank-0 address). */
+int rt_rank_env_read(struct rt_rank_env *e, char *err, size_t errlen);
+
+/* ---- the launcher (one node) ------------------------------------------------- */
+
+/* When this process is not yet one of a job's ranks (none of the variables above is
+ * set) and nranks > 1: creates the rendezvous socket on 127.0.0.1 (an ephemeral port
+ * unless MASTER_PORT is set), runs nranks copies of this process's own command line
+ * (/proc/self/exe with /proc/self/cmdline) as ranks 0..nranks-1, waits for all of
+ * them and returns the job's exit status: 0 when every rank exits 0, else the first
+ * failing rank's status (1 for a rank killed by a signal), after saying which rank
+ * failed.  Once one rank has failed, the others get 15 s to stop by themselves (the
+ * fault channel makes them) and are then killed.  Returns RT_LAUNCH_RANK when this
+ * process is a rank (or nranks <= 1): carry on as that rank.  Environment variables
+ * such as NCCL_NVLS_ENABLE pass through to the ranks unchanged. */
+enum { RT_LAUNCH_RANK = -1 };
+int rt_launch(int nranks);
+
+/* ---- rendezvous and fault channel --------------------------------------------- */
+
+struct rt_rdzv;
+
+struct rt_rdzv_hooks {
+	/* Called from the watchdog thread (or from rt_rdzv_fail) once, before the process
+	 * exits because of a fault: abort every communicator (ncclCommAbort). */
+	void (*abort)(void *ctx);
+	/* Called by the watchdog about every 100 ms: returns 1 and writes a message when
+	 * this rank's communication has failed (ncclCommGetAsyncError), else 0. */
+	int (*poll_error)(void *ctx, char *msg, size_t n);
+	void *ctx;
+};
+
+struct rt_rdzv_config {
+	int rank, world;
+	const char *addr; /* rank 0's address */
+	int port;
+	int listen_fd;       /* rank 0: an already listening socket to use, or -1 */
+	uint64_t hash;       /* of what this rank will run: every rank's must match */
+	double timeout_s;    /* for every rendezvous step; 0: SLUICE_RDZV_TIMEOUT or 120 s */
+	double op_timeout_s; /* an operation running longer is a hang; 0: SLUICE_COMM_TIMEOUT or 300 s */
+	double heartbeat_timeout_s; /* a peer silent for longer has stopped; 0: 30 s */
+	struct rt_rdzv_hooks hooks;
+};
+
+/* Meets every other rank; rank 0 sends blob (blob_len bytes), the others receive it
+ * into blob.  Returns NULL with a message in err on failure: a timeout, a rank that
+ * cannot be reached, or hashes that differ (the message names the ranks that differ,
+ * and every rank gets it).  On success the fault channel is being watched. */
+struct rt_rdzv *rt_rdzv_open(const struct rt_rdzv_config *cfg, void *blob, size_t blob_len,
+			     char *err, size_t errlen);
+/* Replace the hooks (e.g. once the communicators exist). */
+void rt_rdzv_set_hooks(struct rt_rdzv *z, const struct rt_rdzv_hooks *hooks);
+/* Bracket each communication operation that waits on other ranks, so that a hang is
+ * seen: a rank whose operation runs past op_timeout_s reports it, and rank 0 names the
+ * ranks that are not inside any operation (they are the ones stuck elsewhere). */
+void rt_rdzv_op_begin(struct rt_rdzv *z, const char *name);
+void rt_rdzv_op_end(struct rt_rdzv *z);
+/* This rank has failed: tell every other rank, abort the communicators, exit 1. */
+_Noreturn void rt_rdzv_fail(struct rt_rdzv *z, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Clean end: waits until every rank has closed (a fault meanwhile still ends the
+ * process), then closes the connections and stops the watchdog.  NULL is fine. */
+void rt_rdzv_close(struct rt_rdzv *z);
+int rt_rdzv_rank(const struct rt_rdzv *z);
+int rt_rdzv_world(const struct rt_rdzv *z);
+
+/* FNV-1a, 64 bits: the hash of what a rank will run. */
+uint64_t rt_hash64(const void *data, size_t n, uint64_t h);
+#define RT_HASH64_INIT 0xcbf29ce484222325ull
+
+/* ---- GPU communication (NCCL; runtime/cuda/nccl.c) ----------------------------- */
+/* Without NCCL every function below fails with a message saying so (comm_none.c). */
+
+struct rt_comm;
+
+enum rt_comm_dtype { RT_COMM_U8, RT_COMM_I32, RT_COMM_I64, RT_COMM_F32, RT_COMM_BF16, RT_COMM_F16 };
+size_t rt_comm_dtype_size(enum rt_comm_dtype t);
+
+struct rt_comm_opts {
+	/* Bound on the SMs (CTAs) each communication kernel uses; 0: the env variables
+	 * SLUICE_COMM_MIN_CTAS / SLUICE_COMM_MAX_CTAS, else NCCL's choice. */
+	int min_ctas, max_ctas;
+	const void *program; /* hashed for the rendezvous: every rank must pass the same */
+	size_t program_len;
+	double timeout_s, op_timeout_s; /* 0: defaults, see rt_rdzv_config */
+};
+
+/* The world communicator: reads the rank environment, selects GPU LOCAL_RANK and
+ * makes it current on the calling thread, meets the other ranks, creates the NCCL
+ * communicator (non-blocking mode, so that a hang can be aborted).  NULL with a
+ * message on failure. */
+struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen);
+/* A sub-communicator of the ranks that pass the same color (ncclCommSplit; ordered by
+ * key).  Every rank of parent must call it.  color < 0: this rank joins none, NULL. */
+struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key);
+/* Frees a sub-communicator; for the world communicator, also closes the rendezvous
+ * (a clean end: waits for every rank). */
+void rt_comm_free(struct rt_comm *c);
+int rt_comm_rank(const struct rt_comm *c);
+int rt_comm_size(const struct rt_comm *c);
+int rt_comm_device(const struct rt_comm *c); /* the CUDA device ordinal of this rank */
+void *rt_comm_stream(const struct rt_comm *c); /* the communicator's own CUstream */
+
+/* Operations.  Buffers are device pointers; stream is a CUstream (NULL: the
+ * communicator's own).  Counts are elements.  Every call is enqueued on the stream and
+ * returns; a failure ends the job through the fault channel (rt_rdzv_fail). */
+void rt_comm_send(struct rt_comm *c, const void *buf, size_t count, enum rt_comm_dtype t,
+		  int peer, void *stream);
+void rt_comm_recv(struct rt_comm *c, void *buf, size_t count, enum rt_comm_dtype t, int peer,
+		  void *stream);
+/* Send to one peer and receive from another at once (one NCCL group). */
+void rt_comm_sendrecv(struct rt_comm *c, const void *sbuf, size_t scount, int speer, void *rbuf,
+		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream);
+/* count elements to every peer, peer p's block at p*count (ncclAlltoAll). */
+void rt_comm_all_to_all(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			enum rt_comm_dtype t, void *stream);
+/* Per-peer counts and offsets known on the host (grouped ncclSend/ncclRecv). */
+void rt_comm_all_to_allv(struct rt_comm *c, const void *sbuf, const size_t *scounts,
+			 const size_t *soffs, void *rbuf, const size_t *rcounts,
+			 const size_t *roffs, enum rt_comm_dtype t, void *stream);
+/* Per-peer counts that live on the device (written by a kernel, e.g. MoE routing):
+ * d_scounts holds size int64 send counts.  The count exchange: a small all-to-all of
+ * the counts, a copy of both count vectors to the host and a host sync on the stream,
+ * then the exact all-to-allv; the send blocks lie packed in peer order in sbuf, the
+ * received ones are packed into rbuf (at most rcap elements).  The received counts
+ * are written to h_rcounts (size entries).  The sync is the cost that keeps this
+ * out of a CUDA graph; rt_comm_all_to_all_fixed is the alternative without it. */
+void rt_comm_all_to_allv_dev(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
+			     void *rbuf, size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
+			     void *stream);
+/* Worst-case sizes, no host sync: every peer's block in sbuf is cap elements (the
+ * first d_scounts[p] of them used), the counts travel beside it into d_rcounts (an
+ * all-to-all of size int64) in the same NCCL group, and rbuf receives size blocks of
+ * cap elements.  Bytes sent: size*cap whatever the counts. */
+void rt_comm_all_to_all_fixed(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
+			      void *rbuf, int64_t *d_rcounts, size_t cap, enum rt_comm_dtype t,
+			      void *stream);
+void rt_comm_all_reduce_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			    enum rt_comm_dtype t, void *stream);
+/* rbuf gets this rank's block of count elements of the sum of every rank's sbuf
+ * (size*count elements). */
+void rt_comm_reduce_scatter_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+				enum rt_comm_dtype t, void *stream);
+/* rbuf (size*count elements) gets every rank's count elements of sbuf, in rank order. */
+void rt_comm_all_gather(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			enum rt_comm_dtype t, void *stream);
+/* Waits for the stream, watching for a fault (the wait counts as an operation). */
+void rt_comm_sync(struct rt_comm *c, void *stream);
+
+/* Minimal device memory and timing for the communication tests and benchmark, on the
+ * CUDA driver API (loaded at run time).  They fail through rt_rdzv_fail. */
+void *rt_comm_dev_alloc(struct rt_comm *c, size_t bytes);
+void rt_comm_dev_free(struct rt_comm *c, void *p);
+void rt_comm_dev_upload(struct rt_comm *c, void *dst, const void *src, size_t bytes);
+void rt_comm_dev_download(struct rt_comm *c, void *dst, const void *src, size_t bytes);
+void rt_comm_dev_fill_u32(struct rt_comm *c, void *dst, uint32_t v, size_t n);
+/* Device time of fn(arg) run iters times on the comm's stream, in seconds per call. */
+double rt_comm_time(struct rt_comm *c, int iters, void (*fn)(void *arg, int i), void *arg);
+
+/* 'sluice bench comm': runtime/cuda/bench_comm.c (comm_none.c without NCCL). */
+int rt_bench_comm(int argc, char **argv);
+
+#endif

@@ -1,0 +1,89 @@
+/* comm_none.c - GPU communication when sluice is built without NCCL: every entry point
+ * says so and fails; the ranks, the launcher and the rendezvous (rendezvous.c,
+ * launch.c) work without it. */
+#include "comm.h"
+
+#ifndef SLUICE_HAVE_NCCL
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+static const char why[] =
+	"sluice was built without NCCL, so it cannot communicate between GPUs (CMake did not "
+	"find nccl.h and libnccl, or SLUICE_WITH_CUDA/SLUICE_WITH_NCCL was OFF; see the "
+	"configuration summary of the build)";
+
+static _Noreturn void none(void)
+{
+	fprintf(stderr, "sluice: %s\n", why);
+	exit(1);
+}
+
+size_t rt_comm_dtype_size(enum rt_comm_dtype t)
+{
+	static const size_t size[] = { 1, 4, 8, 4, 2, 2 };
+	return (unsigned)t < sizeof size / sizeof size[0] ? size[t] : 0;
+}
+
+struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen)
+{
+	(void)o;
+	snprintf(err, errlen, "%s", why);
+	return NULL;
+}
+
+struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key) { none(); }
+void rt_comm_free(struct rt_comm *c) { (void)c; }
+int rt_comm_rank(const struct rt_comm *c) { none(); }
+int rt_comm_size(const struct rt_comm *c) { none(); }
+int rt_comm_device(const struct rt_comm *c) { none(); }
+void *rt_comm_stream(const struct rt_comm *c) { none(); }
+void rt_comm_send(struct rt_comm *c, const void *buf, size_t count, enum rt_comm_dtype t,
+		  int peer, void *stream) { none(); }
+void rt_comm_recv(struct rt_comm *c, void *buf, size_t count, enum rt_comm_dtype t, int peer,
+		  void *stream) { none(); }
+void rt_comm_sendrecv(struct rt_comm *c, const void *sbuf, size_t scount, int speer, void *rbuf,
+		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_all_to_all(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_all_to_allv(struct rt_comm *c, const void *sbuf, const size_t *scounts,
+			 const size_t *soffs, void *rbuf, const size_t *rcounts,
+			 const size_t *roffs, enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_all_to_allv_dev(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
+			     void *rbuf, size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
+			     void *stream) { none(); }
+void rt_comm_all_to_all_fixed(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
+			      void *rbuf, int64_t *d_rcounts, size_t cap, enum rt_comm_dtype t,
+			      void *stream) { none(); }
+void rt_comm_all_reduce_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			    enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_reduce_scatter_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+				enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_all_gather(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+			enum rt_comm_dtype t, void *stream) { none(); }
+void rt_comm_sync(struct rt_comm *c, void *stream) { none(); }
+void *rt_comm_dev_alloc(struct rt_comm *c, size_t bytes) { none(); }
+void rt_comm_dev_free(struct rt_comm *c, void *p) { none(); }
+void rt_comm_dev_upload(struct rt_comm *c, void *dst, const void *src, size_t bytes) { none(); }
+void rt_comm_dev_download(struct rt_comm *c, void *dst, const void *src, size_t bytes) { none(); }
+void rt_comm_dev_fill_u32(struct rt_comm *c, void *dst, uint32_t v, size_t n) { none(); }
+double rt_comm_time(struct rt_comm *c, int iters, void (*fn)(void *arg, int i), void *arg)
+{
+	none();
+}
+
+int rt_bench_comm(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			printf("usage: sluice bench comm --gpus N [--sizes 1M,8M,64M,256M]\n\n%s.\n", why);
+			return 0;
+		}
+	fprintf(stderr, "sluice bench comm: %s\n", why);
+	return 1;
+}
+#else
+typedef int rt_comm_none_unused; /* built with NCCL: runtime/cuda/nccl.c has these */
+#endif
