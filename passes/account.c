@@ -93,12 +93,13 @@ static int is_mtp_path(const char *p)
 	return p && !strncmp(p, "mtp.", 4);
 }
 
-/* Ops that show a value under another shape or dtype: a weight seen through them is
- * still the weight. */
+/* Ops that show a value under another shape, dtype or scale (autodiff.c's "weight
+ * side" views, and FP8 casts): a weight seen through them is still the weight. */
 static int is_view(enum ir_opkind k)
 {
 	return k == IR_OP_CAST || k == IR_OP_RESHAPE || k == IR_OP_TRANSPOSE ||
-	       k == IR_OP_BROADCAST || k == IR_OP_STOP_GRAD || k == IR_OP_QUANT_FP8 ||
+	       k == IR_OP_BROADCAST || k == IR_OP_SLICE || k == IR_OP_SCALE ||
+	       k == IR_OP_NEG || k == IR_OP_STOP_GRAD || k == IR_OP_QUANT_FP8 ||
 	       k == IR_OP_DEQUANT_FP8;
 }
 

@@ -6,72 +6,7 @@
 #include "build.h"
 #include "check.h"
 #include "passes/passes.h"
-
-/* Checks the plan of g: offsets aligned, inside the arena, no two values live at once
- * overlap, and peak between the largest live set and the naive sum. */
-static void check_plan(const struct ir_graph *g, const struct pass_memplan *p, int64_t align)
-{
-	int nv = g->n_values;
-	REQUIRE(p->n_values == nv);
-	int *first = malloc(sizeof *first * (size_t)nv), *last = malloc(sizeof *last * (size_t)nv);
-	REQUIRE(first && last);
-	for (int i = 0; i < nv; i++)
-		first[i] = last[i] = -1;
-	for (int i = 0; i < g->n_ops; i++) {
-		const struct ir_op *op = g->ops[i];
-		for (int j = 0; j < op->n_out; j++)
-			first[op->out[j]->id] = last[op->out[j]->id] = i;
-		for (int j = 0; j < op->n_in; j++)
-			if (i > last[op->in[j]->id])
-				last[op->in[j]->id] = i;
-	}
-	int64_t naive = 0;
-	for (int i = 0; i < nv; i++) {
-		const struct ir_value *v = g->values[i];
-		int outside = v->def->kind == IR_OP_INPUT || v->def->kind == IR_OP_PARAM;
-		for (int k = 0; k < g->n_outputs; k++)
-			outside |= g->outputs[k] == v;
-		CHECKF(p->size[i] == ir_shape_numel(&v->shape) * (int64_t)ir_dtype_size(v->dtype),
-		       "value %d", i);
-		if (outside) {
-			CHECKF(p->offset[i] == -1, "value %d should be outside", i);
-			continue;
-		}
-		CHECKF(p->offset[i] >= 0, "value %d", i);
-		CHECKF(p->offset[i] % align == 0, "value %d at %lld", i, (long long)p->offset[i]);
-		CHECKF(p->offset[i] + p->size[i] <= p->peak, "value %d", i);
-		naive += (p->size[i] + align - 1) / align * align;
-	}
-	int64_t max_live = 0;
-	for (int t = 0; t < g->n_ops; t++) {
-		int64_t live = 0;
-		for (int i = 0; i < nv; i++)
-			if (p->offset[i] >= 0 && first[i] <= t && t <= last[i])
-				live += (p->size[i] + align - 1) / align * align;
-		if (live > max_live)
-			max_live = live;
-	}
-	CHECKF(p->peak >= max_live && p->peak <= naive, "peak %lld live %lld naive %lld",
-	       (long long)p->peak, (long long)max_live, (long long)naive);
-	for (int i = 0; i < nv; i++) {
-		if (p->offset[i] < 0 || !p->size[i])
-			continue;
-		for (int j = i + 1; j < nv; j++) {
-			if (p->offset[j] < 0 || !p->size[j])
-				continue;
-			int live_together = first[i] <= last[j] && first[j] <= last[i];
-			int overlap = p->offset[i] < p->offset[j] + p->size[j] &&
-				      p->offset[j] < p->offset[i] + p->size[i];
-			CHECKF(!(live_together && overlap),
-			       "values %d [%d,%d] @%lld+%lld and %d [%d,%d] @%lld+%lld", i,
-			       first[i], last[i], (long long)p->offset[i], (long long)p->size[i],
-			       j, first[j], last[j], (long long)p->offset[j],
-			       (long long)p->size[j]);
-		}
-	}
-	free(first);
-	free(last);
-}
+#include "plan_check.h"
 
 /* x -> exp -> exp -> exp -> sum: the first and third temporaries can share bytes. */
 static void test_chain(void)
