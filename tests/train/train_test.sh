@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# train_test.sh SLUICE - the training driver end to end, through the sluice command:
+# 'sluice data', a short run whose loss must fall, bit-identical resume (also after
+# Ctrl-C), routing-bias balancing, refused corrupt or mismatched checkpoints and data,
+# the default data prepared on first use, and the checkpoint read by Python's
+# safetensors + numpy (skipped with a line saying so when they are not installed).
+# BACKEND (env) picks the executor (default ref: quick and exact).
+set -u
+SLUICE=$(realpath "$1")
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BACKEND=${BACKEND:-ref}
+T=$(mktemp -d /tmp/sluice-train-test.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+MODEL=$HERE/bigram_moe.ir
+train() { "$SLUICE" train "$MODEL" --backend "$BACKEND" --quiet "$@"; }
+losses() { grep -o '"loss":[^,}]*' "$1"; }
+
+# expect STATUS PATTERN CMD...: exit status and a line of stderr
+expect() {
+	local want=$1 pat=$2
+	shift 2
+	"$@" >out.txt 2>err.txt
+	local rc=$?
+	if [ "$rc" -ne "$want" ]; then
+		fail "$* exited $rc, expected $want: $(head -c 400 err.txt)"
+	elif [ -n "$pat" ] && ! grep -q -- "$pat" err.txt; then
+		fail "$* did not say '$pat': $(head -c 400 err.txt)"
+	else
+		ok "$* -> $rc${pat:+ ($pat)}"
+	fi
+}
+
+# --- sluice data ----------------------------------------------------------------
+cat "$ROOT"/README.md "$ROOT"/tools/*.c > text.txt
+expect 0 "text_val.bin" "$SLUICE" data text.txt -o text.bin --val-fraction 0.1
+[ -s text.bin ] && [ -s text_val.bin ] || fail "sluice data wrote no shards"
+n=$(stat -c %s text.txt); a=$(stat -c %s text.bin); b=$(stat -c %s text_val.bin)
+[ $((a + b - 2048)) -eq $((2 * n)) ] || fail "shards hold $((a + b - 2048)) bytes, want $((2 * n))"
+expect 2 "no input files" "$SLUICE" data -o x.bin
+expect 2 "val-fraction" "$SLUICE" data text.txt -o x.bin --val-fraction 1.5
+expect 1 "missing.txt" "$SLUICE" data missing.txt -o x.bin
+expect 0 "" "$SLUICE" data --help
+DATA=(--data text.bin --val-data text_val.bin)
+
+# --- the loss falls ---------------------------------------------------------------
+expect 0 "" train "${DATA[@]}" --metrics full.jsonl --out full
+python3 - full.jsonl <<'PY' || fail "loss did not fall"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+loss = [r["loss"] for r in rows]
+first, last = sum(loss[:5]) / 5, sum(loss[-5:]) / 5
+print(f"loss {first:.3f} -> {last:.3f} over {len(loss)} steps")
+assert len(rows) == 40 and last < first - 0.5
+for k in ("step", "loss", "lr", "tokens_per_s", "grad_norm"):
+    assert all(k in r for r in rows), k
+assert rows[-1]["step"] == 40 and "val_loss" in rows[-1]
+assert "moe" in rows[0]["expert_load_max_over_mean"]
+PY
+
+# --- bit-identical resume ------------------------------------------------------------
+expect 0 "stopped after step 17" train "${DATA[@]}" --metrics half.jsonl --out half --stop-at 17
+expect 0 "resume: from half at step 17" train "${DATA[@]}" --metrics half.jsonl --resume half
+if [ "$(losses full.jsonl | wc -l)" -eq 40 ] && [ "$(losses full.jsonl)" = "$(losses half.jsonl)" ] &&
+	[ "$(grep -o '"val_loss":[^,}]*' full.jsonl)" = "$(grep -o '"val_loss":[^,}]*' half.jsonl)" ]; then
+	ok "40 losses of the resumed run equal the uninterrupted run's"
+else
+	fail "resumed losses differ: $(diff <(losses full.jsonl) <(losses half.jsonl) | head -4)"
+fi
+cmp -s full/checkpoint.safetensors half/checkpoint.safetensors ||
+	fail "final checkpoints differ after resume"
+expect 0 "nothing left to do" train "${DATA[@]}" --resume half
+
+# --- Ctrl-C saves a checkpoint and resumes exactly ----------------------------------------
+"$SLUICE" train "$MODEL" --backend "$BACKEND" --quiet "${DATA[@]}" --steps 100000 \
+	--metrics int.jsonl --out int 2>int.err &
+pid=$!
+for _ in $(seq 600); do
+	[ -f int.jsonl ] && [ "$(wc -l <int.jsonl)" -ge 5 ] && break
+	sleep 0.05
+done
+kill -INT $pid
+wait $pid
+rc=$?
+if [ $rc -eq 0 ] && grep -q "interrupted after step" int.err && [ -f int/checkpoint.safetensors ]; then
+	ok "Ctrl-C: exit 0, $(grep -o 'interrupted after step [0-9]*' int.err), checkpoint saved"
+	s=$(grep -o 'interrupted after step [0-9]*' int.err | grep -o '[0-9]*$')
+	expect 0 "" "$SLUICE" train "$MODEL" --backend "$BACKEND" --quiet "${DATA[@]}" \
+		--resume int --stop-at $((s + 3)) --metrics int.jsonl
+	"$SLUICE" train "$MODEL" --backend "$BACKEND" --quiet "${DATA[@]}" --steps 100000 \
+		--stop-at $((s + 3)) --metrics ref.jsonl --out ref 2>/dev/null
+	[ "$(losses ref.jsonl | wc -l)" -eq $((s + 3)) ] && [ "$(losses ref.jsonl)" = "$(losses int.jsonl)" ] ||
+		fail "losses after Ctrl-C and resume differ from an uninterrupted run"
+else
+	fail "Ctrl-C: exit $rc: $(tail -3 int.err)"
+fi
+ls int | grep -q tmp && fail "a temporary file was left in int/"
+
+# --- the routing bias moved toward balance, and was saved --------------------------------
+python3 - full/checkpoint.safetensors <<'PY' || fail "routing bias not in the checkpoint or unmoved"
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = h["moe.gate.bias"]
+lo, hi = e["data_offsets"]
+bias = struct.unpack("<4f", b[8 + n + lo:8 + n + hi])
+print("moe.gate.bias", bias)
+assert e["shape"] == [4] and any(x != 0 for x in bias) and abs(sum(bias)) < 1.0
+assert "adamw.m.moe.gate.bias" not in h and "adamw.m.emb" in h and "rng.state" in h
+assert h["__metadata__"]["step"] == "40"
+PY
+
+# --- corrupt and mismatched checkpoints ------------------------------------------------
+mkdir -p bad
+ck=full/checkpoint.safetensors
+size=$(stat -c %s $ck)
+head -c $((size / 2)) $ck > bad/trunc.safetensors
+expect 1 "data_offsets" train "${DATA[@]}" --resume bad/trunc.safetensors
+head -c 5 $ck > bad/tiny.safetensors
+expect 1 "too short" train "${DATA[@]}" --resume bad/tiny.safetensors
+{ printf '\377\377\377\377\0\0\0\0'; tail -c +9 $ck; } > bad/hlen.safetensors
+expect 1 "header length" train "${DATA[@]}" --resume bad/hlen.safetensors
+{ head -c 8 $ck; printf 'X'; tail -c +10 $ck; } > bad/json.safetensors
+expect 1 "not a JSON object" train "${DATA[@]}" --resume bad/json.safetensors
+expect 1 "cannot read" train "${DATA[@]}" --resume bad/none
+sed 's/f32\[256, 32\] path emb/f32[256, 16] path emb/; s/32\]/16]/g; s/f32\[32, 256\]/f32[16, 256]/' \
+	"$MODEL" > narrow.ir
+expect 1 "'emb' is F32 \[256, 32\] in the checkpoint but the model has F32 \[256, 16\]" \
+	"$SLUICE" train narrow.ir --backend "$BACKEND" --quiet "${DATA[@]}" --resume full
+
+# --- corrupt data ------------------------------------------------------------------------
+printf 'not a shard at all, just some text that is long enough' > bad/text.bin
+expect 1 "too short for a token shard" train --data bad/text.bin
+head -c 2000 text.bin > bad/trunc.bin
+expect 1 "truncated" train --data bad/trunc.bin
+{ head -c 1024 text.bin | head -c 0; python3 -c "
+import struct, sys
+sys.stdout.buffer.write(struct.pack('<256i', *([20240520, 1, 100] + [0] * 253)))
+sys.stdout.buffer.write(struct.pack('<100H', *([50256] + [11] * 99)))"; } > bad/gpt2.bin
+expect 1 "token 50256 at position 0 is outside the model's vocabulary of 256" \
+	train --data bad/gpt2.bin
+python3 -c "
+import struct, sys
+sys.stdout.buffer.write(struct.pack('<256i', *([7, 1, 100] + [0] * 253)) + bytes(200))" > bad/magic.bin
+expect 1 "not a token shard (magic 7" train --data bad/magic.bin
+
+# --- usage and devices --------------------------------------------------------------------
+expect 1 "no CUDA backend" "$SLUICE" train "$MODEL" --device cuda
+expect 2 "backend" "$SLUICE" train "$MODEL" --backend nope
+expect 2 "no model file" "$SLUICE" train
+expect 2 "--steps" "$SLUICE" train "$MODEL" --steps x
+expect 0 "" "$SLUICE" train --help
+expect 1 "missing.sl" "$SLUICE" train missing.sl
+
+# --- the default data: prepared on first use, then reused --------------------------------
+mkdir -p fortunes
+python3 - fortunes <<'PY'
+import sys
+words = "the quick brown fox jumps over the lazy dog and a small cat sleeps in warm sun".split()
+for f in ("wisdom", "people"):
+    with open(f"{sys.argv[1]}/{f}", "w") as out:
+        for i in range(60):
+            out.write(" ".join(words[(i + j) % len(words)] for j in range(12)) + ".\n%\n")
+open(f"{sys.argv[1]}/wisdom.dat", "wb").write(b"\0" * 64)
+PY
+export SLUICE_FORTUNES_DIR=$T/fortunes SLUICE_CACHE_DIR=$T/cache
+expect 0 "preparing English text from Debian's fortunes (2 files" train --steps 3 --out d1
+expect 0 "prepared in" train --steps 3 --out d2
+[ -s cache/fortunes_train.bin ] && [ -s cache/fortunes_val.bin ] || fail "no cached shards"
+SLUICE_FORTUNES_DIR=$T/none SLUICE_CACHE_DIR=$T/cache2 \
+	expect 1 "install Debian's fortunes package" train --steps 3
+unset SLUICE_FORTUNES_DIR SLUICE_CACHE_DIR
+
+# --- the checkpoint through Python's safetensors and numpy ---------------------------------
+if python3 -c "import numpy, safetensors" 2>/dev/null; then
+	python3 - full/checkpoint.safetensors <<'PY' && ok "safetensors + numpy read the checkpoint" ||
+import sys
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
+t = load_file(sys.argv[1])
+assert t["emb"].shape == (256, 32) and t["emb"].dtype == np.float32
+assert t["head"].shape == (32, 256) and t["adamw.v.head"].shape == (32, 256)
+assert (t["adamw.v.head"] >= 0).all() and np.isfinite(t["emb"]).all()
+assert t["rng.state"].dtype == np.uint64 and t["rng.state"].shape == (1,)
+assert t["moe.gate.bias"].shape == (4,)
+with safe_open(sys.argv[1], "np") as f:
+    m = f.metadata()
+assert m["step"] == "40" and m["model"] == "bigram_moe" and m["format"] == "sluice", m
+print("numpy:", {k: v.shape for k, v in sorted(t.items())})
+PY
+		fail "Python's safetensors could not read the checkpoint"
+else
+	echo "SKIP: python3 cannot import numpy and safetensors (pip install numpy safetensors):" \
+		"the checkpoint was not read by Python"
+fi
+
+if [ $fails -ne 0 ]; then
+	echo "$fails failure(s)"
+	exit 1
+fi
+echo "all training checks passed"
