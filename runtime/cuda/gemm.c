@@ -1,0 +1,249 @@
+/* gemm.c - matrix products through cuBLASLt: bf16, fp8 E4M3 with a scale per tensor,
+ * and fp8 with DeepSeek-V3's block scales (1x128 tiles of activations, 128x128
+ * blocks of weights), accumulation in fp32, bf16 out.
+ *
+ * sluice's matrices are row-major and cuBLASLt's column-major, so the product
+ * D[M,N] = A[M,K] . B[N,K]^T is asked of cuBLASLt as the column-major
+ * D^T (N x M) = B (N x K, stored K x N, op T) . A^T (K x M, op N): the "TN" layout
+ * every fp8 kernel needs, with cuBLASLt's A being our B and its B our A.  Hence the
+ * 128x128 block scales (ours on B) go on cuBLASLt's A and the 1x128 scales (ours on
+ * A) on cuBLASLt's B, which is also how PyTorch's torch._scaled_mm calls it.
+ *
+ * A plan (descriptors, layouts and the algorithm cuBLASLt's heuristic chose) is
+ * made once per (mode, M, N, K) and kept; scale pointers, which change per call,
+ * are set on the plan's descriptor before each product. */
+#include "gpu_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt.h"
+
+#ifdef SLUICE_HAVE_CUBLASLT
+#include <cublasLt.h>
+
+static int lt_fail(cublasStatus_t s, const char *call, const char *file, int line)
+{
+	fprintf(stderr, "sluice: cuBLASLt error: %s failed: %s: %s [%s:%d]\n", call,
+		cublasLtGetStatusName(s), cublasLtGetStatusString(s), file, line);
+	return -1;
+}
+#define LT(fn, args)                                                                 \
+	({                                                                           \
+		cublasStatus_t lt_s_ = fn args;                                      \
+		lt_s_ == CUBLAS_STATUS_SUCCESS ? 0 : lt_fail(lt_s_, #fn, __FILE__, __LINE__); \
+	})
+
+struct plan {
+	enum rt_gemm_mode mode;
+	int m, n, k;
+	cublasLtMatmulDesc_t desc;
+	cublasLtMatrixLayout_t la, lb, ld; /* cuBLASLt's A (our B), B (our A), C = D */
+	cublasLtMatmulHeuristicResult_t heur;
+	struct plan *next;
+};
+
+struct rt_gemm {
+	struct rt_gpu *g;
+	cublasLtHandle_t lt;
+	rt_dptr ws;
+	size_t ws_size;
+	struct plan *plans;
+};
+
+int rt_cublaslt_version(void)
+{
+	return (int)cublasLtGetVersion();
+}
+
+struct rt_gemm *rt_gemm_new(struct rt_gpu *g, size_t workspace_bytes)
+{
+	struct rt_gemm *c = rt_calloc(1, sizeof *c);
+	c->g = g;
+	if (workspace_bytes) {
+		c->ws = rt_gpu_alloc(g, workspace_bytes, 256);
+		if (!c->ws) {
+			free(c);
+			return NULL;
+		}
+		c->ws_size = workspace_bytes;
+	}
+	if (rt_gpu_bind(g) || LT(cublasLtCreate, (&c->lt))) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void plan_free(struct plan *p)
+{
+	if (p->desc)
+		cublasLtMatmulDescDestroy(p->desc);
+	if (p->la)
+		cublasLtMatrixLayoutDestroy(p->la);
+	if (p->lb)
+		cublasLtMatrixLayoutDestroy(p->lb);
+	if (p->ld)
+		cublasLtMatrixLayoutDestroy(p->ld);
+	free(p);
+}
+
+void rt_gemm_free(struct rt_gemm *c)
+{
+	if (!c)
+		return;
+	for (struct plan *p = c->plans, *next; p; p = next) {
+		next = p->next;
+		plan_free(p);
+	}
+	rt_gpu_bind(c->g);
+	cublasLtDestroy(c->lt);
+	free(c);
+}
+
+#define SET_DESC(d, attr, val)                                                       \
+	LT(cublasLtMatmulDescSetAttribute, (d, attr, &(val), sizeof(val)))
+
+static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
+{
+	struct plan *p = rt_calloc(1, sizeof *p);
+	p->mode = a->mode;
+	p->m = a->m;
+	p->n = a->n;
+	p->k = a->k;
+	int fp8 = a->mode != RT_GEMM_BF16;
+	cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
+	cublasOperation_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
+	uint64_t M = (uint64_t)a->m, N = (uint64_t)a->n, K = (uint64_t)a->k;
+	if (LT(cublasLtMatmulDescCreate, (&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F)) ||
+	    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, opa) ||
+	    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb) ||
+	    LT(cublasLtMatrixLayoutCreate, (&p->la, in, K, N, (int64_t)K)) ||
+	    LT(cublasLtMatrixLayoutCreate, (&p->lb, in, K, M, (int64_t)K)) ||
+	    LT(cublasLtMatrixLayoutCreate, (&p->ld, CUDA_R_16BF, N, M, (int64_t)N)))
+		goto fail;
+	if (a->mode == RT_GEMM_FP8_BLOCK) {
+		int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+		int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+		if (SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, blk) ||
+		    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, vec))
+			goto fail;
+	}
+	if (fp8) {
+		/* the heuristic wants to see scale pointers set; the real ones come per call */
+		const void *as = (const void *)(uintptr_t)a->b_scale;
+		const void *bs = (const void *)(uintptr_t)a->a_scale;
+		if (SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, as) ||
+		    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, bs))
+			goto fail;
+	}
+	cublasLtMatmulPreference_t pref;
+	if (LT(cublasLtMatmulPreferenceCreate, (&pref)))
+		goto fail;
+	int returned = 0;
+	int bad = LT(cublasLtMatmulPreferenceSetAttribute,
+		 (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_size, sizeof c->ws_size)) ||
+	      LT(cublasLtMatmulAlgoGetHeuristic,
+		 (c->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1, &p->heur, &returned));
+	cublasLtMatmulPreferenceDestroy(pref);
+	if (bad)
+		goto fail;
+	if (returned == 0) {
+		fprintf(stderr,
+			"sluice: cuBLASLt has no algorithm for a %s GEMM of M=%d N=%d K=%d on %s (sm_%d%d)%s\n",
+			rt_gemm_mode_name(a->mode), a->m, a->n, a->k, c->g->info.name,
+			c->g->info.cc_major, c->g->info.cc_minor,
+			a->mode == RT_GEMM_FP8_BLOCK ? "; block-scaled fp8 needs sm_90" : "");
+		goto fail;
+	}
+	return p;
+fail:
+	plan_free(p);
+	return NULL;
+}
+
+static struct plan *plan_get(struct rt_gemm *c, const struct rt_gemm_args *a)
+{
+	for (struct plan *p = c->plans; p; p = p->next)
+		if (p->mode == a->mode && p->m == a->m && p->n == a->n && p->k == a->k)
+			return p;
+	struct plan *p = plan_make(c, a);
+	if (p) {
+		p->next = c->plans;
+		c->plans = p;
+	}
+	return p;
+}
+
+int rt_gemm_run(struct rt_gemm *c, const struct rt_gemm_args *a, enum rt_stream_kind s)
+{
+	const char *why = rt_gemm_check_args(a);
+	if (why) {
+		fprintf(stderr, "sluice: GEMM M=%d N=%d K=%d (%s): %s\n", a->m, a->n, a->k,
+			rt_gemm_mode_name(a->mode), why);
+		return -1;
+	}
+	if (rt_gpu_bind(c->g))
+		return -1;
+	struct plan *p = plan_get(c, a);
+	if (!p)
+		return -1;
+	if (a->mode != RT_GEMM_BF16) {
+		const void *as = (const void *)(uintptr_t)a->b_scale;
+		const void *bs = (const void *)(uintptr_t)a->a_scale;
+		if (SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, as) ||
+		    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, bs))
+			return -1;
+	}
+	float alpha = 1.0f, beta = 0.0f;
+	void *D = (void *)(uintptr_t)a->d;
+	return LT(cublasLtMatmul,
+		  (c->lt, p->desc, &alpha, (const void *)(uintptr_t)a->b, p->la,
+		   (const void *)(uintptr_t)a->a, p->lb, &beta, D, p->ld, D, p->ld, &p->heur.algo,
+		   (void *)(uintptr_t)c->ws, c->ws_size, (cudaStream_t)rt_gpu_stream(c->g, s)));
+}
+
+int rt_gemm_describe(struct rt_gemm *c, const struct rt_gemm_args *a, char *buf, size_t n)
+{
+	if (rt_gpu_bind(c->g))
+		return -1;
+	struct plan *p = plan_get(c, a);
+	if (!p)
+		return -1;
+	int id = 0, tile = 0, stages = 0, splitk = 0;
+	size_t w;
+	cublasLtMatmulAlgoConfigGetAttribute(&p->heur.algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+	cublasLtMatmulAlgoConfigGetAttribute(&p->heur.algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
+					     sizeof tile, &w);
+	cublasLtMatmulAlgoConfigGetAttribute(&p->heur.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+					     sizeof stages, &w);
+	cublasLtMatmulAlgoConfigGetAttribute(&p->heur.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
+					     sizeof splitk, &w);
+	snprintf(buf, n, "algo %d tile %d stages %d splitk %d ws %zu KiB", id, tile, stages, splitk,
+		 p->heur.workspaceSize / 1024);
+	return 0;
+}
+
+#else /* CUDA without cuBLASLt */
+
+int rt_cublaslt_version(void) { return 0; }
+
+struct rt_gemm *rt_gemm_new(struct rt_gpu *g, size_t workspace_bytes)
+{
+	fprintf(stderr, "sluice: this sluice was built without cuBLASLt: no GEMMs\n");
+	return NULL;
+}
+
+void rt_gemm_free(struct rt_gemm *c) { (void)c; }
+
+int rt_gemm_run(struct rt_gemm *c, const struct rt_gemm_args *a, enum rt_stream_kind s)
+{
+	return -1;
+}
+
+int rt_gemm_describe(struct rt_gemm *c, const struct rt_gemm_args *a, char *buf, size_t n)
+{
+	return -1;
+}
+#endif

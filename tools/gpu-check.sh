@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# gpu-check.sh LOGDIR - on a GPU machine: build sluice (CUDA, no LLVM, no Graphviz),
+# run the GPU tests, run the benchmarks beside PyTorch, write every log to LOGDIR and
+# print a short table last.  Runs tools/bench/comm-check.sh LOGDIR too when present.
+#
+# cJSON: taken from the system, else from .deps/ (Debian's libcjson1 and
+# libcjson-dev unpacked there; CMakeLists.txt looks in it).  NVLink multicast stays
+# off: NCCL_NVLS_ENABLE=0 (never use it on shared machines).
+#
+# Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
+# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 2).
+set -u -o pipefail
+if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+	echo "usage: tools/gpu-check.sh LOGDIR" >&2
+	exit 2
+fi
+cd "$(dirname "$0")/.."
+mkdir -p "$1" || exit 1
+LOG=$(cd "$1" && pwd)
+BUILD=${BUILD_DIR:-build-gpu}
+JOBS=${JOBS:-$(nproc)}
+ROUNDS=${GEMM_ROUNDS:-2}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1
+# a fresh kernel cache, so that compile times and cache hits mean what they say
+export SLUICE_CACHE_DIR=${SLUICE_CACHE_DIR:-$(mktemp -d /tmp/sluice-gpu-check-cache.XXXXXX)}
+if [ -d .deps/usr/lib/x86_64-linux-gnu ]; then
+	export LD_LIBRARY_PATH=$PWD/.deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+
+status=()
+step() { # step NAME LOGFILE COMMAND... : run, log, remember the outcome
+	local name=$1 file=$2
+	shift 2
+	local t0=$SECONDS
+	"$@" >"$LOG/$file" 2>&1
+	local rc=$?
+	status+=("$(printf '%-28s %-6s %4ds  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo "rc=$rc")" $((SECONDS - t0)) "$file")")
+	return $rc
+}
+
+{
+	echo "== date"; date -u
+	echo "== nvidia-smi"; nvidia-smi
+	echo "== nvcc"; nvcc --version
+	echo "== libraries"; ls /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64 2>/dev/null | grep -E 'nccl|cjson|cublasLt|nvrtc' | sort -u
+	echo "== cjson header"; ls /usr/include/cjson 2>&1
+	echo "== torch"; python3 -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.device_count())'
+	echo "== cpu"; nproc; grep -m1 'model name' /proc/cpuinfo
+	echo "== env"; env | grep -E '^(NCCL|TORCH_SYMM|NVSHMEM)_' | sort
+} >"$LOG/machine.txt" 2>&1
+
+build() {
+	cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DSLUICE_WITH_LLVM=OFF -DSLUICE_WITH_GRAPHVIZ=OFF &&
+		cmake --build "$BUILD" -j "$JOBS"
+}
+if ! step "build (cmake, ninja)" build.log build; then
+	# another part of the tree may not build: still build what the GPU checks need
+	step "build GPU targets only" build-gpu-targets.log cmake --build "$BUILD" -j "$JOBS" -k 0 \
+		--target sluice test_kcache test_gpu_runtime test_gpu_gemm
+fi
+S=$BUILD/sluice
+
+step "sluice devices" devices.txt "$S" devices
+step "GPU tests (ctest)" tests-gpu.log ctest --test-dir "$BUILD" --output-on-failure \
+	-R '^(test_kcache|test_gpu_.*|devices_.*|bench_bad_args)$'
+
+# GEMMs: sluice and PyTorch in turn, ROUNDS times, so that drift hits both alike
+sl_logs=() th_logs=()
+for r in $(seq 1 "$ROUNDS"); do
+	step "sluice bench gemm ($r)" "gemm_sluice_$r.txt" "$S" bench gemm
+	sl_logs+=("$LOG/gemm_sluice_$r.txt")
+	step "torch_gemm.py ($r)" "gemm_torch_$r.txt" python3 tools/bench/torch_gemm.py
+	th_logs+=("$LOG/gemm_torch_$r.txt")
+done
+python3 tools/bench/gemm_table.py "${sl_logs[@]}" -- "${th_logs[@]}" >"$LOG/gemm_table.txt" 2>&1
+
+step "sluice bench nvrtc" nvrtc.txt "$S" bench nvrtc
+
+if [ -f tools/bench/comm-check.sh ]; then
+	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
+fi
+rm -rf "$SLUICE_CACHE_DIR"
+
+echo
+echo "== GPU check: logs in $LOG"
+printf '%s\n' "${status[@]}"
+echo
+echo "== tests"
+grep -E 'tests passed|tests failed|\(Failed\)|\(Skipped\)|Not Run' "$LOG/tests-gpu.log" | head -20
+echo
+echo "== devices"
+cat "$LOG/devices.txt"
+echo
+echo "== GEMM, sluice (cuBLASLt) against PyTorch"
+cat "$LOG/gemm_table.txt"
+echo
+echo "== NVRTC"
+tail -n 6 "$LOG/nvrtc.txt"
+ok=1
+for s in "${status[@]}"; do
+	case "$s" in *" rc="*) ok=0 ;; esac
+done
+[ $ok -eq 1 ]
