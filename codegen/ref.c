@@ -704,6 +704,17 @@ static void store_int(struct ref_exec *e, const struct ir_value *v, const double
 		o[i] = (int64_t)tmp[i];
 }
 
+/* where an op writes its (first) output: the value's doubles, or for an integer value a
+ * scratch array that exec_op() converts once the op is done */
+static double *obuf(struct ref_exec *e, const struct ir_value *v, double **tout)
+{
+	if (!is_int(v->dtype))
+		return fbuf(e, v);
+	if (!*tout)
+		*tout = rt_malloc(nbytes(v, sizeof(double)));
+	return *tout;
+}
+
 static int axis_of(const struct ir_op *op, int rank)
 {
 	int64_t a = ir_op_int(op, "axis", -1);
@@ -736,7 +747,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 			for (int64_t i = 0; i < n; i++)
 				o[i] = (int64_t)c;
 		} else {
-			double *o = fbuf(e, y);
+			double *o = obuf(e, y, &tout);
 			for (int64_t i = 0; i < n; i++)
 				o[i] = c;
 		}
@@ -747,26 +758,19 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 	case IR_OP_TANH: case IR_OP_RELU: case IR_OP_SCALE: case IR_OP_CAST:
 	case IR_OP_STOP_GRAD: {
 		const double *a = in_double(e, x, &t0);
-		double *o = is_int(y->dtype) ? (tout = rt_malloc(nbytes(y, sizeof(double))))
-					     : fbuf(e, y);
+		double *o = obuf(e, y, &tout);
 		unary_forward(o, a, n, op->kind, ir_op_float(op, "alpha", 1),
 			      ir_op_float(op, "beta", 0));
-		if (is_int(y->dtype))
-			store_int(e, y, o);
 		break;
 	}
 	case IR_OP_ADD: case IR_OP_SUB: case IR_OP_MUL: case IR_OP_DIV: {
 		const double *a = in_double(e, op->in[0], &t0);
 		const double *b = in_double(e, op->in[1], &t1);
-		double *o = is_int(y->dtype) ? (tout = rt_malloc(nbytes(y, sizeof(double))))
-					     : fbuf(e, y);
+		double *o = obuf(e, y, &tout);
 		binary_forward(o, ys, a, &op->in[0]->shape, b, &op->in[1]->shape, op->kind);
-		if (is_int(y->dtype)) {
-			if (op->kind == IR_OP_DIV) /* integer division truncates */
-				for (int64_t i = 0; i < n; i++)
-					o[i] = trunc(o[i]);
-			store_int(e, y, o);
-		}
+		if (is_int(y->dtype) && op->kind == IR_OP_DIV) /* integer division truncates */
+			for (int64_t i = 0; i < n; i++)
+				o[i] = trunc(o[i]);
 		break;
 	}
 	case IR_OP_REDUCE_SUM: case IR_OP_REDUCE_MEAN: case IR_OP_REDUCE_MAX: {
@@ -774,31 +778,28 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (ax < 0 || ax >= xs->rank)
 			return fail(e, "axis out of range");
 		const double *a = in_double(e, x, &t0);
-		double *o = is_int(y->dtype) ? (tout = rt_malloc(nbytes(y, sizeof(double))))
-					     : fbuf(e, y);
+		double *o = obuf(e, y, &tout);
 		reduce_forward(o, a, dims_prod(xs, 0, ax), xs->dim[ax],
 			       dims_prod(xs, ax + 1, xs->rank), op->kind);
-		if (is_int(y->dtype))
-			store_int(e, y, o);
 		break;
 	}
 	case IR_OP_SUM_TO:
-		sum_to_forward(fbuf(e, y), ys, in_double(e, x, &t0), xs);
+		sum_to_forward(obuf(e, y, &tout), ys, in_double(e, x, &t0), xs);
 		break;
 	case IR_OP_BROADCAST:
-		broadcast_forward(fbuf(e, y), ys, in_double(e, x, &t0), xs);
+		broadcast_forward(obuf(e, y, &tout), ys, in_double(e, x, &t0), xs);
 		break;
 	case IR_OP_RESHAPE:
 		if (is_int(y->dtype) && is_int(x->dtype))
 			memcpy(ibuf(e, y), e->iv[x->id], nbytes(y, sizeof(int64_t)));
 		else
-			memcpy(fbuf(e, y), in_double(e, x, &t0), nbytes(y, sizeof(double)));
+			memcpy(obuf(e, y, &tout), in_double(e, x, &t0), nbytes(y, sizeof(double)));
 		break;
 	case IR_OP_TRANSPOSE: {
 		const struct ir_attr *p = ir_op_attr(op, "perm");
 		if (!p || p->kind != IR_ATTR_INTS || p->n != ys->rank)
 			return fail(e, "perm attribute missing or of the wrong length");
-		transpose_forward(fbuf(e, y), ys, in_double(e, x, &t0), xs, p->ints);
+		transpose_forward(obuf(e, y, &tout), ys, in_double(e, x, &t0), xs, p->ints);
 		break;
 	}
 	case IR_OP_SLICE: {
@@ -806,14 +807,14 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		int64_t start = ir_op_int(op, "start", 0);
 		if (ax < 0 || ax >= xs->rank || start < 0 || start + ys->dim[ax] > xs->dim[ax])
 			return fail(e, "slice out of range");
-		slice_forward(fbuf(e, y), in_double(e, x, &t0), dims_prod(xs, 0, ax), xs->dim[ax],
+		slice_forward(obuf(e, y, &tout), in_double(e, x, &t0), dims_prod(xs, 0, ax), xs->dim[ax],
 			      ys->dim[ax], dims_prod(xs, ax + 1, xs->rank), start);
 		break;
 	}
 	case IR_OP_CONCAT: {
 		int ax = axis_of(op, ys->rank);
 		int64_t outer = dims_prod(ys, 0, ax), inner = dims_prod(ys, ax + 1, ys->rank);
-		double *o = fbuf(e, y);
+		double *o = obuf(e, y, &tout);
 		int64_t at = 0;
 		for (int i = 0; i < op->n_in; i++) {
 			double *tmp = NULL;
@@ -843,7 +844,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		bcast_strides(&ab, &ob, it.st[0]);
 		bcast_strides(&bb, &ob, it.st[1]);
 		const double *a = in_double(e, A, &t0), *b = in_double(e, Bv, &t1);
-		double *o = fbuf(e, y);
+		double *o = obuf(e, y, &tout);
 		int64_t nb = numel(&ob);
 		for (int64_t i = 0; i < nb; i++, iter_next(&it))
 			matmul_forward(o + i * M * N, a + it.off[0] * M * K, b + it.off[1] * K * N,
@@ -854,16 +855,16 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		int64_t V = last_dim(ys), S = ys->rank >= 2 ? ys->dim[ys->rank - 2] : 1;
 		int causal = (int)ir_op_int(op, "causal", 0);
 		if (op->kind == IR_OP_SOFTMAX)
-			softmax_forward(fbuf(e, y), in_double(e, x, &t0), n / V, V, S, causal);
+			softmax_forward(obuf(e, y, &tout), in_double(e, x, &t0), n / V, V, S, causal);
 		else
-			softmax_backward(fbuf(e, y), in_double(e, x, &t0),
+			softmax_backward(obuf(e, y, &tout), in_double(e, x, &t0),
 					 in_double(e, op->in[1], &t1), n / V, V, S, causal);
 		break;
 	}
 	case IR_OP_ROPE: {
 		if (xs->rank != 4 || xs->dim[3] % 2)
 			return fail(e, "rope needs x[B,S,H,D] with D even");
-		rope_forward(fbuf(e, y), in_double(e, x, &t0), xs->dim[0], xs->dim[1],
+		rope_forward(obuf(e, y, &tout), in_double(e, x, &t0), xs->dim[0], xs->dim[1],
 			     xs->dim[2], xs->dim[3], ir_op_float(op, "theta", 10000.0),
 			     (int)ir_op_int(op, "inverse", 0));
 		break;
@@ -873,7 +874,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *idx = e->iv[op->in[1]->id];
 		if (check_index(e, idx, N, 0, V, "row index"))
 			return -1;
-		gather_rows_forward(fbuf(e, y), in_double(e, x, &t0), idx, N, D);
+		gather_rows_forward(obuf(e, y, &tout), in_double(e, x, &t0), idx, N, D);
 		break;
 	}
 	case IR_OP_SCATTER_ROWS: {
@@ -881,7 +882,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *idx = e->iv[op->in[1]->id];
 		if (check_index(e, idx, N, 0, V, "row index"))
 			return -1;
-		scatter_rows_forward(fbuf(e, y), in_double(e, x, &t0), idx, N, V, D);
+		scatter_rows_forward(obuf(e, y, &tout), in_double(e, x, &t0), idx, N, V, D);
 		break;
 	}
 	case IR_OP_CROSS_ENTROPY: case IR_OP_CROSS_ENTROPY_BWD: {
@@ -890,9 +891,9 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (check_index(e, tg, N, -INT64_MAX, V, "target"))
 			return -1;
 		if (op->kind == IR_OP_CROSS_ENTROPY)
-			fbuf(e, y)[0] = cross_entropy_forward(in_double(e, x, &t0), tg, N, V);
+			obuf(e, y, &tout)[0] = cross_entropy_forward(in_double(e, x, &t0), tg, N, V);
 		else
-			cross_entropy_backward(fbuf(e, y), in_double(e, x, &t0), tg,
+			cross_entropy_backward(obuf(e, y, &tout), in_double(e, x, &t0), tg,
 					       in_double(e, op->in[2], &t1)[0], N, V);
 		break;
 	}
@@ -911,9 +912,9 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (check_index(e, idx, N * k, 0, E, "index"))
 			return -1;
 		if (take)
-			take_along_forward(fbuf(e, y), in_double(e, x, &t0), idx, N, E, k);
+			take_along_forward(obuf(e, y, &tout), in_double(e, x, &t0), idx, N, E, k);
 		else
-			put_along_forward(fbuf(e, y), in_double(e, x, &t0), idx, N, E, k);
+			put_along_forward(obuf(e, y, &tout), in_double(e, x, &t0), idx, N, E, k);
 		break;
 	}
 	case IR_OP_EXPERT_COUNT: {
@@ -922,10 +923,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 			return fail(e, "output must be [G, E] with G dividing the choices");
 		if (check_index(e, e->iv[x->id], ni, 0, E, "expert"))
 			return -1;
-		tout = rt_malloc(nbytes(y, sizeof(double)));
-		expert_count_forward(is_int(y->dtype) ? tout : fbuf(e, y), e->iv[x->id], G, ni / G, E);
-		if (is_int(y->dtype))
-			store_int(e, y, tout);
+		expert_count_forward(obuf(e, y, &tout), e->iv[x->id], G, ni / G, E);
 		break;
 	}
 	case IR_OP_MOE_DISPATCH: {
@@ -936,7 +934,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 			return fail(e, "shapes of x, idx and xs do not agree");
 		if (check_index(e, idx, N * k, 0, E, "expert"))
 			return -1;
-		moe_dispatch_forward(fbuf(e, y), ibuf(e, op->out[1]), ibuf(e, op->out[2]),
+		moe_dispatch_forward(obuf(e, y, &tout), ibuf(e, op->out[1]), ibuf(e, op->out[2]),
 				     in_double(e, x, &t0), idx, N, D, k, E);
 		break;
 	}
@@ -946,7 +944,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *perm = e->iv[op->in[1]->id];
 		if (check_index(e, perm, R, 0, N * k, "perm entry"))
 			return -1;
-		moe_undispatch_forward(fbuf(e, y), in_double(e, x, &t0), perm, R, N, D, k);
+		moe_undispatch_forward(obuf(e, y, &tout), in_double(e, x, &t0), perm, R, N, D, k);
 		break;
 	}
 	case IR_OP_GROUPED_MATMUL: case IR_OP_GROUPED_MATMUL_WGRAD: {
@@ -965,10 +963,10 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (check_offsets(e, off, E, R))
 			return -1;
 		if (wgrad)
-			grouped_matmul_wgrad(fbuf(e, y), in_double(e, x, &t0),
+			grouped_matmul_wgrad(obuf(e, y, &tout), in_double(e, x, &t0),
 					     in_double(e, op->in[1], &t1), off, K, N, E, tb);
 		else
-			grouped_matmul_forward(fbuf(e, y), in_double(e, x, &t0),
+			grouped_matmul_forward(obuf(e, y, &tout), in_double(e, x, &t0),
 					       in_double(e, w, &t1), off, R, K, N, E, tb);
 		break;
 	}
@@ -979,7 +977,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *perm = e->iv[op->in[1]->id];
 		if (check_index(e, perm, R, 0, N * k, "perm entry"))
 			return -1;
-		moe_combine_forward(fbuf(e, y), in_double(e, x, &t0), perm,
+		moe_combine_forward(obuf(e, y, &tout), in_double(e, x, &t0), perm,
 				    in_double(e, gates, &t1), R, N, D, k);
 		break;
 	}
@@ -989,7 +987,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *perm = e->iv[op->in[1]->id];
 		if (check_index(e, perm, R, 0, numel(&gates->shape), "perm entry"))
 			return -1;
-		moe_combine_backward_data(fbuf(e, y), in_double(e, x, &t0), perm,
+		moe_combine_backward_data(obuf(e, y, &tout), in_double(e, x, &t0), perm,
 					  in_double(e, gates, &t1), R, D, k);
 		break;
 	}
@@ -999,21 +997,21 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		const int64_t *perm = e->iv[op->in[2]->id];
 		if (check_index(e, perm, R, 0, N * k, "perm entry"))
 			return -1;
-		moe_combine_backward_gate(fbuf(e, y), in_double(e, x, &t0),
+		moe_combine_backward_gate(obuf(e, y, &tout), in_double(e, x, &t0),
 					  in_double(e, op->in[1], &t1), perm, R, N, D, k);
 		break;
 	}
 	case IR_OP_SILU_BWD:
-		silu_backward(fbuf(e, y), in_double(e, x, &t0), in_double(e, op->in[1], &t1), n);
+		silu_backward(obuf(e, y, &tout), in_double(e, x, &t0), in_double(e, op->in[1], &t1), n);
 		break;
 	case IR_OP_RELU_BWD:
-		relu_backward(fbuf(e, y), in_double(e, x, &t0), in_double(e, op->in[1], &t1), n);
+		relu_backward(obuf(e, y, &tout), in_double(e, x, &t0), in_double(e, op->in[1], &t1), n);
 		break;
 	case IR_OP_REDUCE_MAX_BWD: {
 		int ax = axis_of(op, xs->rank);
 		if (ax < 0 || ax >= xs->rank)
 			return fail(e, "axis out of range");
-		reduce_max_backward(fbuf(e, y), in_double(e, x, &t0), in_double(e, op->in[1], &t1),
+		reduce_max_backward(obuf(e, y, &tout), in_double(e, x, &t0), in_double(e, op->in[1], &t1),
 				    dims_prod(xs, 0, ax), xs->dim[ax],
 				    dims_prod(xs, ax + 1, xs->rank));
 		break;
@@ -1024,7 +1022,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (tr <= 0 || tc <= 0 ||
 		    numel(&op->out[1]->shape) != ((M + tr - 1) / tr) * ((K + tc - 1) / tc))
 			return fail(e, "scale shape does not match the tiles");
-		quant_fp8_forward(fbuf(e, y), fbuf(e, op->out[1]), in_double(e, x, &t0), M, K,
+		quant_fp8_forward(obuf(e, y, &tout), fbuf(e, op->out[1]), in_double(e, x, &t0), M, K,
 				  tr, tc, y->dtype);
 		break;
 	}
@@ -1038,7 +1036,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		int64_t tc = ir_op_int(op, "tile_c", (K + Ks - 1) / Ks);
 		if (tr <= 0 || tc <= 0 || (M + tr - 1) / tr != Ms || (K + tc - 1) / tc != Ks)
 			return fail(e, "scale shape does not match the tiles");
-		dequant_fp8_forward(fbuf(e, y), in_double(e, x, &t0), in_double(e, op->in[1], &t1),
+		dequant_fp8_forward(obuf(e, y, &tout), in_double(e, x, &t0), in_double(e, op->in[1], &t1),
 				    M, K, tr, tc);
 		break;
 	}
@@ -1049,6 +1047,8 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 	default:
 		return fail(e, "no reference implementation");
 	}
+	if (tout)
+		store_int(e, y, tout);
 	free(t0);
 	free(t1);
 	free(tout);

@@ -256,8 +256,10 @@ static int backward_op(struct ad *a, struct ir_op *op)
 		}
 		return 0;
 	case IR_OP_SCALE:
-		if (want(a, op, 0))
-			acc(a, x, scale(a, dy, ir_op_float(op, "alpha", 1), 0));
+		if (want(a, op, 0)) {
+			double alpha = ir_op_float(op, "alpha", 1);
+			acc(a, x, alpha == 1 ? dy : scale(a, dy, alpha, 0));
+		}
 		return 0;
 	case IR_OP_CAST: /* acc() casts back to x's dtype */
 		if (want(a, op, 0))
