@@ -1,12 +1,229 @@
-/* cmd_dot.c - 'sluice dot'.  Not yet built: replaced by the real command. */
+/* cmd_dot.c - 'sluice dot': a picture of the graph.
+ *
+ * The DOT text comes from ir/dot.c.  OUT's extension picks what is written: .dot or
+ * .gv writes the DOT text; .svg, .png or .pdf renders it through Graphviz's C library
+ * (libgvc: layout "dot") when sluice was built with it.  Built without Graphviz, a
+ * picture request writes the DOT text next to OUT (OUT with the extension .dot), says
+ * so and gives the `dot` command that renders it, and exits 0: the picture is one
+ * command away and nothing is lost. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#ifdef SLUICE_HAVE_GRAPHVIZ
+#include <graphviz/gvc.h>
+#include <unistd.h>
+#endif
+
+#include "args.h"
 #include "commands.h"
+#include "ir/dot.h"
+#include "passes/passes.h"
+
+/* in cmd_ir.c */
+struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
+			     const struct args_overrides *over, int *status);
+int cmd_ir_check_pass(const char *cmd, const char *after);
+int cmd_ir_write_atomic(const char *cmd, const char *path,
+			int (*write)(FILE *f, const void *ctx), const void *ctx);
+
+static void usage(FILE *f)
+{
+	const char *const *names = pass_pipeline_names();
+	fprintf(f,
+		"usage: sluice dot FILE -o OUT [--after PASS] [--collapse|--no-collapse]\n"
+		"                  [--set NAME=VALUE]...\n"
+		"\n"
+		"Draw the graph of FILE (a model .sl or textual IR .ir) after the pass pipeline\n"
+		"(or after PASS).  Nodes show the op, its output shape and dtype, parameters their\n"
+		"path; scopes (layers, blocks) are clusters; backward ops are coloured by phase.\n"
+		"OUT's extension picks the output: .svg, .png, .pdf (rendered with Graphviz%s),\n"
+		".dot or .gv (DOT text).\n"
+		"\n"
+		"  -o OUT             the file to write\n"
+		"  --after PASS       draw the graph after PASS; the passes, in order:",
+#ifdef SLUICE_HAVE_GRAPHVIZ
+		""
+#else
+		"; this build has no Graphviz: it writes OUT.dot and tells how to render it"
+#endif
+	);
+	for (int i = 0; names[i]; i++)
+		fprintf(f, " %s", names[i]);
+	fprintf(f,
+		"\n"
+		"  --collapse         draw runs of identical layers once (\"layers.3 .. layers.60\n"
+		"                     (x58)\"); the default when a family has more than %d layers\n"
+		"  --no-collapse      draw every layer\n"
+		"  --set NAME=VALUE   override a constant or a train setting (repeatable)\n"
+		"  -h, --help         this help\n",
+		IR_DOT_AUTO_LAYERS);
+}
+
+struct dot_job {
+	const struct ir_graph *g;
+	struct ir_dot_options opt;
+};
+
+static int write_dot(FILE *f, const void *ctx)
+{
+	const struct dot_job *j = ctx;
+	ir_dot_write(j->g, &j->opt, f);
+	return ferror(f) != 0;
+}
+
+static const char *extension(const char *path)
+{
+	const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+	return dot && (!slash || dot > slash) ? dot + 1 : "";
+}
+
+#ifdef SLUICE_HAVE_GRAPHVIZ
+/* render DOT text to path in format fmt through libgvc, via a temporary file */
+static int render(const char *dot, const char *fmt, const char *path)
+{
+	size_t n = strlen(path) + 32;
+	char *tmp = malloc(n);
+	if (!tmp)
+		abort();
+	snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+	int status = EXIT_OK;
+	GVC_t *gvc = gvContext();
+	Agraph_t *gg = gvc ? agmemread(dot) : NULL;
+	if (!gvc || !gg) {
+		fprintf(stderr, "sluice dot: Graphviz could not read the DOT text (a bug: please "
+				"report it with the .dot output)\n");
+		status = EXIT_INPUT;
+	} else if (gvLayout(gvc, gg, "dot") != 0) {
+		fprintf(stderr, "sluice dot: Graphviz could not lay out the graph\n");
+		status = EXIT_INPUT;
+	} else {
+		if (gvRenderFilename(gvc, gg, fmt, tmp) != 0) {
+			fprintf(stderr, "sluice dot: Graphviz could not render %s (is its %s plugin "
+					"installed? 'dot -c' registers plugins)\n", path, fmt);
+			status = EXIT_INPUT;
+		}
+		gvFreeLayout(gvc, gg);
+	}
+	if (gg)
+		agclose(gg);
+	if (gvc)
+		gvFreeContext(gvc);
+	if (status == EXIT_OK && rename(tmp, path)) {
+		fprintf(stderr, "sluice dot: cannot write '%s': %s\n", path, strerror(errno));
+		status = EXIT_INPUT;
+	}
+	if (status != EXIT_OK)
+		remove(tmp);
+	free(tmp);
+	return status;
+}
+#endif
+
+static int draw(const struct dot_job *job, const char *outp)
+{
+	const char *ext = extension(outp);
+	if (!strcmp(ext, "dot") || !strcmp(ext, "gv"))
+		return cmd_ir_write_atomic("dot", outp, write_dot, job);
+#ifdef SLUICE_HAVE_GRAPHVIZ
+	char *text = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&text, &len);
+	if (!m) {
+		fprintf(stderr, "sluice dot: out of memory\n");
+		return EXIT_INPUT;
+	}
+	ir_dot_write(job->g, &job->opt, m);
+	fclose(m);
+	int status = render(text, ext, outp);
+	free(text);
+	return status;
+#else
+	size_t n = strlen(outp) + 8;
+	char *dotp = malloc(n);
+	if (!dotp)
+		abort();
+	snprintf(dotp, n, "%.*s.dot", (int)(strlen(outp) - strlen(ext) - 1), outp);
+	int status = cmd_ir_write_atomic("dot", dotp, write_dot, job);
+	if (status == EXIT_OK)
+		fprintf(stderr,
+			"sluice dot: built without Graphviz: wrote %s instead of %s; render it with\n"
+			"  dot -T%s %s -o %s\n",
+			dotp, outp, ext, dotp, outp);
+	free(dotp);
+	return status;
+#endif
+}
 
 int cmd_dot(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "sluice dot: not built yet\n");
-	return EXIT_USAGE;
+	const char *file = NULL, *after = NULL, *outp = NULL;
+	struct args_overrides over = { 0 };
+	struct dot_job job = { .opt = { IR_DOT_COLLAPSE_AUTO, NULL } };
+	int status = -1;
+	for (int i = 1; i < argc && status < 0;) {
+		const char *a = argv[i];
+		int r;
+		if (args_is_help(a)) {
+			usage(stdout);
+			args_overrides_free(&over);
+			return EXIT_OK;
+		} else if ((r = args_take_set(argc, argv, &i, &over, "dot")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if ((r = args_take_value(argc, argv, &i, "--after", &after, "dot")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if ((r = args_take_value(argc, argv, &i, "-o", &outp, "dot")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if (!strcmp(a, "--collapse")) {
+			job.opt.collapse = IR_DOT_COLLAPSE_ON;
+			i++;
+		} else if (!strcmp(a, "--no-collapse")) {
+			job.opt.collapse = IR_DOT_COLLAPSE_OFF;
+			i++;
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "sluice dot: unknown option '%s'\n", a);
+			usage(stderr);
+			status = EXIT_USAGE;
+		} else if (file) {
+			fprintf(stderr, "sluice dot: one file at a time ('%s' and '%s')\n", file, a);
+			status = EXIT_USAGE;
+		} else {
+			file = a;
+			i++;
+		}
+	}
+	if (status < 0 && (!file || !outp)) {
+		fprintf(stderr, "sluice dot: %s\n", !file ? "no file given" : "no output given (-o OUT)");
+		usage(stderr);
+		status = EXIT_USAGE;
+	}
+	if (status < 0) {
+		const char *ext = extension(outp);
+		if (strcmp(ext, "dot") && strcmp(ext, "gv") && strcmp(ext, "svg") &&
+		    strcmp(ext, "png") && strcmp(ext, "pdf")) {
+			fprintf(stderr, "sluice dot: cannot tell the format of '%s' from its extension "
+					"(.svg, .png, .pdf, .dot or .gv)\n", outp);
+			status = EXIT_USAGE;
+		}
+	}
+	if (status < 0)
+		status = cmd_ir_check_pass("dot", after);
+	if (status == EXIT_OK) {
+		struct ir_graph *g = cmd_ir_load("dot", file, after, &over, &status);
+		if (g) {
+			char title[512];
+			snprintf(title, sizeof title, "model %s%s%s", g->model,
+				 after ? ", after " : "", after ? after : "");
+			job.g = g;
+			job.opt.title = title;
+			status = draw(&job, outp);
+			ir_graph_free(g);
+		}
+	}
+	args_overrides_free(&over);
+	return status;
 }

@@ -1,12 +1,281 @@
-/* cmd_ir.c - 'sluice ir'.  Not yet built: replaced by the real command. */
+/* cmd_ir.c - 'sluice ir': the IR of a model after any pass, in the textual form of
+ * ir/print.c (which ir/parse.c reads back: `sluice ir` takes its own output).
+ *
+ * Also home of cmd_ir_load(), the "model file or IR file, then the pass pipeline"
+ * front shared with 'sluice dot'. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "args.h"
 #include "commands.h"
+#include "frontend/frontend.h"
+#include "passes/passes.h"
+
+/* Shared with cmd_dot.c (declared there too until commands.h declares it). */
+struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
+			     const struct args_overrides *over, int *status);
+int cmd_ir_check_pass(const char *cmd, const char *after);
+int cmd_ir_write_atomic(const char *cmd, const char *path,
+			int (*write)(FILE *f, const void *ctx), const void *ctx);
+
+static void usage(FILE *f)
+{
+	const char *const *names = pass_pipeline_names();
+	fprintf(f,
+		"usage: sluice ir FILE [--after PASS] [--set NAME=VALUE]... [-o OUT]\n"
+		"\n"
+		"Print the IR of FILE after the pass pipeline (or after PASS) in the textual form,\n"
+		"which 'sluice ir' reads back.  FILE is a model (.sl) or textual IR (.ir, or any\n"
+		"file with a line starting with '%%<digit>').\n"
+		"\n"
+		"  --after PASS       stop after PASS; the passes, in order:");
+	for (int i = 0; names[i]; i++)
+		fprintf(f, " %s", names[i]);
+	fprintf(f,
+		"\n"
+		"  --set NAME=VALUE   override a constant or a train setting (repeatable; for\n"
+		"                     textual IR, train settings only)\n"
+		"  -o OUT             write to OUT instead of standard output\n"
+		"  -h, --help         this help\n");
+}
+
+/* --- loading: model or IR, overrides, passes ------------------------------------ */
+
+static char *read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	size_t cap = 1 << 16, n = 0, k;
+	char *buf = malloc(cap);
+	if (!buf)
+		abort();
+	while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
+		n += k;
+		if (n == cap) {
+			cap *= 2;
+			char *nb = realloc(buf, cap);
+			if (!nb)
+				abort();
+			buf = nb;
+		}
+	}
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		errno = EIO;
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* textual IR: by extension, else by content (a line "%<digit>...": no model has one) */
+static int looks_like_ir(const char *path, const char *text, size_t len)
+{
+	if (ends_with(path, ".ir"))
+		return 1;
+	if (ends_with(path, ".sl"))
+		return 0;
+	for (size_t i = 0; i + 1 < len; i++)
+		if ((i == 0 || text[i - 1] == '\n') && text[i] == '%' && text[i + 1] >= '0' &&
+		    text[i + 1] <= '9')
+			return 1;
+	return 0;
+}
+
+/* --set on textual IR: train settings only (constants were folded into shapes) */
+static int apply_overrides_ir(const char *cmd, struct ir_graph *g,
+			      const struct args_overrides *over)
+{
+	for (int k = 0; k < over->n; k++) {
+		const char *name = over->v[k].name, *val = over->v[k].value;
+		const struct ir_setting *s = ir_graph_setting(g, name);
+		if (!s) {
+			fprintf(stderr, "sluice %s: --set %s: textual IR has no train setting '%s' "
+					"(constants are already folded into its shapes); settings:",
+				cmd, name, name);
+			for (int i = 0; i < g->n_settings; i++)
+				fprintf(stderr, " %s", g->settings[i].name);
+			fputc('\n', stderr);
+			return EXIT_INPUT;
+		}
+		char *end;
+		errno = 0;
+		double num = strtod(val, &end);
+		if (s->is_str)
+			ir_graph_set(g, name, 0, val);
+		else if (*val && !*end && errno == 0)
+			ir_graph_set(g, name, num, NULL);
+		else {
+			fprintf(stderr, "sluice %s: --set %s=%s: the setting is a number\n", cmd, name,
+				val);
+			return EXIT_INPUT;
+		}
+	}
+	return EXIT_OK;
+}
+
+int cmd_ir_check_pass(const char *cmd, const char *after)
+{
+	if (!after)
+		return EXIT_OK;
+	const char *const *names = pass_pipeline_names();
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(names[i], after))
+			return EXIT_OK;
+	fprintf(stderr, "sluice %s: unknown pass '%s'; the passes, in order:", cmd, after);
+	for (int i = 0; names[i]; i++)
+		fprintf(stderr, " %s", names[i]);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
+}
+
+/* the graph of FILE as read: compiled (.sl) or parsed (textual IR) */
+static struct ir_graph *read_graph(const char *cmd, const char *path,
+				   const struct args_overrides *over, int *status)
+{
+	*status = EXIT_INPUT;
+	if (ends_with(path, ".sl"))
+		return sl_compile_file(path, over->n, over->v, stderr);
+	size_t len = 0;
+	char *text = read_all(path, &len);
+	if (!text) {
+		fprintf(stderr, "sluice %s: cannot read '%s': %s\n", cmd, path, strerror(errno));
+		return NULL;
+	}
+	struct ir_graph *g;
+	if (looks_like_ir(path, text, len)) {
+		g = ir_parse(text, len, path, stderr);
+		if (g && apply_overrides_ir(cmd, g, over) != EXIT_OK) {
+			ir_graph_free(g);
+			g = NULL;
+		}
+	} else {
+		g = sl_compile_source(text, len, path, over->n, over->v, stderr);
+	}
+	free(text);
+	return g;
+}
+
+struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
+			     const struct args_overrides *over, int *status)
+{
+	struct ir_graph *g = read_graph(cmd, path, over, status);
+	if (!g)
+		return NULL;
+	if (pass_pipeline_run(g, after, stderr)) {
+		ir_graph_free(g);
+		*status = EXIT_INPUT;
+		return NULL;
+	}
+	*status = EXIT_OK;
+	return g;
+}
+
+/* write through a temporary file in OUT's directory, then rename: never half-written */
+int cmd_ir_write_atomic(const char *cmd, const char *path,
+			int (*write)(FILE *f, const void *ctx), const void *ctx)
+{
+	size_t n = strlen(path) + 32;
+	char *tmp = malloc(n);
+	if (!tmp)
+		abort();
+	snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+	FILE *f = fopen(tmp, "wb");
+	if (!f) {
+		fprintf(stderr, "sluice %s: cannot write '%s': %s\n", cmd, path, strerror(errno));
+		free(tmp);
+		return EXIT_INPUT;
+	}
+	int bad = write(f, ctx);
+	bad |= fflush(f) != 0;
+	bad |= fsync(fileno(f)) != 0;
+	bad |= fclose(f) != 0;
+	if (bad || rename(tmp, path)) {
+		fprintf(stderr, "sluice %s: cannot write '%s': %s\n", cmd, path, strerror(errno));
+		remove(tmp);
+		free(tmp);
+		return EXIT_INPUT;
+	}
+	free(tmp);
+	return EXIT_OK;
+}
+
+/* --- the command ------------------------------------------------------------------ */
+
+static int write_ir(FILE *f, const void *g)
+{
+	ir_print(g, f);
+	return ferror(f) != 0;
+}
 
 int cmd_ir(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "sluice ir: not built yet\n");
-	return EXIT_USAGE;
+	const char *file = NULL, *after = NULL, *outp = NULL;
+	struct args_overrides over = { 0 };
+	int status = -1;
+	for (int i = 1; i < argc && status < 0;) {
+		const char *a = argv[i];
+		int r;
+		if (args_is_help(a)) {
+			usage(stdout);
+			args_overrides_free(&over);
+			return EXIT_OK;
+		} else if ((r = args_take_set(argc, argv, &i, &over, "ir")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if ((r = args_take_value(argc, argv, &i, "--after", &after, "ir")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if ((r = args_take_value(argc, argv, &i, "-o", &outp, "ir")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
+		} else if (a[0] == '-' && a[1]) {
+			fprintf(stderr, "sluice ir: unknown option '%s'\n", a);
+			usage(stderr);
+			status = EXIT_USAGE;
+		} else if (file) {
+			fprintf(stderr, "sluice ir: one file at a time ('%s' and '%s')\n", file, a);
+			status = EXIT_USAGE;
+		} else {
+			file = a;
+			i++;
+		}
+	}
+	if (status < 0 && !file) {
+		fprintf(stderr, "sluice ir: no file given\n");
+		usage(stderr);
+		status = EXIT_USAGE;
+	}
+	if (status < 0)
+		status = cmd_ir_check_pass("ir", after);
+	if (status == EXIT_OK) {
+		struct ir_graph *g = cmd_ir_load("ir", file, after, &over, &status);
+		if (g) {
+			if (outp) {
+				status = cmd_ir_write_atomic("ir", outp, write_ir, g);
+			} else {
+				ir_print(g, stdout);
+				if (fflush(stdout)) {
+					fprintf(stderr, "sluice ir: cannot write the output: %s\n",
+						strerror(errno));
+					status = EXIT_INPUT;
+				}
+			}
+			ir_graph_free(g);
+		}
+	}
+	args_overrides_free(&over);
+	return status;
 }

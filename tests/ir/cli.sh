@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# cli.sh SLUICE - 'sluice ir' and 'sluice dot' as a user runs them: exit codes, the
+# round trip through files, --after, --set on textual IR, and the pictures.
+set -u
+sluice=${1:?usage: cli.sh SLUICE}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+expect() { # expect CODE CMD...: run, compare the exit status
+	local want=$1
+	shift
+	"$@" >"$tmp/out" 2>"$tmp/err"
+	local got=$?
+	if [ "$got" != "$want" ]; then
+		echo "FAIL: exit $got, want $want: $*" >&2
+		sed 's/^/  | /' "$tmp/err" >&2
+		fail=1
+	fi
+}
+has() { # has FILE TEXT
+	grep -qF -- "$2" "$1" || { echo "FAIL: '$2' not in $1:" >&2; sed 's/^/  | /' "$1" | head -20 >&2; fail=1; }
+}
+
+expect 0 "$sluice" ir --help
+has "$tmp/out" "--after PASS"
+expect 0 "$sluice" dot --help
+expect 2 "$sluice" ir
+expect 2 "$sluice" ir models/tiny_gpt.sl --bogus
+expect 2 "$sluice" ir models/tiny_gpt.sl --after nonsense
+has "$tmp/err" "unknown pass 'nonsense'; the passes, in order: verify autodiff"
+expect 1 "$sluice" ir "$tmp/missing.sl"
+expect 1 "$sluice" ir "$tmp/missing.ir"
+
+# the round trip through files, forward and after autodiff
+expect 0 "$sluice" ir models/tiny_gpt.sl --after verify -o "$tmp/a.ir"
+expect 0 "$sluice" ir "$tmp/a.ir" --after verify
+cmp -s "$tmp/a.ir" "$tmp/out" || { echo "FAIL: ir round trip through a file" >&2; fail=1; }
+expect 0 "$sluice" ir models/tiny_gpt.sl
+cp "$tmp/out" "$tmp/b.ir"
+has "$tmp/b.ir" " bwd_w "
+expect 0 "$sluice" ir "$tmp/b.ir" --after verify
+cmp -s "$tmp/b.ir" "$tmp/out" || { echo "FAIL: ir round trip after autodiff" >&2; fail=1; }
+# autodiff refuses a graph already differentiated: an error in the input, exit 1
+expect 1 "$sluice" ir "$tmp/b.ir"
+
+# --set on textual IR changes train settings only
+setting=$(sed -n 's/^train \([A-Za-z_.]*\) = [0-9].*/\1/p' "$tmp/a.ir" | head -1)
+if [ -n "$setting" ]; then
+	expect 0 "$sluice" ir "$tmp/a.ir" --after verify --set "$setting=12345"
+	has "$tmp/out" "train $setting = 12345"
+fi
+expect 1 "$sluice" ir "$tmp/a.ir" --set no_such_setting=1
+has "$tmp/err" "textual IR has no train setting 'no_such_setting'"
+
+# a malformed IR file: FILE:LINE:COL
+printf 'model m\n%%0 = input : f32[4\n' >"$tmp/bad.ir"
+expect 1 "$sluice" ir "$tmp/bad.ir"
+has "$tmp/err" "bad.ir:2:19: error: expected"
+# an IR file that parses but does not verify
+printf 'model m\n%%0 = input {name = "a"} : f32[4]\n%%1 = exp %%0 : f32[5] @m.sl:3:4\n' >"$tmp/inv.ir"
+expect 1 "$sluice" ir "$tmp/inv.ir"
+has "$tmp/err" "m.sl:3:4: error: exp %1: output f32[5] must have the input's shape and dtype f32[4]"
+
+# pictures
+expect 0 "$sluice" dot models/tiny_gpt.sl -o "$tmp/g.dot"
+has "$tmp/g.dot" "digraph"
+expect 2 "$sluice" dot models/tiny_gpt.sl
+expect 2 "$sluice" dot models/tiny_gpt.sl -o "$tmp/g.jpeg2000"
+expect 0 "$sluice" dot models/deepseek_v3.sl --after verify -o "$tmp/v3.dot"
+has "$tmp/v3.dot" " (x"
+expect 0 "$sluice" dot models/tiny_gpt.sl -o "$tmp/g.svg"
+if [ -f "$tmp/g.svg" ]; then
+	has "$tmp/g.svg" "<svg"
+else
+	has "$tmp/err" "dot -Tsvg"
+	has "$tmp/g.dot" "digraph"
+fi
+[ -z "$(ls "$tmp" | grep '\.tmp\.')" ] || { echo "FAIL: temporary files left" >&2; fail=1; }
+exit $fail
