@@ -153,10 +153,15 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  *   RT_GEMM_FP8_BLOCK  A, B fp8 E4M3, DeepSeek-V3's scaling: a_scale holds one float
  *                      per 1x128 tile of A, stored [K/128][M] (M fastest; element
  *                      (m, kb) at kb*M + m), b_scale one float per 128x128 block of B,
- *                      stored [N/128][K/128] row-major.  K must be a multiple of 128;
- *                      needs sm_90.
- * The algorithm comes from cuBLASLt's heuristics, cached per shape and mode; the
- * workspace comes from G's arena (taken at rt_gemm_new). */
+ *                      stored [ceil(N/128)][S] row-major with the row stride
+ *                      S = rt_gemm_block_scale_stride(K) (K/128 rounded up to a
+ *                      multiple of 4: cuBLASLt wants 16-byte aligned rows).  K must be
+ *                      a multiple of 128; needs sm_90.
+ * fp8 modes need K and N multiples of 16.  The algorithm comes from cuBLASLt's
+ * heuristics: on a shape's first product the best few candidates it proposes are
+ * timed on the caller's buffers (D is written several times; it must not alias A or
+ * B) and the fastest is kept for that shape and mode ($SLUICE_GEMM_TUNE=0: take the
+ * heuristic's first choice untimed).  The workspace comes from G's arena. */
 enum rt_gemm_mode { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK };
 
 struct rt_gemm;
@@ -175,6 +180,7 @@ int rt_gemm_run(struct rt_gemm *ctx, const struct rt_gemm_args *a, enum rt_strea
 /* Check the arguments without running: NULL when fine, else a static message. */
 const char *rt_gemm_check_args(const struct rt_gemm_args *a);
 const char *rt_gemm_mode_name(enum rt_gemm_mode m);
+int rt_gemm_block_scale_stride(int k);
 /* A short description of the algorithm chosen for A's shape (for benchmarks). */
 int rt_gemm_describe(struct rt_gemm *ctx, const struct rt_gemm_args *a, char *buf,
 		     size_t n);

@@ -290,6 +290,11 @@ const char *rt_gemm_mode_name(enum rt_gemm_mode m)
 	return "?";
 }
 
+int rt_gemm_block_scale_stride(int k)
+{
+	return (k / 128 + 3) / 4 * 4;
+}
+
 const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 {
 	if (a->m <= 0 || a->n <= 0 || a->k <= 0)
@@ -297,8 +302,8 @@ const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 	if (a->mode != RT_GEMM_BF16 && a->mode != RT_GEMM_FP8 && a->mode != RT_GEMM_FP8_BLOCK)
 		return "unknown GEMM mode";
 	/* cuBLASLt's fp8 kernels want 16-byte aligned rows: K a multiple of 16 */
-	if (a->mode != RT_GEMM_BF16 && a->k % 16)
-		return "fp8 GEMMs need K to be a multiple of 16";
+	if (a->mode != RT_GEMM_BF16 && (a->k % 16 || a->n % 16))
+		return "fp8 GEMMs need K and N to be multiples of 16";
 	if (a->mode == RT_GEMM_FP8_BLOCK && a->k % 128)
 		return "block-scaled fp8 needs K to be a multiple of 128";
 	if (a->mode != RT_GEMM_BF16 && (!a->a_scale || !a->b_scale))

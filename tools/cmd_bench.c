@@ -118,7 +118,7 @@ static size_t set_bytes(enum rt_gemm_mode mode, const struct shape *s)
 	if (mode == RT_GEMM_FP8)
 		b += 2 * 256;
 	if (mode == RT_GEMM_FP8_BLOCK)
-		b += (K / 128 * M + (N + 127) / 128 * (K / 128)) * 4 + 2 * 256;
+		b += (K / 128 * M + (N + 127) / 128 * (size_t)rt_gemm_block_scale_stride(s->k)) * 4 + 2 * 256;
 	return b;
 }
 
@@ -171,7 +171,7 @@ static int bench_one(struct rt_gpu *g, struct rt_gemm *ctx, struct filler *fl,
 		size_t na = 1, nb = 1;
 		if (mode == RT_GEMM_FP8_BLOCK) {
 			na = K / 128 * M;
-			nb = (N + 127) / 128 * (K / 128);
+			nb = (N + 127) / 128 * (size_t)rt_gemm_block_scale_stride(s->k);
 		}
 		a->a_scale = rt_gpu_alloc(g, na * 4, 256);
 		a->b_scale = rt_gpu_alloc(g, nb * 4, 256);

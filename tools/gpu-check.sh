@@ -75,6 +75,10 @@ for r in $(seq 1 "$ROUNDS"); do
 	th_logs+=("$LOG/gemm_torch_$r.txt")
 done
 python3 tools/bench/gemm_table.py "${sl_logs[@]}" -- "${th_logs[@]}" >"$LOG/gemm_table.txt" 2>&1
+# for the record: cuBLASLt's first heuristic choice, untimed (SLUICE_GEMM_TUNE=0)
+step "sluice bench gemm (untuned)" gemm_sluice_untuned.txt env SLUICE_GEMM_TUNE=0 "$S" bench gemm
+python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_untuned.txt" -- "${th_logs[@]}" \
+	>"$LOG/gemm_table_untuned.txt" 2>&1
 
 step "sluice bench nvrtc" nvrtc.txt "$S" bench nvrtc
 
@@ -95,6 +99,7 @@ cat "$LOG/devices.txt"
 echo
 echo "== GEMM, sluice (cuBLASLt) against PyTorch"
 cat "$LOG/gemm_table.txt"
+echo "untuned (heuristic's first choice): $(tail -n 1 "$LOG/gemm_table_untuned.txt")"
 echo
 echo "== NVRTC"
 tail -n 6 "$LOG/nvrtc.txt"

@@ -37,7 +37,7 @@ static void make(double *x, int rows, int cols, int rb, uint64_t *s)
 static void quant(const double *x, int rows, int cols, int br, uint8_t *q, float *sc,
 		  double *deq, int scale_mode, int m_for_index)
 {
-	int kb_n = cols / 128 > 0 && cols % 128 == 0 ? cols / 128 : 1;
+	int kb_n = rt_gemm_block_scale_stride(cols);
 	int per_tensor = scale_mode == RT_GEMM_FP8;
 	int bw = per_tensor ? cols : 128, bh = per_tensor ? rows : br;
 	for (int r0 = 0; r0 < rows; r0 += bh)
@@ -51,7 +51,7 @@ static void quant(const double *x, int rows, int cols, int br, uint8_t *q, float
 				sc[0] = s;
 			else if (br == 1) /* 1x128 tiles of A: [K/128][M] */
 				sc[(size_t)(c0 / 128) * m_for_index + r0] = s;
-			else /* 128x128 blocks of B: [N/128][K/128] */
+			else /* 128x128 blocks of B: [N/128][stride], stride K/128 rounded up to 4 */
 				sc[(size_t)(r0 / br) * kb_n + c0 / 128] = s;
 			for (int r = r0; r < r0 + bh && r < rows; r++)
 				for (int c = c0; c < c0 + bw && c < cols; c++) {
@@ -101,9 +101,11 @@ static void run_case(struct rt_gpu *g, struct rt_gemm *ctx, const struct case_ *
 	size_t nsa = 1, nsb = 1;
 	if (c->mode == RT_GEMM_FP8_BLOCK) {
 		nsa = (size_t)(K / 128) * M;
-		nsb = (size_t)((N + 127) / 128) * (K / 128);
+		nsb = (size_t)((N + 127) / 128) * (size_t)rt_gemm_block_scale_stride(K);
 	}
 	float *sa = rt_calloc(nsa, 4), *sb = rt_calloc(nsb, 4);
+	for (size_t i = 0; i < nsb; i++)
+		sb[i] = NAN; /* the row padding must never be read */
 	if (c->mode == RT_GEMM_BF16) {
 		uint16_t *a16 = (uint16_t *)ha, *b16 = (uint16_t *)hb;
 		for (size_t i = 0; i < na; i++)
@@ -177,7 +179,11 @@ int main(void)
 	struct rt_gemm *ctx = rt_gemm_new(g, 32u << 20);
 	REQUIRE(ctx);
 	const struct rt_gpu_info *in = rt_gpu_info(g);
-	static const int shapes[][3] = { { 256, 384, 512 }, { 128, 256, 1024 }, { 192, 320, 384 } };
+	/* the last two: K/128 = 3 (padded scale rows), N = 320 (a partial weight block) */
+	static const int shapes[][3] = {
+		{ 256, 384, 512 }, { 128, 256, 1024 }, { 192, 256, 384 }, { 256, 320, 512 },
+	};
+	enum { NSHAPES = sizeof shapes / sizeof shapes[0] };
 	enum rt_gemm_mode modes[] = { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK };
 	uint64_t seed = 12345;
 	for (int mi = 0; mi < 3; mi++) {
@@ -190,7 +196,7 @@ int main(void)
 			printf("fp8: skipped: needs sm_89 or later\n");
 			continue;
 		}
-		for (int si = 0; si < 3; si++) {
+		for (int si = 0; si < NSHAPES; si++) {
 			struct case_ c = { modes[mi], shapes[si][0], shapes[si][1], shapes[si][2] };
 			run_case(g, ctx, &c, seed++);
 		}
