@@ -118,6 +118,7 @@ uint64_t rt_hash64(const void *data, size_t n, uint64_t h);
 /* Without NCCL every function below fails with a message saying so (comm_none.c). */
 
 struct rt_comm;
+struct rt_gpu;
 
 enum rt_comm_dtype { RT_COMM_U8, RT_COMM_I32, RT_COMM_I64, RT_COMM_F32, RT_COMM_BF16, RT_COMM_F16 };
 size_t rt_comm_dtype_size(enum rt_comm_dtype t);
@@ -129,79 +130,74 @@ struct rt_comm_opts {
 	const void *program; /* hashed for the rendezvous: every rank must pass the same */
 	size_t program_len;
 	double timeout_s, op_timeout_s; /* 0: defaults, see rt_rdzv_config */
+	size_t arena_bytes;  /* device memory for the GPU this rank opens (rt_gpu_open) */
 };
 
-/* The world communicator: reads the rank environment, selects GPU LOCAL_RANK and
- * makes it current on the calling thread, meets the other ranks, creates the NCCL
- * communicator (non-blocking mode, so that a hang can be aborted).  NULL with a
- * message on failure. */
+/* The world communicator: reads the rank environment, opens GPU LOCAL_RANK (its
+ * primary context, current on the calling thread), meets the other ranks, creates
+ * the NCCL communicator (non-blocking mode unless SLUICE_NCCL_BLOCKING=1, so that a
+ * hang can be aborted).  NULL with a message on failure. */
 struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen);
 /* A sub-communicator of the ranks that pass the same color (ncclCommSplit; ordered by
- * key).  Every rank of parent must call it.  color < 0: this rank joins none, NULL. */
+ * key) with the parent's SM bound.  Every rank of parent must call it.  color < 0:
+ * this rank joins none, NULL. */
 struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key);
 /* Frees a sub-communicator; for the world communicator, also closes the rendezvous
- * (a clean end: waits for every rank). */
+ * (a clean end: waits for every rank) and the GPU. */
 void rt_comm_free(struct rt_comm *c);
 int rt_comm_rank(const struct rt_comm *c);
 int rt_comm_size(const struct rt_comm *c);
-int rt_comm_device(const struct rt_comm *c); /* the CUDA device ordinal of this rank */
-void *rt_comm_stream(const struct rt_comm *c); /* the communicator's own CUstream */
+struct rt_gpu *rt_comm_gpu(const struct rt_comm *c); /* this rank's GPU */
+struct rt_rdzv *rt_comm_rdzv(const struct rt_comm *c);
+/* This rank has failed: every rank stops (rt_rdzv_fail). */
+#define rt_comm_fail(c, ...) rt_rdzv_fail(rt_comm_rdzv(c), __VA_ARGS__)
 
-/* Operations.  Buffers are device pointers; stream is a CUstream (NULL: the
- * communicator's own).  Counts are elements.  Every call is enqueued on the stream and
- * returns; a failure ends the job through the fault channel (rt_rdzv_fail). */
-void rt_comm_send(struct rt_comm *c, const void *buf, size_t count, enum rt_comm_dtype t,
-		  int peer, void *stream);
-void rt_comm_recv(struct rt_comm *c, void *buf, size_t count, enum rt_comm_dtype t, int peer,
+/* Operations.  Buffers are device addresses (rt_dptr of gpu.h, passed as uint64_t);
+ * stream is a CUstream, NULL for the GPU's communication stream.  Counts are
+ * elements.  Every call is queued on the stream and returns; a failure ends the job
+ * through the fault channel. */
+void rt_comm_send(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
+		  void *stream);
+void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
 		  void *stream);
 /* Send to one peer and receive from another at once (one NCCL group). */
-void rt_comm_sendrecv(struct rt_comm *c, const void *sbuf, size_t scount, int speer, void *rbuf,
+void rt_comm_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
 		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream);
-/* count elements to every peer, peer p's block at p*count (ncclAlltoAll). */
-void rt_comm_all_to_all(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+/* count elements to every peer, peer p's block at p*count: ncclAlltoAll, or grouped
+ * ncclSend/ncclRecv when SLUICE_COMM_A2A=p2p is in the environment. */
+void rt_comm_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream);
-/* Per-peer counts and offsets known on the host (grouped ncclSend/ncclRecv). */
-void rt_comm_all_to_allv(struct rt_comm *c, const void *sbuf, const size_t *scounts,
-			 const size_t *soffs, void *rbuf, const size_t *rcounts,
+/* Per-peer counts and element offsets known on the host (grouped ncclSend/ncclRecv). */
+void rt_comm_all_to_allv(struct rt_comm *c, uint64_t sbuf, const size_t *scounts,
+			 const size_t *soffs, uint64_t rbuf, const size_t *rcounts,
 			 const size_t *roffs, enum rt_comm_dtype t, void *stream);
 /* Per-peer counts that live on the device (written by a kernel, e.g. MoE routing):
  * d_scounts holds size int64 send counts.  The count exchange: a small all-to-all of
- * the counts, a copy of both count vectors to the host and a host sync on the stream,
- * then the exact all-to-allv; the send blocks lie packed in peer order in sbuf, the
- * received ones are packed into rbuf (at most rcap elements).  The received counts
- * are written to h_rcounts (size entries).  The sync is the cost that keeps this
- * out of a CUDA graph; rt_comm_all_to_all_fixed is the alternative without it. */
-void rt_comm_all_to_allv_dev(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
-			     void *rbuf, size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
-			     void *stream);
+ * the counts (ncclAlltoAll of size int64), a copy of both count vectors to pinned host
+ * memory and a host sync on the stream, then the exact all-to-allv; the send blocks
+ * lie packed in peer order in sbuf, the received ones are packed into rbuf (at most
+ * rcap elements, else the job fails).  The received counts are written to h_rcounts
+ * (size entries).  The sync costs a round trip through the host every call and keeps
+ * the call out of a CUDA graph; rt_comm_all_to_all_fixed avoids it. */
+void rt_comm_all_to_allv_dev(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
+			     size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t, void *stream);
 /* Worst-case sizes, no host sync: every peer's block in sbuf is cap elements (the
- * first d_scounts[p] of them used), the counts travel beside it into d_rcounts (an
- * all-to-all of size int64) in the same NCCL group, and rbuf receives size blocks of
- * cap elements.  Bytes sent: size*cap whatever the counts. */
-void rt_comm_all_to_all_fixed(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
-			      void *rbuf, int64_t *d_rcounts, size_t cap, enum rt_comm_dtype t,
-			      void *stream);
-void rt_comm_all_reduce_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+ * first d_scounts[p] of them used), the counts travel beside it into d_rcounts (size
+ * int64) in the same NCCL group, and rbuf receives size blocks of cap elements.
+ * Bytes sent: size*cap whatever the counts. */
+void rt_comm_all_to_all_fixed(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
+			      uint64_t d_rcounts, size_t cap, enum rt_comm_dtype t, void *stream);
+void rt_comm_all_reduce_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			    enum rt_comm_dtype t, void *stream);
 /* rbuf gets this rank's block of count elements of the sum of every rank's sbuf
  * (size*count elements). */
-void rt_comm_reduce_scatter_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 				enum rt_comm_dtype t, void *stream);
 /* rbuf (size*count elements) gets every rank's count elements of sbuf, in rank order. */
-void rt_comm_all_gather(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream);
 /* Waits for the stream, watching for a fault (the wait counts as an operation). */
 void rt_comm_sync(struct rt_comm *c, void *stream);
-
-/* Minimal device memory and timing for the communication tests and benchmark, on the
- * CUDA driver API (loaded at run time).  They fail through rt_rdzv_fail. */
-void *rt_comm_dev_alloc(struct rt_comm *c, size_t bytes);
-void rt_comm_dev_free(struct rt_comm *c, void *p);
-void rt_comm_dev_upload(struct rt_comm *c, void *dst, const void *src, size_t bytes);
-void rt_comm_dev_download(struct rt_comm *c, void *dst, const void *src, size_t bytes);
-void rt_comm_dev_fill_u32(struct rt_comm *c, void *dst, uint32_t v, size_t n);
-/* Device time of fn(arg) run iters times on the comm's stream, in seconds per call. */
-double rt_comm_time(struct rt_comm *c, int iters, void (*fn)(void *arg, int i), void *arg);
 
 /* 'sluice bench comm': runtime/cuda/bench_comm.c (comm_none.c without NCCL). */
 int rt_bench_comm(int argc, char **argv);

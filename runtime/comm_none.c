@@ -38,41 +38,32 @@ struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key) { none
 void rt_comm_free(struct rt_comm *c) { (void)c; }
 int rt_comm_rank(const struct rt_comm *c) { none(); }
 int rt_comm_size(const struct rt_comm *c) { none(); }
-int rt_comm_device(const struct rt_comm *c) { none(); }
-void *rt_comm_stream(const struct rt_comm *c) { none(); }
-void rt_comm_send(struct rt_comm *c, const void *buf, size_t count, enum rt_comm_dtype t,
-		  int peer, void *stream) { none(); }
-void rt_comm_recv(struct rt_comm *c, void *buf, size_t count, enum rt_comm_dtype t, int peer,
+struct rt_gpu *rt_comm_gpu(const struct rt_comm *c) { none(); }
+struct rt_rdzv *rt_comm_rdzv(const struct rt_comm *c) { none(); }
+void rt_comm_send(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
 		  void *stream) { none(); }
-void rt_comm_sendrecv(struct rt_comm *c, const void *sbuf, size_t scount, int speer, void *rbuf,
+void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
+		  void *stream) { none(); }
+void rt_comm_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
 		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream) { none(); }
-void rt_comm_all_to_all(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream) { none(); }
-void rt_comm_all_to_allv(struct rt_comm *c, const void *sbuf, const size_t *scounts,
-			 const size_t *soffs, void *rbuf, const size_t *rcounts,
+void rt_comm_all_to_allv(struct rt_comm *c, uint64_t sbuf, const size_t *scounts,
+			 const size_t *soffs, uint64_t rbuf, const size_t *rcounts,
 			 const size_t *roffs, enum rt_comm_dtype t, void *stream) { none(); }
-void rt_comm_all_to_allv_dev(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
-			     void *rbuf, size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
+void rt_comm_all_to_allv_dev(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
+			     size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
 			     void *stream) { none(); }
-void rt_comm_all_to_all_fixed(struct rt_comm *c, const void *sbuf, const int64_t *d_scounts,
-			      void *rbuf, int64_t *d_rcounts, size_t cap, enum rt_comm_dtype t,
+void rt_comm_all_to_all_fixed(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
+			      uint64_t d_rcounts, size_t cap, enum rt_comm_dtype t,
 			      void *stream) { none(); }
-void rt_comm_all_reduce_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_all_reduce_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			    enum rt_comm_dtype t, void *stream) { none(); }
-void rt_comm_reduce_scatter_sum(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 				enum rt_comm_dtype t, void *stream) { none(); }
-void rt_comm_all_gather(struct rt_comm *c, const void *sbuf, void *rbuf, size_t count,
+void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream) { none(); }
 void rt_comm_sync(struct rt_comm *c, void *stream) { none(); }
-void *rt_comm_dev_alloc(struct rt_comm *c, size_t bytes) { none(); }
-void rt_comm_dev_free(struct rt_comm *c, void *p) { none(); }
-void rt_comm_dev_upload(struct rt_comm *c, void *dst, const void *src, size_t bytes) { none(); }
-void rt_comm_dev_download(struct rt_comm *c, void *dst, const void *src, size_t bytes) { none(); }
-void rt_comm_dev_fill_u32(struct rt_comm *c, void *dst, uint32_t v, size_t n) { none(); }
-double rt_comm_time(struct rt_comm *c, int iters, void (*fn)(void *arg, int i), void *arg)
-{
-	none();
-}
 
 int rt_bench_comm(int argc, char **argv)
 {
