@@ -1,0 +1,136 @@
+/* kir.h - the kernel IR: what one compiled kernel does, independent of the target.
+ *
+ * A kernel reads and writes numbered buffers (flat arrays of one scalar type) and runs
+ * a list of statements once per point p of a one-dimensional parallel index space
+ * [0, extent): p is variable 0.  A renderer decides how the index space is spread
+ * (the LLVM renderer makes a function run(bufs, lo, hi) that loops p over a chunk and
+ * hands chunks to threads; a CUDA renderer would give each thread one p).  Inside,
+ * statements are sequential loops over integer ranges, stores (plain or adding into
+ * the buffer), assignments to scalar variables, and conditionals.  Expressions are
+ * constants, variables, loads, arithmetic, comparisons, selects, conversions and
+ * reductions (sum or max of an expression over a range, with the order of the
+ * additions left to the renderer: it may reassociate them, e.g. to vectorise).
+ *
+ * Everything is typed; types never mix implicitly (kir_cvt converts).  Kernels and
+ * their nodes live in one ir_arena freed by kir_kernel_free().  Conventions that a
+ * renderer may rely on: buffers do not change size; a store that adds (KIR_STORE_ADD)
+ * is only used where no two points p touch the same element, so p may run in any order
+ * and in parallel. */
+#ifndef SLUICE_KIR_H
+#define SLUICE_KIR_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ir/ir.h"
+
+enum kir_type { KIR_F32, KIR_F64, KIR_I32, KIR_I64, KIR_BOOL };
+
+enum kir_op {
+	KIR_CONST, KIR_VAR, KIR_LOAD,
+	/* unary (float): */
+	KIR_NEG, KIR_EXP, KIR_LOG, KIR_SQRT, KIR_TANH, KIR_SIN, KIR_COS, KIR_ABS,
+	KIR_CVT,       /* to the node's type */
+	KIR_NOT,       /* bool */
+	/* binary, both operands of one type (comparisons give bool): */
+	KIR_ADD, KIR_SUB, KIR_MUL, KIR_DIV, KIR_REM, KIR_MAX, KIR_MIN, KIR_POW,
+	KIR_LT, KIR_LE, KIR_EQ, KIR_NE, KIR_AND, KIR_OR,
+	KIR_SELECT,    /* a ? b : c */
+	KIR_REDUCE     /* red over var in [a, b) of c */
+};
+
+enum kir_red { KIR_RED_SUM, KIR_RED_MAX };
+
+struct kir_expr {
+	enum kir_op op;
+	enum kir_type type;
+	double f;            /* KIR_CONST of a float type */
+	int64_t i;           /* KIR_CONST of an integer or bool type */
+	int var;             /* KIR_VAR, KIR_REDUCE's index */
+	int buf;             /* KIR_LOAD */
+	enum kir_red red;    /* KIR_REDUCE */
+	struct kir_expr *a, *b, *c;
+};
+
+enum kir_stmt_kind { KIR_S_LOOP, KIR_S_STORE, KIR_S_STORE_ADD, KIR_S_SET, KIR_S_IF };
+
+struct kir_block {
+	struct kir_stmt *head, **tail;
+};
+
+struct kir_stmt {
+	enum kir_stmt_kind kind;
+	int var;                       /* LOOP index, SET target */
+	int buf;                       /* STORE */
+	struct kir_expr *lo, *hi;      /* LOOP range; IF condition in lo */
+	struct kir_expr *idx, *val;    /* STORE index and value; SET value in val */
+	struct kir_block body, other;  /* LOOP/IF body, IF else */
+	struct kir_stmt *next;
+};
+
+struct kir_buf {
+	const char *name;
+	enum kir_type type;
+	int written;         /* stored to by the kernel */
+};
+
+struct kir_var {
+	const char *name;
+	enum kir_type type;
+	int is_index;        /* the parallel index or a loop index: read-only */
+};
+
+struct kir_kernel {
+	struct ir_arena *arena;
+	const char *name;
+	int64_t extent;      /* points of the parallel index space (variable 0) */
+	int n_bufs, cap_bufs;
+	struct kir_buf *bufs;
+	int n_vars, cap_vars;
+	struct kir_var *vars;
+	struct kir_block body;
+};
+
+/* A new kernel with the parallel index "p" (variable 0) over [0, extent). */
+struct kir_kernel *kir_kernel_new(const char *name, int64_t extent);
+void kir_kernel_free(struct kir_kernel *k);
+int kir_buf(struct kir_kernel *k, const char *name, enum kir_type t);
+int kir_local(struct kir_kernel *k, const char *name, enum kir_type t);
+
+/* expressions */
+struct kir_expr *kir_f32(struct kir_kernel *k, double v);
+struct kir_expr *kir_f64(struct kir_kernel *k, double v);
+struct kir_expr *kir_i64(struct kir_kernel *k, int64_t v);
+struct kir_expr *kir_const(struct kir_kernel *k, enum kir_type t, double v);
+struct kir_expr *kir_var(struct kir_kernel *k, int var);
+struct kir_expr *kir_load(struct kir_kernel *k, int buf, struct kir_expr *idx);
+struct kir_expr *kir_un(struct kir_kernel *k, enum kir_op op, struct kir_expr *a);
+struct kir_expr *kir_bin(struct kir_kernel *k, enum kir_op op, struct kir_expr *a,
+			 struct kir_expr *b);
+struct kir_expr *kir_cvt(struct kir_kernel *k, enum kir_type t, struct kir_expr *a);
+struct kir_expr *kir_select(struct kir_kernel *k, struct kir_expr *c, struct kir_expr *a,
+			    struct kir_expr *b);
+/* red over index variable var (from kir_index) in [lo, hi) of body, which reads var. */
+struct kir_expr *kir_reduce(struct kir_kernel *k, enum kir_red red, int var,
+			    struct kir_expr *lo, struct kir_expr *hi, struct kir_expr *body);
+/* A fresh index variable (for kir_loop or kir_reduce). */
+int kir_index(struct kir_kernel *k, const char *name);
+
+/* statements, appended to a block (k->body for the top level) */
+struct kir_block *kir_loop(struct kir_kernel *k, struct kir_block *b, int var,
+			   struct kir_expr *lo, struct kir_expr *hi);
+void kir_store(struct kir_kernel *k, struct kir_block *b, int buf, struct kir_expr *idx,
+	       struct kir_expr *val);
+void kir_store_add(struct kir_kernel *k, struct kir_block *b, int buf,
+		   struct kir_expr *idx, struct kir_expr *val);
+void kir_set(struct kir_kernel *k, struct kir_block *b, int var, struct kir_expr *val);
+/* Returns the then-block; *else_out (when non-NULL) gets the else-block. */
+struct kir_block *kir_if(struct kir_kernel *k, struct kir_block *b, struct kir_expr *cond,
+			 struct kir_block **else_out);
+
+/* Text form, for tests and `--dump`.  Deterministic. */
+void kir_print(const struct kir_kernel *k, FILE *out);
+const char *kir_type_name(enum kir_type t);
+int kir_type_is_float(enum kir_type t);
+
+#endif

@@ -1,0 +1,383 @@
+/* backend.c - cg_backend_llvm: the CPU backend.  compile() plans the graph (lower.c),
+ * JIT-compiles all its kernels in one module (jit.c), and places every buffer the
+ * plan touches: INPUT and PARAM values are the caller's, graph outputs (the loss, the
+ * gradients "grad.P") get their own allocations so they can be read after run, and all
+ * other values and scratch buffers share one arena laid out by pass_memplan.
+ *
+ * pass_memplan works on the liveness of an IR graph, but after fusion the buffers
+ * that exist and the order in which they are read are those of the plan's steps, not
+ * of the ops (an inlined value has no buffer; its inputs are read by its consumer's
+ * kernel, later).  So the plan is described to memplan as a graph of its own: one op
+ * per step, reading the buffers the step reads and defining those it writes first.
+ *
+ * run() executes the steps in order; each kernel's parallel index space is split over
+ * the thread pool (runtime/pool.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/backend.h"
+#include "llvm_impl.h"
+#include "passes/passes.h"
+#include "runtime/pool.h"
+#include "runtime/rt.h"
+
+struct cg_exec {
+	const struct ir_graph *g;
+	struct cg_plan plan;
+	struct cg_jit *jit;
+	cg_kernel_fn *fns;
+	struct rt_pool *pool;
+	void **ptr;            /* per buffer */
+	unsigned char *outside; /* per buffer: bound by the caller or allocated alone */
+	unsigned char *owned;   /* per buffer: allocated alone (graph outputs) */
+	void *arena;
+	int64_t arena_bytes;
+	void **args;
+	int max_args;
+};
+
+static size_t type_size(enum kir_type t)
+{
+	return t == KIR_I64 || t == KIR_F64 ? 8 : 4;
+}
+
+static enum ir_dtype shadow_dtype(enum kir_type t)
+{
+	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : IR_F32;
+}
+
+/* Lay the buffers out; 0 on success. */
+static int place_buffers(struct cg_exec *e, FILE *err)
+{
+	const struct ir_graph *g = e->g;
+	struct cg_plan *p = &e->plan;
+	struct ir_graph *sg = ir_graph_new("plan");
+	struct ir_value **sv = rt_calloc((size_t)p->n_bufs + 1, sizeof *sv);
+	struct ir_value **in = rt_calloc((size_t)p->n_bufs + 1, sizeof *in);
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind != IR_OP_INPUT && op->kind != IR_OP_PARAM)
+			continue;
+		int id = op->out[0]->id;
+		sv[id] = ir_op1(sg, IR_OP_PARAM, 0, NULL, shadow_dtype(p->buf_type[id]),
+				ir_shape_of(1, p->buf_numel[id]));
+	}
+	for (int s = 0; s < p->n_steps; s++) {
+		const struct cg_step *st = &p->steps[s];
+		int n_in = 0, n_out = 0;
+		for (int i = 0; i < st->n_bufs; i++) {
+			if (sv[st->bufs[i]])
+				in[n_in++] = sv[st->bufs[i]];
+			else if (st->writes[i])
+				n_out++;
+		}
+		struct ir_op *op = ir_op_new(sg, IR_OP_ADD, n_in, in, n_out);
+		for (int i = 0, o = 0; i < st->n_bufs; i++) {
+			int b = st->bufs[i];
+			if (sv[b] || !st->writes[i])
+				continue;
+			/* a buffer in two places of one step's list: define it once */
+			int dup = 0;
+			for (int j = 0; j < o; j++)
+				if (op->out[j] == sv[b])
+					dup = 1;
+			if (dup)
+				continue;
+			sv[b] = op->out[o++];
+			sv[b]->dtype = shadow_dtype(p->buf_type[b]);
+			sv[b]->shape = ir_shape_of(1, p->buf_numel[b]);
+		}
+	}
+	for (int i = 0; i < g->n_outputs; i++)
+		if (g->outputs[i] && sv[g->outputs[i]->id])
+			ir_graph_add_output(sg, g->output_names[i], sv[g->outputs[i]->id]);
+
+	struct pass_memplan mp;
+	int rc = 0;
+	if (pass_memplan(sg, 64, &mp)) {
+		fprintf(err, "sluice: LLVM backend: the memory plan overflows\n");
+		rc = 1;
+		goto done;
+	}
+	e->arena_bytes = mp.peak;
+	e->arena = mp.peak ? aligned_alloc(64, ((size_t)mp.peak + 63) / 64 * 64) : NULL;
+	if (mp.peak && !e->arena) {
+		fprintf(err, "sluice: LLVM backend: cannot allocate the arena of %lld bytes\n",
+			(long long)mp.peak);
+		pass_memplan_free(&mp);
+		rc = 1;
+		goto done;
+	}
+	for (int b = 0; b < p->n_bufs; b++) {
+		if (!sv[b])
+			continue;
+		int64_t off = mp.offset[sv[b]->id];
+		if (off >= 0) {
+			e->ptr[b] = (char *)e->arena + off;
+			continue;
+		}
+		e->outside[b] = 1;
+		const struct ir_op *d = b < g->n_values ? g->values[b]->def : NULL;
+		if (d && (d->kind == IR_OP_INPUT || d->kind == IR_OP_PARAM))
+			continue;
+		e->ptr[b] = rt_calloc((size_t)(p->buf_numel[b] ? p->buf_numel[b] : 1),
+				      type_size(p->buf_type[b]));
+		e->owned[b] = 1;
+	}
+	pass_memplan_free(&mp);
+done:
+	free(sv);
+	free(in);
+	ir_graph_free(sg);
+	return rc;
+}
+
+static void llvm_free(struct cg_exec *e)
+{
+	if (!e)
+		return;
+	if (e->ptr)
+		for (int b = 0; b < e->plan.n_bufs; b++)
+			if (e->owned[b])
+				free(e->ptr[b]);
+	free(e->ptr);
+	free(e->outside);
+	free(e->owned);
+	free(e->arena);
+	free(e->args);
+	free(e->fns);
+	rt_pool_free(e->pool);
+	cg_jit_free(e->jit);
+	cg_plan_free(&e->plan);
+	free(e);
+}
+
+static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
+{
+	struct cg_exec *e = rt_calloc(1, sizeof *e);
+	e->g = g;
+	if (cg_plan_graph(&e->plan, g, "k", err)) {
+		llvm_free(e);
+		return NULL;
+	}
+	e->jit = cg_jit_new(err);
+	if (!e->jit) {
+		llvm_free(e);
+		return NULL;
+	}
+	e->fns = rt_calloc((size_t)e->plan.n_ks + 1, sizeof *e->fns);
+	FILE *dump = NULL;
+	const char *dump_path = getenv("SLUICE_LLVM_DUMP");
+	if (dump_path && *dump_path) {
+		dump = fopen(dump_path, "w");
+		if (dump)
+			for (int i = 0; i < e->plan.n_ks; i++)
+				kir_print(e->plan.ks[i], dump);
+	}
+	int rc = cg_jit_compile(e->jit, e->plan.ks, e->plan.n_ks, e->fns, dump, err);
+	if (dump)
+		fclose(dump);
+	if (rc) {
+		llvm_free(e);
+		return NULL;
+	}
+	int nb = e->plan.n_bufs;
+	e->ptr = rt_calloc((size_t)nb + 1, sizeof *e->ptr);
+	e->outside = rt_calloc((size_t)nb + 1, 1);
+	e->owned = rt_calloc((size_t)nb + 1, 1);
+	if (place_buffers(e, err)) {
+		llvm_free(e);
+		return NULL;
+	}
+	for (int s = 0; s < e->plan.n_steps; s++)
+		if (e->plan.steps[s].n_bufs > e->max_args)
+			e->max_args = e->plan.steps[s].n_bufs;
+	e->args = rt_calloc((size_t)e->max_args + 1, sizeof *e->args);
+	e->pool = rt_pool_new(0);
+	return e;
+}
+
+static void llvm_bind(struct cg_exec *e, int value_id, void *data)
+{
+	RT_ASSERT(value_id >= 0 && value_id < e->g->n_values);
+	e->ptr[value_id] = data;
+	e->outside[value_id] = 1;
+}
+
+static void *llvm_tensor(struct cg_exec *e, int value_id)
+{
+	if (value_id < 0 || value_id >= e->g->n_values || !e->outside[value_id])
+		return NULL;
+	return e->ptr[value_id];
+}
+
+/* --- library steps --------------------------------------------------------------------- */
+
+struct kcall {
+	cg_kernel_fn fn;
+	void **args;
+};
+
+static void call_kernel(void *ctx, int64_t lo, int64_t hi)
+{
+	struct kcall *c = ctx;
+	c->fn(c->args, lo, hi);
+}
+
+static int64_t ival(struct cg_exec *e, int id, int64_t i)
+{
+	if (e->plan.buf_type[id] == KIR_I32)
+		return ((const int32_t *)e->ptr[id])[i];
+	return ((const int64_t *)e->ptr[id])[i];
+}
+
+static void run_matmul(struct cg_exec *e, const struct ir_op *op)
+{
+	const struct ir_value *A = op->in[0], *B = op->in[1], *Y = op->out[0];
+	int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
+	const struct ir_shape *ys = &Y->shape, *as = &A->shape, *bs = &B->shape;
+	int r = ys->rank;
+	int64_t M = ys->dim[r - 2], N = ys->dim[r - 1];
+	int64_t K = ta ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
+	int64_t nb = 1;
+	for (int d = 0; d < r - 2; d++)
+		nb *= ys->dim[d];
+	struct cg_gemm *gs = rt_calloc((size_t)(nb ? nb : 1), sizeof *gs);
+	const float *a = e->ptr[A->id], *b = e->ptr[B->id];
+	float *c = e->ptr[Y->id];
+	for (int64_t i = 0; i < nb; i++) {
+		/* batch dims broadcast in units of whole matrices */
+		int64_t rem = i, aoff = 0, boff = 0, ast = 1, bst = 1;
+		for (int d = r - 3; d >= 0; d--) {
+			int64_t ix = rem % ys->dim[d];
+			rem /= ys->dim[d];
+			int da = d - (r - as->rank), db = d - (r - bs->rank);
+			if (da >= 0) {
+				if (as->dim[da] != 1)
+					aoff += ix * ast;
+				ast *= as->dim[da];
+			}
+			if (db >= 0) {
+				if (bs->dim[db] != 1)
+					boff += ix * bst;
+				bst *= bs->dim[db];
+			}
+		}
+		struct cg_gemm *gm = &gs[i];
+		gm->M = M, gm->N = N, gm->K = K;
+		gm->a = a + aoff * M * K;
+		gm->rsa = ta ? 1 : K, gm->csa = ta ? M : 1;
+		gm->b = b + boff * K * N;
+		gm->rsb = tb ? 1 : N, gm->csb = tb ? K : 1;
+		gm->c = c + i * M * N;
+		gm->ldc = N;
+	}
+	cg_gemm_run(e->pool, gs, (int)nb);
+	free(gs);
+}
+
+/* offsets of the experts, clamped into [0, R] and made non-decreasing */
+static int64_t *expert_rows(struct cg_exec *e, const struct ir_value *off, int64_t R)
+{
+	int64_t E = off->shape.dim[0] - 1;
+	int64_t *o = rt_malloc(sizeof *o * (size_t)(E + 1));
+	for (int64_t i = 0; i <= E; i++) {
+		int64_t v = ival(e, off->id, i);
+		v = v < 0 ? 0 : v > R ? R : v;
+		o[i] = i && v < o[i - 1] ? o[i - 1] : v;
+	}
+	return o;
+}
+
+static void run_grouped(struct cg_exec *e, const struct ir_op *op)
+{
+	const struct ir_value *xs = op->in[0], *w = op->in[1], *off = op->in[2];
+	int tb = (int)ir_op_int(op, "trans_b", 0);
+	int64_t R = xs->shape.dim[0], K = xs->shape.dim[1], N = op->out[0]->shape.dim[1];
+	int64_t E = w->shape.dim[0];
+	int64_t *o = expert_rows(e, off, R);
+	float *y = e->ptr[op->out[0]->id];
+	memset(y, 0, sizeof *y * (size_t)(R * N));
+	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
+	const float *x = e->ptr[xs->id], *wp = e->ptr[w->id];
+	for (int64_t i = 0; i < E; i++) {
+		struct cg_gemm *gm = &gs[i];
+		gm->M = o[i + 1] - o[i], gm->N = N, gm->K = K;
+		gm->a = x + o[i] * K, gm->rsa = K, gm->csa = 1;
+		gm->b = wp + i * K * N;
+		gm->rsb = tb ? 1 : N, gm->csb = tb ? K : 1;
+		gm->c = y + o[i] * N, gm->ldc = N;
+	}
+	cg_gemm_run(e->pool, gs, (int)E);
+	free(gs);
+	free(o);
+}
+
+static void run_wgrad(struct cg_exec *e, const struct ir_op *op)
+{
+	const struct ir_value *xs = op->in[0], *dy = op->in[1], *off = op->in[2];
+	int tb = (int)ir_op_int(op, "trans_b", 0);
+	int64_t R = xs->shape.dim[0], K = xs->shape.dim[1], N = dy->shape.dim[1];
+	int64_t E = op->out[0]->shape.dim[0];
+	int64_t *o = expert_rows(e, off, R);
+	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
+	const float *x = e->ptr[xs->id], *d = e->ptr[dy->id];
+	float *dw = e->ptr[op->out[0]->id];
+	for (int64_t i = 0; i < E; i++) {
+		struct cg_gemm *gm = &gs[i];
+		int64_t r0 = o[i];
+		gm->K = o[i + 1] - r0;
+		gm->c = dw + i * K * N;
+		if (!tb) { /* [K,N] = xs^T dy */
+			gm->M = K, gm->N = N, gm->ldc = N;
+			gm->a = x + r0 * K, gm->rsa = 1, gm->csa = K;
+			gm->b = d + r0 * N, gm->rsb = N, gm->csb = 1;
+		} else { /* [N,K] = dy^T xs */
+			gm->M = N, gm->N = K, gm->ldc = K;
+			gm->a = d + r0 * N, gm->rsa = 1, gm->csa = N;
+			gm->b = x + r0 * K, gm->rsb = K, gm->csb = 1;
+		}
+	}
+	cg_gemm_run(e->pool, gs, (int)E);
+	free(gs);
+	free(o);
+}
+
+static int llvm_run(struct cg_exec *e)
+{
+	const struct cg_plan *p = &e->plan;
+	for (int s = 0; s < p->n_steps; s++) {
+		const struct cg_step *st = &p->steps[s];
+		for (int i = 0; i < st->n_bufs; i++) {
+			int b = st->bufs[i];
+			if (!e->ptr[b] && p->buf_numel[b]) {
+				fprintf(stderr, "sluice: LLVM backend: value %%%d is read by op %d (%s) "
+					"but was never bound\n", b, st->op->id,
+					ir_op_name(st->op->kind));
+				return 1;
+			}
+		}
+		switch (st->kind) {
+		case CG_STEP_KERNEL: {
+			for (int i = 0; i < st->n_bufs; i++)
+				e->args[i] = e->ptr[st->bufs[i]];
+			struct kcall c = { e->fns[st->kernel], e->args };
+			rt_pool_run(e->pool, st->extent, st->grain, call_kernel, &c);
+			break;
+		}
+		case CG_STEP_MATMUL: run_matmul(e, st->op); break;
+		case CG_STEP_GROUPED: run_grouped(e, st->op); break;
+		case CG_STEP_WGRAD: run_wgrad(e, st->op); break;
+		}
+	}
+	return 0;
+}
+
+const struct cg_backend cg_backend_llvm = {
+	.name = "llvm",
+	.compile = llvm_compile,
+	.bind = llvm_bind,
+	.run = llvm_run,
+	.tensor = llvm_tensor,
+	.free = llvm_free,
+};

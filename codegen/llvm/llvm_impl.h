@@ -1,0 +1,87 @@
+/* llvm_impl.h - private to the LLVM CPU backend (codegen/llvm/): the JIT, the renderer
+ * of kernel IR to LLVM IR, the GEMM library kernel and the lowering of IR ops to
+ * kernels.  Nothing outside codegen/llvm/ and tests/llvm/ includes it. */
+#ifndef SLUICE_LLVM_IMPL_H
+#define SLUICE_LLVM_IMPL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <llvm-c/Core.h>
+
+#include "codegen/kir.h"
+#include "ir/ir.h"
+
+/* A compiled kernel: fn(bufs, lo, hi) runs points lo..hi-1 of the parallel space. */
+typedef void (*cg_kernel_fn)(void **bufs, int64_t lo, int64_t hi);
+
+/* --- jit.c: one LLJIT instance with a target machine for the host CPU ------------- */
+struct cg_jit;
+struct cg_jit *cg_jit_new(FILE *err);
+void cg_jit_free(struct cg_jit *j);
+/* Render the kernels into one module, optimise it at O3 for the host CPU (loops
+ * vectorised), add it to the JIT and look every kernel up into fns[i].  Kernel names
+ * must be unique within the JIT.  When dump is non-NULL the optimised LLVM IR is
+ * written there.  0 on success, else a message on err. */
+int cg_jit_compile(struct cg_jit *j, struct kir_kernel *const *ks, int n, cg_kernel_fn *fns,
+		   FILE *dump, FILE *err);
+/* "znver3 +avx2,+fma,..." for reports: the host CPU name LLVM sees. */
+const char *cg_jit_cpu(const struct cg_jit *j);
+
+/* --- render.c: kernel IR to LLVM IR ------------------------------------------------ */
+/* Adds one function per kernel, named as the kernel, to module m: void name(i8** bufs,
+ * i64 lo, i64 hi).  cpu and features become the functions' target attributes. */
+void cg_render_kernels(LLVMModuleRef m, struct kir_kernel *const *ks, int n,
+		       const char *cpu, const char *features);
+
+/* --- gemm.c: C[M,N] (+)= A[M,K] B[K,N] with arbitrary strides -------------------- */
+struct rt_pool;
+struct cg_gemm {
+	int64_t M, N, K;
+	const float *a;      /* element (i,k) at a[i*rsa + k*csa] */
+	int64_t rsa, csa;
+	const float *b;      /* element (k,j) at b[k*rsb + j*csb] */
+	int64_t rsb, csb;
+	float *c;            /* element (i,j) at c[i*ldc + j] */
+	int64_t ldc;
+	int accumulate;      /* 0: C = AB, 1: C += AB */
+};
+/* Runs a batch of independent products, split over the pool's threads. */
+void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n);
+/* The plain triple loop in double, for tests. */
+void cg_gemm_ref(const struct cg_gemm *g);
+
+/* --- lower.c: a graph to kernels and library calls ---------------------------------- */
+/* Buffers are numbered: ids below the graph's n_values are its values, ids above are
+ * scratch buffers that some ops need (e.g. the inverse permutation of MOE_COMBINE). */
+enum cg_step_kind { CG_STEP_KERNEL, CG_STEP_MATMUL, CG_STEP_GROUPED, CG_STEP_WGRAD };
+
+struct cg_step {
+	enum cg_step_kind kind;
+	const struct ir_op *op;   /* the op the step belongs to */
+	int kernel;               /* CG_STEP_KERNEL: index in plan->ks */
+	int64_t extent, grain;    /* parallel points, points per chunk */
+	int n_bufs;
+	int *bufs;                /* buffer ids; for a kernel, in the kernel's order */
+	unsigned char *writes;    /* per buffer: the step writes it */
+};
+
+struct cg_plan {
+	const struct ir_graph *g;
+	int n_values;
+	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
+	unsigned char *is_output;
+	int n_bufs, cap_bufs;     /* values + scratch */
+	enum kir_type *buf_type;  /* storage type per buffer */
+	int64_t *buf_numel;
+	struct kir_kernel **ks;
+	int n_ks, cap_ks;
+	struct cg_step *steps;
+	int n_steps, cap_steps;
+};
+
+/* 0, or non-zero with a message on err (an op the backend cannot run). */
+int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefix, FILE *err);
+void cg_plan_free(struct cg_plan *p);
+
+#endif

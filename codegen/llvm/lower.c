@@ -1,0 +1,987 @@
+/* lower.c - an IR graph to a plan: kernel IR for every op, library GEMM calls for the
+ * contractions, in the graph's order.
+ *
+ * Fusion.  Most ops are "pointwise": each element of the output is an expression of
+ * elements of the inputs at computable indices (elementwise math with broadcasting,
+ * SCALE, CAST, CONST, views such as RESHAPE/TRANSPOSE/SLICE/BROADCAST/CONCAT, gathers,
+ * ROPE, and reductions: an output element is a reduction over a line of the input).
+ * op_at() builds that expression for an op at a multi-index; val_at() reads a value at a
+ * multi-index, either from its buffer or, when the value is "inlined", by building its
+ * op's expression in place.  A value is inlined when its op is pointwise and not a
+ * reduction, it has exactly one use, that use is a pointwise op reading each element
+ * once (same element count, or a reduction), and it is no graph output: so a chain of
+ * elementwise ops, views and broadcasts ends up as one kernel, and an elementwise
+ * chain feeding a reduction is computed inside the reduction.  CONST is inlined into
+ * every pointwise consumer.
+ *
+ * Pointwise kernels run over the rows of the output (all dims but the last) in parallel
+ * and over the last dim in an inner loop, so the inner loop is contiguous and vectorises.
+ * The other ops (softmax, cross entropy, routing, MoE permutations) get one or two
+ * kernels each, written out below; MATMUL and the grouped matmuls call gemm.c.
+ *
+ * Simplifications, on purpose: floats of every dtype are computed and stored as f32
+ * without rounding to bf16/f16/f8 (the reference rounds them: graphs in those dtypes
+ * differ from it by the rounding); indices read from data (embedding rows, top-k
+ * choices) are clamped into range instead of reported; an inlined value read twice in
+ * one expression is computed twice (LLVM's CSE removes the repeat within a block). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "llvm_impl.h"
+#include "runtime/rt.h"
+
+typedef struct kir_expr kx;
+
+struct kb {
+	struct cg_plan *p;
+	const struct ir_op *op;
+	struct kir_kernel *k;
+	int n, cap;
+	int *glob;
+};
+
+static void *grow(void *ptr, int *cap, int need, size_t elem)
+{
+	if (need <= *cap)
+		return ptr;
+	int c = *cap ? *cap * 2 : 16;
+	while (c < need)
+		c *= 2;
+	*cap = c;
+	return rt_realloc(ptr, (size_t)c * elem);
+}
+
+static enum kir_type storage_type(enum ir_dtype t)
+{
+	return t == IR_I32 ? KIR_I32 : t == IR_I64 ? KIR_I64 : KIR_F32;
+}
+
+static enum kir_type compute_type(enum ir_dtype t)
+{
+	return ir_dtype_is_float(t) ? KIR_F32 : KIR_I64;
+}
+
+static int add_buf(struct cg_plan *p, enum kir_type t, int64_t numel)
+{
+	p->buf_type = grow(p->buf_type, &p->cap_bufs, p->n_bufs + 1, sizeof *p->buf_type);
+	int cap = p->cap_bufs;
+	(void)cap;
+	p->buf_numel = rt_realloc(p->buf_numel, sizeof *p->buf_numel * (size_t)p->cap_bufs);
+	p->buf_type[p->n_bufs] = t;
+	p->buf_numel[p->n_bufs] = numel;
+	return p->n_bufs++;
+}
+
+static struct kb kb_begin(struct cg_plan *p, const struct ir_op *op, const char *what,
+			  int64_t extent, const char *prefix)
+{
+	char name[96];
+	snprintf(name, sizeof name, "%s%d_%s%s%s", prefix, p->n_ks, ir_op_name(op->kind),
+		 what ? "_" : "", what ? what : "");
+	struct kb kb = { p, op, kir_kernel_new(name, extent), 0, 0, NULL };
+	return kb;
+}
+
+static int kb_buf(struct kb *kb, int gid)
+{
+	for (int i = 0; i < kb->n; i++)
+		if (kb->glob[i] == gid)
+			return i;
+	char name[32];
+	snprintf(name, sizeof name, "b%d", gid);
+	int li = kir_buf(kb->k, name, kb->p->buf_type[gid]);
+	kb->glob = grow(kb->glob, &kb->cap, kb->n + 1, sizeof *kb->glob);
+	kb->glob[kb->n++] = gid;
+	RT_ASSERT(li == kb->n - 1);
+	return li;
+}
+
+static void kb_end(struct kb *kb, int64_t grain)
+{
+	struct cg_plan *p = kb->p;
+	p->ks = grow(p->ks, &p->cap_ks, p->n_ks + 1, sizeof *p->ks);
+	p->ks[p->n_ks] = kb->k;
+	p->steps = grow(p->steps, &p->cap_steps, p->n_steps + 1, sizeof *p->steps);
+	struct cg_step *s = &p->steps[p->n_steps++];
+	memset(s, 0, sizeof *s);
+	s->kind = CG_STEP_KERNEL;
+	s->op = kb->op;
+	s->kernel = p->n_ks++;
+	s->extent = kb->k->extent;
+	s->grain = grain > 0 ? grain : 1;
+	s->n_bufs = kb->n;
+	s->bufs = kb->glob;
+	s->writes = rt_calloc((size_t)kb->n + 1, 1);
+	for (int i = 0; i < kb->n; i++)
+		s->writes[i] = (unsigned char)kb->k->bufs[i].written;
+}
+
+/* --- integer index arithmetic with constant folding ------------------------------- */
+
+static int is_c(const kx *e, int64_t v)
+{
+	return e->op == KIR_CONST && e->type == KIR_I64 && e->i == v;
+}
+
+static kx *c64(struct kb *kb, int64_t v)
+{
+	return kir_i64(kb->k, v);
+}
+
+static kx *iadd(struct kb *kb, kx *a, kx *b)
+{
+	if (is_c(a, 0))
+		return b;
+	if (is_c(b, 0))
+		return a;
+	if (a->op == KIR_CONST && b->op == KIR_CONST)
+		return c64(kb, a->i + b->i);
+	return kir_bin(kb->k, KIR_ADD, a, b);
+}
+
+static kx *imul(struct kb *kb, kx *a, int64_t c)
+{
+	if (c == 0 || is_c(a, 0))
+		return c64(kb, 0);
+	if (c == 1)
+		return a;
+	if (a->op == KIR_CONST)
+		return c64(kb, a->i * c);
+	return kir_bin(kb->k, KIR_MUL, a, c64(kb, c));
+}
+
+static kx *idiv(struct kb *kb, kx *a, int64_t c)
+{
+	if (c == 1)
+		return a;
+	return kir_bin(kb->k, KIR_DIV, a, c64(kb, c));
+}
+
+static kx *irem(struct kb *kb, kx *a, int64_t c)
+{
+	if (c == 1)
+		return c64(kb, 0);
+	return kir_bin(kb->k, KIR_REM, a, c64(kb, c));
+}
+
+static kx *iclamp(struct kb *kb, kx *a, int64_t lo, int64_t hi)
+{
+	a = kir_bin(kb->k, KIR_MAX, a, c64(kb, lo));
+	return kir_bin(kb->k, KIR_MIN, a, c64(kb, hi));
+}
+
+static kx *fc(struct kb *kb, double v)
+{
+	return kir_f32(kb->k, v);
+}
+
+static kx *fbin(struct kb *kb, enum kir_op op, kx *a, kx *b)
+{
+	return kir_bin(kb->k, op, a, b);
+}
+
+static kx *flat(struct kb *kb, const struct ir_shape *s, kx **idx)
+{
+	kx *f = c64(kb, 0);
+	int64_t st = 1;
+	for (int d = s->rank - 1; d >= 0; d--) {
+		if (s->dim[d] != 1)
+			f = iadd(kb, f, imul(kb, idx[d], st));
+		st *= s->dim[d];
+	}
+	return f;
+}
+
+static void unflat(struct kb *kb, const struct ir_shape *s, kx *f, kx **idx)
+{
+	int64_t st = 1;
+	for (int d = s->rank - 1; d >= 0; d--) {
+		idx[d] = s->dim[d] == 1 ? c64(kb, 0) : irem(kb, idiv(kb, f, st), s->dim[d]);
+		st *= s->dim[d];
+	}
+}
+
+/* --- loads and stores in compute types ----------------------------------------------- */
+
+static kx *ld(struct kb *kb, int gid, kx *i, enum kir_type want)
+{
+	kx *v = kir_load(kb->k, kb_buf(kb, gid), i);
+	return kir_cvt(kb->k, want, v);
+}
+
+static kx *ldv(struct kb *kb, const struct ir_value *v, kx *i)
+{
+	return ld(kb, v->id, i, compute_type(v->dtype));
+}
+
+static void st(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
+{
+	kir_store(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kb->p->buf_type[gid], val));
+}
+
+static void st_add(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
+{
+	kir_store_add(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kb->p->buf_type[gid], val));
+}
+
+/* --- pointwise ops ------------------------------------------------------------------- */
+
+static int is_pointwise(enum ir_opkind k)
+{
+	switch (k) {
+	case IR_OP_CONST: case IR_OP_NEG: case IR_OP_EXP: case IR_OP_LOG: case IR_OP_SQRT:
+	case IR_OP_RSQRT: case IR_OP_RECIP: case IR_OP_SQUARE: case IR_OP_SIGMOID:
+	case IR_OP_SILU: case IR_OP_TANH: case IR_OP_RELU: case IR_OP_SCALE: case IR_OP_CAST:
+	case IR_OP_STOP_GRAD: case IR_OP_ADD: case IR_OP_SUB: case IR_OP_MUL: case IR_OP_DIV:
+	case IR_OP_SILU_BWD: case IR_OP_RELU_BWD: case IR_OP_BROADCAST: case IR_OP_RESHAPE:
+	case IR_OP_TRANSPOSE: case IR_OP_SLICE: case IR_OP_CONCAT: case IR_OP_GATHER_ROWS:
+	case IR_OP_TAKE_ALONG: case IR_OP_ROPE: case IR_OP_REDUCE_SUM: case IR_OP_REDUCE_MEAN:
+	case IR_OP_REDUCE_MAX: case IR_OP_SUM_TO:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int is_reduction(enum ir_opkind k)
+{
+	return k == IR_OP_REDUCE_SUM || k == IR_OP_REDUCE_MEAN || k == IR_OP_REDUCE_MAX ||
+	       k == IR_OP_SUM_TO;
+}
+
+static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx);
+
+static kx *val_at(struct kb *kb, const struct ir_value *v, kx **idx)
+{
+	if (kb->p->inlined[v->id])
+		return op_at(kb, v->def, idx);
+	return ldv(kb, v, flat(kb, &v->shape, idx));
+}
+
+/* indices into `in` for an output index under numpy broadcasting */
+static void bmap(struct kb *kb, const struct ir_shape *in, const struct ir_shape *out,
+		 kx **idx, kx **iidx)
+{
+	for (int d = 0; d < in->rank; d++) {
+		int od = d + out->rank - in->rank;
+		iidx[d] = in->dim[d] == 1 ? c64(kb, 0) : idx[od];
+	}
+}
+
+static kx *sigmoid(struct kb *kb, kx *x)
+{
+	kx *e = kir_un(kb->k, KIR_EXP, kir_un(kb->k, KIR_NEG, x));
+	return fbin(kb, KIR_DIV, fc(kb, 1), fbin(kb, KIR_ADD, fc(kb, 1), e));
+}
+
+static int norm_axis(int64_t axis, int rank)
+{
+	return (int)(axis < 0 ? axis + rank : axis);
+}
+
+static kx *reduce_at(struct kb *kb, const struct ir_op *op, kx **idx)
+{
+	const struct ir_value *in = op->in[0];
+	const struct ir_shape *is = &in->shape;
+	kx *iidx[IR_MAX_RANK];
+	if (op->kind == IR_OP_SUM_TO) {
+		const struct ir_shape *os = &op->out[0]->shape;
+		int vars[IR_MAX_RANK], nv = 0;
+		for (int d = 0; d < is->rank; d++) {
+			int od = d - (is->rank - os->rank);
+			if (od >= 0 && (os->dim[od] == is->dim[d] || is->dim[d] == 1)) {
+				iidx[d] = is->dim[d] == 1 ? c64(kb, 0) : idx[od];
+			} else {
+				vars[nv] = kir_index(kb->k, "r");
+				iidx[d] = kir_var(kb->k, vars[nv]);
+				vars[nv++] |= d << 16;
+			}
+		}
+		kx *body = val_at(kb, in, iidx);
+		for (int i = nv - 1; i >= 0; i--) {
+			int var = vars[i] & 0xffff, d = vars[i] >> 16;
+			body = kir_reduce(kb->k, KIR_RED_SUM, var, c64(kb, 0), c64(kb, is->dim[d]), body);
+		}
+		return body;
+	}
+	int axis = norm_axis(ir_op_int(op, "axis", -1), is->rank);
+	int keep = (int)ir_op_int(op, "keepdim", 0);
+	int var = kir_index(kb->k, "r");
+	for (int d = 0, od = 0; d < is->rank; d++) {
+		if (d == axis) {
+			iidx[d] = kir_var(kb->k, var);
+			od += keep;
+		} else {
+			iidx[d] = idx[od++];
+		}
+	}
+	kx *body = val_at(kb, in, iidx);
+	int mx = op->kind == IR_OP_REDUCE_MAX;
+	kx *r = kir_reduce(kb->k, mx ? KIR_RED_MAX : KIR_RED_SUM, var, c64(kb, 0),
+			   c64(kb, is->dim[axis]), body);
+	if (op->kind == IR_OP_REDUCE_MEAN)
+		r = fbin(kb, KIR_DIV, r, fc(kb, (double)is->dim[axis]));
+	return r;
+}
+
+static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx)
+{
+	struct kir_kernel *k = kb->k;
+	const struct ir_value *out = op->out[0];
+	const struct ir_shape *os = &out->shape;
+	kx *iidx[IR_MAX_RANK], *jidx[IR_MAX_RANK];
+	if (op->kind == IR_OP_CONST)
+		return kir_const(k, compute_type(out->dtype), ir_op_float(op, "value", 0));
+	if (is_reduction(op->kind))
+		return reduce_at(kb, op, idx);
+	const struct ir_value *in = op->in[0];
+	switch (op->kind) {
+	case IR_OP_ADD: case IR_OP_SUB: case IR_OP_MUL: case IR_OP_DIV: {
+		bmap(kb, &in->shape, os, idx, iidx);
+		bmap(kb, &op->in[1]->shape, os, idx, jidx);
+		kx *a = val_at(kb, in, iidx), *b = val_at(kb, op->in[1], jidx);
+		enum kir_op bo = op->kind == IR_OP_ADD ? KIR_ADD : op->kind == IR_OP_SUB ? KIR_SUB
+				 : op->kind == IR_OP_MUL ? KIR_MUL : KIR_DIV;
+		enum kir_type t = compute_type(out->dtype);
+		return fbin(kb, bo, kir_cvt(k, t, a), kir_cvt(k, t, b));
+	}
+	case IR_OP_SILU_BWD: case IR_OP_RELU_BWD: {
+		bmap(kb, &in->shape, os, idx, iidx);
+		bmap(kb, &op->in[1]->shape, os, idx, jidx);
+		kx *x = val_at(kb, in, iidx), *dy = val_at(kb, op->in[1], jidx);
+		if (op->kind == IR_OP_RELU_BWD)
+			return kir_select(k, fbin(kb, KIR_LT, fc(kb, 0), x), dy, fc(kb, 0));
+		kx *s = sigmoid(kb, x);
+		kx *t = fbin(kb, KIR_ADD, fc(kb, 1), fbin(kb, KIR_MUL, x, fbin(kb, KIR_SUB, fc(kb, 1), s)));
+		return fbin(kb, KIR_MUL, fbin(kb, KIR_MUL, dy, s), t);
+	}
+	case IR_OP_BROADCAST:
+		bmap(kb, &in->shape, os, idx, iidx);
+		return val_at(kb, in, iidx);
+	case IR_OP_RESHAPE:
+		unflat(kb, &in->shape, flat(kb, os, idx), iidx);
+		return val_at(kb, in, iidx);
+	case IR_OP_TRANSPOSE: {
+		const struct ir_attr *pa = ir_op_attr(op, "perm");
+		for (int d = 0; d < os->rank; d++)
+			iidx[pa->ints[d]] = idx[d];
+		return val_at(kb, in, iidx);
+	}
+	case IR_OP_SLICE: {
+		int axis = norm_axis(ir_op_int(op, "axis", 0), os->rank);
+		for (int d = 0; d < os->rank; d++)
+			iidx[d] = d == axis ? iadd(kb, idx[d], c64(kb, ir_op_int(op, "start", 0))) : idx[d];
+		return val_at(kb, in, iidx);
+	}
+	case IR_OP_CONCAT: {
+		int axis = norm_axis(ir_op_int(op, "axis", 0), os->rank);
+		int64_t off = 0;
+		kx *r = NULL;
+		enum kir_type t = compute_type(out->dtype);
+		for (int i = 0; i < op->n_in; i++) {
+			int64_t L = op->in[i]->shape.dim[axis];
+			for (int d = 0; d < os->rank; d++)
+				iidx[d] = d == axis ? iclamp(kb, iadd(kb, idx[d], c64(kb, -off)), 0, L - 1)
+						    : idx[d];
+			kx *v = kir_cvt(k, t, val_at(kb, op->in[i], iidx));
+			r = r ? kir_select(k, fbin(kb, KIR_LT, idx[axis], c64(kb, off)), r, v) : v;
+			off += L;
+		}
+		return r;
+	}
+	case IR_OP_GATHER_ROWS: {
+		const struct ir_value *ix = op->in[1];
+		int64_t V = in->shape.dim[0];
+		kx *row = kir_cvt(k, KIR_I64, val_at(kb, ix, idx));
+		iidx[0] = iclamp(kb, row, 0, V - 1);
+		iidx[1] = idx[os->rank - 1];
+		return val_at(kb, in, iidx);
+	}
+	case IR_OP_TAKE_ALONG: {
+		int r = in->shape.rank;
+		int64_t E = in->shape.dim[r - 1];
+		kx *col = kir_cvt(k, KIR_I64, val_at(kb, op->in[1], idx));
+		for (int d = 0; d + 1 < r; d++)
+			iidx[d] = idx[d];
+		iidx[r - 1] = iclamp(kb, col, 0, E - 1);
+		return val_at(kb, in, iidx);
+	}
+	case IR_OP_ROPE: {
+		int64_t D = os->dim[3], half = D / 2;
+		double theta = ir_op_float(op, "theta", 10000.0);
+		int inv = (int)ir_op_int(op, "inverse", 0);
+		kx *i = idx[3];
+		kx *first = fbin(kb, KIR_LT, i, c64(kb, half));
+		kx *i2 = irem(kb, i, half);
+		for (int d = 0; d < 3; d++)
+			iidx[d] = jidx[d] = idx[d];
+		iidx[3] = i2;
+		jidx[3] = iadd(kb, i2, c64(kb, half));
+		kx *x1 = val_at(kb, in, iidx), *x2 = val_at(kb, in, jidx);
+		/* angle in double: s * theta^(-2 i / D) */
+		kx *ex = fbin(kb, KIR_MUL, kir_cvt(k, KIR_F64, i2), kir_f64(k, -2.0 / (double)D));
+		kx *ang = fbin(kb, KIR_MUL, kir_cvt(k, KIR_F64, idx[1]),
+			       fbin(kb, KIR_POW, kir_f64(k, theta), ex));
+		if (inv)
+			ang = kir_un(k, KIR_NEG, ang);
+		kx *c = kir_cvt(k, KIR_F32, kir_un(k, KIR_COS, ang));
+		kx *s = kir_cvt(k, KIR_F32, kir_un(k, KIR_SIN, ang));
+		kx *y1 = fbin(kb, KIR_SUB, fbin(kb, KIR_MUL, x1, c), fbin(kb, KIR_MUL, x2, s));
+		kx *y2 = fbin(kb, KIR_ADD, fbin(kb, KIR_MUL, x1, s), fbin(kb, KIR_MUL, x2, c));
+		return kir_select(k, first, y1, y2);
+	}
+	default:
+		break;
+	}
+	/* unary elementwise */
+	kx *x = val_at(kb, in, idx);
+	if (op->kind == IR_OP_CAST)
+		return kir_cvt(k, compute_type(out->dtype), x);
+	if (op->kind == IR_OP_STOP_GRAD)
+		return x;
+	if (!kir_type_is_float(x->type))
+		x = kir_cvt(k, KIR_F32, x);
+	switch (op->kind) {
+	case IR_OP_NEG: return kir_un(k, KIR_NEG, x);
+	case IR_OP_EXP: return kir_un(k, KIR_EXP, x);
+	case IR_OP_LOG: return kir_un(k, KIR_LOG, x);
+	case IR_OP_SQRT: return kir_un(k, KIR_SQRT, x);
+	case IR_OP_RSQRT: return fbin(kb, KIR_DIV, fc(kb, 1), kir_un(k, KIR_SQRT, x));
+	case IR_OP_RECIP: return fbin(kb, KIR_DIV, fc(kb, 1), x);
+	case IR_OP_SQUARE: return fbin(kb, KIR_MUL, x, x);
+	case IR_OP_SIGMOID: return sigmoid(kb, x);
+	case IR_OP_SILU: return fbin(kb, KIR_MUL, x, sigmoid(kb, x));
+	case IR_OP_TANH: return kir_un(k, KIR_TANH, x);
+	case IR_OP_RELU: return kir_select(k, fbin(kb, KIR_LT, fc(kb, 0), x), x, fc(kb, 0));
+	case IR_OP_SCALE:
+		return fbin(kb, KIR_ADD, fbin(kb, KIR_MUL, x, fc(kb, ir_op_float(op, "alpha", 1))),
+			    fc(kb, ir_op_float(op, "beta", 0)));
+	default:
+		RT_BUG("lower: %s is not pointwise", ir_op_name(op->kind));
+	}
+}
+
+/* Rows of the output in parallel, the last dim in an inner loop. */
+static void emit_pointwise(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *v = op->out[0];
+	const struct ir_shape *s = &v->shape;
+	int64_t n = ir_shape_numel(s);
+	int64_t last = s->rank ? s->dim[s->rank - 1] : 1;
+	int64_t rows = last ? n / last : 0;
+	struct kb kb = kb_begin(p, op, NULL, rows, prefix);
+	kx *idx[IR_MAX_RANK];
+	struct ir_shape lead = *s;
+	if (lead.rank)
+		lead.rank--;
+	unflat(&kb, &lead, kir_var(kb.k, 0), idx);
+	struct kir_block *b = &kb.k->body;
+	if (s->rank) {
+		int j = kir_index(kb.k, "j");
+		b = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, last));
+		idx[s->rank - 1] = kir_var(kb.k, j);
+	}
+	kx *val = op_at(&kb, op, idx);
+	st(&kb, b, v->id, flat(&kb, s, idx), kir_cvt(kb.k, compute_type(v->dtype), val));
+	kb_end(&kb, last ? (16384 + last - 1) / last : 1);
+}
+
+/* --- the other ops, one or two kernels each ------------------------------------------- */
+
+static int scratch(struct cg_plan *p, enum kir_type t, int64_t n)
+{
+	return add_buf(p, t, n);
+}
+
+static int64_t rows_of(const struct ir_shape *s)
+{
+	int64_t n = 1;
+	for (int d = 0; d + 1 < s->rank; d++)
+		n *= s->dim[d];
+	return n;
+}
+
+static int64_t last_of(const struct ir_shape *s)
+{
+	return s->rank ? s->dim[s->rank - 1] : 1;
+}
+
+static int local(struct kb *kb, struct kir_block *b, const char *name, kx *init)
+{
+	int v = kir_local(kb->k, name, init->type);
+	kir_set(kb->k, b, v, init);
+	return v;
+}
+
+static kx *var(struct kb *kb, int v)
+{
+	return kir_var(kb->k, v);
+}
+
+static int64_t grain_rows(int64_t len)
+{
+	return len > 0 ? (8192 + len - 1) / len : 1;
+}
+
+/* SOFTMAX and SOFTMAX_BWD: one row per point. */
+static void emit_softmax(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_shape *s = &op->out[0]->shape;
+	int64_t R = rows_of(s), V = last_of(s);
+	int64_t S = s->rank >= 2 ? s->dim[s->rank - 2] : 1;
+	int causal = (int)ir_op_int(op, "causal", 0);
+	int bwd = op->kind == IR_OP_SOFTMAX_BWD;
+	struct kb kb = kb_begin(p, op, NULL, R, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *row = imul(&kb, var(&kb, 0), V);
+	kx *n = c64(&kb, V);
+	if (causal)
+		n = kir_bin(kb.k, KIR_MIN, iadd(&kb, irem(&kb, var(&kb, 0), S), c64(&kb, 1)), c64(&kb, V));
+	int nv = local(&kb, b, "n", n);
+	int j = kir_index(kb.k, "j");
+	kx *at = iadd(&kb, row, var(&kb, j));
+	struct kir_block *lb;
+	if (!bwd) {
+		const struct ir_value *x = op->in[0];
+		int m = local(&kb, b, "m", kir_reduce(kb.k, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, nv), ldv(&kb, x, at)));
+		kx *e = kir_un(kb.k, KIR_EXP, fbin(&kb, KIR_SUB, ldv(&kb, x, at), var(&kb, m)));
+		int sum = local(&kb, b, "s", kir_reduce(kb.k, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), e));
+		int inv = local(&kb, b, "inv", fbin(&kb, KIR_DIV, fc(&kb, 1), var(&kb, sum)));
+		lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+		kx *y = fbin(&kb, KIR_MUL, e, var(&kb, inv));
+		st(&kb, lb, op->out[0]->id, at,
+		   kir_select(kb.k, fbin(&kb, KIR_LT, var(&kb, j), var(&kb, nv)), y, fc(&kb, 0)));
+	} else {
+		const struct ir_value *y = op->in[0], *dy = op->in[1];
+		kx *prod = fbin(&kb, KIR_MUL, ldv(&kb, dy, at), ldv(&kb, y, at));
+		int dot = local(&kb, b, "dot", kir_reduce(kb.k, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), prod));
+		lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+		kx *dx = fbin(&kb, KIR_MUL, ldv(&kb, y, at), fbin(&kb, KIR_SUB, ldv(&kb, dy, at), var(&kb, dot)));
+		st(&kb, lb, op->out[0]->id, at,
+		   kir_select(kb.k, fbin(&kb, KIR_LT, var(&kb, j), var(&kb, nv)), dx, fc(&kb, 0)));
+	}
+	kb_end(&kb, grain_rows(V));
+}
+
+/* row n of logits: locals m (max) and s (sum of exp(x - m)); returns lse expression */
+static kx *row_lse(struct kb *kb, struct kir_block *b, const struct ir_value *x, kx *row,
+		   int64_t V)
+{
+	int j = kir_index(kb->k, "j");
+	kx *at = iadd(kb, row, var(kb, j));
+	int m = local(kb, b, "m", kir_reduce(kb->k, KIR_RED_MAX, j, c64(kb, 0), c64(kb, V), ldv(kb, x, at)));
+	kx *e = kir_un(kb->k, KIR_EXP, fbin(kb, KIR_SUB, ldv(kb, x, at), var(kb, m)));
+	int s = local(kb, b, "s", kir_reduce(kb->k, KIR_RED_SUM, j, c64(kb, 0), c64(kb, V), e));
+	return fbin(kb, KIR_ADD, var(kb, m), kir_un(kb->k, KIR_LOG, var(kb, s)));
+}
+
+static void emit_cross_entropy(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *t = op->in[1];
+	int64_t N = ir_shape_numel(&t->shape), V = last_of(&x->shape);
+	int loss = scratch(p, KIR_F32, N), valid = scratch(p, KIR_F32, N);
+	/* per row: loss and whether it counts */
+	struct kb kb = kb_begin(p, op, "rows", N, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *n = var(&kb, 0);
+	int tv = local(&kb, b, "t", ldv(&kb, t, n));
+	kx *ok = fbin(&kb, KIR_LE, c64(&kb, 0), var(&kb, tv));
+	kx *row = imul(&kb, n, V);
+	kx *lse = row_lse(&kb, b, x, row, V);
+	kx *xt = ldv(&kb, x, iadd(&kb, row, iclamp(&kb, var(&kb, tv), 0, V - 1)));
+	st(&kb, b, loss, n, kir_select(kb.k, ok, fbin(&kb, KIR_SUB, lse, xt), fc(&kb, 0)));
+	st(&kb, b, valid, n, kir_select(kb.k, ok, fc(&kb, 1), fc(&kb, 0)));
+	kb_end(&kb, grain_rows(V));
+	/* the mean over counted rows, summed in double */
+	kb = kb_begin(p, op, "mean", 1, prefix);
+	b = &kb.k->body;
+	int i = kir_index(kb.k, "i");
+	kx *tot = kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
+			     kir_cvt(kb.k, KIR_F64, ld(&kb, loss, var(&kb, i), KIR_F32)));
+	kx *cnt = kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
+			     kir_cvt(kb.k, KIR_F64, ld(&kb, valid, var(&kb, i), KIR_F32)));
+	int tv2 = local(&kb, b, "tot", tot), cv = local(&kb, b, "cnt", cnt);
+	kx *mean = kir_select(kb.k, kir_bin(kb.k, KIR_LT, kir_f64(kb.k, 0), var(&kb, cv)),
+			      kir_bin(kb.k, KIR_DIV, var(&kb, tv2), var(&kb, cv)), kir_f64(kb.k, 0));
+	st(&kb, b, op->out[0]->id, c64(&kb, 0), kir_cvt(kb.k, KIR_F32, mean));
+	kb_end(&kb, 1);
+}
+
+static void emit_cross_entropy_bwd(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *t = op->in[1], *dl = op->in[2];
+	int64_t N = ir_shape_numel(&t->shape), V = last_of(&x->shape);
+	int scale = scratch(p, KIR_F32, 1);
+	struct kb kb = kb_begin(p, op, "scale", 1, prefix);
+	struct kir_block *b = &kb.k->body;
+	int i = kir_index(kb.k, "i");
+	kx *okf = kir_select(kb.k, fbin(&kb, KIR_LE, c64(&kb, 0), ldv(&kb, t, var(&kb, i))),
+			     kir_f64(kb.k, 1), kir_f64(kb.k, 0));
+	int cv = local(&kb, b, "cnt", kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N), okf));
+	kx *sc = kir_bin(kb.k, KIR_DIV, kir_cvt(kb.k, KIR_F64, ldv(&kb, dl, c64(&kb, 0))),
+			 kir_bin(kb.k, KIR_MAX, var(&kb, cv), kir_f64(kb.k, 1)));
+	st(&kb, b, scale, c64(&kb, 0), kir_cvt(kb.k, KIR_F32, sc));
+	kb_end(&kb, 1);
+
+	kb = kb_begin(p, op, "rows", N, prefix);
+	b = &kb.k->body;
+	kx *n = var(&kb, 0);
+	int tv = local(&kb, b, "t", ldv(&kb, t, n));
+	kx *ok = fbin(&kb, KIR_LE, c64(&kb, 0), var(&kb, tv));
+	kx *row = imul(&kb, n, V);
+	int lse = local(&kb, b, "lse", row_lse(&kb, b, x, row, V));
+	int g = local(&kb, b, "g", kir_select(kb.k, ok, ld(&kb, scale, c64(&kb, 0), KIR_F32), fc(&kb, 0)));
+	int j = kir_index(kb.k, "v");
+	struct kir_block *lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+	kx *at = iadd(&kb, row, var(&kb, j));
+	kx *pr = kir_un(kb.k, KIR_EXP, fbin(&kb, KIR_SUB, ldv(&kb, x, at), var(&kb, lse)));
+	kx *hot = kir_select(kb.k, fbin(&kb, KIR_EQ, var(&kb, j), var(&kb, tv)), fc(&kb, 1), fc(&kb, 0));
+	st(&kb, lb, op->out[0]->id, at, fbin(&kb, KIR_MUL, var(&kb, g), fbin(&kb, KIR_SUB, pr, hot)));
+	kb_end(&kb, grain_rows(V));
+}
+
+/* TOPK: k rounds of "largest entry after the previous pick" in the order (value
+ * descending, index ascending), which is the reference's ties-to-lower-index rule. */
+static void emit_topk(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0];
+	int64_t E = last_of(&x->shape), N = rows_of(&x->shape), K = last_of(&op->out[0]->shape);
+	struct kb kb = kb_begin(p, op, NULL, N, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *row = imul(&kb, var(&kb, 0), E);
+	int pv = local(&kb, b, "pv", fc(&kb, 1.0 / 0.0));
+	int pi = local(&kb, b, "pi", c64(&kb, -1));
+	int j = kir_index(kb.k, "j"), e = kir_index(kb.k, "e");
+	struct kir_block *jb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, K));
+	int bi = local(&kb, jb, "bi", c64(&kb, -1));
+	int bv = local(&kb, jb, "bv", fc(&kb, 0));
+	struct kir_block *eb = kir_loop(kb.k, jb, e, c64(&kb, 0), c64(&kb, E));
+	int xe = local(&kb, eb, "xe", ldv(&kb, x, iadd(&kb, row, var(&kb, e))));
+	kx *after = kir_bin(kb.k, KIR_OR, fbin(&kb, KIR_LT, var(&kb, xe), var(&kb, pv)),
+			    kir_bin(kb.k, KIR_AND, fbin(&kb, KIR_EQ, var(&kb, xe), var(&kb, pv)),
+				    fbin(&kb, KIR_LT, var(&kb, pi), var(&kb, e))));
+	kx *better = kir_bin(kb.k, KIR_OR, fbin(&kb, KIR_LT, var(&kb, bi), c64(&kb, 0)),
+			     fbin(&kb, KIR_LT, var(&kb, bv), var(&kb, xe)));
+	struct kir_block *tb = kir_if(kb.k, eb, kir_bin(kb.k, KIR_AND, after, better), NULL);
+	kir_set(kb.k, tb, bi, var(&kb, e));
+	kir_set(kb.k, tb, bv, var(&kb, xe));
+	st(&kb, jb, op->out[0]->id, iadd(&kb, imul(&kb, var(&kb, 0), K), var(&kb, j)), var(&kb, bi));
+	kir_set(kb.k, jb, pv, var(&kb, bv));
+	kir_set(kb.k, jb, pi, var(&kb, bi));
+	kb_end(&kb, grain_rows(E * K));
+}
+
+/* out[n, :] = 0, then out[n, col(n, j)] += val(n, j): PUT_ALONG and EXPERT_COUNT */
+static void emit_put_along(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_shape *os = &op->out[0]->shape;
+	int64_t N = os->dim[0], E = os->dim[1];
+	const struct ir_value *idx = op->kind == IR_OP_PUT_ALONG ? op->in[1] : op->in[0];
+	int64_t per = ir_shape_numel(&idx->shape) / (N ? N : 1);
+	struct kb kb = kb_begin(p, op, NULL, N, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *n = var(&kb, 0);
+	int e = kir_index(kb.k, "e"), j = kir_index(kb.k, "j");
+	struct kir_block *zb = kir_loop(kb.k, b, e, c64(&kb, 0), c64(&kb, E));
+	st(&kb, zb, op->out[0]->id, iadd(&kb, imul(&kb, n, E), var(&kb, e)), fc(&kb, 0));
+	struct kir_block *jb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, per));
+	kx *at = iadd(&kb, imul(&kb, n, per), var(&kb, j));
+	kx *col = iclamp(&kb, ldv(&kb, idx, at), 0, E - 1);
+	kx *val = op->kind == IR_OP_PUT_ALONG ? ldv(&kb, op->in[0], at) : fc(&kb, 1);
+	st_add(&kb, jb, op->out[0]->id, iadd(&kb, imul(&kb, n, E), col), val);
+	kb_end(&kb, grain_rows(E));
+}
+
+/* SCATTER_ROWS: columns in blocks of 64 in parallel, rows in order within each. */
+static void emit_scatter_rows(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *dy = op->in[0], *idx = op->in[1];
+	int64_t V = op->out[0]->shape.dim[0], D = op->out[0]->shape.dim[1];
+	int64_t N = ir_shape_numel(&idx->shape);
+	enum { BLK = 64 };
+	struct kb kb = kb_begin(p, op, NULL, (D + BLK - 1) / BLK, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *d0 = imul(&kb, var(&kb, 0), BLK);
+	int d1 = local(&kb, b, "d1", kir_bin(kb.k, KIR_MIN, iadd(&kb, d0, c64(&kb, BLK)), c64(&kb, D)));
+	int v = kir_index(kb.k, "v"), n = kir_index(kb.k, "n"), d = kir_index(kb.k, "d");
+	struct kir_block *vb = kir_loop(kb.k, b, v, c64(&kb, 0), c64(&kb, V));
+	vb = kir_loop(kb.k, vb, d, d0, var(&kb, d1));
+	st(&kb, vb, op->out[0]->id, iadd(&kb, imul(&kb, var(&kb, v), D), var(&kb, d)), fc(&kb, 0));
+	struct kir_block *nb = kir_loop(kb.k, b, n, c64(&kb, 0), c64(&kb, N));
+	int r = local(&kb, nb, "r", iclamp(&kb, ldv(&kb, idx, var(&kb, n)), 0, V - 1));
+	struct kir_block *db = kir_loop(kb.k, nb, d, d0, var(&kb, d1));
+	st_add(&kb, db, op->out[0]->id, iadd(&kb, imul(&kb, var(&kb, r), D), var(&kb, d)),
+	       ldv(&kb, dy, iadd(&kb, imul(&kb, var(&kb, n), D), var(&kb, d))));
+	kb_end(&kb, 1);
+}
+
+/* MOE_DISPATCH: counting sort of the choices by expert (one point), then row copies. */
+static void emit_dispatch(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *idx = op->in[1];
+	const struct ir_value *xs = op->out[0], *off = op->out[1], *perm = op->out[2];
+	int64_t N = x->shape.dim[0], D = x->shape.dim[1], K = idx->shape.dim[1];
+	int64_t E = off->shape.dim[0] - 1, C = N * K;
+	int pos = scratch(p, KIR_I64, E > 0 ? E : 1);
+	struct kb kb = kb_begin(p, op, "sort", 1, prefix);
+	struct kir_block *b = &kb.k->body;
+	int e = kir_index(kb.k, "e"), c = kir_index(kb.k, "c");
+	struct kir_block *lb = kir_loop(kb.k, b, e, c64(&kb, 0), c64(&kb, E + 1));
+	st(&kb, lb, off->id, var(&kb, e), c64(&kb, 0));
+	lb = kir_loop(kb.k, b, c, c64(&kb, 0), c64(&kb, C));
+	kx *ex = iclamp(&kb, ldv(&kb, idx, var(&kb, c)), 0, E - 1);
+	st_add(&kb, lb, off->id, iadd(&kb, ex, c64(&kb, 1)), c64(&kb, 1));
+	lb = kir_loop(kb.k, b, e, c64(&kb, 0), c64(&kb, E));
+	st_add(&kb, lb, off->id, iadd(&kb, var(&kb, e), c64(&kb, 1)), ldv(&kb, off, var(&kb, e)));
+	st(&kb, lb, pos, var(&kb, e), ldv(&kb, off, var(&kb, e)));
+	lb = kir_loop(kb.k, b, c, c64(&kb, 0), c64(&kb, C));
+	int ev = local(&kb, lb, "ex", iclamp(&kb, ldv(&kb, idx, var(&kb, c)), 0, E - 1));
+	int r = local(&kb, lb, "r", ld(&kb, pos, var(&kb, ev), KIR_I64));
+	st(&kb, lb, pos, var(&kb, ev), iadd(&kb, var(&kb, r), c64(&kb, 1)));
+	st(&kb, lb, perm->id, var(&kb, r), var(&kb, c));
+	kb_end(&kb, 1);
+
+	kb = kb_begin(p, op, "rows", C, prefix);
+	b = &kb.k->body;
+	int d = kir_index(kb.k, "d");
+	int src = local(&kb, b, "src", imul(&kb, idiv(&kb, ldv(&kb, perm, var(&kb, 0)), K), D));
+	lb = kir_loop(kb.k, b, d, c64(&kb, 0), c64(&kb, D));
+	st(&kb, lb, xs->id, iadd(&kb, imul(&kb, var(&kb, 0), D), var(&kb, d)),
+	   ldv(&kb, x, iadd(&kb, var(&kb, src), var(&kb, d))));
+	kb_end(&kb, grain_rows(D));
+}
+
+/* inverse of perm: row[c] = r with perm[r] = c, -1 for choices no row holds */
+static int emit_inverse_perm(struct cg_plan *p, const struct ir_op *op,
+			     const struct ir_value *perm, int64_t C, const char *prefix)
+{
+	int row = scratch(p, KIR_I64, C > 0 ? C : 1);
+	int64_t R = perm->shape.dim[0];
+	struct kb kb = kb_begin(p, op, "inv", 1, prefix);
+	struct kir_block *b = &kb.k->body;
+	int c = kir_index(kb.k, "c"), r = kir_index(kb.k, "r");
+	struct kir_block *lb = kir_loop(kb.k, b, c, c64(&kb, 0), c64(&kb, C));
+	st(&kb, lb, row, var(&kb, c), c64(&kb, -1));
+	lb = kir_loop(kb.k, b, r, c64(&kb, 0), c64(&kb, R));
+	st(&kb, lb, row, iclamp(&kb, ldv(&kb, perm, var(&kb, r)), 0, C - 1), var(&kb, r));
+	kb_end(&kb, 1);
+	return row;
+}
+
+/* MOE_COMBINE (weighted by gates) and MOE_UNDISPATCH (plain sum): per token n,
+ * out[n] = sum_j w(n,j) * in[row(n,j)] */
+static void emit_combine(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	int comb = op->kind == IR_OP_MOE_COMBINE;
+	const struct ir_value *ys = op->in[0], *perm = op->in[1];
+	int64_t N = op->out[0]->shape.dim[0], D = op->out[0]->shape.dim[1];
+	int64_t K = comb ? op->in[2]->shape.dim[1] : ir_op_int(op, "k", 1);
+	int row = emit_inverse_perm(p, op, perm, N * K, prefix);
+	struct kb kb = kb_begin(p, op, NULL, N, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *n = var(&kb, 0);
+	int d = kir_index(kb.k, "d"), j = kir_index(kb.k, "j");
+	struct kir_block *lb = kir_loop(kb.k, b, d, c64(&kb, 0), c64(&kb, D));
+	st(&kb, lb, op->out[0]->id, iadd(&kb, imul(&kb, n, D), var(&kb, d)), fc(&kb, 0));
+	struct kir_block *jb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, K));
+	kx *c = iadd(&kb, imul(&kb, n, K), var(&kb, j));
+	int r = local(&kb, jb, "r", ld(&kb, row, c, KIR_I64));
+	int w = local(&kb, jb, "w", comb ? ldv(&kb, op->in[2], c) : fc(&kb, 1));
+	struct kir_block *tb = kir_if(kb.k, jb, fbin(&kb, KIR_LE, c64(&kb, 0), var(&kb, r)), NULL);
+	lb = kir_loop(kb.k, tb, d, c64(&kb, 0), c64(&kb, D));
+	st_add(&kb, lb, op->out[0]->id, iadd(&kb, imul(&kb, n, D), var(&kb, d)),
+	       fbin(&kb, KIR_MUL, var(&kb, w), ldv(&kb, ys, iadd(&kb, imul(&kb, var(&kb, r), D), var(&kb, d)))));
+	kb_end(&kb, grain_rows(D * K));
+}
+
+/* MOE_COMBINE_BWD_DATA and _GATE: one row r of the routed buffer per point. */
+static void emit_combine_bwd(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *dy = op->in[0];
+	int64_t D = dy->shape.dim[1];
+	if (op->kind == IR_OP_MOE_COMBINE_BWD_DATA) {
+		const struct ir_value *perm = op->in[1], *gates = op->in[2];
+		int64_t R = perm->shape.dim[0], K = gates->shape.dim[1];
+		int64_t C = ir_shape_numel(&gates->shape);
+		struct kb kb = kb_begin(p, op, NULL, R, prefix);
+		struct kir_block *b = &kb.k->body;
+		int c = local(&kb, b, "c", iclamp(&kb, ldv(&kb, perm, var(&kb, 0)), 0, C - 1));
+		int g = local(&kb, b, "g", ldv(&kb, gates, var(&kb, c)));
+		int src = local(&kb, b, "src", imul(&kb, idiv(&kb, var(&kb, c), K), D));
+		int d = kir_index(kb.k, "d");
+		struct kir_block *lb = kir_loop(kb.k, b, d, c64(&kb, 0), c64(&kb, D));
+		st(&kb, lb, op->out[0]->id, iadd(&kb, imul(&kb, var(&kb, 0), D), var(&kb, d)),
+		   fbin(&kb, KIR_MUL, var(&kb, g), ldv(&kb, dy, iadd(&kb, var(&kb, src), var(&kb, d)))));
+		kb_end(&kb, grain_rows(D));
+		return;
+	}
+	const struct ir_value *ys = op->in[1], *perm = op->in[2];
+	int64_t R = perm->shape.dim[0];
+	int64_t C = ir_shape_numel(&op->out[0]->shape), K = op->out[0]->shape.dim[1];
+	struct kb kb = kb_begin(p, op, "zero", C, prefix);
+	st(&kb, &kb.k->body, op->out[0]->id, var(&kb, 0), fc(&kb, 0));
+	kb_end(&kb, 4096);
+	kb = kb_begin(p, op, NULL, R, prefix);
+	struct kir_block *b = &kb.k->body;
+	int c = local(&kb, b, "c", iclamp(&kb, ldv(&kb, perm, var(&kb, 0)), 0, C - 1));
+	int src = local(&kb, b, "src", imul(&kb, idiv(&kb, var(&kb, c), K), D));
+	int d = kir_index(kb.k, "d");
+	kx *dot = kir_reduce(kb.k, KIR_RED_SUM, d, c64(&kb, 0), c64(&kb, D),
+			     fbin(&kb, KIR_MUL, ldv(&kb, dy, iadd(&kb, var(&kb, src), var(&kb, d))),
+				  ldv(&kb, ys, iadd(&kb, imul(&kb, var(&kb, 0), D), var(&kb, d)))));
+	st(&kb, b, op->out[0]->id, var(&kb, c), dot);
+	kb_end(&kb, grain_rows(D));
+}
+
+/* REDUCE_MAX_BWD: dy to the first maximal entry of each line, one line per point */
+static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *dy = op->in[1];
+	const struct ir_shape *s = &x->shape;
+	int axis = norm_axis(ir_op_int(op, "axis", -1), s->rank);
+	int64_t outer = 1, inner = 1, n = s->dim[axis];
+	for (int d = 0; d < axis; d++)
+		outer *= s->dim[d];
+	for (int d = axis + 1; d < s->rank; d++)
+		inner *= s->dim[d];
+	struct kb kb = kb_begin(p, op, NULL, outer * inner, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *o = idiv(&kb, var(&kb, 0), inner), *i = irem(&kb, var(&kb, 0), inner);
+	int base = local(&kb, b, "base", iadd(&kb, imul(&kb, o, n * inner), i));
+	int j = kir_index(kb.k, "j");
+	kx *at = iadd(&kb, var(&kb, base), imul(&kb, var(&kb, j), inner));
+	int bi = local(&kb, b, "bi", c64(&kb, 0));
+	int bv = local(&kb, b, "bv", ldv(&kb, x, var(&kb, base)));
+	struct kir_block *lb = kir_loop(kb.k, b, j, c64(&kb, 1), c64(&kb, n));
+	int xv = local(&kb, lb, "xv", ldv(&kb, x, at));
+	struct kir_block *tb = kir_if(kb.k, lb, fbin(&kb, KIR_LT, var(&kb, bv), var(&kb, xv)), NULL);
+	kir_set(kb.k, tb, bi, var(&kb, j));
+	kir_set(kb.k, tb, bv, var(&kb, xv));
+	int g = local(&kb, b, "g", ldv(&kb, dy, var(&kb, 0)));
+	lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, n));
+	st(&kb, lb, op->out[0]->id, at,
+	   kir_select(kb.k, fbin(&kb, KIR_EQ, var(&kb, j), var(&kb, bi)), var(&kb, g), fc(&kb, 0)));
+	kb_end(&kb, grain_rows(n));
+}
+
+static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step_kind kind)
+{
+	p->steps = grow(p->steps, &p->cap_steps, p->n_steps + 1, sizeof *p->steps);
+	struct cg_step *s = &p->steps[p->n_steps++];
+	memset(s, 0, sizeof *s);
+	s->kind = kind;
+	s->op = op;
+	s->kernel = -1;
+	s->n_bufs = op->n_in + 1;
+	s->bufs = rt_malloc(sizeof *s->bufs * (size_t)s->n_bufs);
+	s->writes = rt_calloc((size_t)s->n_bufs, 1);
+	for (int i = 0; i < op->n_in; i++)
+		s->bufs[i] = op->in[i]->id;
+	s->bufs[op->n_in] = op->out[0]->id;
+	s->writes[op->n_in] = 1;
+}
+
+/* --- the plan ---------------------------------------------------------------------------- */
+
+int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefix, FILE *err)
+{
+	memset(p, 0, sizeof *p);
+	p->g = g;
+	p->n_values = g->n_values;
+	p->inlined = rt_calloc((size_t)g->n_values + 1, 1);
+	p->is_output = rt_calloc((size_t)g->n_values + 1, 1);
+	for (int i = 0; i < g->n_values; i++) {
+		const struct ir_value *v = g->values[i];
+		int64_t n = ir_shape_numel(&v->shape);
+		add_buf(p, storage_type(v->dtype), n > 0 ? n : 0);
+	}
+	for (int i = 0; i < g->n_outputs; i++)
+		if (g->outputs[i])
+			p->is_output[g->outputs[i]->id] = 1;
+
+	/* uses, and whether every use may read the value inline */
+	int *uses = rt_calloc((size_t)g->n_values + 1, sizeof *uses);
+	unsigned char *ok = rt_calloc((size_t)g->n_values + 1, 1);
+	for (int i = 0; i < g->n_values; i++)
+		ok[i] = 1;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		for (int j = 0; j < op->n_in; j++) {
+			const struct ir_value *v = op->in[j];
+			uses[v->id]++;
+			int64_t nv = ir_shape_numel(&v->shape);
+			int64_t no = op->n_out ? ir_shape_numel(&op->out[0]->shape) : -1;
+			int reads_once = nv == no || is_reduction(op->kind);
+			if (!is_pointwise(op->kind) || !op->n_out ||
+			    (!reads_once && v->def && v->def->kind != IR_OP_CONST))
+				ok[v->id] = 0;
+		}
+	}
+	for (int i = 0; i < g->n_values; i++) {
+		const struct ir_value *v = g->values[i];
+		const struct ir_op *d = v->def;
+		if (!d || p->is_output[i] || !ok[i] || !uses[i] || !is_pointwise(d->kind) ||
+		    is_reduction(d->kind))
+			continue;
+		if (d->kind == IR_OP_CONST || uses[i] == 1)
+			p->inlined[i] = 1;
+	}
+	free(uses);
+	free(ok);
+
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind == IR_OP_INPUT || op->kind == IR_OP_PARAM)
+			continue;
+		if (op->n_out == 1 && p->inlined[op->out[0]->id])
+			continue;
+		if (op->n_out && ir_shape_numel(&op->out[0]->shape) == 0)
+			continue;
+		if (is_pointwise(op->kind)) {
+			emit_pointwise(p, op, prefix);
+			continue;
+		}
+		switch (op->kind) {
+		case IR_OP_MATMUL: add_lib_step(p, op, CG_STEP_MATMUL); break;
+		case IR_OP_GROUPED_MATMUL: add_lib_step(p, op, CG_STEP_GROUPED); break;
+		case IR_OP_GROUPED_MATMUL_WGRAD: add_lib_step(p, op, CG_STEP_WGRAD); break;
+		case IR_OP_SOFTMAX: case IR_OP_SOFTMAX_BWD: emit_softmax(p, op, prefix); break;
+		case IR_OP_CROSS_ENTROPY: emit_cross_entropy(p, op, prefix); break;
+		case IR_OP_CROSS_ENTROPY_BWD: emit_cross_entropy_bwd(p, op, prefix); break;
+		case IR_OP_TOPK: emit_topk(p, op, prefix); break;
+		case IR_OP_PUT_ALONG: case IR_OP_EXPERT_COUNT: emit_put_along(p, op, prefix); break;
+		case IR_OP_SCATTER_ROWS: emit_scatter_rows(p, op, prefix); break;
+		case IR_OP_MOE_DISPATCH: emit_dispatch(p, op, prefix); break;
+		case IR_OP_MOE_COMBINE: case IR_OP_MOE_UNDISPATCH: emit_combine(p, op, prefix); break;
+		case IR_OP_MOE_COMBINE_BWD_DATA: case IR_OP_MOE_COMBINE_BWD_GATE:
+			emit_combine_bwd(p, op, prefix);
+			break;
+		case IR_OP_REDUCE_MAX_BWD: emit_reduce_max_bwd(p, op, prefix); break;
+		default:
+			if (op->loc.file)
+				fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
+			fprintf(err, "error: the LLVM CPU backend cannot run op %s (%s ops need "
+				"the parallel runtime or FP8 support)\n", ir_op_name(op->kind),
+				ir_op_name(op->kind));
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void cg_plan_free(struct cg_plan *p)
+{
+	for (int i = 0; i < p->n_ks; i++)
+		kir_kernel_free(p->ks[i]);
+	for (int i = 0; i < p->n_steps; i++) {
+		free(p->steps[i].bufs);
+		free(p->steps[i].writes);
+	}
+	free(p->ks);
+	free(p->steps);
+	free(p->inlined);
+	free(p->is_output);
+	free(p->buf_type);
+	free(p->buf_numel);
+	memset(p, 0, sizeof *p);
+}

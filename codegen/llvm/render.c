@@ -1,0 +1,380 @@
+/* render.c - kernel IR to LLVM IR through the LLVM C API.
+ *
+ * Every variable of a kernel becomes an alloca in the entry block; O3's SROA/mem2reg
+ * turns them into SSA registers, so loops come out in the canonical form the loop
+ * vectoriser wants.  Loops are emitted as header (test), body, latch (increment, back
+ * edge).  A reduction loop carries llvm.loop.vectorize.enable: that is what allows the
+ * vectoriser to reorder a floating-point sum (KIR leaves the order of a reduction to
+ * the renderer), which it otherwise keeps strict.
+ *
+ * exp of f32 is expanded inline (Cephes' expf: range reduction by ln 2 and a degree-6
+ * polynomial, about 1 ulp) rather than calling expf, so that loops containing it
+ * vectorise; arguments are clamped to [-87, 88], so results below e^-87 (denormals and
+ * zero) come out as e^-87 ~ 1.6e-38.  Other transcendental functions call the C
+ * library through LLVM's intrinsics or by name. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
+
+#include "llvm_impl.h"
+#include "runtime/rt.h"
+
+struct rd {
+	LLVMContextRef c;
+	LLVMModuleRef m;
+	LLVMBuilderRef b;
+	LLVMValueRef fn;
+	const struct kir_kernel *k;
+	LLVMValueRef *bufs;   /* typed pointers */
+	LLVMValueRef *slots;  /* one alloca per variable */
+	unsigned md_loop;
+};
+
+static LLVMTypeRef ty(struct rd *r, enum kir_type t)
+{
+	switch (t) {
+	case KIR_F32: return LLVMFloatTypeInContext(r->c);
+	case KIR_F64: return LLVMDoubleTypeInContext(r->c);
+	case KIR_I32: return LLVMInt32TypeInContext(r->c);
+	case KIR_I64: return LLVMInt64TypeInContext(r->c);
+	case KIR_BOOL: return LLVMInt1TypeInContext(r->c);
+	}
+	RT_BUG("kir: bad type %d", (int)t);
+}
+
+/* A declaration of an intrinsic or libm function of one or two operands of type t. */
+static LLVMValueRef callee(struct rd *r, const char *name, LLVMTypeRef t, int nargs,
+			   LLVMTypeRef *fty)
+{
+	LLVMTypeRef params[2] = { t, t };
+	*fty = LLVMFunctionType(t, params, (unsigned)nargs, 0);
+	LLVMValueRef f = LLVMGetNamedFunction(r->m, name);
+	if (!f)
+		f = LLVMAddFunction(r->m, name, *fty);
+	return f;
+}
+
+static LLVMValueRef call1(struct rd *r, const char *base, LLVMValueRef a, int f32)
+{
+	char name[64];
+	LLVMTypeRef fty;
+	if (!strncmp(base, "llvm.", 5))
+		snprintf(name, sizeof name, "%s.%s", base, f32 ? "f32" : "f64");
+	else
+		snprintf(name, sizeof name, "%s%s", base, f32 ? "f" : "");
+	LLVMValueRef f = callee(r, name, LLVMTypeOf(a), 1, &fty);
+	return LLVMBuildCall2(r->b, fty, f, &a, 1, "");
+}
+
+static LLVMValueRef call2(struct rd *r, const char *base, LLVMValueRef a, LLVMValueRef b,
+			  int f32)
+{
+	char name[64];
+	LLVMTypeRef fty;
+	snprintf(name, sizeof name, "%s.%s", base, f32 ? "f32" : "f64");
+	LLVMValueRef f = callee(r, name, LLVMTypeOf(a), 2, &fty);
+	LLVMValueRef args[2] = { a, b };
+	return LLVMBuildCall2(r->b, fty, f, args, 2, "");
+}
+
+static LLVMValueRef fconst(struct rd *r, double v)
+{
+	return LLVMConstReal(LLVMFloatTypeInContext(r->c), v);
+}
+
+/* Cephes expf, written out in IR so that it vectorises. */
+static LLVMValueRef exp_f32(struct rd *r, LLVMValueRef x)
+{
+	LLVMBuilderRef b = r->b;
+	LLVMValueRef lo = fconst(r, -87.0), hi = fconst(r, 88.0);
+	x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, lo, ""), lo, x, "");
+	x = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
+	LLVMValueRef n = LLVMBuildFAdd(b, LLVMBuildFMul(b, x, fconst(r, 1.44269504088896341), ""),
+				       fconst(r, 0.5), "");
+	n = call1(r, "llvm.floor", n, 1);
+	LLVMValueRef t = LLVMBuildFSub(b, x, LLVMBuildFMul(b, n, fconst(r, 0.693359375), ""), "");
+	t = LLVMBuildFSub(b, t, LLVMBuildFMul(b, n, fconst(r, -2.12194440e-4), ""), "");
+	static const double c[] = { 1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3,
+				    4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1 };
+	LLVMValueRef p = fconst(r, c[0]);
+	for (int i = 1; i < 6; i++)
+		p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, t, ""), fconst(r, c[i]), "");
+	LLVMValueRef t2 = LLVMBuildFMul(b, t, t, "");
+	p = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, p, t2, ""), t, ""),
+			  fconst(r, 1.0), "");
+	LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c);
+	LLVMValueRef e = LLVMBuildFPToSI(b, n, i32, "");
+	e = LLVMBuildShl(b, LLVMBuildAdd(b, e, LLVMConstInt(i32, 127, 0), ""),
+			 LLVMConstInt(i32, 23, 0), "");
+	LLVMValueRef scale = LLVMBuildBitCast(b, e, LLVMFloatTypeInContext(r->c), "");
+	return LLVMBuildFMul(b, p, scale, "");
+}
+
+static LLVMValueRef expr(struct rd *r, const struct kir_expr *e);
+
+/* llvm.loop metadata with llvm.loop.vectorize.enable = true on the back edge br. */
+static void mark_vectorize(struct rd *r, LLVMValueRef br)
+{
+	LLVMMetadataRef tmp = LLVMTemporaryMDNode(r->c, NULL, 0);
+	LLVMMetadataRef kv[2] = {
+		LLVMMDStringInContext2(r->c, "llvm.loop.vectorize.enable", 26),
+		LLVMValueAsMetadata(LLVMConstInt(LLVMInt1TypeInContext(r->c), 1, 0)),
+	};
+	LLVMMetadataRef ops[2] = { tmp, LLVMMDNodeInContext2(r->c, kv, 2) };
+	LLVMMetadataRef loop = LLVMMDNodeInContext2(r->c, ops, 2);
+	LLVMMetadataReplaceAllUsesWith(tmp, loop);
+	LLVMSetMetadata(br, r->md_loop, LLVMMetadataAsValue(r->c, loop));
+}
+
+/* Loop skeleton: var in [lo, hi).  Returns the latch block to finish with loop_end. */
+struct loop {
+	LLVMBasicBlockRef head, body, exit;
+	LLVMValueRef hi;
+	int var;
+};
+
+static struct loop loop_begin(struct rd *r, int var, LLVMValueRef lo, LLVMValueRef hi)
+{
+	struct loop l = { 0 };
+	l.var = var;
+	l.hi = hi;
+	l.head = LLVMAppendBasicBlockInContext(r->c, r->fn, "head");
+	l.body = LLVMAppendBasicBlockInContext(r->c, r->fn, "body");
+	l.exit = LLVMAppendBasicBlockInContext(r->c, r->fn, "exit");
+	LLVMBuildStore(r->b, lo, r->slots[var]);
+	LLVMBuildBr(r->b, l.head);
+	LLVMPositionBuilderAtEnd(r->b, l.head);
+	LLVMTypeRef i64 = LLVMInt64TypeInContext(r->c);
+	LLVMValueRef i = LLVMBuildLoad2(r->b, i64, r->slots[var], "");
+	LLVMBuildCondBr(r->b, LLVMBuildICmp(r->b, LLVMIntSLT, i, hi, ""), l.body, l.exit);
+	LLVMPositionBuilderAtEnd(r->b, l.body);
+	return l;
+}
+
+static void loop_end(struct rd *r, struct loop *l, int vectorize)
+{
+	LLVMTypeRef i64 = LLVMInt64TypeInContext(r->c);
+	LLVMValueRef i = LLVMBuildLoad2(r->b, i64, r->slots[l->var], "");
+	LLVMBuildStore(r->b, LLVMBuildAdd(r->b, i, LLVMConstInt(i64, 1, 0), ""),
+		       r->slots[l->var]);
+	LLVMValueRef br = LLVMBuildBr(r->b, l->head);
+	if (vectorize)
+		mark_vectorize(r, br);
+	LLVMPositionBuilderAtEnd(r->b, l->exit);
+}
+
+static LLVMValueRef reduce(struct rd *r, const struct kir_expr *e)
+{
+	LLVMTypeRef t = ty(r, e->type);
+	LLVMValueRef lo = expr(r, e->a), hi = expr(r, e->b);
+	/* the accumulator lives in an alloca of the entry block like any variable */
+	LLVMBasicBlockRef cur = LLVMGetInsertBlock(r->b);
+	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(r->fn);
+	LLVMPositionBuilder(r->b, entry, LLVMGetFirstInstruction(entry));
+	LLVMValueRef acc = LLVMBuildAlloca(r->b, t, "acc");
+	LLVMPositionBuilderAtEnd(r->b, cur);
+	LLVMBuildStore(r->b, LLVMConstReal(t, e->red == KIR_RED_SUM ? 0.0 : -1.0 / 0.0), acc);
+	struct loop l = loop_begin(r, e->var, lo, hi);
+	LLVMValueRef v = expr(r, e->c);
+	LLVMValueRef a = LLVMBuildLoad2(r->b, t, acc, "");
+	if (e->red == KIR_RED_SUM)
+		a = LLVMBuildFAdd(r->b, a, v, "");
+	else
+		a = LLVMBuildSelect(r->b, LLVMBuildFCmp(r->b, LLVMRealOGT, v, a, ""), v, a, "");
+	LLVMBuildStore(r->b, a, acc);
+	/* a max stays unvectorised: without no-NaN flags LLVM cannot reorder it */
+	loop_end(r, &l, e->red == KIR_RED_SUM);
+	return LLVMBuildLoad2(r->b, t, acc, "");
+}
+
+static LLVMValueRef convert(struct rd *r, LLVMValueRef v, enum kir_type from,
+			    enum kir_type to)
+{
+	LLVMBuilderRef b = r->b;
+	LLVMTypeRef t = ty(r, to);
+	int ff = kir_type_is_float(from), ft = kir_type_is_float(to);
+	if (to == KIR_BOOL)
+		return ff ? LLVMBuildFCmp(b, LLVMRealUNE, v, LLVMConstReal(ty(r, from), 0), "")
+			  : LLVMBuildICmp(b, LLVMIntNE, v, LLVMConstInt(ty(r, from), 0, 0), "");
+	if (from == KIR_BOOL)
+		return ft ? LLVMBuildUIToFP(b, v, t, "") : LLVMBuildZExt(b, v, t, "");
+	if (ff && ft)
+		return to == KIR_F64 ? LLVMBuildFPExt(b, v, t, "") : LLVMBuildFPTrunc(b, v, t, "");
+	if (ff)
+		return LLVMBuildFPToSI(b, v, t, "");
+	if (ft)
+		return LLVMBuildSIToFP(b, v, t, "");
+	return to == KIR_I64 ? LLVMBuildSExt(b, v, t, "") : LLVMBuildTrunc(b, v, t, "");
+}
+
+static LLVMValueRef expr(struct rd *r, const struct kir_expr *e)
+{
+	LLVMBuilderRef b = r->b;
+	int fl = kir_type_is_float(e->type);
+	int f32 = e->type == KIR_F32;
+	switch (e->op) {
+	case KIR_CONST:
+		return fl ? LLVMConstReal(ty(r, e->type), e->f)
+			  : LLVMConstInt(ty(r, e->type), (unsigned long long)e->i, 1);
+	case KIR_VAR:
+		return LLVMBuildLoad2(b, ty(r, e->type), r->slots[e->var], "");
+	case KIR_LOAD: {
+		LLVMValueRef idx = expr(r, e->a);
+		LLVMValueRef p = LLVMBuildGEP2(b, ty(r, e->type), r->bufs[e->buf], &idx, 1, "");
+		return LLVMBuildLoad2(b, ty(r, e->type), p, "");
+	}
+	case KIR_CVT:
+		return convert(r, expr(r, e->a), e->a->type, e->type);
+	case KIR_SELECT: {
+		LLVMValueRef c = expr(r, e->a), x = expr(r, e->b), y = expr(r, e->c);
+		return LLVMBuildSelect(b, c, x, y, "");
+	}
+	case KIR_REDUCE:
+		return reduce(r, e);
+	default:
+		break;
+	}
+	if (e->op < KIR_ADD) {
+		LLVMValueRef a = expr(r, e->a);
+		switch (e->op) {
+		case KIR_NEG: return fl ? LLVMBuildFNeg(b, a, "") : LLVMBuildNeg(b, a, "");
+		case KIR_EXP: return f32 ? exp_f32(r, a) : call1(r, "llvm.exp", a, 0);
+		case KIR_LOG: return call1(r, "llvm.log", a, f32);
+		case KIR_SQRT: return call1(r, "llvm.sqrt", a, f32);
+		case KIR_SIN: return call1(r, "llvm.sin", a, f32);
+		case KIR_COS: return call1(r, "llvm.cos", a, f32);
+		case KIR_TANH: return call1(r, "tanh", a, f32);
+		case KIR_ABS:
+			if (fl)
+				return call1(r, "llvm.fabs", a, f32);
+			return LLVMBuildSelect(
+				b, LLVMBuildICmp(b, LLVMIntSLT, a, LLVMConstInt(ty(r, e->type), 0, 0), ""),
+				LLVMBuildNeg(b, a, ""), a, "");
+		case KIR_NOT: return LLVMBuildNot(b, a, "");
+		default: RT_BUG("kir: bad unary op %d", (int)e->op);
+		}
+	}
+	LLVMValueRef a = expr(r, e->a), c = expr(r, e->b);
+	int af = kir_type_is_float(e->a->type);
+	switch (e->op) {
+	case KIR_ADD: return fl ? LLVMBuildFAdd(b, a, c, "") : LLVMBuildAdd(b, a, c, "");
+	case KIR_SUB: return fl ? LLVMBuildFSub(b, a, c, "") : LLVMBuildSub(b, a, c, "");
+	case KIR_MUL: return fl ? LLVMBuildFMul(b, a, c, "") : LLVMBuildMul(b, a, c, "");
+	case KIR_DIV: return fl ? LLVMBuildFDiv(b, a, c, "") : LLVMBuildSDiv(b, a, c, "");
+	case KIR_REM: return fl ? LLVMBuildFRem(b, a, c, "") : LLVMBuildSRem(b, a, c, "");
+	case KIR_POW: return call2(r, "llvm.pow", a, c, f32);
+	case KIR_MAX:
+	case KIR_MIN: {
+		int mx = e->op == KIR_MAX;
+		LLVMValueRef gt = fl ? LLVMBuildFCmp(b, mx ? LLVMRealOGT : LLVMRealOLT, a, c, "")
+				     : LLVMBuildICmp(b, mx ? LLVMIntSGT : LLVMIntSLT, a, c, "");
+		return LLVMBuildSelect(b, gt, a, c, "");
+	}
+	case KIR_LT: return af ? LLVMBuildFCmp(b, LLVMRealOLT, a, c, "") : LLVMBuildICmp(b, LLVMIntSLT, a, c, "");
+	case KIR_LE: return af ? LLVMBuildFCmp(b, LLVMRealOLE, a, c, "") : LLVMBuildICmp(b, LLVMIntSLE, a, c, "");
+	case KIR_EQ: return af ? LLVMBuildFCmp(b, LLVMRealOEQ, a, c, "") : LLVMBuildICmp(b, LLVMIntEQ, a, c, "");
+	case KIR_NE: return af ? LLVMBuildFCmp(b, LLVMRealUNE, a, c, "") : LLVMBuildICmp(b, LLVMIntNE, a, c, "");
+	case KIR_AND: return LLVMBuildAnd(b, a, c, "");
+	case KIR_OR: return LLVMBuildOr(b, a, c, "");
+	default: RT_BUG("kir: bad binary op %d", (int)e->op);
+	}
+}
+
+static void block(struct rd *r, const struct kir_block *bl)
+{
+	LLVMBuilderRef b = r->b;
+	for (const struct kir_stmt *s = bl->head; s; s = s->next) {
+		switch (s->kind) {
+		case KIR_S_LOOP: {
+			LLVMValueRef lo = expr(r, s->lo), hi = expr(r, s->hi);
+			struct loop l = loop_begin(r, s->var, lo, hi);
+			block(r, &s->body);
+			loop_end(r, &l, 0);
+			break;
+		}
+		case KIR_S_STORE:
+		case KIR_S_STORE_ADD: {
+			enum kir_type t = r->k->bufs[s->buf].type;
+			LLVMValueRef idx = expr(r, s->idx);
+			LLVMValueRef v = expr(r, s->val);
+			LLVMValueRef p = LLVMBuildGEP2(b, ty(r, t), r->bufs[s->buf], &idx, 1, "");
+			if (s->kind == KIR_S_STORE_ADD) {
+				LLVMValueRef old = LLVMBuildLoad2(b, ty(r, t), p, "");
+				v = kir_type_is_float(t) ? LLVMBuildFAdd(b, old, v, "")
+							 : LLVMBuildAdd(b, old, v, "");
+			}
+			LLVMBuildStore(b, v, p);
+			break;
+		}
+		case KIR_S_SET:
+			LLVMBuildStore(b, expr(r, s->val), r->slots[s->var]);
+			break;
+		case KIR_S_IF: {
+			LLVMValueRef c = expr(r, s->lo);
+			LLVMBasicBlockRef th = LLVMAppendBasicBlockInContext(r->c, r->fn, "then");
+			LLVMBasicBlockRef el = LLVMAppendBasicBlockInContext(r->c, r->fn, "else");
+			LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(r->c, r->fn, "join");
+			LLVMBuildCondBr(b, c, th, el);
+			LLVMPositionBuilderAtEnd(b, th);
+			block(r, &s->body);
+			LLVMBuildBr(b, join);
+			LLVMPositionBuilderAtEnd(b, el);
+			block(r, &s->other);
+			LLVMBuildBr(b, join);
+			LLVMPositionBuilderAtEnd(b, join);
+			break;
+		}
+		}
+	}
+}
+
+static void render_one(struct rd *r, const struct kir_kernel *k, const char *cpu,
+		       const char *features)
+{
+	LLVMTypeRef i8p = LLVMPointerType(LLVMInt8TypeInContext(r->c), 0);
+	LLVMTypeRef i64 = LLVMInt64TypeInContext(r->c);
+	LLVMTypeRef params[3] = { LLVMPointerType(i8p, 0), i64, i64 };
+	LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(r->c), params, 3, 0);
+	r->fn = LLVMAddFunction(r->m, k->name, fty);
+	r->k = k;
+	LLVMAddTargetDependentFunctionAttr(r->fn, "target-cpu", cpu);
+	LLVMAddTargetDependentFunctionAttr(r->fn, "target-features", features);
+	unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+	LLVMAddAttributeAtIndex(r->fn, LLVMAttributeFunctionIndex,
+				LLVMCreateEnumAttribute(r->c, nounwind, 0));
+
+	LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(r->c, r->fn, "entry");
+	LLVMPositionBuilderAtEnd(r->b, entry);
+	r->bufs = rt_calloc((size_t)k->n_bufs + 1, sizeof *r->bufs);
+	r->slots = rt_calloc((size_t)k->n_vars + 1, sizeof *r->slots);
+	for (int v = 0; v < k->n_vars; v++)
+		r->slots[v] = LLVMBuildAlloca(r->b, ty(r, k->vars[v].type), k->vars[v].name);
+	LLVMValueRef bufs = LLVMGetParam(r->fn, 0);
+	for (int i = 0; i < k->n_bufs; i++) {
+		LLVMValueRef idx = LLVMConstInt(i64, (unsigned long long)i, 0);
+		LLVMValueRef p = LLVMBuildGEP2(r->b, i8p, bufs, &idx, 1, "");
+		p = LLVMBuildLoad2(r->b, i8p, p, k->bufs[i].name);
+		r->bufs[i] = LLVMBuildBitCast(r->b, p, LLVMPointerType(ty(r, k->bufs[i].type), 0), "");
+	}
+	struct loop l = loop_begin(r, 0, LLVMGetParam(r->fn, 1), LLVMGetParam(r->fn, 2));
+	block(r, &k->body);
+	loop_end(r, &l, 0);
+	LLVMBuildRetVoid(r->b);
+	free(r->bufs);
+	free(r->slots);
+}
+
+void cg_render_kernels(LLVMModuleRef m, struct kir_kernel *const *ks, int n,
+		       const char *cpu, const char *features)
+{
+	struct rd r = { 0 };
+	r.m = m;
+	r.c = LLVMGetModuleContext(m);
+	r.b = LLVMCreateBuilderInContext(r.c);
+	r.md_loop = LLVMGetMDKindIDInContext(r.c, "llvm.loop", 9);
+	for (int i = 0; i < n; i++)
+		render_one(&r, ks[i], cpu, features);
+	LLVMDisposeBuilder(r.b);
+}

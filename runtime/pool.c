@@ -1,0 +1,135 @@
+/* pool.c - worker threads over a shared chunk counter.
+ *
+ * A run publishes (fn, ctx, n, grain) and bumps a generation number under the mutex;
+ * workers wake, take chunks by atomically incrementing `next`, and the last one to
+ * finish a chunk signals the caller, which also takes chunks.  Chunks are claimed
+ * dynamically so uneven chunk costs balance themselves. */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "rt.h"
+
+struct rt_pool {
+	int n_threads;
+	pthread_t *threads;
+	pthread_mutex_t mu;
+	pthread_cond_t wake, done;
+	uint64_t generation;
+	int stop;
+	/* the current run */
+	rt_pool_fn fn;
+	void *ctx;
+	int64_t n, grain, n_chunks;
+	atomic_llong next;
+	atomic_llong finished;
+};
+
+static void take_chunks(struct rt_pool *p)
+{
+	for (;;) {
+		long long c = atomic_fetch_add(&p->next, 1);
+		if (c >= p->n_chunks)
+			return;
+		int64_t lo = (int64_t)c * p->grain;
+		int64_t hi = lo + p->grain < p->n ? lo + p->grain : p->n;
+		p->fn(p->ctx, lo, hi);
+		if (atomic_fetch_add(&p->finished, 1) + 1 == p->n_chunks) {
+			pthread_mutex_lock(&p->mu);
+			pthread_cond_broadcast(&p->done);
+			pthread_mutex_unlock(&p->mu);
+		}
+	}
+}
+
+static void *worker(void *arg)
+{
+	struct rt_pool *p = arg;
+	uint64_t seen = 0;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->stop && p->generation == seen)
+			pthread_cond_wait(&p->wake, &p->mu);
+		if (p->stop)
+			break;
+		seen = p->generation;
+		pthread_mutex_unlock(&p->mu);
+		take_chunks(p);
+		pthread_mutex_lock(&p->mu);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+struct rt_pool *rt_pool_new(int n_threads)
+{
+	if (n_threads <= 0) {
+		const char *env = getenv("SLUICE_THREADS");
+		n_threads = env ? atoi(env) : 0;
+		if (n_threads <= 0)
+			n_threads = rt_num_cpus();
+	}
+	struct rt_pool *p = rt_calloc(1, sizeof *p);
+	p->n_threads = n_threads;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	pthread_cond_init(&p->done, NULL);
+	p->threads = rt_calloc((size_t)n_threads, sizeof *p->threads);
+	for (int i = 1; i < n_threads; i++)
+		if (pthread_create(&p->threads[i], NULL, worker, p))
+			RT_BUG("pthread_create failed");
+	return p;
+}
+
+void rt_pool_free(struct rt_pool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stop = 1;
+	pthread_cond_broadcast(&p->wake);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 1; i < p->n_threads; i++)
+		pthread_join(p->threads[i], NULL);
+	pthread_cond_destroy(&p->wake);
+	pthread_cond_destroy(&p->done);
+	pthread_mutex_destroy(&p->mu);
+	free(p->threads);
+	free(p);
+}
+
+int rt_pool_threads(const struct rt_pool *p)
+{
+	return p->n_threads;
+}
+
+void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, void *ctx)
+{
+	if (n <= 0)
+		return;
+	if (grain <= 0)
+		grain = (n + p->n_threads - 1) / p->n_threads;
+	if (p->n_threads == 1 || grain >= n) {
+		for (int64_t lo = 0; lo < n; lo += grain)
+			fn(ctx, lo, lo + grain < n ? lo + grain : n);
+		return;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->fn = fn;
+	p->ctx = ctx;
+	p->n = n;
+	p->grain = grain;
+	p->n_chunks = (n + grain - 1) / grain;
+	atomic_store(&p->next, 0);
+	atomic_store(&p->finished, 0);
+	p->generation++;
+	pthread_cond_broadcast(&p->wake);
+	pthread_mutex_unlock(&p->mu);
+	take_chunks(p);
+	pthread_mutex_lock(&p->mu);
+	while (atomic_load(&p->finished) < p->n_chunks)
+		pthread_cond_wait(&p->done, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+}

@@ -1,0 +1,528 @@
+/* test_ops.c - every op of ir/ops.def that the CPU backend runs (all but communication
+ * and FP8), alone or in small fused chains, on random inputs, against the reference
+ * executor (cg_backend_ref), in the manner of ggml's test-backend-ops.
+ *
+ * The measure is the normalised error sum|a - b| / sum|b| over an output, with a bound
+ * of 1e-5 for f32.  Why that bound: the reference computes in double, so its result is
+ * exact to f32 precision; the backend stores f32 and accumulates reductions and GEMMs
+ * of length K in f32, whose rounding error grows like sqrt(K) * 2^-24 ~ 6e-8 sqrt(K)
+ * relative for random-signed terms (K up to a few hundred here: ~1e-6), and each
+ * elementwise op adds about one ulp (6e-8).  1e-5 leaves a margin of ten over that and
+ * still catches any wrong index, missing term or wrong formula, which give errors of
+ * order 1.  Integer outputs (top-k choices, dispatch permutation and offsets) must be
+ * equal. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "codegen/backend.h"
+
+enum gen { G_F, G_POS, G_IDX, G_TGT, G_PERM, G_OFF, G_ROUTE };
+
+struct spec {
+	enum gen gen;
+	int64_t hi;   /* G_IDX: [0, hi); G_TGT: [-1, hi); G_OFF: rows; G_ROUTE: experts */
+};
+
+static struct ir_graph *G;
+static struct spec specs[64];
+
+static struct ir_value *in(enum ir_dtype t, struct ir_shape s, enum gen gen, int64_t hi)
+{
+	struct ir_value *v = ir_op1(G, IR_OP_INPUT, 0, NULL, t, s);
+	char name[16];
+	snprintf(name, sizeof name, "in%d", v->id);
+	ir_op_set_str(G, v->def, "name", name);
+	specs[v->id] = (struct spec){ gen, hi };
+	return v;
+}
+
+static struct ir_value *fin(struct ir_shape s) { return in(IR_F32, s, G_F, 0); }
+
+static struct ir_value *op1(enum ir_opkind k, struct ir_value *a, struct ir_shape s)
+{
+	return ir_op1(G, k, 1, &a, a->dtype, s);
+}
+
+static struct ir_value *op2(enum ir_opkind k, struct ir_value *a, struct ir_value *b,
+			    enum ir_dtype t, struct ir_shape s)
+{
+	struct ir_value *x[2] = { a, b };
+	return ir_op1(G, k, 2, x, t, s);
+}
+
+static struct ir_value *op3(enum ir_opkind k, struct ir_value *a, struct ir_value *b,
+			    struct ir_value *c, enum ir_dtype t, struct ir_shape s)
+{
+	struct ir_value *x[3] = { a, b, c };
+	return ir_op1(G, k, 3, x, t, s);
+}
+
+#define S(...) ir_shape_make((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), \
+			     (int64_t[]){ __VA_ARGS__ })
+#define SCALAR ir_shape_make(0, NULL)
+#define OUT(v) ir_graph_add_output(G, #v, v)
+
+static void begin(void)
+{
+	G = ir_graph_new("t");
+	memset(specs, 0, sizeof specs);
+}
+
+static double frand(double lo, double hi)
+{
+	return lo + (hi - lo) * (rand() / (double)RAND_MAX);
+}
+
+static void fill(const struct ir_value *v, void *buf)
+{
+	int64_t n = ir_shape_numel(&v->shape);
+	struct spec sp = specs[v->id];
+	int64_t *tmp = calloc((size_t)(n + 1), sizeof *tmp);
+	switch (sp.gen) {
+	case G_F: case G_POS:
+		for (int64_t i = 0; i < n; i++)
+			((float *)buf)[i] = (float)(sp.gen == G_F ? frand(-1, 1) : frand(0.5, 2));
+		free(tmp);
+		return;
+	case G_IDX: for (int64_t i = 0; i < n; i++) tmp[i] = rand() % sp.hi; break;
+	case G_TGT: for (int64_t i = 0; i < n; i++) tmp[i] = rand() % (sp.hi + 1) - 1; break;
+	case G_PERM:
+		for (int64_t i = 0; i < n; i++)
+			tmp[i] = i;
+		for (int64_t i = n - 1; i > 0; i--) {
+			int64_t j = rand() % (i + 1), t = tmp[i];
+			tmp[i] = tmp[j];
+			tmp[j] = t;
+		}
+		break;
+	case G_OFF: /* E+1 non-decreasing offsets from 0 to rows, expert 1 empty */
+		for (int64_t i = 1; i < n - 1; i++) {
+			int64_t step = i == 2 ? 0 : rand() % (2 * sp.hi / (n - 1) + 1);
+			tmp[i] = tmp[i - 1] + step < sp.hi ? tmp[i - 1] + step : sp.hi;
+		}
+		tmp[n - 1] = sp.hi;
+		break;
+	case G_ROUTE: { /* rows of k distinct experts */
+		int64_t k = v->shape.dim[v->shape.rank - 1];
+		for (int64_t r = 0; r < n / k; r++)
+			for (int64_t j = 0; j < k; j++) {
+				int64_t e;
+				int dup;
+				do {
+					e = rand() % sp.hi;
+					dup = 0;
+					for (int64_t q = 0; q < j; q++)
+						dup |= tmp[r * k + q] == e;
+				} while (dup);
+				tmp[r * k + j] = e;
+			}
+		break;
+	}
+	}
+	for (int64_t i = 0; i < n; i++) {
+		if (v->dtype == IR_I32)
+			((int32_t *)buf)[i] = (int32_t)tmp[i];
+		else
+			((int64_t *)buf)[i] = tmp[i];
+	}
+	free(tmp);
+}
+
+static int n_cases;
+
+/* Run G on both backends and compare every graph output. */
+static void run(const char *label)
+{
+	n_cases++;
+	if (ir_verify(G, stderr)) {
+		CHECKF(0, "%s: the test graph does not verify", label);
+		ir_graph_free(G);
+		return;
+	}
+	struct cg_exec *ref = cg_backend_ref.compile(G, stderr);
+	struct cg_exec *jit = cg_backend_llvm.compile(G, stderr);
+	REQUIRE(ref);
+	if (!jit) {
+		CHECKF(0, "%s: the LLVM backend did not compile the graph", label);
+		cg_backend_ref.free(ref);
+		ir_graph_free(G);
+		return;
+	}
+	void *bufs[64] = { 0 };
+	int nb = 0;
+	for (int i = 0; i < G->n_ops; i++) {
+		const struct ir_op *op = G->ops[i];
+		if (op->kind != IR_OP_INPUT && op->kind != IR_OP_PARAM)
+			continue;
+		const struct ir_value *v = op->out[0];
+		void *b = calloc((size_t)ir_shape_numel(&v->shape) + 1, 8);
+		fill(v, b);
+		cg_backend_ref.bind(ref, v->id, b);
+		cg_backend_llvm.bind(jit, v->id, b);
+		bufs[nb++] = b;
+	}
+	REQUIRE(cg_backend_ref.run(ref) == 0);
+	CHECK(cg_backend_llvm.run(jit) == 0);
+	for (int o = 0; o < G->n_outputs; o++) {
+		const struct ir_value *v = G->outputs[o];
+		int64_t n = ir_shape_numel(&v->shape);
+		void *a = cg_backend_llvm.tensor(jit, v->id), *b = cg_backend_ref.tensor(ref, v->id);
+		REQUIRE(b);
+		if (!a) {
+			CHECKF(0, "%s: output %s not kept", label, G->output_names[o]);
+			continue;
+		}
+		if (!ir_dtype_is_float(v->dtype)) {
+			size_t es = v->dtype == IR_I32 ? 4 : 8;
+			CHECKF(!memcmp(a, b, es * (size_t)n), "%s: output %s differs", label,
+			       G->output_names[o]);
+			continue;
+		}
+		double num = 0, den = 0, maxrel = 0;
+		for (int64_t i = 0; i < n; i++) {
+			double x = ((float *)a)[i], y = ((float *)b)[i];
+			num += fabs(x - y);
+			den += fabs(y);
+			double rel = fabs(x - y) / fmax(fabs(y), 1e-6);
+			maxrel = rel > maxrel ? rel : maxrel;
+		}
+		double err = den > 0 ? num / den : num;
+		CHECKF(err <= 1e-5 && isfinite(err), "%s: output %s: normalised error %g (max rel %g)",
+		       label, G->output_names[o], err, maxrel);
+		if (getenv("SLUICE_TEST_VERBOSE"))
+			printf("%-28s %-6s err %.3g  max rel %.3g\n", label, G->output_names[o], err, maxrel);
+	}
+	for (int i = 0; i < nb; i++)
+		free(bufs[i]);
+	cg_backend_llvm.free(jit);
+	cg_backend_ref.free(ref);
+	ir_graph_free(G);
+}
+
+static void unary_ops(void)
+{
+	static const enum ir_opkind ks[] = { IR_OP_NEG, IR_OP_EXP, IR_OP_LOG, IR_OP_SQRT,
+		IR_OP_RSQRT, IR_OP_RECIP, IR_OP_SQUARE, IR_OP_SIGMOID, IR_OP_SILU, IR_OP_TANH,
+		IR_OP_RELU, IR_OP_SCALE, IR_OP_STOP_GRAD, IR_OP_CAST };
+	for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+		begin();
+		int pos = ks[i] == IR_OP_LOG || ks[i] == IR_OP_SQRT || ks[i] == IR_OP_RSQRT ||
+			  ks[i] == IR_OP_RECIP;
+		struct ir_value *x = in(IR_F32, S(2, 3, 37), pos ? G_POS : G_F, 0);
+		if (ks[i] == IR_OP_EXP || ks[i] == IR_OP_SIGMOID || ks[i] == IR_OP_SILU) {
+			x = op1(IR_OP_SCALE, x, x->shape);
+			ir_op_set_float(G, x->def, "alpha", 30.0);
+			ir_op_set_float(G, x->def, "beta", 0.0);
+		}
+		struct ir_value *y = op1(ks[i], x, x->shape);
+		if (ks[i] == IR_OP_SCALE) {
+			ir_op_set_float(G, y->def, "alpha", -1.5);
+			ir_op_set_float(G, y->def, "beta", 0.25);
+		}
+		OUT(y);
+		run(ir_op_name(ks[i]));
+	}
+	/* casts between ints and floats */
+	begin();
+	struct ir_value *t = in(IR_I32, S(5, 7), G_IDX, 100);
+	struct ir_value *f = ir_op1(G, IR_OP_CAST, 1, &t, IR_F32, S(5, 7));
+	struct ir_value *h = op1(IR_OP_SCALE, f, f->shape);
+	ir_op_set_float(G, h->def, "alpha", 0.37);
+	ir_op_set_float(G, h->def, "beta", 0.0);
+	struct ir_value *back = ir_op1(G, IR_OP_CAST, 1, &h, IR_I32, S(5, 7));
+	OUT(f);
+	OUT(back);
+	run("cast i32<->f32");
+	begin();
+	struct ir_value *c = ir_op1(G, IR_OP_CONST, 0, NULL, IR_F32, S(4, 5));
+	ir_op_set_float(G, c->def, "value", 2.5);
+	OUT(c);
+	run("const");
+}
+
+static void binary_ops(void)
+{
+	static const enum ir_opkind ks[] = { IR_OP_ADD, IR_OP_SUB, IR_OP_MUL, IR_OP_DIV };
+	for (size_t i = 0; i < sizeof ks / sizeof *ks; i++) {
+		begin();
+		struct ir_value *a = fin(S(4, 1, 7));
+		struct ir_value *b = in(IR_F32, S(3, 1), ks[i] == IR_OP_DIV ? G_POS : G_F, 0);
+		struct ir_value *y = op2(ks[i], a, b, IR_F32, S(4, 3, 7));
+		OUT(y);
+		run(ir_op_name(ks[i]));
+	}
+	begin();
+	struct ir_value *x = fin(S(6, 33)), *dy = fin(S(6, 33));
+	struct ir_value *y1 = op2(IR_OP_SILU_BWD, x, dy, IR_F32, S(6, 33));
+	struct ir_value *y2 = op2(IR_OP_RELU_BWD, x, dy, IR_F32, S(6, 33));
+	OUT(y1);
+	OUT(y2);
+	run("silu_bwd relu_bwd");
+}
+
+/* rmsnorm and a SwiGLU-like chain: fused elementwise + broadcast + reduction */
+static void fused_chains(void)
+{
+	begin();
+	struct ir_value *x = fin(S(3, 5, 48)), *w = fin(S(48));
+	struct ir_value *sq = op1(IR_OP_SQUARE, x, x->shape);
+	struct ir_value *ms = op1(IR_OP_REDUCE_MEAN, sq, S(3, 5, 1));
+	ir_op_set_int(G, ms->def, "axis", -1);
+	ir_op_set_int(G, ms->def, "keepdim", 1);
+	struct ir_value *eps = op1(IR_OP_SCALE, ms, ms->shape);
+	ir_op_set_float(G, eps->def, "alpha", 1.0);
+	ir_op_set_float(G, eps->def, "beta", 1e-5);
+	struct ir_value *r = op1(IR_OP_RSQRT, eps, eps->shape);
+	struct ir_value *xn = op2(IR_OP_MUL, x, r, IR_F32, x->shape);
+	struct ir_value *y = op2(IR_OP_MUL, xn, w, IR_F32, x->shape);
+	struct ir_value *g = op1(IR_OP_SILU, y, y->shape);
+	struct ir_value *u = op2(IR_OP_MUL, g, y, IR_F32, y->shape);
+	struct ir_value *c = op1(IR_OP_CAST, u, u->shape);
+	OUT(c);
+	run("rmsnorm+swiglu chain");
+}
+
+static void reductions(void)
+{
+	static const enum ir_opkind ks[] = { IR_OP_REDUCE_SUM, IR_OP_REDUCE_MEAN, IR_OP_REDUCE_MAX };
+	for (size_t i = 0; i < 3; i++)
+		for (int axis = -1; axis < 3; axis++)
+			for (int keep = 0; keep < 2; keep++) {
+				begin();
+				struct ir_value *x = fin(S(5, 6, 67));
+				int a = axis < 0 ? 2 : axis;
+				struct ir_shape s = x->shape;
+				if (keep) {
+					s.dim[a] = 1;
+				} else {
+					for (int d = a; d < 2; d++)
+						s.dim[d] = s.dim[d + 1];
+					s.rank = 2;
+				}
+				struct ir_value *e = op1(IR_OP_EXP, x, x->shape);
+				struct ir_value *y = op1(ks[i], e, s);
+				ir_op_set_int(G, y->def, "axis", axis);
+				ir_op_set_int(G, y->def, "keepdim", keep);
+				OUT(y);
+				char label[64];
+				snprintf(label, sizeof label, "%s axis %d keep %d", ir_op_name(ks[i]), axis, keep);
+				run(label);
+			}
+	begin();
+	struct ir_value *x = fin(S(4, 5, 6));
+	struct ir_value *y1 = op1(IR_OP_SUM_TO, x, S(6));
+	struct ir_value *y2 = op1(IR_OP_SUM_TO, x, S(5, 1));
+	struct ir_value *y3 = op1(IR_OP_SUM_TO, x, S(4, 1, 6));
+	OUT(y1);
+	OUT(y2);
+	OUT(y3);
+	run("sum_to");
+	begin();
+	x = fin(S(3, 9, 4));
+	struct ir_value *dy = fin(S(3, 4));
+	struct ir_value *dx = op2(IR_OP_REDUCE_MAX_BWD, x, dy, IR_F32, x->shape);
+	ir_op_set_int(G, dx->def, "axis", 1);
+	OUT(dx);
+	run("reduce_max_bwd");
+}
+
+static void shape_ops(void)
+{
+	begin();
+	struct ir_value *x = fin(S(4, 6));
+	struct ir_value *r = op1(IR_OP_RESHAPE, x, S(3, 8));
+	struct ir_value *e = op1(IR_OP_EXP, r, r->shape);
+	OUT(e);
+	run("reshape");
+	begin();
+	x = fin(S(2, 3, 4));
+	struct ir_value *t = op1(IR_OP_TRANSPOSE, x, S(4, 2, 3));
+	int64_t perm[3] = { 2, 0, 1 };
+	ir_op_set_ints(G, t->def, "perm", 3, perm);
+	OUT(t);
+	run("transpose");
+	begin();
+	x = fin(S(3, 1));
+	struct ir_value *b = op1(IR_OP_BROADCAST, x, S(2, 3, 5));
+	OUT(b);
+	run("broadcast");
+	begin();
+	x = fin(S(3, 9, 5));
+	struct ir_value *sl = op1(IR_OP_SLICE, x, S(3, 4, 5));
+	ir_op_set_int(G, sl->def, "axis", 1);
+	ir_op_set_int(G, sl->def, "start", 2);
+	OUT(sl);
+	run("slice");
+	begin();
+	struct ir_value *cs[3] = { fin(S(2, 3, 4)), fin(S(2, 1, 4)), fin(S(2, 5, 4)) };
+	struct ir_value *c = ir_op1(G, IR_OP_CONCAT, 3, cs, IR_F32, S(2, 9, 4));
+	ir_op_set_int(G, c->def, "axis", 1);
+	OUT(c);
+	run("concat");
+}
+
+static void matmuls(void)
+{
+	static const int64_t mkn[][3] = { { 7, 13, 9 }, { 33, 300, 65 }, { 1, 5, 1 } };
+	for (int s = 0; s < 3; s++)
+		for (int t = 0; t < 4; t++) {
+			begin();
+			int64_t M = mkn[s][0], K = mkn[s][1], N = mkn[s][2];
+			int ta = t & 1, tb = t >> 1;
+			struct ir_value *a = fin(ta ? S(K, M) : S(M, K));
+			struct ir_value *b = fin(tb ? S(N, K) : S(K, N));
+			struct ir_value *y = op2(IR_OP_MATMUL, a, b, IR_F32, S(M, N));
+			ir_op_set_int(G, y->def, "trans_a", ta);
+			ir_op_set_int(G, y->def, "trans_b", tb);
+			OUT(y);
+			char label[64];
+			snprintf(label, sizeof label, "matmul %lldx%lldx%lld ta%d tb%d", (long long)M,
+				 (long long)K, (long long)N, ta, tb);
+			run(label);
+		}
+	begin();
+	struct ir_value *a = fin(S(2, 3, 5, 4)), *b = fin(S(2, 3, 4, 6));
+	struct ir_value *y = op2(IR_OP_MATMUL, a, b, IR_F32, S(2, 3, 5, 6));
+	OUT(y);
+	run("matmul batched");
+	begin();
+	a = fin(S(2, 3, 5, 4));
+	b = fin(S(6, 4));
+	y = op2(IR_OP_MATMUL, a, b, IR_F32, S(2, 3, 5, 6));
+	ir_op_set_int(G, y->def, "trans_b", 1);
+	OUT(y);
+	run("matmul shared b");
+}
+
+static void attention_ops(void)
+{
+	for (int causal = 0; causal < 2; causal++) {
+		begin();
+		struct ir_value *x = fin(S(2, 7, 7)), *dy = fin(S(2, 7, 7));
+		struct ir_value *y = op1(IR_OP_SOFTMAX, x, x->shape);
+		ir_op_set_int(G, y->def, "causal", causal);
+		struct ir_value *dx = op2(IR_OP_SOFTMAX_BWD, y, dy, IR_F32, x->shape);
+		ir_op_set_int(G, dx->def, "causal", causal);
+		OUT(y);
+		OUT(dx);
+		run(causal ? "softmax causal + bwd" : "softmax + bwd");
+	}
+	for (int inv = 0; inv < 2; inv++) {
+		begin();
+		struct ir_value *x = fin(S(2, 5, 3, 8));
+		struct ir_value *y = op1(IR_OP_ROPE, x, x->shape);
+		ir_op_set_float(G, y->def, "theta", 10000.0);
+		ir_op_set_int(G, y->def, "inverse", inv);
+		OUT(y);
+		run(inv ? "rope inverse" : "rope");
+	}
+}
+
+static void embedding_and_loss(void)
+{
+	begin();
+	struct ir_value *tab = fin(S(11, 6)), *idx = in(IR_I32, S(2, 5), G_IDX, 11);
+	struct ir_value *y = op2(IR_OP_GATHER_ROWS, tab, idx, IR_F32, S(2, 5, 6));
+	struct ir_value *dy = fin(S(2, 5, 6));
+	struct ir_value *dt = op2(IR_OP_SCATTER_ROWS, dy, idx, IR_F32, S(11, 6));
+	OUT(y);
+	OUT(dt);
+	run("gather_rows scatter_rows");
+	begin();
+	struct ir_value *lg = fin(S(9, 13)), *tg = in(IR_I32, S(9), G_TGT, 13);
+	struct ir_value *loss = op2(IR_OP_CROSS_ENTROPY, lg, tg, IR_F32, SCALAR);
+	struct ir_value *dl = fin(SCALAR);
+	struct ir_value *dlg = op3(IR_OP_CROSS_ENTROPY_BWD, lg, tg, dl, IR_F32, lg->shape);
+	OUT(loss);
+	OUT(dlg);
+	run("cross_entropy + bwd");
+}
+
+static void routing_ops(void)
+{
+	enum { N = 7, E = 6, K = 2, D = 5, H = 6 };
+	begin();
+	struct ir_value *x = fin(S(N, E));
+	struct ir_value *top = ir_op1(G, IR_OP_TOPK, 1, &x, IR_I32, S(N, 3));
+	ir_op_set_int(G, top->def, "k", 3);
+	struct ir_value *tk = op2(IR_OP_TAKE_ALONG, x, top, IR_F32, S(N, 3));
+	struct ir_value *pa = op2(IR_OP_PUT_ALONG, tk, top, IR_F32, S(N, E));
+	OUT(top);
+	OUT(tk);
+	OUT(pa);
+	run("topk take_along put_along");
+	begin();
+	struct ir_value *ch = in(IR_I32, S(2, 5, 3), G_ROUTE, E);
+	struct ir_value *cnt = ir_op1(G, IR_OP_EXPERT_COUNT, 1, &ch, IR_F32, S(2, E));
+	ir_op_set_int(G, cnt->def, "experts", E);
+	OUT(cnt);
+	run("expert_count");
+
+	/* dispatch, grouped matmuls, combine and their backward helpers */
+	begin();
+	struct ir_value *xt = fin(S(N, D)), *route = in(IR_I32, S(N, K), G_ROUTE, E);
+	struct ir_value *xin[2] = { xt, route };
+	struct ir_op *dop = ir_op_new(G, IR_OP_MOE_DISPATCH, 2, xin, 3);
+	ir_op_set_int(G, dop, "experts", E);
+	dop->out[0]->shape = S(N * K, D);
+	dop->out[1]->dtype = IR_I32;
+	dop->out[1]->shape = S(E + 1);
+	dop->out[2]->dtype = IR_I32;
+	dop->out[2]->shape = S(N * K);
+	struct ir_value *xs = dop->out[0], *off = dop->out[1], *perm = dop->out[2];
+	struct ir_value *w = fin(S(E, D, H)), *wt = fin(S(E, H, D));
+	struct ir_value *ys = op3(IR_OP_GROUPED_MATMUL, xs, w, off, IR_F32, S(N * K, H));
+	struct ir_value *ys2 = op3(IR_OP_GROUPED_MATMUL, xs, wt, off, IR_F32, S(N * K, H));
+	ir_op_set_int(G, ys2->def, "trans_b", 1);
+	struct ir_value *dyv = fin(S(N * K, H));
+	struct ir_value *dw = op3(IR_OP_GROUPED_MATMUL_WGRAD, xs, dyv, off, IR_F32, S(E, D, H));
+	struct ir_value *dw2 = op3(IR_OP_GROUPED_MATMUL_WGRAD, xs, dyv, off, IR_F32, S(E, H, D));
+	ir_op_set_int(G, dw2->def, "trans_b", 1);
+	struct ir_value *gates = fin(S(N, K));
+	struct ir_value *y = op3(IR_OP_MOE_COMBINE, ys, perm, gates, IR_F32, S(N, H));
+	struct ir_value *dy = fin(S(N, H));
+	struct ir_value *dys = op3(IR_OP_MOE_COMBINE_BWD_DATA, dy, perm, gates, IR_F32, S(N * K, H));
+	struct ir_value *dg = op3(IR_OP_MOE_COMBINE_BWD_GATE, dy, ys, perm, IR_F32, S(N, K));
+	struct ir_value *dx = op2(IR_OP_MOE_UNDISPATCH, xs, perm, IR_F32, S(N, D));
+	ir_op_set_int(G, dx->def, "k", K);
+	OUT(xs);
+	OUT(off);
+	OUT(perm);
+	OUT(ys);
+	OUT(ys2);
+	OUT(dw);
+	OUT(dw2);
+	OUT(y);
+	OUT(dys);
+	OUT(dg);
+	OUT(dx);
+	run("moe dispatch..combine");
+
+	/* grouped matmuls on given offsets with an empty expert */
+	begin();
+	struct ir_value *xs3 = fin(S(23, 9)), *w3 = fin(S(4, 9, 17)), *off3 = in(IR_I32, S(5), G_OFF, 23);
+	struct ir_value *y3 = op3(IR_OP_GROUPED_MATMUL, xs3, w3, off3, IR_F32, S(23, 17));
+	struct ir_value *d3 = fin(S(23, 17));
+	struct ir_value *g3 = op3(IR_OP_GROUPED_MATMUL_WGRAD, xs3, d3, off3, IR_F32, S(4, 9, 17));
+	OUT(y3);
+	OUT(g3);
+	run("grouped_matmul given offsets");
+}
+
+int main(void)
+{
+	srand(12345);
+	unary_ops();
+	binary_ops();
+	fused_chains();
+	reductions();
+	shape_ops();
+	matmuls();
+	attention_ops();
+	embedding_and_loss();
+	routing_ops();
+	printf("%d op cases against the reference executor\n", n_cases);
+	return CHECK_DONE();
+}
