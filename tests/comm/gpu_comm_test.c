@@ -391,6 +391,7 @@ int main(int argc, char **argv)
 #ifndef SLUICE_HAVE_NCCL
 	(void)argc;
 	(void)argv;
+	(void)check_failures;
 	printf("SKIP: comm_gpu: sluice was built without NCCL\n");
 	return 77;
 #else
