@@ -463,11 +463,28 @@ static void test_no_gradient(void)
 	tdata_free(&d);
 	ir_graph_free(g);
 
-	/* an integer loss and a missing loss are refused */
-	g = ir_graph_new("noloss");
-	t_param(g, "p", SH(2));
+	/* a missing loss, an op without a gradient rule on the path (FP8 is placed after
+	 * autodiff), and a second run are refused */
 	FILE *devnull = fopen("/dev/null", "w");
 	REQUIRE(devnull);
+	g = ir_graph_new("noloss");
+	t_param(g, "p", SH(2));
+	CHECK(pass_autodiff(g, devnull) != 0);
+	ir_graph_free(g);
+	g = ir_graph_new("fp8");
+	struct ir_op *q = ir_op_new(g, IR_OP_QUANT_FP8, 1, VALS(t_param(g, "p", SH(2, 4))), 2);
+	q->out[0]->dtype = IR_F8E4M3, q->out[0]->shape = SH(2, 4);
+	q->out[1]->shape = SH(2, 1);
+	ir_op_set_int(g, q, "tile_r", 1);
+	ir_op_set_int(g, q, "tile_c", 4);
+	ir_graph_add_output(g, "loss", t_weighted_sum(g, OP(g, DEQUANT_FP8, F, SH(2, 4), q->out[0],
+							     q->out[1])));
+	CHECK(ir_verify(g, stderr) == 0);
+	CHECK(pass_autodiff(g, devnull) != 0);
+	ir_graph_free(g);
+	g = ir_graph_new("twice");
+	ir_graph_add_output(g, "loss", t_weighted_sum(g, t_param(g, "p", SH(2))));
+	CHECK(pass_autodiff(g, devnull) == 0);
 	CHECK(pass_autodiff(g, devnull) != 0);
 	ir_graph_free(g);
 	fclose(devnull);

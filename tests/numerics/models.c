@@ -33,6 +33,26 @@ static void check_model(const char *file, int n_over, const struct sl_override *
 	tokens(&d, "targets", n, 32, 5); /* every fifth target ignored */
 	int checked = gradcheck_graphs(file, gf, gb, &d, 0.3, per_param);
 	CHECK(checked > 0);
+
+	/* the differentiated graph prints, parses back and prints the same */
+	char *t1 = NULL, *t2 = NULL;
+	size_t n1 = 0, n2 = 0;
+	FILE *f = open_memstream(&t1, &n1);
+	REQUIRE(f);
+	ir_print(gb, f);
+	fclose(f);
+	struct ir_graph *gp = ir_parse(t1, n1, file, stderr);
+	CHECKF(gp != NULL, "%s: the differentiated graph does not parse back", file);
+	if (gp) {
+		f = open_memstream(&t2, &n2);
+		REQUIRE(f);
+		ir_print(gp, f);
+		fclose(f);
+		CHECKF(n1 == n2 && !memcmp(t1, t2, n1), "%s: print, parse, print differs", file);
+		ir_graph_free(gp);
+	}
+	free(t1);
+	free(t2);
 	ir_graph_free(gf);
 	ir_graph_free(gb);
 	tdata_free(&d);
