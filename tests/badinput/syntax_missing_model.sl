@@ -1,0 +1,2 @@
+# expect: 2:1: expected 'model', found 'const'
+const a = 1
