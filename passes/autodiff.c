@@ -46,6 +46,7 @@ struct ad {
 	unsigned char *req;     /* a gradient may flow into the value */
 	unsigned char *wside;   /* the value is a parameter or a view of parameters */
 	enum ir_phase phase;    /* of the ops being made */
+	struct ir_value **flat; /* flatten_rows() of forward values, by value id */
 };
 
 /* --- making backward ops ------------------------------------------------------------ */
@@ -149,12 +150,18 @@ static struct ir_value *transpose_last2(struct ad *a, struct ir_value *x)
 	return v;
 }
 
-/* [..., M, K] -> [(... M), K] */
+/* [..., M, K] -> [(... M), K], made once per forward value (q, k and v projections
+ * of one input share it) */
 static struct ir_value *flatten_rows(struct ad *a, struct ir_value *x)
 {
+	if (x->id < a->nv && a->flat[x->id])
+		return a->flat[x->id];
 	const struct ir_shape *s = &x->shape;
 	int64_t last = s->dim[s->rank - 1];
-	return reshape(a, x, ir_shape_of(2, ir_shape_numel(s) / (last ? last : 1), last));
+	struct ir_value *v = reshape(a, x, ir_shape_of(2, ir_shape_numel(s) / (last ? last : 1), last));
+	if (x->id < a->nv)
+		a->flat[x->id] = v;
+	return v;
 }
 
 /* --- accumulating gradients ------------------------------------------------------------ */
@@ -292,10 +299,10 @@ static int backward_op(struct ad *a, struct ir_op *op)
 				ax += x->shape.rank;
 			struct ir_shape ks = x->shape;
 			ks.dim[ax] = 1;
-			struct ir_value *d = broadcast(a, reshape(a, dy, ks), x->shape);
-			if (op->kind == IR_OP_REDUCE_MEAN)
+			struct ir_value *d = reshape(a, dy, ks);
+			if (op->kind == IR_OP_REDUCE_MEAN) /* scaled before it is broadcast */
 				d = scale(a, d, 1.0 / (double)x->shape.dim[ax], 0);
-			acc(a, x, d);
+			acc(a, x, broadcast(a, d, x->shape));
 		}
 		return 0;
 	case IR_OP_REDUCE_MAX:
@@ -556,6 +563,7 @@ int pass_autodiff(struct ir_graph *g, FILE *err)
 	a.grad = rt_calloc((size_t)a.nv, sizeof *a.grad);
 	a.req = rt_calloc((size_t)a.nv, 1);
 	a.wside = rt_calloc((size_t)a.nv, 1);
+	a.flat = rt_calloc((size_t)a.nv, sizeof *a.flat);
 	struct ir_loc saved_loc = g->cur_loc;
 	const char *saved_scope = g->cur_scope;
 	int n_fwd = g->n_ops, rc = 0;
@@ -604,5 +612,6 @@ int pass_autodiff(struct ir_graph *g, FILE *err)
 	free(a.grad);
 	free(a.req);
 	free(a.wside);
+	free(a.flat);
 	return rc ? 1 : 0;
 }
