@@ -135,8 +135,9 @@ struct rt_comm_opts {
 
 /* The world communicator: reads the rank environment, opens GPU LOCAL_RANK (its
  * primary context, current on the calling thread), meets the other ranks, creates
- * the NCCL communicator (non-blocking mode unless SLUICE_NCCL_BLOCKING=1, so that a
- * hang can be aborted).  NULL with a message on failure. */
+ * the NCCL communicator (blocking mode; SLUICE_NCCL_NONBLOCKING=1 selects NCCL's
+ * non-blocking mode, which costs about 45 us an operation, see nccl.c).  NULL with a
+ * message on failure. */
 struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen);
 /* A sub-communicator of the ranks that pass the same color (ncclCommSplit; ordered by
  * key) with the parent's SM bound.  Every rank of parent must call it.  color < 0:

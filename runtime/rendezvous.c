@@ -591,8 +591,14 @@ static _Noreturn void die(struct rt_rdzv *z, const char *line)
 	if (!atomic_compare_exchange_strong(&dying, &expected, 1))
 		for (;;)
 			pause(); /* another thread is already ending the process */
-	fprintf(stderr, "sluice: rank %d: %s\n", z->rank, line);
+	/* one write, so that the lines of ranks sharing a terminal do not interleave */
+	char buf[MAX_TEXT + 256];
+	int k = snprintf(buf, sizeof buf, "sluice: rank %d: %s\n", z->rank, line);
+	if (k >= (int)sizeof buf)
+		k = (int)sizeof buf - 1;
 	fflush(stderr);
+	ssize_t w = write(2, buf, (size_t)k);
+	(void)w;
 	signal(SIGALRM, on_alarm);
 	alarm(5);
 	pthread_mutex_lock(&z->lock);

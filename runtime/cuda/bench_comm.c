@@ -119,6 +119,13 @@ static void op_a2av_fixed(struct bench *b, int i)
 				 b->d_rcounts, b->cap, RT_COMM_BF16, NULL);
 }
 
+/* a 64-bit LCG (Knuth's MMIX constants), easy to repeat in Python */
+static unsigned next_rand(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ull + 1442695040888963407ull;
+	return (unsigned)(*s >> 33);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -249,14 +256,15 @@ static void bench_size(struct bench *b, int reps, int iters_opt)
 	size_t total = size / ROW_BYTES;
 	if (total < n || n > 256)
 		return; /* too small to split in rows, or more peers than the weights below hold */
-	unsigned seed = (unsigned)size * 2654435761u;
+	/* the same generator as tools/bench/torch_comm.py: both sides move the same rows */
+	uint64_t seed = size;
 	double useful = 0;
 	for (int set = 0; set < NSETS; set++)
 		for (size_t src = 0; src < n; src++) {
 			size_t *r = rows_at(b, set, (int)src), left = total;
 			double w[256], sum = 0;
 			for (size_t p = 0; p < n; p++)
-				sum += w[p] = 0.25 + (double)(rand_r(&seed) % 1000) / 1000.0;
+				sum += w[p] = 0.25 + (double)(next_rand(&seed) % 1000) / 1000.0;
 			for (size_t p = 0; p < n; p++) {
 				r[p] = p + 1 == n ? left : (size_t)((double)total * w[p] / sum);
 				if (r[p] > left)

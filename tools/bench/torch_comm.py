@@ -80,7 +80,6 @@ def worker(rank, n, args, port):
               f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}, "
               f"NCCL_NVLS_ENABLE={os.environ.get('NCCL_NVLS_ENABLE', '(unset)')}")
         print(f"{'operation':<28} {'size':>9} {'time (us)':>12} {'GB/s':>10}")
-    import random
     for size0 in args.sizes:
         size = size0 // n * n
         iters = args.iters or iters_for(size)
@@ -104,14 +103,21 @@ def worker(rank, n, args, port):
         total = size // ROW_BYTES
         if total < n:
             continue
-        rnd = random.Random(size)
+        # the generator of bench_comm.c: a 64-bit LCG seeded with the size
+        state = [size]
+
+        def next_rand():
+            state[0] = (state[0] * 6364136223846793005 + 1442695040888963407) & (2**64 - 1)
+            return state[0] >> 33
         rows = []  # rows[set][src][dst]
         useful = 0.0
         for st in range(NSETS):
             m = []
             for src in range(n):
-                w = [0.25 + rnd.randrange(1000) / 1000.0 for _ in range(n)]
-                tot = sum(w)
+                w = [0.25 + (next_rand() % 1000) / 1000.0 for _ in range(n)]
+                tot = 0.0
+                for x in w:
+                    tot += x
                 left = total
                 rr = []
                 for p in range(n):
