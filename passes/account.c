@@ -232,7 +232,8 @@ static void mark_saved(struct acct *A, const struct ir_value *v)
 }
 
 /* What the backward of a forward op reads, for an op whose output needs a gradient.
- * need[i]: input i needs a gradient. */
+ * need[i]: input i needs a gradient.  The same choices as passes/autodiff.c's rules
+ * (tests/check/test_plan_models.c holds the two to the same figure on every model). */
 static void saved_inputs(struct acct *A, const struct ir_op *op)
 {
 	int need[3] = { 0, 0, 0 };
@@ -254,9 +255,8 @@ static void saved_inputs(struct acct *A, const struct ir_op *op)
 	case IR_OP_LOG: case IR_OP_SQUARE: case IR_OP_SILU: case IR_OP_RELU:
 		mark_saved(A, op->in[0]);
 		break;
-	case IR_OP_REDUCE_MAX:
+	case IR_OP_REDUCE_MAX: /* the position of the maximum, from the input */
 		mark_saved(A, op->in[0]);
-		mark_saved(A, op->out[0]);
 		break;
 	case IR_OP_MUL:
 	case IR_OP_MATMUL:
@@ -265,10 +265,10 @@ static void saved_inputs(struct acct *A, const struct ir_op *op)
 		if (need[1])
 			mark_saved(A, op->in[0]);
 		break;
-	case IR_OP_DIV:
+	case IR_OP_DIV: /* y = a / b: da = dy / b, db = -dy y / b */
 		mark_saved(A, op->in[1]);
 		if (need[1])
-			mark_saved(A, op->in[0]);
+			mark_saved(A, op->out[0]);
 		break;
 	case IR_OP_GROUPED_MATMUL:
 		mark_saved(A, op->in[2]);

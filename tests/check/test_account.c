@@ -51,7 +51,7 @@ static struct ir_graph *dense_graph(void)
 static void test_dense(void)
 {
 	struct ir_graph *g = dense_graph();
-	/* ir_verify: added back once ir/verify.c is in the tree */
+	REQUIRE(ir_verify(g, stderr) == 0);
 	struct pass_account a;
 	REQUIRE(pass_account(g, &a) == 0);
 	/* 80 + 128 + 128 + 80 */
@@ -179,7 +179,7 @@ static void test_moe(void)
 	struct ir_value *mloss = b_xent(g, b_matmul(g, b_matmul(g, o, mp), wh), tgt);
 	in_scope(g, "");
 	ir_graph_add_output(g, "loss", b_bin(g, IR_OP_ADD, loss, mloss));
-	/* ir_verify: added back once ir/verify.c is in the tree */
+	REQUIRE(ir_verify(g, stderr) == 0);
 
 	struct pass_account a;
 	REQUIRE(pass_account(g, &a) == 0);
