@@ -71,7 +71,8 @@ void rt_gpu_arena_reset(struct rt_gpu *g, size_t mark);
 size_t rt_gpu_arena_size(const struct rt_gpu *g);
 size_t rt_gpu_arena_used(const struct rt_gpu *g);
 
-/* Pinned (page-locked) host memory, usable by every context. */
+/* Pinned (page-locked) host memory, usable by every context (made in the calling
+ * thread's current context, else in device 0's primary context). */
 void *rt_gpu_host_alloc(size_t bytes);
 void rt_gpu_host_free(void *p);
 

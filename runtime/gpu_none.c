@@ -7,8 +7,8 @@
 #include <stdio.h>
 
 static const char why[] =
-	"this sluice was built without CUDA (no CUDA toolkit found at build time; "
-	"rebuild with the toolkit installed)";
+	"this sluice was built without CUDA (the CUDA toolkit was not found, or "
+	"-DSLUICE_WITH_CUDA=OFF); rebuild with the toolkit installed";
 
 static int none(void)
 {

@@ -14,14 +14,11 @@
 
 #include "args.h"
 #include "commands.h"
+#include "runtime/comm.h" /* rt_bench_comm: the communication benchmark */
 #include "runtime/gpu.h"
 #include "runtime/rt.h"
 
-/* runtime/comm.h's entry point, written beside this command by the communication
- * layer.  Weak, so that this file links before that one exists; a weak reference
- * does not pull an object out of a static library, so it must become a plain call
- * once runtime/cuda/bench_comm.c and its no-NCCL twin are in the tree. */
-int rt_bench_comm(int argc, char **argv) __attribute__((weak));
+
 
 /* ---- random inputs, made on the device by a run-time compiled kernel ------------ */
 
@@ -235,7 +232,7 @@ static void gemm_usage(FILE *f)
 		"(1x128 on A, 128x128 on B).  Without --m/--n/--k: 4096^3, 8192^3 and the MoE\n"
 		"shapes M=4096 N=2048 K=7168 and M=4096 N=7168 K=2048.  Each sample times B\n"
 		"back-to-back products with device events; the median of S samples is reported\n"
-		"(defaults S=30, B=10, W=20 warm-up products); inputs are random and rotate\n"
+		"(defaults S=50, B=10, W=20 warm-up products); inputs are random and rotate\n"
 		"through enough sets to exceed three times L2.\n");
 }
 
@@ -254,7 +251,7 @@ static int parse_int(const char *v, const char *name, int *out)
 
 static int bench_gemm(int argc, char **argv)
 {
-	struct gemm_opts o = { 30, 10, 20, 0 };
+	struct gemm_opts o = { 50, 10, 20, 0 };
 	int m = 0, n = 0, k = 0, device = 0;
 	const char *dtype = "all";
 	for (int i = 1; i < argc;) {
@@ -598,14 +595,8 @@ int cmd_bench(int argc, char **argv)
 		return bench_gemm(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "nvrtc"))
 		return bench_nvrtc(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "comm")) {
-		if (!rt_bench_comm) {
-			fprintf(stderr, "sluice bench comm: not in this build (runtime/comm.h's "
-					"rt_bench_comm is missing)\n");
-			return EXIT_USAGE;
-		}
+	if (!strcmp(argv[1], "comm"))
 		return rt_bench_comm(argc - 1, argv + 1);
-	}
 	fprintf(stderr, "sluice bench: unknown benchmark '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;

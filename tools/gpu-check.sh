@@ -8,7 +8,7 @@
 # off: NCCL_NVLS_ENABLE=0 (never use it on shared machines).
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
-# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 2).
+# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 3).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -19,7 +19,7 @@ mkdir -p "$1" || exit 1
 LOG=$(cd "$1" && pwd)
 BUILD=${BUILD_DIR:-build-gpu}
 JOBS=${JOBS:-$(nproc)}
-ROUNDS=${GEMM_ROUNDS:-2}
+ROUNDS=${GEMM_ROUNDS:-3}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
 # a fresh kernel cache, so that compile times and cache hits mean what they say
@@ -55,7 +55,7 @@ build() {
 		-DSLUICE_WITH_LLVM=OFF -DSLUICE_WITH_GRAPHVIZ=OFF &&
 		cmake --build "$BUILD" -j "$JOBS"
 }
-if ! step "build (cmake, ninja)" build.log build; then
+if ! step "build (cmake, ninja)" build-gpu.log build; then
 	# another part of the tree may not build: still build what the GPU checks need
 	step "build GPU targets only" build-gpu-targets.log cmake --build "$BUILD" -j "$JOBS" -k 0 \
 		--target sluice test_kcache test_gpu_runtime test_gpu_gemm

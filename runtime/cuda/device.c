@@ -140,11 +140,11 @@ int rt_gpu_query(int ordinal, struct rt_gpu_info *info)
 	info->smem_per_block_optin = (size_t)smem;
 	info->clock_mhz = clock / 1000;
 	/* free memory needs a context; the primary one is shared with everyone else */
-	CUcontext ctx;
-	if (CU(cuDevicePrimaryCtxRetain, (&ctx, d)))
+	CUcontext ctx, was = NULL;
+	if (CU(cuCtxGetCurrent, (&was)) || CU(cuDevicePrimaryCtxRetain, (&ctx, d)))
 		return -1;
 	int bad = CU(cuCtxSetCurrent, (ctx)) || CU(cuMemGetInfo, (&info->mem_free, &info->mem_total));
-	CU(cuCtxSetCurrent, (NULL));
+	CU(cuCtxSetCurrent, (was)); /* the caller's context, whatever it was */
 	CU(cuDevicePrimaryCtxRelease, (d));
 	return bad ? -1 : 0;
 }
@@ -275,22 +275,54 @@ size_t rt_gpu_arena_used(const struct rt_gpu *g) { return g->arena_top; }
 
 /* --- host memory and copies ------------------------------------------------------- */
 
+/* cuMemHostAlloc and cuMemFreeHost need a current context: when the thread has
+ * none, device 0's primary context, retained for the life of the process (pinned
+ * memory outlives any one rt_gpu).  *SET tells whether to unset it afterwards. */
+static int host_ctx_enter(int *set)
+{
+	static CUcontext host_ctx;
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	CUcontext cur = NULL;
+	*set = 0;
+	if (rt_gpu_count() == 0) {
+		fprintf(stderr, "sluice: no pinned memory without a GPU: %s\n", why_none);
+		return -1;
+	}
+	if (CU(cuCtxGetCurrent, (&cur)))
+		return -1;
+	if (cur)
+		return 0;
+	CUdevice d;
+	pthread_mutex_lock(&lock);
+	int bad = !host_ctx &&
+		  (CU(cuDeviceGet, (&d, 0)) || CU(cuDevicePrimaryCtxRetain, (&host_ctx, d)));
+	pthread_mutex_unlock(&lock);
+	if (bad || CU(cuCtxSetCurrent, (host_ctx)))
+		return -1;
+	*set = 1;
+	return 0;
+}
+
 void *rt_gpu_host_alloc(size_t bytes)
 {
 	void *p = NULL;
-	if (rt_cu_load()) {
-		fprintf(stderr, "sluice: no pinned memory: %s\n", why_none);
+	int set;
+	if (host_ctx_enter(&set))
 		return NULL;
-	}
-	if (CU(cuMemHostAlloc, (&p, bytes ? bytes : 1, CU_MEMHOSTALLOC_PORTABLE)))
-		return NULL;
-	return p;
+	int bad = CU(cuMemHostAlloc, (&p, bytes ? bytes : 1, CU_MEMHOSTALLOC_PORTABLE));
+	if (set)
+		rt_cu.p_cuCtxSetCurrent(NULL);
+	return bad ? NULL : p;
 }
 
 void rt_gpu_host_free(void *p)
 {
-	if (p)
-		CU(cuMemFreeHost, (p));
+	int set;
+	if (!p || host_ctx_enter(&set))
+		return;
+	CU(cuMemFreeHost, (p));
+	if (set)
+		rt_cu.p_cuCtxSetCurrent(NULL);
 }
 
 int rt_gpu_copy_to_device(struct rt_gpu *g, rt_dptr dst, const void *src, size_t n,

@@ -215,6 +215,12 @@ int main(void)
 	free(err);
 
 	rt_gpu_close(g);
+	/* pinned memory on a thread with no current context */
+	void *pinned = rt_gpu_host_alloc(4096);
+	CHECK(pinned != NULL);
+	if (pinned)
+		memset(pinned, 1, 4096);
+	rt_gpu_host_free(pinned);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	CHECK(system(cmd) == 0);

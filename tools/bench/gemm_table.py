@@ -2,10 +2,11 @@
 """gemm_table.py SLUICE_LOG... -- TORCH_LOG...: one table of sluice against PyTorch.
 
 Reads the tables 'sluice bench gemm' and tools/bench/torch_gemm.py print (each may
-have run several times, interleaved), takes each row's TFLOP/s as the mean over runs,
+have run several times, interleaved), takes each row's TFLOP/s as the median over runs,
 and prints sluice, torch, their ratio and the spread between a side's runs (the
 noise: a ratio within it says nothing)."""
 import re
+import statistics
 import sys
 
 ROW = re.compile(r"^(bf16|fp8|fp8-block)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)")
@@ -42,12 +43,12 @@ def main():
     sl, so = read(sys.argv[1:cut])
     th, to = read(sys.argv[cut + 1:])
     print(f"{'dtype':<9} {'shape':<8} {'M':>5} {'N':>5} {'K':>5} {'sluice':>8} {'torch':>8} "
-          f"{'ratio':>6} {'spread s/t':>11}   (TFLOP/s, mean of runs' medians)")
+          f"{'ratio':>6} {'spread s/t':>11}   (TFLOP/s, median over runs)")
     worst = None
     for key in so + [k for k in to if k not in sl]:
         s, t = sl.get(key), th.get(key)
-        sm = sum(s) / len(s) if s else None
-        tm = sum(t) / len(t) if t else None
+        sm = statistics.median(s) if s else None
+        tm = statistics.median(t) if t else None
         ratio = sm / tm if sm and tm else None
         if ratio is not None:
             worst = ratio if worst is None else min(worst, ratio)

@@ -97,7 +97,7 @@ def main():
     p.add_argument("--n", type=int)
     p.add_argument("--k", type=int)
     p.add_argument("--dtype", default="all", choices=["bf16", "fp8", "fp8-block", "all"])
-    p.add_argument("--samples", type=int, default=30)
+    p.add_argument("--samples", type=int, default=50)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--device", type=int, default=0)
