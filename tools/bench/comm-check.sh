@@ -87,6 +87,22 @@ end=$(date +%s%N)
 note "bench with rank 1 killed: exit $st after $(((end - start) / 1000000)) ms (start-up included)"
 grep -E "^sluice" "$LOG/fault-kill.log" | tee -a "$LOG/summary.txt"
 
+# rank 0 (the rendezvous hub) killed from outside with kill -9 in the middle of a run
+"$B/sluice" bench comm --gpus "$N" --sizes 256M --reps 500 >"$LOG/fault-kill0.log" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do
+	grep -q "MiB" "$LOG/fault-kill0.log" && break
+	sleep 0.1
+done
+rank0=$(pgrep -P "$launcher" | sort -n | head -1)
+t0=$(date +%s%N)
+kill -9 "$rank0"
+wait "$launcher"
+st=$?
+t1=$(date +%s%N)
+note "rank 0 killed with kill -9 mid-benchmark: job exit $st, every rank gone $(((t1 - t0) / 1000000)) ms after the kill"
+grep -E "^sluice" "$LOG/fault-kill0.log" | tee -a "$LOG/summary.txt"
+
 # the table: best of the two rounds for each side (max GB/s)
 python3 - "$LOG" <<'PY' | tee "$LOG/table.txt"
 import csv, glob, sys
