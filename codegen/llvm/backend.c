@@ -174,7 +174,40 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 			for (int i = 0; i < e->plan.n_ks; i++)
 				kir_print(e->plan.ks[i], dump);
 	}
-	int rc = cg_jit_compile(e->jit, e->plan.ks, e->plan.n_ks, e->fns, dump, err);
+	/* Layers repeat, so many kernels are the same but for their name: compile each
+	 * distinct one once. */
+	int n = e->plan.n_ks, n_uniq = 0;
+	int *uniq = rt_calloc((size_t)n + 1, sizeof *uniq); /* kernel -> distinct index */
+	char **text = rt_calloc((size_t)n + 1, sizeof *text);
+	struct kir_kernel **ks = rt_calloc((size_t)n + 1, sizeof *ks);
+	for (int i = 0; i < n; i++) {
+		size_t len = 0;
+		FILE *f = open_memstream(&text[i], &len);
+		if (!f)
+			RT_BUG("open_memstream failed");
+		kir_print(e->plan.ks[i], f);
+		fclose(f);
+		char *body = strchr(text[i], '\n'); /* past the line with the name */
+		uniq[i] = -1;
+		for (int j = 0; j < i && uniq[i] < 0; j++)
+			if (uniq[j] >= 0 && ks[uniq[j]] == e->plan.ks[j] &&
+			    !strcmp(body, strchr(text[j], '\n')))
+				uniq[i] = uniq[j];
+		if (uniq[i] < 0) {
+			uniq[i] = n_uniq;
+			ks[n_uniq++] = e->plan.ks[i];
+		}
+	}
+	cg_kernel_fn *fns = rt_calloc((size_t)n_uniq + 1, sizeof *fns);
+	int rc = cg_jit_compile(e->jit, ks, n_uniq, fns, dump, err);
+	for (int i = 0; i < n; i++) {
+		e->fns[i] = fns[uniq[i]];
+		free(text[i]);
+	}
+	free(fns);
+	free(ks);
+	free(text);
+	free(uniq);
 	if (dump)
 		fclose(dump);
 	if (rc) {

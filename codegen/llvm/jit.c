@@ -126,11 +126,24 @@ const char *cg_jit_cpu(const struct cg_jit *j)
 	return j->desc;
 }
 
+/* Optimisation remarks ("loop not vectorized") are for kernel authors, not users:
+ * errors are printed, the rest dropped unless SLUICE_LLVM_REMARKS is set. */
+static void diagnostic(LLVMDiagnosticInfoRef di, void *ctx)
+{
+	(void)ctx;
+	if (LLVMGetDiagInfoSeverity(di) != LLVMDSError && !getenv("SLUICE_LLVM_REMARKS"))
+		return;
+	char *msg = LLVMGetDiagInfoDescription(di);
+	fprintf(stderr, "sluice: LLVM: %s\n", msg);
+	LLVMDisposeMessage(msg);
+}
+
 int cg_jit_compile(struct cg_jit *j, struct kir_kernel *const *ks, int n, cg_kernel_fn *fns,
 		   FILE *dump, FILE *err)
 {
 	LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
 	LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+	LLVMContextSetDiagnosticHandler(ctx, diagnostic, NULL);
 	LLVMModuleRef m = LLVMModuleCreateWithNameInContext("sluice_kernels", ctx);
 	LLVMSetTarget(m, j->triple);
 	LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(j->tm);
@@ -152,8 +165,10 @@ int cg_jit_compile(struct cg_jit *j, struct kir_kernel *const *ks, int n, cg_ker
 	LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
 	LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
 	LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-	LLVMPassBuilderOptionsSetLoopInterleaving(opts, 1);
-	LLVMPassBuilderOptionsSetLoopUnrolling(opts, 1);
+	/* Unrolling and interleaving multiply code size (and compile time, which is paid
+	 * at every start) about sevenfold for little gain on memory-bound kernels. */
+	LLVMPassBuilderOptionsSetLoopInterleaving(opts, 0);
+	LLVMPassBuilderOptionsSetLoopUnrolling(opts, 0);
 	LLVMErrorRef e = LLVMRunPasses(m, "default<O3>", j->tm, opts);
 	LLVMDisposePassBuilderOptions(opts);
 	if (llvm_failed(e, "optimising kernels", err)) {

@@ -87,8 +87,8 @@ static int kb_buf(struct kb *kb, int gid)
 	for (int i = 0; i < kb->n; i++)
 		if (kb->glob[i] == gid)
 			return i;
-	char name[32];
-	snprintf(name, sizeof name, "b%d", gid);
+	char name[32]; /* by position, so that kernels of repeated layers read the same */
+	snprintf(name, sizeof name, "b%d", kb->n);
 	int li = kir_buf(kb->k, name, kb->p->buf_type[gid]);
 	kb->glob = grow(kb->glob, &kb->cap, kb->n + 1, sizeof *kb->glob);
 	kb->glob[kb->n++] = gid;
