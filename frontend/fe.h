@@ -24,8 +24,9 @@
 enum {
 	FE_MAX_DEPTH = 256,        /* nesting of parentheses, blocks, expressions */
 	FE_MAX_CALL_DEPTH = 64,    /* block calls within block calls */
+	FE_MAX_EVAL_DEPTH = 2000,  /* evaluation recursion, across block calls */
 	FE_MAX_ITERS = 100000,     /* loop iterations of a whole compilation */
-	FE_MAX_OPS = 500000,       /* lowered IR ops */
+	FE_MAX_OPS = 200000,       /* lowered IR ops (DeepSeek-V3: 6.6k) */
 };
 
 struct fe_loc {
@@ -206,6 +207,8 @@ struct fe {
 	const char *scope;          /* dotted scope, "" at top level */
 	struct fe_loc cur;          /* location of the expression being lowered */
 	int call_depth;
+	int eval_depth;
+	struct ir_value *embed_w, *head_w; /* "embed.weight", "head.weight": shared by mtp */
 	long iters;
 	struct fe_pathset paths;    /* parameter paths and instance names in use */
 	struct ir_value *aux_loss;  /* balance losses to add to "loss" */
@@ -251,7 +254,6 @@ const char *fe_instance(struct fe *f, const char *given, struct fe_loc given_loc
 			const char *dflt);
 void fe_path_claim(struct fe *f, const char *path, struct fe_loc loc);
 void fe_count_op(struct fe *f);
-struct ir_value *fe_find_param(struct fe *f, const char *path);
 
 /* tensor builders: shapes checked, errors at f->cur */
 struct ir_op *fe_op(struct fe *f, enum ir_opkind k, int n, struct ir_value **in, int nout);

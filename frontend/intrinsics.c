@@ -719,8 +719,7 @@ static struct fe_val in_mtp(struct fe *f, const struct fe_expr *call)
 	if (depth >= S)
 		fe_error(f, A.e[4]->loc, NULL, "depth (%lld) must be less than the sequence (%lld)",
 			 (long long)depth, (long long)S);
-	struct ir_value *emb = fe_find_param(f, "embed.weight");
-	struct ir_value *head = fe_find_param(f, "head.weight");
+	struct ir_value *emb = f->embed_w, *head = f->head_w;
 	if (!emb || !head || emb->shape.rank != 2 || head->shape.rank != 2 ||
 	    emb->shape.dim[1] != D || head->shape.dim[0] != D)
 		fe_error(f, call->loc,

@@ -187,6 +187,10 @@ struct ir_value *fe_param(struct fe *f, const char *scope, const char *name,
 	if (!strcmp(init, "normal") || !strcmp(init, "uniform"))
 		ir_op_set_float(f->g, op, "std", std);
 	ir_op_set_int(f->g, op, "fan_in", s.rank >= 2 ? s.dim[s.rank - 2] : s.dim[0]);
+	if (!strcmp(path, "embed.weight"))
+		f->embed_w = v;
+	else if (!strcmp(path, "head.weight"))
+		f->head_w = v;
 	return v;
 }
 
@@ -616,7 +620,21 @@ static int truth(struct fe *f, struct fe_val v, struct fe_loc loc)
 static struct fe_val call_block(struct fe *f, struct fe_block *b, const struct fe_expr *call,
 				struct ir_value *first);
 
+static struct fe_val eval(struct fe *f, const struct fe_expr *e);
+
+/* Expressions nest at most 2 * FE_MAX_DEPTH, but block calls stack expressions on top
+ * of each other: one budget for the whole recursion keeps the C stack bounded. */
 struct fe_val fe_eval(struct fe *f, const struct fe_expr *e)
+{
+	if (++f->eval_depth > FE_MAX_EVAL_DEPTH)
+		fe_error(f, e->loc, "split the expressions up with intermediate names",
+			 "expressions and block calls nested too deeply");
+	struct fe_val v = eval(f, e);
+	f->eval_depth--;
+	return v;
+}
+
+static struct fe_val eval(struct fe *f, const struct fe_expr *e)
 {
 	struct fe_val v = { 0 };
 	switch (e->kind) {
@@ -801,10 +819,15 @@ static int exec_one(struct fe *f, const struct fe_stmt *s, struct fe_val *ret, i
 
 static int exec(struct fe *f, const struct fe_stmt *s, struct fe_val *ret, int in_graph)
 {
-	for (; s; s = s->next)
-		if (exec_one(f, s, ret, in_graph))
-			return 1;
-	return 0;
+	if (!s)
+		return 0;
+	if (++f->eval_depth > FE_MAX_EVAL_DEPTH)
+		fe_error(f, s->loc, NULL, "statements and block calls nested too deeply");
+	int r = 0;
+	for (; s && !r; s = s->next)
+		r = exec_one(f, s, ret, in_graph);
+	f->eval_depth--;
+	return r;
 }
 
 static void check_type(struct fe *f, const struct fe_pdecl *p, struct fe_val v, struct fe_loc loc,
@@ -1037,14 +1060,6 @@ static void eval_setting(struct fe *f, const char *name, struct fe_loc loc, cons
 		ir_graph_set(f->g, name, v.k == V_INT ? (double)v.i : v.f, NULL);
 }
 
-struct ir_value *fe_find_param(struct fe *f, const char *path)
-{
-	for (int i = 0; i < f->g->n_ops; i++)
-		if (f->g->ops[i]->kind == IR_OP_PARAM && f->g->ops[i]->path &&
-		    !strcmp(f->g->ops[i]->path, path))
-			return f->g->ops[i]->out[0];
-	return NULL;
-}
 
 void fe_lower(struct fe *f)
 {
