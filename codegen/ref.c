@@ -300,16 +300,29 @@ static void slice_forward(double *out, const double *x, int64_t outer, int64_t L
 static void matmul_forward(double *out, const double *a, const double *b, int64_t M,
 			   int64_t K, int64_t N, int ta, int tb)
 {
-	for (int64_t m = 0; m < M; m++)
-		for (int64_t nn = 0; nn < N; nn++) {
-			double acc = 0;
-			for (int64_t k = 0; k < K; k++) {
-				double av = ta ? a[k * M + m] : a[m * K + k];
-				double bv = tb ? b[nn * K + k] : b[k * N + nn];
-				acc += av * bv;
+	/* op(a)[m,k] = a[m*am + k*ak], op(b)[k,n] = b[k*bk + n*bn].  Each output sums
+	 * its products in the order k = 0, 1, ...; the loop order only decides which
+	 * memory is walked contiguously (rows of b unless b is stored transposed). */
+	int64_t am = ta ? 1 : K, ak = ta ? M : 1, bk = tb ? 1 : N, bn = tb ? K : 1;
+	for (int64_t m = 0; m < M; m++) {
+		double *o = out + m * N;
+		if (tb) {
+			for (int64_t n = 0; n < N; n++) {
+				double acc = 0;
+				for (int64_t k = 0; k < K; k++)
+					acc += a[m * am + k * ak] * b[k * bk + n * bn];
+				o[n] = acc;
 			}
-			out[m * N + nn] = acc;
+			continue;
 		}
+		for (int64_t n = 0; n < N; n++)
+			o[n] = 0;
+		for (int64_t k = 0; k < K; k++) {
+			double av = a[m * am + k * ak];
+			for (int64_t n = 0; n < N; n++)
+				o[n] += av * b[k * bk + n];
+		}
+	}
 }
 
 /* --- softmax ---------------------------------------------------------------------------- */
