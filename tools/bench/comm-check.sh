@@ -36,10 +36,8 @@ if [ ! -f /usr/local/cuda/include/nccl.h ] && [ ! -f /usr/include/nccl.h ]; then
 		export LD_LIBRARY_PATH=$nd/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 	fi
 fi
-# the weak reference in tools/cmd_bench.c does not pull bench_comm.o out of the
-# static library by itself: ask the linker for it
 if ! cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLUICE_WITH_LLVM=OFF \
-	-DSLUICE_WITH_GRAPHVIZ=OFF -DCMAKE_EXE_LINKER_FLAGS=-Wl,--undefined=rt_bench_comm \
+	-DSLUICE_WITH_GRAPHVIZ=OFF \
 	${CJSON_ROOT:+-DCJSON_INCLUDE_DIR=$CJSON_ROOT/include -DCJSON_LIBRARY=$CJSON_ROOT/lib/libcjson.so} \
 	"${NCCL_ARGS[@]}" \
 	>"$LOG/cmake.log" 2>&1; then
