@@ -9,14 +9,15 @@
  * The rules, chosen to match how DeepSeek reports its models:
  *  - Parameters: PARAM ops that are trainable (attr trainable absent or non-zero).
  *    Non-trainable parameters, such as the auxiliary-loss-free routing biases that no
- *    gradient touches, are buffers and not counted (V3 has 58 x 256 = 14,848 of them:
- *    0.000002% of 671B, so DeepSeek's figure cannot tell either way).  Parameters
+ *    gradient touches, are buffers and not counted (V3's main model has 58 x 256 =
+ *    14,848 of them: 0.000002% of 671B, so DeepSeek's figure cannot tell either way).  Parameters
  *    whose path starts with "mtp." form the MTP module and are counted apart from the
  *    main model; the MTP module reuses the main model's embedding and output head (the
  *    same PARAM values), so those are counted once, in the main model.  DeepSeek's
  *    "14B MTP module" counts them again (its checkpoint stores copies): 11.6B + 2 x
  *    0.93B.
- *  - Active parameters per token (main model only): a parameter read by a dense op is
+ *  - Active parameters per token (the total is the main model's; each row of the
+ *    table, the MTP module's too, has its own): a parameter read by a dense op is
  *    wholly active; the expert weights w[E,...] of a grouped matmul are active k/E
  *    (each token runs through k of the E experts), k from the MOE_DISPATCH that routed
  *    the rows; an embedding table read by GATHER_ROWS is active one row per token.
@@ -39,10 +40,11 @@
  *    that are functions of parameters alone (a cast of a weight) are weight memory,
  *    not activations, and are left out; inputs (token ids, targets) are counted.
  *    In a graph after autodiff it is exactly the forward values that some backward op
- *    reads, with the same exclusions.  No recomputation is assumed.
+ *    reads, with the same exclusions; the per-op table mirrors autodiff.c's rules, and
+ *    the two give the same bytes on every model in models/.  No recomputation.
  *  - The per-layer table is keyed by the top-level scope: the first component of the
  *    scope (of the path, for parameters), with the second one too when it is a number:
- *    "layers.3", "embed", "head", "mtp".  Ops at the top scope go to "top".
+ *    "layers.3", "embed", "head", "mtp.0".  Ops at the top scope go to "top".
  */
 #include "passes.h"
 
