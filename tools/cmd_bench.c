@@ -534,8 +534,8 @@ static int bench_nvrtc(int argc, char **argv)
 		{ "cold, one module", 0, 1, "1" },
 		{ "cold, one after another", 1000, n, "1" },
 		{ "cold, parallel threads", 2000, n, threads },
-		{ "disk cache hit (+ load)", 2000, n, threads },
-		{ "disk cache hit, one module", 0, 1, "1" },
+		{ "cache hit + load, threads", 2000, n, threads },
+		{ "cache hit + load, one module", 0, 1, "1" },
 	};
 	rc = EXIT_OK;
 	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -545,9 +545,10 @@ static int bench_nvrtc(int argc, char **argv)
 			break;
 		}
 		char label[64];
-		snprintf(label, sizeof label, "%s%s%s", cases[c].what,
-			 strcmp(cases[c].threads, "1") ? ", threads " : "",
-			 strcmp(cases[c].threads, "1") ? cases[c].threads : "");
+		if (strcmp(cases[c].threads, "1"))
+			snprintf(label, sizeof label, "%s (%s)", cases[c].what, cases[c].threads);
+		else
+			snprintf(label, sizeof label, "%s", cases[c].what);
 		printf("%-30s %7d %9.1f %12.2f %6d\n", label, cases[c].n, st.seconds * 1e3,
 		       st.seconds * 1e3 / cases[c].n, st.cache_hits);
 	}

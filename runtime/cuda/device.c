@@ -66,8 +66,13 @@ static void load(void)
 		const char *name = NULL, *msg = NULL;
 		rt_cu.p_cuGetErrorName(r, &name);
 		rt_cu.p_cuGetErrorString(r, &msg);
-		snprintf(why_none, sizeof why_none, "the CUDA driver did not start: cuInit: %s: %s",
-			 name ? name : "?", msg ? msg : "?");
+		if (name && msg)
+			snprintf(why_none, sizeof why_none,
+				 "the CUDA driver did not start: cuInit: %s: %s", name, msg);
+		else /* a stub library (CUDA_ERROR_STUB_LIBRARY, 34) names nothing */
+			snprintf(why_none, sizeof why_none,
+				 "the CUDA driver did not start: cuInit returned error %d%s", (int)r,
+				 r == 34 ? " (a stub libcuda, not a driver)" : "");
 		return;
 	}
 	rt_cu.p_cuDriverGetVersion(&driver_version);
