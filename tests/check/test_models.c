@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -163,6 +164,71 @@ static void check_model(const char *sluice, const struct config *c)
 	cJSON_Delete(o);
 }
 
+/* Runs "SLUICE check ARGS", returns its exit status and its stdout (malloc'd). */
+static int run_cli(const char *sluice, const char *args, char **out)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "'%s' check %s 2>/dev/null", sluice, args);
+	FILE *p = popen(cmd, "r");
+	REQUIRE(p);
+	size_t cap = 1 << 16, n = 0, k;
+	char *buf = malloc(cap);
+	REQUIRE(buf);
+	while ((k = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+		n += k;
+		if (n + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			REQUIRE(buf);
+		}
+	}
+	buf[n] = 0;
+	int st = pclose(p);
+	*out = buf;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The command as a person meets it: the report, the table, the exit statuses. */
+static void test_cli(const char *sluice)
+{
+	char *o;
+	CHECK(run_cli(sluice, "models/deepseek_v3.sl", &o) == 0);
+	CHECKF(strstr(o, "671.0B") && strstr(o, "MTP module") && strstr(o, "11.6B") &&
+	       strstr(o, "planned arena peak"), "the report reads:\n%s", o);
+	free(o);
+	CHECK(run_cli(sluice, "--verbose models/deepseek_v3.sl", &o) == 0);
+	CHECKF(strstr(o, "layers.60") && strstr(o, "embed") && strstr(o, "head") &&
+	       strstr(o, "mtp"), "the table reads:\n%s", o);
+	free(o);
+	CHECK(run_cli(sluice, "--help", &o) == 0 && strstr(o, "usage: sluice check"));
+	free(o);
+	CHECK(run_cli(sluice, "", &o) == 2);
+	free(o);
+	CHECK(run_cli(sluice, "--frobnicate models/tiny_gpt.sl", &o) == 2);
+	free(o);
+	CHECK(run_cli(sluice, "models/tiny_gpt.sl models/tiny_moe.sl", &o) == 2);
+	free(o);
+	CHECK(run_cli(sluice, "models/tiny_gpt.sl --set", &o) == 2);
+	free(o);
+	CHECK(run_cli(sluice, "models/no_such_model.sl", &o) == 1);
+	free(o);
+	CHECK(run_cli(sluice, "models/tiny_gpt.sl --set no_such_constant=1", &o) == 1);
+	free(o);
+	/* --set reaches the figures: twice the batch, twice the tokens and activations */
+	char *a, *b;
+	CHECK(run_cli(sluice, "--json models/tiny_gpt.sl --set batch=2", &a) == 0);
+	CHECK(run_cli(sluice, "--json models/tiny_gpt.sl --set batch=4", &b) == 0);
+	cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+	REQUIRE(ja && jb);
+	CHECK(num(jb, "tokens_per_micro_batch") == 2 * num(ja, "tokens_per_micro_batch"));
+	CHECK(num(jb, "activation_bytes") == 2 * num(ja, "activation_bytes"));
+	CHECK(num(jb, "params_total") == num(ja, "params_total"));
+	cJSON_Delete(ja);
+	cJSON_Delete(jb);
+	free(a);
+	free(b);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -180,5 +246,6 @@ int main(int argc, char **argv)
 		fclose(f);
 		check_model(argv[1], &models[i]);
 	}
+	test_cli(argv[1]);
 	return CHECK_DONE();
 }
