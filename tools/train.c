@@ -632,7 +632,7 @@ static const struct cg_backend *pick_backend(const char *name)
 	return NULL;
 }
 
-static void print_summary(struct trainer *t)
+static void print_model(struct trainer *t)
 {
 	int64_t n_total = 0, n_train = 0;
 	for (int k = 0; k < t->n_params; k++) {
@@ -656,6 +656,10 @@ static void print_summary(struct trainer *t)
 			(double)mp.peak / (1024.0 * 1024.0));
 		pass_memplan_free(&mp);
 	}
+}
+
+static void print_train(const struct trainer *t)
+{
 	fprintf(stderr, "train: batch %d x seq %d = %d tokens a step, %" PRId64 " steps, "
 		"lr %g (warm-up %" PRId64 ", cosine to %g), wd %g, clip %g, backend %s, seed %"
 		PRIu64 "\n", t->batch, t->seq, t->batch * t->seq, t->total, (double)t->sched.lr_max,
@@ -732,9 +736,14 @@ static int setup(struct trainer *t)
 		return -1;
 	if (inspect_graph(t))
 		return -1;
+	print_model(t);
+	fprintf(stderr, "compile: %s backend ...", t->be->name);
+	fflush(stderr);
+	double t0 = rt_now();
 	t->ex = t->be->compile(g, stderr);
 	if (!t->ex)
 		return -1;
+	fprintf(stderr, " %.1f s\n", rt_now() - t0);
 	init_params(t);
 	rt_rng_seed(&t->rng, t->seed);
 	if (o->resume && load_checkpoint(t, o->resume))
@@ -764,7 +773,7 @@ static int setup(struct trainer *t)
 		t->be->bind(t->ex, t->p[k].value_id, t->p[k].w);
 	t->grads = rt_calloc((size_t)t->n_params + 1, sizeof *t->grads);
 	t->grad_n = rt_calloc((size_t)t->n_params + 1, sizeof *t->grad_n);
-	print_summary(t);
+	print_train(t);
 	if (o->resume)
 		fprintf(stderr, "resume: from %s at step %" PRId64 " of %" PRId64 "\n", o->resume,
 			t->step, t->total);
