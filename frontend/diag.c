@@ -76,10 +76,16 @@ static void show_line(const struct fe *f, int line, int col)
 	}
 	const char *pre = ws > s ? "..." : "";
 	fprintf(f->err, "  %s", pre);
-	for (size_t p = ws; p < we; p++) {
+	for (size_t p = ws; p < we;) {
 		unsigned char ch = (unsigned char)f->src[p];
-		fputc(ch == '\t' || (ch >= 0x20 && ch != 0x7f && ch < 0x80) ? ch
-		      : ch >= 0x80 ? ch : '?', f->err);
+		int n = ch >= 0x80 ? fe_utf8_len((const unsigned char *)f->src + p, we - p) : 1;
+		if (ch >= 0x80 && n > 0) {
+			fwrite(f->src + p, 1, (size_t)n, f->err);
+			p += (size_t)n;
+			continue;
+		}
+		fputc(ch == '\t' || (ch >= 0x20 && ch < 0x7f) ? ch : '?', f->err);
+		p++;
 	}
 	fprintf(f->err, "%s\n  %s", we < e ? "..." : "", pre);
 	for (size_t p = ws; p < c && p < we; p++)
@@ -99,17 +105,6 @@ void fe_error(struct fe *f, struct fe_loc loc, const char *hint, const char *fmt
 	show_line(f, loc.line, loc.col);
 	if (hint)
 		fprintf(f->err, "  hint: %s\n", hint);
-	longjmp(f->jb, 1);
-}
-
-void fe_error_noloc(struct fe *f, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(f->err, "%s: error: ", f->file);
-	va_start(ap, fmt);
-	vfprintf(f->err, fmt, ap);
-	va_end(ap);
-	fputc('\n', f->err);
 	longjmp(f->jb, 1);
 }
 

@@ -221,14 +221,14 @@ struct fe {
 /* diag.c */
 _Noreturn void fe_error(struct fe *f, struct fe_loc loc, const char *hint, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-_Noreturn void fe_error_noloc(struct fe *f, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 /* the closest of names to s (edit distance at most 2), or NULL */
 const char *fe_closest(const char *s, const char *const *names, int n);
 const char *fe_tok_name(enum fe_tok t);
 
 /* lex.c */
 void fe_lex(struct fe *f);
+/* length of the UTF-8 sequence at p (1..4), 0 when invalid */
+int fe_utf8_len(const unsigned char *p, size_t left);
 
 /* parse.c */
 void fe_parse(struct fe *f);

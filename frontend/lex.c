@@ -27,7 +27,7 @@ static const struct {
 };
 
 /* Length of the UTF-8 sequence at p (1..4), or 0 when it is not valid UTF-8. */
-static int utf8_len(const unsigned char *p, size_t left)
+int fe_utf8_len(const unsigned char *p, size_t left)
 {
 	unsigned c = p[0];
 	if (c < 0x80)
@@ -67,7 +67,7 @@ static void check_encoding(struct fe *f)
 		if (s[p] == 0)
 			fe_error(f, loc, "the file may be binary or UTF-16; model files are UTF-8 text",
 				 "NUL byte in the source");
-		int n = utf8_len(s + p, f->len - p);
+		int n = fe_utf8_len(s + p, f->len - p);
 		if (!n)
 			fe_error(f, loc, "model files must be UTF-8 text",
 				 "invalid UTF-8 byte 0x%02x", s[p]);
@@ -286,7 +286,7 @@ void fe_lex(struct fe *f)
 		default:
 			if (c >= 0x80) {
 				unsigned cp = 0;
-				int n = utf8_len((const unsigned char *)f->src + l.p, f->len - l.p);
+				int n = fe_utf8_len((const unsigned char *)f->src + l.p, f->len - l.p);
 				cp = (unsigned)c & (0x7Fu >> n);
 				for (int k = 1; k < n; k++)
 					cp = (cp << 6) | ((unsigned)at(&l, (size_t)k) & 0x3F);

@@ -950,7 +950,7 @@ static int parse_int(const char *s, int64_t *out)
 	char *end;
 	if (!*s)
 		return 0;
-	long long v = strtoll(s, &end, 0);
+	long long v = strtoll(s, &end, 10);
 	if (*end || (v == LLONG_MAX || v == LLONG_MIN))
 		return 0;
 	*out = v;

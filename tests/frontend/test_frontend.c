@@ -363,8 +363,12 @@ static void test_zoo(void)
 /* Compiling is deterministic, and the printed IR parses back to the same text. */
 static void test_round_trip(void)
 {
-	static const char *const models[] = { "models/tiny_gpt.sl", "models/tiny_moe.sl" };
-	for (int m = 0; m < 2; m++) {
+	static const char *const models[] = {
+		"models/tiny_gpt.sl", "models/tiny_moe.sl", "models/deepseek_v3.sl",
+		"models/deepseek_v2.sl", "models/deepseek_v2_lite.sl", "models/deepseek_llm_7b.sl",
+		"models/deepseek_llm_67b.sl",
+	};
+	for (int m = 0; m < (int)(sizeof models / sizeof models[0]); m++) {
 		struct ir_graph *a = compile_model(models[m], 0, NULL);
 		struct ir_graph *b = compile_model(models[m], 0, NULL);
 		if (!a || !b) {
