@@ -106,23 +106,31 @@ static const struct shape default_shapes[] = {
 	{ 4096, 7168, 2048, "moe-down" },
 };
 
+enum { BIG_ALIGN = 2 << 20 };
+
 static size_t elem_size(enum rt_gemm_mode m) { return m == RT_GEMM_BF16 ? 2 : 1; }
 
-static size_t set_bytes(enum rt_gemm_mode mode, const struct shape *s)
+/* the operands of one input set (what must stream from memory) */
+static size_t operand_bytes(enum rt_gemm_mode mode, const struct shape *s)
 {
-	size_t e = elem_size(mode), M = (size_t)s->m, N = (size_t)s->n, K = (size_t)s->k;
-	size_t b = (M * K + N * K) * e + 2 * 256;
-	if (mode == RT_GEMM_FP8)
-		b += 2 * 256;
+	return ((size_t)s->m * (size_t)s->k + (size_t)s->n * (size_t)s->k) * elem_size(mode);
+}
+
+/* arena room for one input set: operands, scales and alignment */
+static size_t set_room(enum rt_gemm_mode mode, const struct shape *s)
+{
+	size_t M = (size_t)s->m, N = (size_t)s->n, K = (size_t)s->k;
+	size_t b = operand_bytes(mode, s) + 2 * BIG_ALIGN + 2 * 256;
 	if (mode == RT_GEMM_FP8_BLOCK)
-		b += (K / 128 * M + (N + 127) / 128 * (size_t)rt_gemm_block_scale_stride(s->k)) * 4 + 2 * 256;
+		b += (K / 128 * M + (N + 127) / 128 * (size_t)rt_gemm_block_scale_stride(s->k)) * 4;
 	return b;
 }
 
-/* enough input sets that together they are three times L2, at least 2, at most 16 */
-static int sets_for(size_t per_set, size_t l2)
+/* enough input sets that their operands together are three times L2, at least 2, at
+ * most 16 (tools/bench/torch_gemm.py counts the same way) */
+static int sets_for(enum rt_gemm_mode mode, const struct shape *s, size_t l2)
 {
-	size_t r = (3 * l2 + per_set - 1) / per_set;
+	size_t per = operand_bytes(mode, s), r = (3 * l2 + per - 1) / per;
 	return r < 2 ? 2 : r > 16 ? 16 : (int)r;
 }
 
@@ -140,11 +148,11 @@ static int bench_one(struct rt_gpu *g, struct rt_gemm *ctx, struct filler *fl,
 		     enum rt_gemm_mode mode, const struct shape *s, const struct gemm_opts *o)
 {
 	size_t M = (size_t)s->m, N = (size_t)s->n, K = (size_t)s->k, e = elem_size(mode);
-	int sets = sets_for(set_bytes(mode, s), rt_gpu_info(g)->l2_bytes);
+	int sets = sets_for(mode, s, rt_gpu_info(g)->l2_bytes);
 	size_t mark = rt_gpu_arena_mark(g);
 	struct rt_gemm_args *args = rt_calloc((size_t)sets, sizeof *args);
 	int rc = -1;
-	rt_dptr d = rt_gpu_alloc(g, M * N * 2, 256);
+	rt_dptr d = rt_gpu_alloc(g, M * N * 2, BIG_ALIGN);
 	if (!d)
 		goto out;
 	for (int i = 0; i < sets; i++) {
@@ -154,8 +162,9 @@ static int bench_one(struct rt_gpu *g, struct rt_gemm *ctx, struct filler *fl,
 		a->n = s->n;
 		a->k = s->k;
 		a->d = d;
-		a->a = rt_gpu_alloc(g, M * K * e, 256);
-		a->b = rt_gpu_alloc(g, N * K * e, 256);
+		/* operands on 2 MiB boundaries, as PyTorch's allocator places large tensors */
+		a->a = rt_gpu_alloc(g, M * K * e, BIG_ALIGN);
+		a->b = rt_gpu_alloc(g, N * K * e, BIG_ALIGN);
 		if (!a->a || !a->b)
 			goto out;
 		uint64_t seed = 1000 * (uint64_t)i;
@@ -343,9 +352,9 @@ static int bench_gemm(int argc, char **argv)
 	size_t need = 0;
 	for (int s = 0; s < nshapes; s++)
 		for (int j = 0; j < nmodes; j++) {
-			size_t per = set_bytes(modes[j], &shapes[s]);
-			size_t b = per * (size_t)sets_for(per, info.l2_bytes) +
-				   (size_t)shapes[s].m * (size_t)shapes[s].n * 2 + 4096;
+			size_t b = set_room(modes[j], &shapes[s]) *
+					   (size_t)sets_for(modes[j], &shapes[s], info.l2_bytes) +
+				   (size_t)shapes[s].m * (size_t)shapes[s].n * 2 + BIG_ALIGN;
 			need = b > need ? b : need;
 		}
 	need += workspace + (1u << 20);

@@ -8,7 +8,8 @@
 # off: NCCL_NVLS_ENABLE=0 (never use it on shared machines).
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
-# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 3).
+# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 3), SKIP_COMM=1 (do not
+# run tools/bench/comm-check.sh).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -82,7 +83,7 @@ python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_untuned.txt" -- "${th_logs[@
 
 step "sluice bench nvrtc" nvrtc.txt "$S" bench nvrtc
 
-if [ -f tools/bench/comm-check.sh ]; then
+if [ -f tools/bench/comm-check.sh ] && [ "${SKIP_COMM:-0}" != 1 ]; then
 	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
 fi
 rm -rf "$SLUICE_CACHE_DIR"
