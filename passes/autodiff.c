@@ -64,9 +64,19 @@ static struct ir_value *un(struct ad *a, enum ir_opkind k, struct ir_value *x)
 	return mk(a, k, 1, &x, x->dtype, x->shape);
 }
 
+/* v in dtype t: mixed precision puts a gradient (of an f32 matmul output, say) next
+ * to a forward value of another dtype (a bf16 weight); ops take operands of one dtype */
+static struct ir_value *cast_to(struct ad *a, struct ir_value *v, enum ir_dtype t)
+{
+	if (v->dtype == t)
+		return v;
+	return mk(a, IR_OP_CAST, 1, &v, t, v->shape);
+}
+
 static struct ir_value *bin(struct ad *a, enum ir_opkind k, struct ir_value *x,
 			    struct ir_value *y)
 {
+	y = cast_to(a, y, x->dtype);
 	struct ir_shape s;
 	if (!ir_shape_broadcast(&x->shape, &y->shape, &s))
 		RT_BUG("autodiff: shapes of a binary op do not broadcast");
@@ -117,7 +127,8 @@ static struct ir_value *with_attrs_of(struct ad *a, struct ir_value *v, const st
 	return v;
 }
 
-/* op(x) op(y) with op the optional transpose of the last two dims; batch dims broadcast */
+/* op(x) op(y) with op the optional transpose of the last two dims; batch dims broadcast;
+ * operands and product in dtype t (the forward product's operand dtype) */
 static struct ir_value *matmul(struct ad *a, struct ir_value *x, struct ir_value *y, int ta,
 			       int tb, enum ir_dtype t)
 {
@@ -128,7 +139,7 @@ static struct ir_value *matmul(struct ad *a, struct ir_value *x, struct ir_value
 		RT_BUG("autodiff: batch dims of a matmul do not broadcast");
 	s.dim[s.rank++] = ta ? xs->dim[xs->rank - 1] : xs->dim[xs->rank - 2];
 	s.dim[s.rank++] = tb ? ys->dim[ys->rank - 2] : ys->dim[ys->rank - 1];
-	struct ir_value *in[2] = { x, y };
+	struct ir_value *in[2] = { cast_to(a, x, t), cast_to(a, y, t) };
 	struct ir_value *v = mk(a, IR_OP_MATMUL, 2, in, t, s);
 	if (ta)
 		ir_op_set_int(a->g, v->def, "trans_a", 1);
@@ -257,7 +268,7 @@ static int backward_op(struct ad *a, struct ir_op *op)
 	case IR_OP_SILU:
 	case IR_OP_RELU:
 		if (want(a, op, 0)) {
-			struct ir_value *in[2] = { x, dy };
+			struct ir_value *in[2] = { x, cast_to(a, dy, x->dtype) };
 			acc(a, x, mk(a, op->kind == IR_OP_SILU ? IR_OP_SILU_BWD : IR_OP_RELU_BWD, 2,
 				     in, x->dtype, x->shape));
 		}
@@ -307,7 +318,7 @@ static int backward_op(struct ad *a, struct ir_op *op)
 		return 0;
 	case IR_OP_REDUCE_MAX:
 		if (want(a, op, 0)) {
-			struct ir_value *in[2] = { x, dy };
+			struct ir_value *in[2] = { x, cast_to(a, dy, x->dtype) };
 			acc(a, x, with_attrs_of(a, mk(a, IR_OP_REDUCE_MAX_BWD, 2, in, x->dtype,
 						      x->shape), op));
 		}
@@ -382,11 +393,11 @@ static int backward_op(struct ad *a, struct ir_op *op)
 		if (want(a, op, 0)) { /* dA = dy B^T; a stored transposed gets B dy^T */
 			struct ir_value *d;
 			if (!ta)
-				d = matmul(a, dy, x1, 0, !tb, dy->dtype);
+				d = matmul(a, dy, x1, 0, !tb, x->dtype);
 			else if (x1->shape.rank == dy->shape.rank)
-				d = matmul(a, x1, dy, tb, 1, x1->dtype);
+				d = matmul(a, x1, dy, tb, 1, x->dtype);
 			else /* b shared by the batch: (dy B^T)^T */
-				d = transpose_last2(a, matmul(a, dy, x1, 0, !tb, dy->dtype));
+				d = transpose_last2(a, matmul(a, dy, x1, 0, !tb, x->dtype));
 			acc(a, x, d);
 		}
 		if (want(a, op, 1)) { /* dB = A^T dy */
@@ -396,15 +407,15 @@ static int backward_op(struct ad *a, struct ir_op *op)
 				xa = flatten_rows(a, x);
 				d = flatten_rows(a, dy);
 			}
-			acc(a, x1, tb ? matmul(a, d, xa, 1, ta, d->dtype)
-				      : matmul(a, xa, d, !ta, 0, xa->dtype));
+			acc(a, x1, tb ? matmul(a, d, xa, 1, ta, x->dtype)
+				      : matmul(a, xa, d, !ta, 0, x->dtype));
 		}
 		return 0;
 	}
 	case IR_OP_SOFTMAX:
 		if (want(a, op, 0)) {
-			struct ir_value *in[2] = { y, dy };
-			acc(a, x, with_attrs_of(a, mk(a, IR_OP_SOFTMAX_BWD, 2, in, x->dtype, x->shape),
+			struct ir_value *in[2] = { y, cast_to(a, dy, y->dtype) };
+			acc(a, x, with_attrs_of(a, mk(a, IR_OP_SOFTMAX_BWD, 2, in, y->dtype, x->shape),
 						op));
 		}
 		return 0;
@@ -419,13 +430,13 @@ static int backward_op(struct ad *a, struct ir_op *op)
 	case IR_OP_GATHER_ROWS:
 		if (want(a, op, 0)) {
 			struct ir_value *in[2] = { dy, x1 };
-			acc(a, x, mk(a, IR_OP_SCATTER_ROWS, 2, in, x->dtype, x->shape));
+			acc(a, x, mk(a, IR_OP_SCATTER_ROWS, 2, in, dy->dtype, x->shape));
 		}
 		return 0;
 	case IR_OP_SCATTER_ROWS:
 		if (want(a, op, 0)) {
 			struct ir_value *in[2] = { dy, x1 };
-			acc(a, x, mk(a, IR_OP_GATHER_ROWS, 2, in, x->dtype, x->shape));
+			acc(a, x, mk(a, IR_OP_GATHER_ROWS, 2, in, dy->dtype, x->shape));
 		}
 		return 0;
 	case IR_OP_CROSS_ENTROPY:
@@ -439,13 +450,13 @@ static int backward_op(struct ad *a, struct ir_op *op)
 		if (want(a, op, 0)) {
 			struct ir_value *in[2] = { dy, x1 };
 			acc(a, x, mk(a, op->kind == IR_OP_TAKE_ALONG ? IR_OP_PUT_ALONG : IR_OP_TAKE_ALONG,
-				     2, in, x->dtype, x->shape));
+				     2, in, dy->dtype, x->shape));
 		}
 		return 0;
 	case IR_OP_MOE_DISPATCH:
 		if (want(a, op, 0)) {
 			struct ir_value *in[2] = { dy, op->out[2] };
-			struct ir_value *d = mk(a, IR_OP_MOE_UNDISPATCH, 2, in, x->dtype, x->shape);
+			struct ir_value *d = mk(a, IR_OP_MOE_UNDISPATCH, 2, in, dy->dtype, x->shape);
 			ir_op_set_int(g, d->def, "k", x1->shape.dim[x1->shape.rank - 1]);
 			acc(a, x, d);
 		}
@@ -454,15 +465,15 @@ static int backward_op(struct ad *a, struct ir_op *op)
 		int tb = (int)ir_op_int(op, "trans_b", 0);
 		struct ir_value *off = op->in[2];
 		if (want(a, op, 0)) { /* dxs = dy w[e]^T, row by row */
-			struct ir_value *in[3] = { dy, x1, off };
-			struct ir_value *d = mk(a, IR_OP_GROUPED_MATMUL, 3, in, x->dtype, x->shape);
+			struct ir_value *in[3] = { cast_to(a, dy, x1->dtype), x1, off };
+			struct ir_value *d = mk(a, IR_OP_GROUPED_MATMUL, 3, in, x1->dtype, x->shape);
 			if (!tb)
 				ir_op_set_int(g, d->def, "trans_b", 1);
 			acc(a, x, d);
 		}
 		if (want(a, op, 1)) { /* dw[e] = xs^T dy over the rows of e */
-			struct ir_value *in[3] = { x, dy, off };
-			struct ir_value *d = mk(a, IR_OP_GROUPED_MATMUL_WGRAD, 3, in, x1->dtype,
+			struct ir_value *in[3] = { x, cast_to(a, dy, x->dtype), off };
+			struct ir_value *d = mk(a, IR_OP_GROUPED_MATMUL_WGRAD, 3, in, x->dtype,
 						x1->shape);
 			if (tb)
 				ir_op_set_int(g, d->def, "trans_b", 1);
@@ -473,11 +484,11 @@ static int backward_op(struct ad *a, struct ir_op *op)
 	case IR_OP_MOE_COMBINE: {
 		struct ir_value *perm = op->in[1], *gates = op->in[2];
 		if (want(a, op, 0)) {
-			struct ir_value *in[3] = { dy, perm, gates };
+			struct ir_value *in[3] = { cast_to(a, dy, x->dtype), perm, gates };
 			acc(a, x, mk(a, IR_OP_MOE_COMBINE_BWD_DATA, 3, in, x->dtype, x->shape));
 		}
 		if (want(a, op, 2)) {
-			struct ir_value *in[3] = { dy, x, perm };
+			struct ir_value *in[3] = { cast_to(a, dy, x->dtype), x, perm };
 			acc(a, gates, mk(a, IR_OP_MOE_COMBINE_BWD_GATE, 3, in, gates->dtype,
 					 gates->shape));
 		}

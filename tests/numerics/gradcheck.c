@@ -559,6 +559,69 @@ static void test_phases(void)
 	tdata_free(&d);
 }
 
+/* --- mixed precision: bf16 weights and activations, f32 products and loss ----------------- */
+
+static enum ir_dtype cur_dt;
+
+static void build_mixed(struct ir_graph *g)
+{
+	enum ir_dtype t = cur_dt;
+	struct ir_value *x = t_param(g, "x", SH(4, 8)), *w1 = t_param(g, "w1", SH(8, 6));
+	struct ir_value *w2 = t_param(g, "w2", SH(6, 5));
+	x->dtype = w1->dtype = w2->dtype = t;
+	struct ir_value *h = OP(g, MATMUL, F, SH(4, 6), x, w1); /* bf16 x bf16 -> f32 */
+	struct ir_value *s = OP(g, SILU, t, SH(4, 6), OP(g, CAST, t, SH(4, 6), h));
+	struct ir_value *z = OP(g, MATMUL, t, SH(4, 5), s, w2);
+	struct ir_value *tg = t_input(g, "targets", IR_I32, SH(4));
+	ir_graph_add_output(g, "loss", OP(g, CROSS_ENTROPY, F, SCALAR, OP(g, CAST, F, SH(4, 5), z), tg));
+}
+
+/* The backward of a bf16 graph verifies (operands of one dtype, casts where the
+ * gradient of an f32 product meets a bf16 weight), runs, and its gradients are those
+ * of the f32 graph to within bf16 rounding (2^-8 relative per rounding; a few dozen
+ * roundings on each path: 3% of the gradient's norm is a generous bound). */
+static void test_mixed_precision(void)
+{
+	struct tdata d = { 0 };
+	tdata_set(&d, "targets", 4, (double[]){ 1, 4, 0, 2 });
+	struct ref_exec *e[2];
+	struct ir_graph *gs[2];
+	for (int k = 0; k < 2; k++) {
+		cur_dt = k ? IR_BF16 : IR_F32;
+		gs[k] = ir_graph_new("mixed");
+		build_mixed(gs[k]);
+		REQUIRE(pass_autodiff(gs[k], stderr) == 0);
+		CHECKF(ir_verify(gs[k], stderr) == 0, "mixed precision (%s): does not verify",
+		       ir_dtype_name(cur_dt));
+		if (!k)
+			tdata_fill(&d, gs[k], 1.0);
+		e[k] = ref_new(gs[k]);
+		tdata_bind(&d, gs[k], e[k]);
+		REQUIRE(ref_run(e[k], stderr) == 0);
+	}
+	static const char *const names[] = { "grad.x", "grad.w1", "grad.w2" };
+	for (int i = 0; i < 3; i++) {
+		const struct ir_value *g0 = ir_graph_output(gs[0], names[i]);
+		const struct ir_value *g1 = ir_graph_output(gs[1], names[i]);
+		REQUIRE(g0 && g1 && g1->dtype == IR_BF16);
+		const double *a = ref_value(e[0], g0->id), *b = ref_value(e[1], g1->id);
+		double num = 0, den = 0;
+		for (int64_t j = 0; j < ir_shape_numel(&g0->shape); j++) {
+			num += (a[j] - b[j]) * (a[j] - b[j]);
+			den += a[j] * a[j];
+			CHECK(b[j] == ref_round(b[j], IR_BF16));
+		}
+		CHECKF(sqrt(num) <= 0.03 * sqrt(den), "mixed precision: %s differs by %.3g of its "
+		       "norm from the f32 gradient", names[i], sqrt(num / den));
+		printf("%-28s bf16 against f32: %.2e of the norm\n", names[i], sqrt(num / den));
+	}
+	for (int k = 0; k < 2; k++) {
+		ref_free(e[k]);
+		ir_graph_free(gs[k]);
+	}
+	tdata_free(&d);
+}
+
 int main(void)
 {
 	test_unary();
@@ -571,5 +634,6 @@ int main(void)
 	test_chains();
 	test_no_gradient();
 	test_phases();
+	test_mixed_precision();
 	return CHECK_DONE();
 }
