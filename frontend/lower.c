@@ -1043,13 +1043,19 @@ static void eval_setting(struct fe *f, const char *name, struct fe_loc loc, cons
 	if (!o && !shadowed)
 		o = find_override(f, name);
 	if (o) {
+		/* a numeric setting takes a number; a named one any text */
+		const char *text = o->value ? o->value : "";
 		double d;
-		if (parse_num(o->value ? o->value : "", &d)) {
-			int64_t i;
-			v = parse_int(o->value, &i) ? vint(i) : vflt(f, d, loc);
+		int64_t i;
+		if (v.k == V_STR) {
+			v.s = ir_strdup(f->a, text);
+		} else if (parse_int(text, &i)) {
+			v = vint(i);
+		} else if (parse_num(text, &d)) {
+			v = vflt(f, d, loc);
 		} else {
-			v.k = V_STR;
-			v.s = ir_strdup(f->a, o->value ? o->value : "");
+			fe_error(f, loc, NULL, "--set %s=%s: '%s' is a number, '%s' is not", o->name,
+				 text, name, text);
 		}
 	}
 	if (!shadowed)
