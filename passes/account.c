@@ -85,6 +85,12 @@ static void *xcalloc(size_t n, size_t sz)
 	return p;
 }
 
+/* *acc += v; non-zero when the sum leaves int64 (then *acc is left wrapped) */
+static int add_ovf(int64_t *acc, int64_t v)
+{
+	return __builtin_add_overflow(*acc, v, acc);
+}
+
 static int is_trainable_param(const struct ir_op *op)
 {
 	return op->kind == IR_OP_PARAM && ir_op_int(op, "trainable", 1) != 0;
@@ -442,13 +448,14 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 		}
 		int64_t act = active_count(v, A.active_frac[v->id]);
 		struct pass_layer_stats *l = layer_of(&A, A.key[v->id]);
-		l->params += n;
-		l->params_active += act;
-		if (is_mtp_path(op->path)) {
-			out->params_mtp += n;
-		} else {
-			out->params_total += n;
-			out->params_active += act;
+		int ovf = add_ovf(&l->params, n) | add_ovf(&l->params_active, act);
+		if (is_mtp_path(op->path))
+			ovf |= add_ovf(&out->params_mtp, n);
+		else
+			ovf |= add_ovf(&out->params_total, n) | add_ovf(&out->params_active, act);
+		if (ovf) {
+			rc = -1;
+			goto done;
 		}
 	}
 
@@ -511,8 +518,11 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 			rc = -1;
 			goto done;
 		}
-		out->activation_bytes += b;
-		layer_of(&A, A.key[i])->activation_bytes += b;
+		if (add_ovf(&out->activation_bytes, b) |
+		    add_ovf(&layer_of(&A, A.key[i])->activation_bytes, b)) {
+			rc = -1;
+			goto done;
+		}
 	}
 
 	/* rows with nothing to show (scopes of backward ops, of the loss) are dropped */

@@ -74,6 +74,7 @@ static void fl_remove_at(struct freelist *f, int i)
 	f->n--;
 }
 
+/* The offset of a new block of size bytes, -1 when the arena would pass 2^63 bytes. */
 static int64_t fl_alloc(struct freelist *f, int64_t size)
 {
 	int best = -1;
@@ -90,12 +91,14 @@ static int64_t fl_alloc(struct freelist *f, int64_t size)
 	}
 	if (f->n && f->b[f->n - 1].off + f->b[f->n - 1].size == f->top) {
 		int64_t off = f->b[f->n - 1].off;
+		if (__builtin_add_overflow(off, size, &f->top))
+			return -1;
 		fl_remove_at(f, f->n - 1);
-		f->top = off + size;
 		return off;
 	}
 	int64_t off = f->top;
-	f->top += size;
+	if (__builtin_add_overflow(off, size, &f->top))
+		return -1;
 	return off;
 }
 
@@ -198,6 +201,10 @@ int pass_memplan(const struct ir_graph *g, size_t align, struct pass_memplan *ou
 								   (int64_t)align
 							 : sz;
 			out->offset[v->id] = sz ? fl_alloc(&fl, rounded) : 0;
+			if (out->offset[v->id] < 0) { /* the arena passes 2^63 bytes */
+				rc = -1;
+				goto done;
+			}
 		}
 		for (int k = nfree[i]; k < nfree[i + 1]; k++) {
 			int id = free_ids[k];

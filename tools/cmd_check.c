@@ -81,11 +81,12 @@ static int parse_args(int argc, char **argv, struct check_opts *o)
 /* --- what the report needs beyond the accounting -------------------------------- */
 
 struct check_extra {
-	int64_t buffers;         /* parameters no gradient updates (routing biases) */
+	double buffers;          /* parameters no gradient updates (routing biases) */
 	int64_t tokens;          /* of one micro-batch */
 	struct ir_shape tokens_shape;
 	int have_plan;
-	int64_t peak, naive;     /* the arena: planned, one slot per value */
+	int64_t peak;            /* the arena as planned */
+	double naive;            /* the arena with one slot per value (may pass 2^63) */
 	int n_ops_step;          /* ops of the planned step */
 };
 
@@ -94,7 +95,7 @@ static void count_extra(const struct ir_graph *g, struct check_extra *x)
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		if (op->kind == IR_OP_PARAM && ir_op_int(op, "trainable", 1) == 0)
-			x->buffers += ir_shape_numel(&op->out[0]->shape);
+			x->buffers += (double)ir_shape_numel(&op->out[0]->shape);
 		if (op->kind == IR_OP_INPUT && !x->tokens) {
 			const char *name = ir_op_str(op, "name", op->out[0]->name);
 			if (name && !strcmp(name, "tokens")) {
@@ -105,20 +106,24 @@ static void count_extra(const struct ir_graph *g, struct check_extra *x)
 	}
 }
 
-static int plan_memory(struct ir_graph *g, struct check_extra *x)
+static int plan_memory(const char *file, struct ir_graph *g, struct check_extra *x)
 {
-	if (pass_pipeline_run(g, NULL, stderr))
+	if (pass_pipeline_run(g, NULL, stderr)) {
+		fprintf(stderr, "sluice check: %s: no memory plan: the pass pipeline failed\n",
+			file);
 		return -1;
+	}
 	struct pass_memplan p;
 	if (pass_memplan(g, CHECK_ALIGN, &p)) {
-		fprintf(stderr, "sluice check: the memory plan overflows 64 bits\n");
+		fprintf(stderr, "%s: error: the memory of a training step passes 2^63 bytes\n",
+			file);
 		return -1;
 	}
 	x->have_plan = 1;
 	x->peak = p.peak;
 	for (int i = 0; i < p.n_values; i++)
 		if (p.offset[i] >= 0)
-			x->naive += (p.size[i] + CHECK_ALIGN - 1) / CHECK_ALIGN * CHECK_ALIGN;
+			x->naive += (double)((p.size[i] + CHECK_ALIGN - 1) / CHECK_ALIGN * CHECK_ALIGN);
 	x->n_ops_step = g->n_ops;
 	pass_memplan_free(&p);
 	return 0;
@@ -202,8 +207,9 @@ static void print_report(const struct ir_graph *g, const char *file,
 		       fmt_grouped(b2, sizeof b2, a->params_mtp));
 	if (x->buffers)
 		printf("    not trained         %-10s %s (buffers, e.g. routing biases: not counted)\n",
-		       fmt_count(b1, sizeof b1, (double)x->buffers),
-		       fmt_grouped(b2, sizeof b2, x->buffers));
+		       fmt_count(b1, sizeof b1, x->buffers),
+		       fmt_grouped(b2, sizeof b2,
+				   x->buffers < 9e18 ? (int64_t)x->buffers : INT64_MAX));
 	printf("  training FLOPs/token  %s (forward + backward, matrix products)\n",
 	       fmt_flops(b1, sizeof b1, a->flops_per_token));
 	if (x->tokens) {
@@ -217,7 +223,7 @@ static void print_report(const struct ir_graph *g, const char *file,
 	if (x->have_plan)
 		printf("  planned arena peak    %s (one slot per value: %s; %d ops in the step)\n",
 		       fmt_bytes(b1, sizeof b1, (double)x->peak),
-		       fmt_bytes(b2, sizeof b2, (double)x->naive), x->n_ops_step);
+		       fmt_bytes(b2, sizeof b2, x->naive), x->n_ops_step);
 	else
 		printf("  planned arena peak    unavailable (the pass pipeline failed)\n");
 	if (!verbose)
@@ -244,13 +250,13 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "params_total", (double)a->params_total);
 	cJSON_AddNumberToObject(o, "params_active", (double)a->params_active);
 	cJSON_AddNumberToObject(o, "params_mtp", (double)a->params_mtp);
-	cJSON_AddNumberToObject(o, "params_untrained", (double)x->buffers);
+	cJSON_AddNumberToObject(o, "params_untrained", x->buffers);
 	cJSON_AddNumberToObject(o, "flops_per_token", a->flops_per_token);
 	cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
 	cJSON_AddNumberToObject(o, "activation_bytes", (double)a->activation_bytes);
 	if (x->have_plan) {
 		cJSON_AddNumberToObject(o, "planned_peak_bytes", (double)x->peak);
-		cJSON_AddNumberToObject(o, "naive_bytes", (double)x->naive);
+		cJSON_AddNumberToObject(o, "naive_bytes", x->naive);
 	} else {
 		cJSON_AddNullToObject(o, "planned_peak_bytes");
 		cJSON_AddNullToObject(o, "naive_bytes");
@@ -291,17 +297,15 @@ int cmd_check(int argc, char **argv)
 	struct check_extra x = { 0 };
 	rc = EXIT_OK;
 	if (pass_account(g, &acct)) {
-		fprintf(stderr, "%s: error: the model's sizes overflow 64 bits\n", o.file);
+		fprintf(stderr, "%s: error: the model's counts pass 2^63 (parameters or bytes)\n",
+			o.file);
 		rc = EXIT_INPUT;
 		goto out;
 	}
 	count_extra(g, &x);
 	/* the pipeline rewrites g: everything taken from the forward graph is taken above */
-	if (plan_memory(g, &x)) {
-		fprintf(stderr, "sluice check: %s: no memory plan: the pass pipeline failed\n",
-			o.file);
+	if (plan_memory(o.file, g, &x))
 		rc = EXIT_INPUT;
-	}
 	if (o.json)
 		print_json(g, o.file, &acct, &x);
 	else
