@@ -267,6 +267,20 @@ static void test_backward_multiplier(void)
 	ir_graph_free(g);
 }
 
+/* Counts that pass 2^63 are refused, not wrapped. */
+static void test_overflow(void)
+{
+	struct ir_graph *g = ir_graph_new("big");
+	int64_t half = (int64_t)1 << 62;
+	struct ir_value *a = b_param(g, "a", sh1(half), 1);
+	struct ir_value *b = b_param(g, "b", sh1(half), 1);
+	ir_graph_add_output(g, "loss", b_bin(g, IR_OP_ADD, a, b));
+	struct pass_account acc;
+	CHECK(pass_account(g, &acc) != 0);
+	CHECK(acc.layers == NULL && acc.params_total == 0);
+	ir_graph_free(g);
+}
+
 int main(void)
 {
 	test_dense();
@@ -274,5 +288,6 @@ int main(void)
 	test_moe();
 	test_grouped_k_fallbacks();
 	test_backward_multiplier();
+	test_overflow();
 	return CHECK_DONE();
 }

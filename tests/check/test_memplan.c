@@ -126,6 +126,18 @@ static void test_overflow(void)
 	CHECK(pass_memplan(g, 64, &p) != 0);
 	CHECK(p.offset == NULL && p.size == NULL);
 	ir_graph_free(g);
+
+	/* two values of 2^61 bytes each fit, four live at once do not */
+	g = ir_graph_new("big2");
+	x = b_input(g, "x", IR_F32, ir_shape_of(1, (int64_t)4));
+	struct ir_value *v[4];
+	for (int i = 0; i < 4; i++)
+		v[i] = ir_op1(g, IR_OP_BROADCAST, 1, &x, IR_F32, ir_shape_of(1, (int64_t)1 << 59));
+	struct ir_value *s = b_bin(g, IR_OP_ADD, b_bin(g, IR_OP_ADD, v[0], v[1]),
+				   b_bin(g, IR_OP_ADD, v[2], v[3]));
+	ir_graph_add_output(g, "loss", s);
+	CHECK(pass_memplan(g, 64, &p) != 0);
+	ir_graph_free(g);
 }
 
 int main(void)
