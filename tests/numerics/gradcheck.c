@@ -622,6 +622,65 @@ static void test_mixed_precision(void)
 	tdata_free(&d);
 }
 
+/* --- golden: the backward of a linear layer with a bias, tanh and cross entropy ------------ */
+
+/* Pinned so that a change in what autodiff emits is seen in review: the bias's
+ * gradient is a SUM_TO in W, the weight's one 2-D matmul over all rows in W, nothing
+ * toward the input x (an INPUT), the seed and the activation chain in B, each op with
+ * the location and scope of the forward op it differentiates. */
+static const char golden_linear[] =
+	"model golden\n"
+	"\n"
+	"%0 = input {name = \"x\"} : f32[2, 3, 4] @golden.sl:1:1\n"
+	"%1 = input {name = \"targets\"} : i32[6] @golden.sl:1:1\n"
+	"%2 = param {init = \"normal\", std = 1.0} : f32[4, 5] scope head path head.w @golden.sl:2:5\n"
+	"%3 = param {init = \"normal\", std = 1.0} : f32[5] scope head path head.b @golden.sl:2:5\n"
+	"%4 = matmul %0, %2 : f32[2, 3, 5] scope head @golden.sl:2:5\n"
+	"%5 = add %4, %3 : f32[2, 3, 5] scope head @golden.sl:2:5\n"
+	"%6 = tanh %5 : f32[2, 3, 5] @golden.sl:3:5\n"
+	"%7 = reshape %6 : f32[6, 5] @golden.sl:3:5\n"
+	"%8 = cross_entropy %7, %1 : f32[] @golden.sl:3:5\n"
+	"%9 = const {value = 1.0} : f32[] bwd_b @golden.sl:3:5\n"
+	"%10 = cross_entropy_bwd %7, %1, %9 : f32[6, 5] bwd_b @golden.sl:3:5\n"
+	"%11 = reshape %10 : f32[2, 3, 5] bwd_b @golden.sl:3:5\n"
+	"%12 = square %6 : f32[2, 3, 5] bwd_b @golden.sl:3:5\n"
+	"%13 = scale %12 {alpha = -1.0, beta = 1.0} : f32[2, 3, 5] bwd_b @golden.sl:3:5\n"
+	"%14 = mul %11, %13 : f32[2, 3, 5] bwd_b @golden.sl:3:5\n"
+	"%15 = sum_to %14 : f32[5] bwd_w scope head @golden.sl:2:5\n"
+	"%16 = reshape %0 : f32[6, 4] bwd_w scope head @golden.sl:2:5\n"
+	"%17 = reshape %14 : f32[6, 5] bwd_w scope head @golden.sl:2:5\n"
+	"%18 = matmul %16, %17 {trans_a = 1} : f32[4, 5] bwd_w scope head @golden.sl:2:5\n"
+	"\n"
+	"output loss = %8\n"
+	"output grad.head.w = %18\n"
+	"output grad.head.b = %15\n";
+
+static void test_golden(void)
+{
+	struct ir_graph *g = ir_graph_new("golden");
+	ir_graph_set_context(g, (struct ir_loc){ "golden.sl", 1, 1 }, "");
+	struct ir_value *x = t_input(g, "x", F, SH(2, 3, 4));
+	struct ir_value *t = t_input(g, "targets", IR_I32, SH(6));
+	ir_graph_set_context(g, (struct ir_loc){ "golden.sl", 2, 5 }, "head");
+	struct ir_value *w = t_param(g, "head.w", SH(4, 5));
+	struct ir_value *b = t_param(g, "head.b", SH(5));
+	struct ir_value *y = OP(g, ADD, F, SH(2, 3, 5), OP(g, MATMUL, F, SH(2, 3, 5), x, w), b);
+	ir_graph_set_context(g, (struct ir_loc){ "golden.sl", 3, 5 }, "");
+	struct ir_value *l = OP(g, CROSS_ENTROPY, F, SCALAR,
+				OP(g, RESHAPE, F, SH(6, 5), OP(g, TANH, F, SH(2, 3, 5), y)), t);
+	ir_graph_add_output(g, "loss", l);
+	REQUIRE(pass_autodiff(g, stderr) == 0);
+	char *text = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&text, &n);
+	REQUIRE(f);
+	ir_print(g, f);
+	fclose(f);
+	CHECKF(!strcmp(text, golden_linear), "autodiff golden differs; got:\n%s", text);
+	free(text);
+	ir_graph_free(g);
+}
+
 int main(void)
 {
 	test_unary();
@@ -635,5 +694,6 @@ int main(void)
 	test_no_gradient();
 	test_phases();
 	test_mixed_precision();
+	test_golden();
 	return CHECK_DONE();
 }
