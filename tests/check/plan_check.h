@@ -17,7 +17,8 @@ static inline int plan_by_offset(const void *x, const void *y)
 
 /* Checks the plan of g: offsets aligned, inside the arena, no two values live at once
  * overlap, and peak between the largest live set and the naive sum. */
-static inline void check_plan(const struct ir_graph *g, const struct pass_memplan *p, int64_t align)
+static inline int64_t check_plan(const struct ir_graph *g, const struct pass_memplan *p,
+				 int64_t align)
 {
 	int nv = g->n_values;
 	REQUIRE(p->n_values == nv);
@@ -93,6 +94,7 @@ static inline void check_plan(const struct ir_graph *g, const struct pass_mempla
 	free(ord);
 	free(first);
 	free(last);
+	return max_live;
 }
 
 #endif

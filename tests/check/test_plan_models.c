@@ -34,9 +34,11 @@ static void plan_model(const char *path)
 		for (size_t align = 1; align <= 256; align *= 16) {
 			struct pass_memplan p;
 			REQUIRE(pass_memplan(g, align, &p) == 0);
-			check_plan(g, &p, (int64_t)align);
-			printf("%-30s align %3zu: %d ops, peak %.4g MiB\n", path, align, g->n_ops,
-			       (double)p.peak / (1 << 20));
+			int64_t live = check_plan(g, &p, (int64_t)align);
+			printf("%-30s align %3zu: %5d ops, peak %.6g MiB, %.2f%% over the "
+			       "largest live set\n", path, align, g->n_ops,
+			       (double)p.peak / (1 << 20),
+			       100.0 * ((double)p.peak / (double)live - 1));
 			pass_memplan_free(&p);
 		}
 	}
