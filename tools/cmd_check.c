@@ -30,7 +30,11 @@ static void usage(FILE *f)
 		"  --json             print one JSON object instead of the report\n"
 		"  --verbose          add a table of the figures per layer\n"
 		"  --set NAME=VALUE   override a constant or a train setting (repeatable)\n"
-		"  -h, --help         this help\n");
+		"  -h, --help         this help\n"
+		"\n"
+		"Exit status 0; 1 for an error in the model, and also when the pass pipeline\n"
+		"fails: the figures are printed then without the memory plan.  The rules behind\n"
+		"each figure are written at the top of passes/account.c and passes/memplan.c.\n");
 }
 
 struct check_opts {
@@ -252,7 +256,10 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "params_mtp", (double)a->params_mtp);
 	cJSON_AddNumberToObject(o, "params_untrained", x->buffers);
 	cJSON_AddNumberToObject(o, "flops_per_token", a->flops_per_token);
-	cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
+	if (x->tokens)
+		cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
+	else
+		cJSON_AddNullToObject(o, "tokens_per_micro_batch");
 	cJSON_AddNumberToObject(o, "activation_bytes", (double)a->activation_bytes);
 	if (x->have_plan) {
 		cJSON_AddNumberToObject(o, "planned_peak_bytes", (double)x->peak);
