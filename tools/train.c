@@ -88,6 +88,7 @@ struct trainer {
 	double flops_per_token;
 	float **grads;
 	size_t *grad_n;
+	double load_ratio;      /* last step: max/mean expert load, averaged over layers */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -548,9 +549,10 @@ static int eval_val(struct trainer *t, double *val_loss)
 	return 0;
 }
 
-/* Routing biases toward balance; returns nothing, records max/mean load per layer. */
+/* Routing biases toward balance; records max/mean load per layer. */
 static void balance_biases(struct trainer *t, struct rt_metrics *mx)
 {
+	double ratio_sum = 0.0;
 	for (int k = 0; k < t->n_params; k++) {
 		struct tparam *p = &t->p[k];
 		if (p->load_id < 0)
@@ -574,11 +576,13 @@ static void balance_biases(struct trainer *t, struct rt_metrics *mx)
 			float s = per[i] < mean ? 1.0f : per[i] > mean ? -1.0f : 0.0f;
 			p->w[i] += p->gamma * s;
 		}
+		double ratio = mean > 0 ? mx_load / mean : 0.0;
+		ratio_sum += ratio;
 		if (mx)
-			rt_metrics_sub_num(mx, "expert_load_max_over_mean", p->scope,
-					   mean > 0 ? mx_load / mean : 0.0);
+			rt_metrics_sub_num(mx, "expert_load_max_over_mean", p->scope, ratio);
 		free(per);
 	}
+	t->load_ratio = t->n_biases ? ratio_sum / t->n_biases : 0.0;
 }
 
 static int step_once(struct trainer *t, float *loss, float *lr, double *gnorm)
@@ -817,6 +821,12 @@ int train_run(const struct train_opts *o)
 		rc = EXIT_OK;
 		goto done;
 	}
+	if (o->stop_at >= 0 && t.step >= o->stop_at) {
+		fprintf(stderr, "train: the checkpoint is at step %" PRId64 ", past --stop-at %"
+			PRId64 ": nothing to do\n", t.step, o->stop_at);
+		rc = EXIT_OK;
+		goto done;
+	}
 	struct sigaction sa = { .sa_handler = on_sigint }, old;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, &old);
@@ -849,8 +859,11 @@ int train_run(const struct train_opts *o)
 		if (t.val.n && (t.step % t.eval_every == 0 || t.step == t.total)) {
 			if (eval_val(&t, &val))
 				goto restore;
-			rt_progress_note(&pg, "step %" PRId64 ": val_loss %.4f (train loss %.4f)",
-					 t.step, val, (double)loss);
+			char lr_s[64] = "";
+			if (t.n_biases)
+				snprintf(lr_s, sizeof lr_s, ", expert load max/mean %.2f", t.load_ratio);
+			rt_progress_note(&pg, "step %" PRId64 ": val_loss %.4f (train loss %.4f%s)",
+					 t.step, val, (double)loss, lr_s);
 		}
 		if (mx) {
 			rt_metrics_num(mx, "tokens_per_s", tps);
