@@ -32,9 +32,9 @@ static void usage(FILE *f)
 		"  --set NAME=VALUE   override a constant or a train setting (repeatable)\n"
 		"  -h, --help         this help\n"
 		"\n"
-		"Exit status 0; 1 for an error in the model, and also when the pass pipeline\n"
-		"fails: the figures are printed then without the memory plan.  The rules behind\n"
-		"each figure are written at the top of passes/account.c and passes/memplan.c.\n");
+		"Exit status 0; 2 for bad usage; 1 for an error in the model, and also when the\n"
+		"pass pipeline fails: the figures are printed then without the memory plan.  The\n"
+		"rules behind each figure open passes/account.c and passes/memplan.c.\n");
 }
 
 struct check_opts {
