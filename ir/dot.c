@@ -10,14 +10,23 @@
  * same position in the first, so edges leaving the run (layers.60 -> the head) start
  * at the representative; edges between units of one run are dropped.
  *
+ * The backward ops are clustered by scope too, inside one "backward" cluster drawn
+ * below the forward (invisible edges from the loss to the backward's first ops).
+ *
  * Simplifications chosen on purpose: graph outputs named "grad.*" are not drawn as
- * nodes (a 61-layer model has thousands); their producers get a double border.
+ * nodes (a 61-layer model has thousands); their producers get a double border.  Edges
+ * from forward values into the backward (the saved activations) are not drawn: there
+ * are hundreds and they hide both structures; `sluice ir` lists them.  Big pictures
+ * (over BIG_NODES nodes) ask dot for a cheaper layout (mclimit, nslimit, searchsize),
+ * which takes seconds instead of minutes.
  */
 #include "dot.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { BIG_NODES = 400 };
 
 static void *xcalloc(size_t n, size_t size)
 {
@@ -394,6 +403,12 @@ static void put_attrs(FILE *out, const struct ir_op *op)
 		if (!strcmp(a->name, "name") || !strcmp(a->name, "init") || !strcmp(a->name, "std") ||
 		    !strcmp(a->name, "fan_in"))
 			continue;
+		/* flags at their default say nothing */
+		if (a->kind == IR_ATTR_INT && a->i == 0 &&
+		    (!strcmp(a->name, "trans_a") || !strcmp(a->name, "trans_b") ||
+		     !strcmp(a->name, "keepdim") || !strcmp(a->name, "causal") ||
+		     !strcmp(a->name, "inverse")))
+			continue;
 		fputs(shown++ ? ", " : " ", out);
 		put_escaped(out, a->name, strlen(a->name));
 		fputc('=', out);
@@ -463,7 +478,13 @@ static void put_node(struct dot *d, int i, const char *indent)
 	fputs("];\n", out);
 }
 
-static void put_cluster(struct dot *d, struct tree *t, int c, int depth)
+static int is_bwd(const struct ir_op *op)
+{
+	return op->phase == IR_PHASE_BWD_B || op->phase == IR_PHASE_BWD_W;
+}
+
+/* tag: 'f' for the forward tree, 'b' for the backward one (cluster names differ) */
+static void put_cluster(struct dot *d, struct tree *t, int c, int depth, char tag)
 {
 	FILE *out = d->out;
 	char indent[64];
@@ -471,8 +492,13 @@ static void put_cluster(struct dot *d, struct tree *t, int c, int depth)
 	memset(indent, '\t', (size_t)ind);
 	indent[ind] = 0;
 	struct cnode *n = &t->n[c];
+	if (c == 0 && tag == 'b') {
+		fprintf(out, "%ssubgraph cluster_backward {\n", indent);
+		fprintf(out, "%s\tlabel=\"backward\"; style=\"rounded,dashed\"; color=\"#cc0000\"; "
+			     "fontcolor=\"#cc0000\";\n", indent);
+	}
 	if (c > 0) {
-		fprintf(out, "%ssubgraph cluster_%d {\n", indent, c);
+		fprintf(out, "%ssubgraph cluster_%c%d {\n", indent, tag, c);
 		const struct cnode *p = &t->n[n->parent];
 		/* label: the part of the path below the parent's */
 		const char *lab = n->path + (n->parent > 0 ? p->plen + 1 : 0);
@@ -495,10 +521,10 @@ static void put_cluster(struct dot *d, struct tree *t, int c, int depth)
 		}
 	}
 	for (int k = 0; k < n->n_ops; k++)
-		put_node(d, n->ops[k], c > 0 ? indent : "\t");
+		put_node(d, n->ops[k], c > 0 || tag == 'b' ? indent : "\t");
 	for (int ch = n->first_child; ch >= 0; ch = t->n[ch].next_sibling)
-		put_cluster(d, t, ch, depth + 1);
-	if (c > 0)
+		put_cluster(d, t, ch, depth + 1, tag);
+	if (c > 0 || tag == 'b')
 		fprintf(out, "%s}\n", indent);
 }
 
@@ -548,6 +574,11 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 		put_escaped(out, g->model ? g->model : "?", 200);
 	}
 	fputs("\"];\n", out);
+	int drawn = 0;
+	for (int i = 0; i < g->n_ops; i++)
+		drawn += d.node[i] == i;
+	if (drawn > BIG_NODES)
+		fputs("\tgraph [mclimit=0.3, nslimit=1, nslimit1=1, searchsize=10];\n", out);
 	fputs("\tnode [fontname=\"Helvetica\", fontsize=10, height=0.3, margin=\"0.08,0.03\"];\n"
 	      "\tedge [color=\"#555555\", arrowsize=0.6];\n", out);
 
@@ -560,35 +591,40 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 			d.is_grad_out[d.node[d.def_op[v->id]]] = 1;
 	}
 
-	/* clusters */
-	struct tree t = { 0 };
-	tree_node(&t, "", 0, -1);
+	/* clusters: the forward (and optimizer) ops by scope; the backward ops by scope
+	 * again, inside one "backward" cluster drawn below the forward */
+	struct tree t[2] = { { 0 }, { 0 } };
+	tree_node(&t[0], "", 0, -1);
+	tree_node(&t[1], "", 0, -1);
 	int has_bwd = 0;
 	for (int i = 0; i < g->n_ops; i++) {
 		if (d.node[i] != i)
 			continue;
 		const struct ir_op *op = g->ops[i];
-		has_bwd |= op->phase == IR_PHASE_BWD_B || op->phase == IR_PHASE_BWD_W;
-		int c = scope_cluster(&t, op->scope);
-		struct cnode *n = &t.n[c];
+		has_bwd |= is_bwd(op);
+		struct tree *tr = &t[is_bwd(op)];
+		int c = scope_cluster(tr, op->scope);
+		struct cnode *n = &tr->n[c];
 		if (n->n_ops == n->cap_ops) {
 			n->cap_ops = n->cap_ops ? 2 * n->cap_ops : 8;
 			n->ops = xrealloc(n->ops, sizeof *n->ops * (size_t)n->cap_ops);
 		}
 		n->ops[n->n_ops++] = i;
 	}
-	for (int u = 0; u < d.n_units; u++) {
-		int *slot = smap_slot(&t.map, d.units[u].prefix, d.units[u].plen);
-		if (*slot >= 0)
-			t.n[*slot].unit = u;
-		else
-			*slot = -1; /* a unit with no drawn op: leave the map as it was */
-	}
-	put_cluster(&d, &t, 0, 0);
+	for (int k = 0; k < 2; k++)
+		for (int u = 0; u < d.n_units; u++) {
+			int *slot = smap_slot(&t[k].map, d.units[u].prefix, d.units[u].plen);
+			if (*slot >= 0)
+				t[k].n[*slot].unit = u;
+		}
+	put_cluster(&d, &t[0], 0, 0, 'f');
+	if (has_bwd)
+		put_cluster(&d, &t[1], 0, 0, 'b');
 
 	/* edges, mapped to drawn nodes, without duplicates or edges inside a run */
 	struct edge *e = NULL;
 	size_t ne = 0, cap = 0;
+	char *has_bwd_in = xcalloc(nops, 1);
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		for (int k = 0; k < op->n_in; k++) {
@@ -606,8 +642,13 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 				cap = cap ? 2 * cap : 256;
 				e = xrealloc(e, sizeof *e * cap);
 			}
-			e[ne++] = (struct edge){ d.node[s], d.node[i],
-						 op->phase == IR_PHASE_BWD_B || op->phase == IR_PHASE_BWD_W };
+			/* forward values read by the backward (saved activations) are not
+			 * drawn: there are hundreds, and they hide both structures */
+			if (is_bwd(op) && !is_bwd(g->ops[s]))
+				continue;
+			e[ne++] = (struct edge){ d.node[s], d.node[i], is_bwd(op) };
+			if (is_bwd(op))
+				has_bwd_in[d.node[i]] = 1;
 		}
 	}
 	qsort(e, ne, sizeof *e, cmp_edge);
@@ -618,15 +659,28 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 			e[k].bwd ? " [color=\"#cc6666\"]" : "");
 	}
 	free(e);
+	/* the backward starts below the loss: invisible edges to its first ops */
+	const struct ir_value *loss = ir_graph_output(g, "loss");
+	int lsrc = loss && loss->id >= 0 && loss->id < g->n_values ? d.def_op[loss->id] : -1;
+	for (int i = 0; has_bwd && lsrc >= 0 && i < g->n_ops; i++)
+		if (d.node[i] == i && is_bwd(g->ops[i]) && !has_bwd_in[i])
+			fprintf(out, "\tn%d -> n%d [style=invis];\n", d.node[lsrc], i);
+	free(has_bwd_in);
 	for (int k = 0; k < g->n_outputs; k++) {
 		const struct ir_value *v = g->outputs[k];
 		if (!v || v->id < 0 || v->id >= g->n_values || d.def_op[v->id] < 0 ||
 		    !strncmp(g->output_names[k], "grad.", 5))
 			continue;
+		int src = d.def_op[v->id];
+		if (d.node[src] != src)
+			continue; /* made in a collapsed layer: its representative's stands for it */
+		int u = d.unit_of[src];
 		fprintf(out, "\tout%d [label=\"", k);
 		put_escaped(out, g->output_names[k], strlen(g->output_names[k]));
+		if (u >= 0 && d.units[u].run_len > 1)
+			fprintf(out, " .. (x%d)", d.units[u].run_len);
 		fprintf(out, "\", shape=doubleoctagon, style=filled, fillcolor=\"#cfe2f3\", "
-			     "color=\"#0b5394\"];\n\tn%d -> out%d;\n", d.node[d.def_op[v->id]], k);
+			     "color=\"#0b5394\"];\n\tn%d -> out%d;\n", src, k);
 	}
 	if (has_bwd)
 		fputs("\tsubgraph cluster_legend {\n"
@@ -641,10 +695,12 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 		      "\t}\n", out);
 	fputs("}\n", out);
 
-	for (int c = 0; c < t.count; c++)
-		free(t.n[c].ops);
-	free(t.n);
-	smap_free(&t.map);
+	for (int k = 0; k < 2; k++) {
+		for (int c = 0; c < t[k].count; c++)
+			free(t[k].n[c].ops);
+		free(t[k].n);
+		smap_free(&t[k].map);
+	}
 	for (int u = 0; u < d.n_units; u++)
 		free(d.units[u].ops);
 	free(d.units);

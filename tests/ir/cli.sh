@@ -68,7 +68,7 @@ expect 2 "$sluice" dot models/tiny_gpt.sl
 expect 2 "$sluice" dot models/tiny_gpt.sl -o "$tmp/g.jpeg2000"
 expect 0 "$sluice" dot models/deepseek_v3.sl --after verify -o "$tmp/v3.dot"
 has "$tmp/v3.dot" " (x"
-expect 0 "$sluice" dot models/tiny_gpt.sl -o "$tmp/g.svg"
+expect 0 "$sluice" dot models/tiny_gpt.sl --after verify -o "$tmp/g.svg"
 if [ -f "$tmp/g.svg" ]; then
 	has "$tmp/g.svg" "<svg"
 else

@@ -67,7 +67,7 @@ static void test_sample(void)
 	const char *attn = strstr(d, "label=\"attn\"");
 	CHECK(l0 && attn && attn > l0);
 	CHECK(strstr(d, "label=\"embed\"") && strstr(d, "label=\"head\""));
-	CHECK(count(d, "subgraph cluster_") == 6 /* and the legend */);
+	CHECK(count(d, "subgraph cluster_") == 8 /* 5 forward, backward and its head, legend */);
 	/* the W-phase op and the send are styled, and the gradient output is marked */
 	CHECK(strstr(d, "fillcolor=\"#d9d2e9\"") && strstr(d, "shape=cds"));
 	CHECK(strstr(d, "peripheries=2") && strstr(d, "legend"));
