@@ -158,7 +158,8 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  *                      S = rt_gemm_block_scale_stride(K) (K/128 rounded up to a
  *                      multiple of 4: cuBLASLt wants 16-byte aligned rows).  K must be
  *                      a multiple of 128; needs sm_90.
- * fp8 modes need K and N multiples of 16.  The algorithm comes from cuBLASLt's
+ * A, B and D must be 16-byte aligned (256 is best, as the arena gives); fp8 modes
+ * need K and N multiples of 16.  The algorithm comes from cuBLASLt's
  * heuristics: on a shape's first product the best few candidates it proposes are
  * timed on the caller's buffers (D is written several times; it must not alias A or
  * B) and the fastest is kept for that shape and mode ($SLUICE_GEMM_TUNE=0: take the

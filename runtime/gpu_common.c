@@ -314,5 +314,7 @@ const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 		return "bf16 GEMMs need K to be a multiple of 8";
 	if (!a->a || !a->b || !a->d)
 		return "A, B and D must be device addresses";
+	if (a->a % 16 || a->b % 16 || a->d % 16)
+		return "A, B and D must be 16-byte aligned";
 	return NULL;
 }

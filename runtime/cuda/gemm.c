@@ -9,8 +9,8 @@
  * 128x128 block scales (ours on B) go on cuBLASLt's A and the 1x128 scales (ours on
  * A) on cuBLASLt's B, which is also how PyTorch's torch._scaled_mm calls it.
  *
- * A plan (descriptors, layouts and the algorithm) is made once per (mode, M, N, K)
- * and kept; scale pointers, which change per call, are set on the plan's descriptor
+ * A plan (descriptors, layouts and the algorithm) is made once per (mode, M, N, K
+ * and the operands' alignment) and kept; scale pointers, which change per call, are set on the plan's descriptor
  * before each product.  The algorithm: cuBLASLt's heuristic proposes up to
  * TUNE_CANDIDATES; on the plan's first product each is timed on the caller's own
  * buffers and the fastest kept.  The heuristic's first choice alone was measured
@@ -42,6 +42,7 @@ static int lt_fail(cublasStatus_t s, const char *call, const char *file, int lin
 struct plan {
 	enum rt_gemm_mode mode;
 	int m, n, k;
+	uint32_t align_a, align_b, align_d; /* of our A, B, D: cuBLASLt's B, A, D */
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t la, lb, ld; /* cuBLASLt's A (our B), B (our A), C = D */
 	cublasLtMatmulHeuristicResult_t cand[8];
@@ -112,6 +113,16 @@ enum { TUNE_CANDIDATES = 8, TUNE_RUNS = 4 };
 #define SET_DESC(d, attr, val)                                                       \
 	LT(cublasLtMatmulDescSetAttribute, (d, attr, &(val), sizeof(val)))
 
+/* the largest power of two up to 256 that divides P: the heuristic must only offer
+ * algorithms that work at the operands' real alignment (it assumes 256 otherwise) */
+static uint32_t align_of(rt_dptr p)
+{
+	uint32_t a = 256;
+	while (a > 1 && p % a)
+		a >>= 1;
+	return a;
+}
+
 static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 {
 	struct plan *p = rt_calloc(1, sizeof *p);
@@ -119,6 +130,9 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 	p->m = a->m;
 	p->n = a->n;
 	p->k = a->k;
+	p->align_a = align_of(a->a);
+	p->align_b = align_of(a->b);
+	p->align_d = align_of(a->d);
 	int fp8 = a->mode != RT_GEMM_BF16;
 	cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 	cublasOperation_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
@@ -151,6 +165,14 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 	int returned = 0;
 	int bad = LT(cublasLtMatmulPreferenceSetAttribute,
 		 (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_size, sizeof c->ws_size)) ||
+	      LT(cublasLtMatmulPreferenceSetAttribute,
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p->align_b, sizeof p->align_b)) ||
+	      LT(cublasLtMatmulPreferenceSetAttribute,
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p->align_a, sizeof p->align_a)) ||
+	      LT(cublasLtMatmulPreferenceSetAttribute,
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p->align_d, sizeof p->align_d)) ||
+	      LT(cublasLtMatmulPreferenceSetAttribute,
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p->align_d, sizeof p->align_d)) ||
 	      LT(cublasLtMatmulAlgoGetHeuristic,
 		 (c->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, TUNE_CANDIDATES, p->cand,
 		  &returned));
@@ -177,7 +199,9 @@ fail:
 static struct plan *plan_get(struct rt_gemm *c, const struct rt_gemm_args *a)
 {
 	for (struct plan *p = c->plans; p; p = p->next)
-		if (p->mode == a->mode && p->m == a->m && p->n == a->n && p->k == a->k)
+		if (p->mode == a->mode && p->m == a->m && p->n == a->n && p->k == a->k &&
+		    p->align_a == align_of(a->a) && p->align_b == align_of(a->b) &&
+		    p->align_d == align_of(a->d))
 			return p;
 	struct plan *p = plan_make(c, a);
 	if (p) {

@@ -5,7 +5,8 @@
  * Tolerances: bf16 1e-2, fp8 modes 5e-3 against the dequantised product.  Inputs
  * vary in magnitude from one 128-block to the next (2^-4 .. 2^4), so a block scale
  * applied to the wrong block shows up as an error of order 1.  D is poisoned with
- * NaN before each product: an element left unwritten fails the test.  The error of
+ * NaN before each product: an element left unwritten fails the test.  One case per
+ * mode moves A and D 16 bytes off the arena's 256-byte alignment.  The error of
  * the quantisation itself (against the product of the unquantised inputs) is
  * printed for reference and must stay under 0.1. */
 #include "check.h"
@@ -15,6 +16,7 @@
 struct case_ {
 	enum rt_gemm_mode mode;
 	int m, n, k;
+	int offset; /* bytes added to A's and D's addresses: a less aligned plan */
 };
 
 static double mag(uint64_t *s) { return ldexp(1.0, (int)floor(test_rand(s) * 4.5)); }
@@ -121,10 +123,12 @@ static void run_case(struct rt_gpu *g, struct rt_gemm *ctx, const struct case_ *
 
 	size_t mark = rt_gpu_arena_mark(g);
 	struct rt_gemm_args a = { c->mode, M, N, K, 0, 0, 0, 0, 0 };
-	a.a = rt_gpu_alloc(g, esz * na, 256);
+	a.a = rt_gpu_alloc(g, esz * na + 256, 256);
 	a.b = rt_gpu_alloc(g, esz * nb, 256);
-	a.d = rt_gpu_alloc(g, 2 * nd, 256);
+	a.d = rt_gpu_alloc(g, 2 * nd + 256, 256);
 	REQUIRE(a.a && a.b && a.d);
+	a.a += (rt_dptr)c->offset;
+	a.d += (rt_dptr)c->offset;
 	REQUIRE(!rt_gpu_copy_to_device(g, a.a, ha, esz * na, RT_STREAM_COPY));
 	REQUIRE(!rt_gpu_copy_to_device(g, a.b, hb, esz * nb, RT_STREAM_COPY));
 	if (c->mode != RT_GEMM_BF16) {
@@ -158,8 +162,9 @@ static void run_case(struct rt_gpu *g, struct rt_gemm *ctx, const struct case_ *
 		q = rel_err(exact, got, nd, &qbad);
 		double tol = c->mode == RT_GEMM_BF16 ? 1e-2 : 5e-3;
 		if (rep == 0)
-			printf("%-9s M=%-4d N=%-4d K=%-5d error %.2e (bound %.0e), quantisation %.2e\n",
-			       rt_gemm_mode_name(c->mode), M, N, K, err, tol, q);
+			printf("%-9s M=%-4d N=%-4d K=%-5d%s error %.2e (bound %.0e), quantisation %.2e\n",
+			       rt_gemm_mode_name(c->mode), M, N, K, c->offset ? " +16 B" : "", err,
+			       tol, q);
 		CHECKF(nonfinite == 0, "%s: %d elements not finite (unwritten?)",
 		       rt_gemm_mode_name(c->mode), nonfinite);
 		CHECKF(err < tol, "%s M=%d N=%d K=%d: error %.3e over %.0e", rt_gemm_mode_name(c->mode),
@@ -197,14 +202,19 @@ int main(void)
 			continue;
 		}
 		for (int si = 0; si < NSHAPES; si++) {
-			struct case_ c = { modes[mi], shapes[si][0], shapes[si][1], shapes[si][2] };
+			struct case_ c = { modes[mi], shapes[si][0], shapes[si][1], shapes[si][2], 0 };
 			run_case(g, ctx, &c, seed++);
 		}
+		/* A and D only 16-byte aligned: the plan must pick an algorithm that copes */
+		struct case_ c = { modes[mi], shapes[0][0], shapes[0][1], shapes[0][2], 16 };
+		run_case(g, ctx, &c, seed++);
 	}
 	/* bad arguments are refused with a message, not sent to cuBLASLt */
-	struct rt_gemm_args bad = { RT_GEMM_FP8_BLOCK, 128, 128, 96, 1, 1, 1, 1, 1 };
+	struct rt_gemm_args bad = { RT_GEMM_FP8_BLOCK, 128, 128, 96, 256, 256, 256, 256, 256 };
 	CHECK(rt_gemm_check_args(&bad) != NULL);
 	CHECK(rt_gemm_run(ctx, &bad, RT_STREAM_COMPUTE) == -1);
+	struct rt_gemm_args misaligned = { RT_GEMM_BF16, 128, 128, 128, 256 + 8, 256, 256, 0, 0 };
+	CHECK(rt_gemm_check_args(&misaligned) != NULL);
 	rt_gemm_free(ctx);
 	rt_gpu_close(g);
 	return CHECK_DONE();
