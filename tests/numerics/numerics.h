@@ -14,7 +14,9 @@
  * rounding in the reference executor), so L is computed in double throughout.
  * Piecewise ops (relu, reduce_max, topk and the routing built on it) are checked on
  * random data whose choices are separated by far more than h, so that a perturbation
- * never changes a choice. */
+ * never changes a choice; for topk (and all it decides: dispatch order, offsets) the
+ * check makes sure of it, comparing every integer value of each perturbed run with
+ * the unperturbed one. */
 #ifndef SLUICE_TEST_NUMERICS_H
 #define SLUICE_TEST_NUMERICS_H
 
@@ -231,6 +233,55 @@ static __attribute__((unused)) void check_phases(const struct ir_graph *g, int n
 
 /* --- the gradient check ------------------------------------------------------------------- */
 
+/* The discrete choices of a run (every integer value an op computes: topk's picks,
+ * dispatch's order): a perturbation of h must leave them as they were, or the finite
+ * difference would straddle a kink. */
+struct choices {
+	int n;
+	int ids[TDATA_MAX];
+	int64_t *v[TDATA_MAX];
+};
+
+static __attribute__((unused)) void choices_take(struct choices *c, const struct ir_graph *g,
+						 struct ref_exec *e)
+{
+	c->n = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind == IR_OP_INPUT)
+			continue;
+		for (int j = 0; j < op->n_out && c->n < TDATA_MAX; j++) {
+			const struct ir_value *v = op->out[j];
+			if (ir_dtype_is_float(v->dtype))
+				continue;
+			size_t bytes = sizeof(int64_t) * (size_t)ir_shape_numel(&v->shape);
+			c->ids[c->n] = v->id;
+			c->v[c->n] = malloc(bytes ? bytes : 1);
+			REQUIRE(c->v[c->n]);
+			memcpy(c->v[c->n], ref_value_int(e, v->id), bytes);
+			c->n++;
+		}
+	}
+}
+
+static __attribute__((unused)) int choices_same(const struct choices *c, const struct ir_graph *g,
+						struct ref_exec *e)
+{
+	for (int k = 0; k < c->n; k++) {
+		size_t bytes = sizeof(int64_t) * (size_t)ir_shape_numel(&g->values[c->ids[k]]->shape);
+		if (memcmp(c->v[k], ref_value_int(e, c->ids[k]), bytes))
+			return 0;
+	}
+	return 1;
+}
+
+static __attribute__((unused)) void choices_free(struct choices *c)
+{
+	for (int k = 0; k < c->n; k++)
+		free(c->v[k]);
+	c->n = 0;
+}
+
 #define GC_H 1e-6
 #define GC_ATOL 1e-7
 #define GC_RTOL 1e-6
@@ -269,6 +320,8 @@ static __attribute__((unused)) int gradcheck_graphs(const char *what, struct ir_
 		return 0;
 	}
 	double l0 = run_loss(ef, gf);
+	struct choices ch;
+	choices_take(&ch, gf, ef);
 	double lb = ref_value(eb, ir_graph_output(gb, "loss")->id)[0];
 	CHECKF(l0 == lb, "%s: loss %.17g of the forward graph, %.17g after autodiff", what, l0, lb);
 
@@ -295,9 +348,13 @@ static __attribute__((unused)) int gradcheck_graphs(const char *what, struct ir_
 			p[i] = orig + GC_H;
 			ref_bind(ef, pid, p);
 			double lp = run_loss(ef, gf);
+			int same = choices_same(&ch, gf, ef);
 			p[i] = orig - GC_H;
 			ref_bind(ef, pid, p);
 			double lm = run_loss(ef, gf);
+			same &= choices_same(&ch, gf, ef);
+			CHECKF(same, "%s: perturbing %s[%lld] by %g changes a discrete choice (topk): "
+			       "pick other data", what, path, (long long)i, GC_H);
 			p[i] = orig;
 			ref_bind(ef, pid, p);
 			double fd = (lp - lm) / (2 * GC_H), err = fabs(fd - ad[i]);
@@ -321,6 +378,7 @@ static __attribute__((unused)) int gradcheck_graphs(const char *what, struct ir_
 	 * wrong rule could not hide inside the tolerance */
 	printf("%-28s %4d entries checked (%d significant), loss %.6f, worst error %.2f of "
 	       "the bound\n", what, checked, significant, l0, worst);
+	choices_free(&ch);
 	ref_free(ef);
 	ref_free(eb);
 	return checked;
