@@ -80,7 +80,7 @@ struct rt_rdzv_config {
 	int rank, world;
 	const char *addr; /* rank 0's address */
 	int port;
-	int listen_fd;       /* rank 0: an already listening socket to use, or -1 */
+	int listen_fd;       /* rank 0: a listening socket to use (closed after the meeting), or -1 */
 	uint64_t hash;       /* of what this rank will run: every rank's must match */
 	double timeout_s;    /* for every rendezvous step; 0: SLUICE_RDZV_TIMEOUT or 120 s */
 	double op_timeout_s; /* an operation running longer is a hang; 0: SLUICE_COMM_TIMEOUT or 300 s */

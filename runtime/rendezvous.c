@@ -391,8 +391,7 @@ static int meet_as_root(struct rt_rdzv *z, const struct rt_rdzv_config *cfg, con
 		got++;
 		free(f);
 	}
-	if (cfg->listen_fd < 0 || lfd != cfg->listen_fd)
-		close(lfd);
+	close(lfd); /* a socket handed over by the launcher is ours too, and needed no more */
 	if (!bad && got < world - 1) {
 		int *missing = rt_malloc(sizeof(int) * (size_t)world), k = 0;
 		for (int r = 1; r < world; r++)
