@@ -32,6 +32,7 @@ static void usage(FILE *f)
 		"                      beta2, eps, val_batches, seed\n"
 		"  --metrics FILE      one JSON object per step: step, loss, lr, tokens_per_s,\n"
 		"                      grad_norm, gflops, val_loss (when measured), expert load\n"
+		"                      max/mean per MoE layer, time_s and cpu_s since the start\n"
 		"  --out DIR           checkpoints go to DIR/checkpoint.safetensors\n"
 		"                      (default runs/MODEL)\n"
 		"  --resume DIR        continue from DIR's checkpoint (or a .safetensors file)\n"

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "codegen/backend.h"
@@ -92,6 +93,14 @@ struct trainer {
 };
 
 static volatile sig_atomic_t interrupted;
+
+/* CPU seconds of the process, all threads: on a shared machine, what a step costs */
+static double cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void on_sigint(int sig)
 {
@@ -835,7 +844,7 @@ int train_run(const struct train_opts *o)
 	if (o->quiet)
 		pg.every = INT64_MAX;
 	int64_t first = t.step;
-	double t0 = rt_now(), tokens = (double)t.batch * t.seq;
+	double t0 = rt_now(), c0 = cpu_now(), tokens = (double)t.batch * t.seq;
 	int saved = 0;
 	while (t.step < t.total) {
 		double ts = rt_now();
@@ -872,6 +881,7 @@ int train_run(const struct train_opts *o)
 			if (!isnan(val))
 				rt_metrics_num(mx, "val_loss", val);
 			rt_metrics_num(mx, "time_s", now - t0);
+			rt_metrics_num(mx, "cpu_s", cpu_now() - c0);
 			if (rt_metrics_end(mx))
 				fprintf(stderr, "sluice train: warning: writing %s failed\n", o->metrics);
 		}

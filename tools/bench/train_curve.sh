@@ -3,7 +3,8 @@
 # on the CPU (default 10 minutes), on the default data (English text from Debian's
 # fortunes, byte-level: loss in nats per byte).  A short probe measures the time per
 # step; the run then gets as many steps as fit (the cosine schedule needs the total in
-# advance), with about 20 validation points.
+# advance), with about 20 validation points.  The load average is printed at the end:
+# on a shared machine the wall clock buys fewer steps.
 # Usage: tools/bench/train_curve.sh MODEL.sl [SECONDS]
 #   env: SLUICE (default ./build/sluice), BACKEND (llvm), OUT (runs/curve-MODEL),
 #        SET ("--set a=b ..." passed to both runs)
@@ -38,9 +39,11 @@ echo "$name: $steps steps in about $secs s, validation every $every steps"
 python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| step | time (s) | train loss | val loss (nats/byte) |")
-print("| --- | --- | --- | --- |")
+print("| step | time (s) | CPU (s) | train loss | val loss (nats/byte) |")
+print("| --- | --- | --- | --- | --- |")
 for r in rows:
     if "val_loss" in r:
-        print(f"| {r['step']} | {r['time_s']:.0f} | {r['loss']:.3f} | {r['val_loss']:.3f} |")
+        print(f"| {r['step']} | {r['time_s']:.0f} | {r['cpu_s']:.0f} | {r['loss']:.3f} | "
+              f"{r['val_loss']:.3f} |")
 PY
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
