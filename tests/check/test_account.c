@@ -281,6 +281,71 @@ static void test_overflow(void)
 	ir_graph_free(g);
 }
 
+/* The per-op table of what a backward reads, against what autodiff's backward does
+ * read, op by op, including ops the models do not use. */
+static void test_rule_matches_autodiff(void)
+{
+	static const enum ir_opkind unary[] = {
+		IR_OP_NEG, IR_OP_EXP, IR_OP_LOG, IR_OP_SQRT, IR_OP_RSQRT, IR_OP_RECIP,
+		IR_OP_SQUARE, IR_OP_SIGMOID, IR_OP_SILU, IR_OP_TANH, IR_OP_RELU, IR_OP_CAST,
+		IR_OP_SOFTMAX, IR_OP_REDUCE_SUM, IR_OP_REDUCE_MEAN, IR_OP_REDUCE_MAX,
+	};
+	static const enum ir_opkind binary[] = { IR_OP_ADD, IR_OP_SUB, IR_OP_MUL, IR_OP_DIV };
+	int n_un = (int)(sizeof unary / sizeof unary[0]);
+	int n_bin = (int)(sizeof binary / sizeof binary[0]);
+	/* cases: each unary op; each binary op with both sides weights, with only the
+	 * left, with only the right; a product with both and with one side a weight */
+	for (int c = 0; c < n_un + 3 * n_bin + 2; c++) {
+		struct ir_graph *g = ir_graph_new("op");
+		in_scope(g, "layers.0");
+		struct ir_value *x = b_input(g, "x", IR_F32, sh2(4, 8));
+		struct ir_value *h = b_bin(g, IR_OP_MUL, x, b_param(g, "w", sh2(4, 8), 1));
+		struct ir_value *h2 = b_bin(g, IR_OP_MUL, x, b_param(g, "w2", sh2(4, 8), 1));
+		struct ir_value *y;
+		const char *what;
+		/* the op in a layer of its own: the table tells its inputs from its output */
+		in_scope(g, "layers.1");
+		if (c < n_un) {
+			enum ir_opkind k = unary[c];
+			what = ir_op_name(k);
+			if (k == IR_OP_REDUCE_SUM || k == IR_OP_REDUCE_MEAN || k == IR_OP_REDUCE_MAX) {
+				y = ir_op1(g, k, 1, &h, IR_F32, sh1(4));
+				ir_op_set_int(g, y->def, "axis", 1);
+			} else if (k == IR_OP_CAST) {
+				y = ir_op1(g, k, 1, &h, IR_BF16, h->shape);
+			} else {
+				y = b_un(g, k, h);
+			}
+		} else if (c < n_un + 3 * n_bin) {
+			int b = (c - n_un) % n_bin, side = (c - n_un) / n_bin;
+			what = ir_op_name(binary[b]);
+			y = b_bin(g, binary[b], side == 2 ? x : h, side == 1 ? x : h2);
+		} else {
+			int one = c == n_un + 3 * n_bin + 1;
+			what = one ? "matmul(x, w3)" : "matmul(h, w3)";
+			y = b_matmul(g, one ? x : h, b_param(g, "w3", sh2(8, 3), 1));
+		}
+		ir_graph_add_output(g, "loss", y);
+		REQUIRE(ir_verify(g, stderr) == 0);
+		struct pass_account before, after;
+		REQUIRE(pass_account(g, &before) == 0);
+		REQUIRE(pass_autodiff(g, stderr) == 0);
+		REQUIRE(pass_account(g, &after) == 0);
+		CHECKF(before.activation_bytes == after.activation_bytes,
+		       "case %d (%s): the rule says %lld bytes, the backward reads %lld", c, what,
+		       (long long)before.activation_bytes, (long long)after.activation_bytes);
+		CHECK(before.n_layers == after.n_layers);
+		for (int i = 0; i < before.n_layers; i++) {
+			const struct pass_layer_stats *l = layer(&after, before.layers[i].scope);
+			CHECKF(l && l->activation_bytes == before.layers[i].activation_bytes,
+			       "case %d (%s): %s", c, what, before.layers[i].scope);
+		}
+		pass_account_free(&before);
+		pass_account_free(&after);
+		ir_graph_free(g);
+	}
+}
+
 int main(void)
 {
 	test_dense();
@@ -289,5 +354,6 @@ int main(void)
 	test_grouped_k_fallbacks();
 	test_backward_multiplier();
 	test_overflow();
+	test_rule_matches_autodiff();
 	return CHECK_DONE();
 }
