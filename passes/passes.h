@@ -11,7 +11,8 @@
 
 /* autodiff: appends the backward of the graph's "loss" output.  Every backward op
  * is tagged IR_PHASE_BWD_B (gradients w.r.t. activations) or IR_PHASE_BWD_W
- * (gradients w.r.t. parameters).  For each PARAM op with path P the graph gains an
+ * (gradients w.r.t. parameters).  For each trainable PARAM op (attr trainable != 0)
+ * with path P the graph gains an
  * output named "grad.P".  Returns 0, or non-zero with a message on err. */
 int pass_autodiff(struct ir_graph *g, FILE *err);
 
