@@ -90,6 +90,7 @@ struct trainer {
 	float **grads;
 	size_t *grad_n;
 	double load_ratio;      /* last step: max/mean expert load, averaged over layers */
+	int64_t arena_peak;     /* bytes pass_memplan plans for the step's values */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -653,9 +654,10 @@ static void print_model(struct trainer *t)
 		if (t->p[k].trainable)
 			n_train += (int64_t)t->p[k].n;
 	}
-	fprintf(stderr, "model: %s, %d parameter tensors, %.3fM trainable parameters%s\n",
-		t->g->model ? t->g->model : "?", t->n_params, (double)n_train / 1e6,
-		n_total != n_train ? " (+ routing biases)" : "");
+	fprintf(stderr, "model: %s, %d parameter tensors, %.3f%s trainable parameters%s\n",
+		t->g->model ? t->g->model : "?", t->n_params,
+		(double)n_train / (n_train >= 1000000000 ? 1e9 : 1e6),
+		n_train >= 1000000000 ? "B" : "M", n_total != n_train ? " (+ routing biases)" : "");
 	struct pass_account acc;
 	if (pass_account(t->g, &acc) == 0) {
 		t->flops_per_token = acc.flops_per_token;
@@ -667,6 +669,7 @@ static void print_model(struct trainer *t)
 	if (pass_memplan(t->g, 64, &mp) == 0) {
 		fprintf(stderr, "arena: %.2f MiB planned for activations and gradients\n",
 			(double)mp.peak / (1024.0 * 1024.0));
+		t->arena_peak = mp.peak;
 		pass_memplan_free(&mp);
 	}
 }
@@ -678,6 +681,25 @@ static void print_train(const struct trainer *t)
 		PRIu64 "\n", t->batch, t->seq, t->batch * t->seq, t->total, (double)t->sched.lr_max,
 		t->sched.warmup, (double)t->sched.lr_min, (double)t->adamw.weight_decay,
 		(double)t->clip, t->be->name, t->seed);
+}
+
+/* Weights, gradients and both moments are 16 bytes a parameter on the host, plus the
+ * planned arena: refuse a model that cannot fit rather than die allocating it. */
+static int check_memory(const struct trainer *t)
+{
+	double need = (double)t->arena_peak;
+	for (int k = 0; k < t->n_params; k++)
+		need += (double)t->p[k].n * (t->p[k].trainable ? 16.0 : 4.0);
+	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+	double have = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
+	if (have > 0.0 && need > have) {
+		fprintf(stderr, "sluice train: %s needs %.1f GiB for its weights, gradients, "
+			"AdamW moments and activations; this machine has %.1f GiB: train a smaller "
+			"configuration (--set) or on GPUs\n", t->o->model, need / 1073741824.0,
+			have / 1073741824.0);
+		return -1;
+	}
+	return 0;
 }
 
 /* A .sl model through the frontend, or a graph in textual IR (.ir: what 'sluice ir'
@@ -750,6 +772,8 @@ static int setup(struct trainer *t)
 	if (inspect_graph(t))
 		return -1;
 	print_model(t);
+	if (check_memory(t))
+		return -1;
 	fprintf(stderr, "compile: %s backend ...", t->be->name);
 	fflush(stderr);
 	double t0 = rt_now();
