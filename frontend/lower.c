@@ -152,9 +152,12 @@ struct ir_shape fe_shape_checked(struct fe *f, struct ir_shape s)
 		if (s.dim[i] < 1)
 			fe_error(f, f->cur, NULL, "dimension %d of shape %s is not positive", i,
 				 shape_str(f, &s));
-	if (ir_shape_numel(&s) < 0)
-		fe_error(f, f->cur, "sizes are 64-bit", "a tensor of shape %s has more than 2^63 elements",
-			 shape_str(f, &s));
+	/* 2^48 elements: far above any real model (DeepSeek-V3's largest tensor has 2^32),
+	 * low enough that byte counts and sums over tensors in later passes fit 64 bits */
+	int64_t n = ir_shape_numel(&s);
+	if (n < 0 || n > ((int64_t)1 << 48))
+		fe_error(f, f->cur, "a tensor holds at most 2^48 elements",
+			 "a tensor of shape %s has more than 2^48 elements", shape_str(f, &s));
 	return s;
 }
 
