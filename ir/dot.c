@@ -651,7 +651,8 @@ int ir_dot_write(const struct ir_graph *g, const struct ir_dot_options *opt, FIL
 				has_bwd_in[d.node[i]] = 1;
 		}
 	}
-	qsort(e, ne, sizeof *e, cmp_edge);
+	if (ne)
+		qsort(e, ne, sizeof *e, cmp_edge);
 	for (size_t k = 0; k < ne; k++) {
 		if (k && e[k].src == e[k - 1].src && e[k].dst == e[k - 1].dst)
 			continue;
