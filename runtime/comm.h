@@ -47,6 +47,29 @@ struct rt_rank_env {
  * number, a multi-node job without a rank-0 address). */
 int rt_rank_env_read(struct rt_rank_env *e, char *err, size_t errlen);
 
+/* ---- the parallel layout ------------------------------------------------------ */
+
+/* world = pp * dp: pp pipeline stages, each of dp data-parallel ranks; the dp ranks of
+ * a stage are cut into expert-parallel groups of ep consecutive ranks (ep divides dp),
+ * as Megatron-Core and DeepSeek-V3 lay them out.  Rank r is stage r / dp, data-parallel
+ * index r % dp: the ranks of an expert group are neighbours, so on one node when ep is
+ * at most the GPUs of a node.  The groups each rank belongs to:
+ *   RT_GROUP_PP   the pp ranks of the same data-parallel index (sends between stages)
+ *   RT_GROUP_DP   the dp ranks of its stage (gradients of the dense parameters)
+ *   RT_GROUP_EP   the ep ranks of its expert group (MoE dispatch and combine)
+ *   RT_GROUP_EDP  the dp/ep ranks of its stage at the same place in their expert
+ *                 groups (gradients of the expert parameters) */
+enum rt_group { RT_GROUP_PP, RT_GROUP_DP, RT_GROUP_EP, RT_GROUP_EDP, RT_GROUPS };
+struct rt_layout {
+	int pp, dp, ep;
+};
+/* Checks the layout against the world size: 0, or -1 with a message. */
+int rt_layout_check(const struct rt_layout *l, int world, char *err, size_t errlen);
+/* The group of kind g that rank belongs to: its color (the same for every member, a
+ * different one for every group of that kind) and its key (its rank in the group). */
+void rt_layout_group(const struct rt_layout *l, int rank, enum rt_group g, int *color, int *key);
+const char *rt_group_name(enum rt_group g);
+
 /* ---- the launcher (one node) ------------------------------------------------- */
 
 /* When this process is not yet one of a job's ranks (none of the variables above is
@@ -143,6 +166,10 @@ struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t err
  * key) with the parent's SM bound.  Every rank of parent must call it.  color < 0:
  * this rank joins none, NULL. */
 struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key);
+/* The sub-communicators of a layout (rt_layout_check must have passed): groups[g] for
+ * every kind of group, each made with rt_comm_split.  Every rank must call it. */
+void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
+		    struct rt_comm *groups[RT_GROUPS]);
 /* Frees a sub-communicator; for the world communicator, also closes the rendezvous
  * (a clean end: waits for every rank) and the GPU. */
 void rt_comm_free(struct rt_comm *c);

@@ -35,6 +35,8 @@ struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t err
 }
 
 struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key) { none(); }
+void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
+		    struct rt_comm *groups[RT_GROUPS]) { none(); }
 void rt_comm_free(struct rt_comm *c) { (void)c; }
 int rt_comm_rank(const struct rt_comm *c) { none(); }
 int rt_comm_size(const struct rt_comm *c) { none(); }

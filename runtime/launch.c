@@ -137,6 +137,62 @@ int rt_rank_env_read(struct rt_rank_env *e, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- the parallel layout --------------------------------------------------------------- */
+
+int rt_layout_check(const struct rt_layout *l, int world, char *err, size_t errlen)
+{
+	if (l->pp < 1 || l->dp < 1 || l->ep < 1) {
+		snprintf(err, errlen, "pipeline (%d), data (%d) and expert (%d) parallel sizes must be at "
+			 "least 1", l->pp, l->dp, l->ep);
+		return -1;
+	}
+	if ((long)l->pp * l->dp != world) {
+		snprintf(err, errlen, "%d pipeline stages of %d data-parallel ranks make %d ranks, but the "
+			 "job has %d", l->pp, l->dp, l->pp * l->dp, world);
+		return -1;
+	}
+	if (l->dp % l->ep) {
+		snprintf(err, errlen, "expert parallelism %d does not divide the %d data-parallel ranks "
+			 "of a stage", l->ep, l->dp);
+		return -1;
+	}
+	return 0;
+}
+
+void rt_layout_group(const struct rt_layout *l, int rank, enum rt_group g, int *color, int *key)
+{
+	int stage = rank / l->dp, d = rank % l->dp;
+	int egroup = d / l->ep, e = d % l->ep;
+	switch (g) {
+	case RT_GROUP_PP:
+		*color = d;
+		*key = stage;
+		return;
+	case RT_GROUP_DP:
+		*color = stage;
+		*key = d;
+		return;
+	case RT_GROUP_EP:
+		*color = stage * (l->dp / l->ep) + egroup;
+		*key = e;
+		return;
+	case RT_GROUP_EDP:
+		*color = stage * l->ep + e;
+		*key = egroup;
+		return;
+	case RT_GROUPS:
+		break;
+	}
+	RT_BUG("bad group kind %d", (int)g);
+}
+
+const char *rt_group_name(enum rt_group g)
+{
+	static const char *names[] = { "pipeline", "data-parallel", "expert-parallel",
+				       "expert-data-parallel" };
+	return (unsigned)g < RT_GROUPS ? names[g] : "?";
+}
+
 /* ---- the launcher ------------------------------------------------------------------ */
 
 static int in_a_job(void)

@@ -279,6 +279,20 @@ struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key)
 	return c;
 }
 
+void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
+		    struct rt_comm *groups[RT_GROUPS])
+{
+	for (int g = 0; g < RT_GROUPS; g++) {
+		int color, key;
+		rt_layout_group(l, world->rank, (enum rt_group)g, &color, &key);
+		groups[g] = rt_comm_split(world, color, key);
+		if (!groups[g] || groups[g]->rank != key)
+			rt_comm_fail(world, "the %s group came out wrong (rank %d of it, expected %d)",
+				     rt_group_name((enum rt_group)g), groups[g] ? groups[g]->rank : -1,
+				     key);
+	}
+}
+
 void rt_comm_free(struct rt_comm *c)
 {
 	if (!c)

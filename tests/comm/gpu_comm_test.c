@@ -300,6 +300,45 @@ static void test_split(void)
 	rt_gpu_arena_reset(g, mark);
 }
 
+/* the pipeline, data-, expert- and expert-data-parallel groups of a few layouts */
+static void test_groups(void)
+{
+	struct rt_layout layouts[] = { { n, 1, 1 }, { 1, n, n }, { 1, n, 1 } };
+	size_t mark = rt_gpu_arena_mark(g);
+	int32_t v = 1 << rank, out;
+	rt_dptr s = dev(4), r = dev(4);
+	up(s, &v, 4);
+	for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+		const struct rt_layout *l = &layouts[i];
+		char err[256];
+		REQUIRE(rt_layout_check(l, n, err, sizeof err) == 0);
+		struct rt_comm *grp[RT_GROUPS];
+		rt_comm_groups(c, l, grp);
+		for (int k = 0; k < RT_GROUPS; k++) {
+			/* the sum of 1 << member over the group says who is in it */
+			int color, key, want = 0, size = 0;
+			rt_layout_group(l, rank, (enum rt_group)k, &color, &key);
+			for (int q = 0; q < n; q++) {
+				int cq, kq;
+				rt_layout_group(l, q, (enum rt_group)k, &cq, &kq);
+				if (cq == color) {
+					want |= 1 << q;
+					size++;
+				}
+			}
+			CHECKF(rt_comm_size(grp[k]) == size && rt_comm_rank(grp[k]) == key,
+			       "layout %zu, %s group: rank %d of %d", i, rt_group_name((enum rt_group)k),
+			       rt_comm_rank(grp[k]), rt_comm_size(grp[k]));
+			rt_comm_all_reduce_sum(grp[k], s, r, 1, RT_COMM_I32, NULL);
+			down(&out, r, 4);
+			EXPECT_EQ(rt_group_name((enum rt_group)k), i, out, want);
+		}
+		for (int k = RT_GROUPS - 1; k >= 0; k--)
+			rt_comm_free(grp[k]);
+	}
+	rt_gpu_arena_reset(g, mark);
+}
+
 static int as_rank(const char *mode)
 {
 	char err[4096];
@@ -320,6 +359,7 @@ static int as_rank(const char *mode)
 		test_all_to_all();
 		test_all_to_allv();
 		test_split();
+		test_groups();
 		fprintf(stderr, "rank %d: %s\n", rank, check_failures ? "FAILED" : "every result right");
 		rt_comm_free(c);
 		return CHECK_DONE();

@@ -106,6 +106,63 @@ static void test_env(void)
 	clear_env();
 }
 
+/* ---- the parallel layout ---- */
+
+static void check_layout(int pp, int dp, int ep)
+{
+	struct rt_layout l = { pp, dp, ep };
+	int world = pp * dp;
+	char err[256];
+	CHECKF(rt_layout_check(&l, world, err, sizeof err) == 0, "%d x %d / %d: %s", pp, dp, ep, err);
+	int want[RT_GROUPS] = { pp, dp, ep, dp / ep };
+	for (int g = 0; g < RT_GROUPS; g++) {
+		/* every group: the right size, keys 0..size-1 once each */
+		int *color = rt_malloc(sizeof(int) * (size_t)world), *key = rt_malloc(sizeof(int) * (size_t)world);
+		for (int r = 0; r < world; r++)
+			rt_layout_group(&l, r, (enum rt_group)g, &color[r], &key[r]);
+		for (int r = 0; r < world; r++) {
+			int size = 0;
+			for (int q = 0; q < world; q++)
+				if (color[q] == color[r]) {
+					size++;
+					CHECKF(q == r || key[q] != key[r], "%s group: ranks %d and %d share key %d",
+					       rt_group_name((enum rt_group)g), q, r, key[q]);
+				}
+			CHECKF(size == want[g], "%d x %d / %d: rank %d's %s group has %d ranks, not %d", pp,
+			       dp, ep, r, rt_group_name((enum rt_group)g), size, want[g]);
+			CHECK(key[r] >= 0 && key[r] < want[g]);
+		}
+		free(color);
+		free(key);
+	}
+	/* expert groups are neighbours; a stage's dp ranks are neighbours */
+	for (int r = 0; r < world; r++) {
+		int c, k, c0, k0;
+		rt_layout_group(&l, r, RT_GROUP_EP, &c, &k);
+		rt_layout_group(&l, r - k, RT_GROUP_EP, &c0, &k0);
+		CHECK(c == c0 && k0 == 0);
+		rt_layout_group(&l, r, RT_GROUP_PP, &c, &k);
+		CHECK(k == r / dp);
+	}
+}
+
+static void test_layout(void)
+{
+	check_layout(1, 1, 1);
+	check_layout(1, 2, 2);
+	check_layout(2, 1, 1);
+	check_layout(4, 8, 4);
+	check_layout(16, 4, 2);
+	check_layout(3, 6, 3);
+	struct rt_layout l = { 2, 4, 3 };
+	char err[256];
+	CHECK(rt_layout_check(&l, 8, err, sizeof err) == -1 && strstr(err, "does not divide"));
+	l.ep = 2;
+	CHECK(rt_layout_check(&l, 16, err, sizeof err) == -1 && strstr(err, "but the job has 16"));
+	l.pp = 0;
+	CHECK(rt_layout_check(&l, 0, err, sizeof err) == -1 && strstr(err, "at least 1"));
+}
+
 /* ---- as a launched rank ---- */
 
 static int as_rank(void)
@@ -206,6 +263,7 @@ int main(void)
 	if (getenv("SLUICE_LAUNCHED"))
 		return as_rank();
 	test_env();
+	test_layout();
 	test_launch();
 	return CHECK_DONE();
 }
