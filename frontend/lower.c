@@ -423,7 +423,9 @@ static struct fe_val lookup(struct fe *f, const char *name, struct fe_loc loc)
 	if (callable)
 		fe_error(f, loc, ir_sprintf(f->a, "call it: %s(...)", name),
 			 "'%s' is a function, not a value", name);
-	fe_error(f, loc, suggest(f, name, 0), "unknown name '%s'", name);
+	const char *hint = suggest(f, name, 0);
+	fe_error(f, loc, hint ? hint : "a name is a constant, a train setting, an argument of the block "
+					"or a value assigned before", "unknown name '%s'", name);
 }
 
 /* --- compile-time arithmetic ------------------------------------------------------------ */

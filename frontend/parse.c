@@ -619,8 +619,14 @@ void fe_parse(struct fe *f)
 		case T_MODEL:
 			fe_error(f, t->loc, NULL, "a file holds one model");
 		default:
-			fe_error(f, t->loc, "the top level holds const, block, graph and train",
-				 "expected a declaration, found %s", found(f, t));
+		{
+			const char *hint = "the top level holds const, block, graph and train";
+			if (t->kind == T_IDENT && f->pos > 0 && f->toks[f->pos - 1].loc.line == t->loc.line)
+				hint = "is a ',' missing? constants are separated by ','";
+			else if (t->kind == T_IDENT || t->kind == T_FOR || t->kind == T_IF)
+				hint = "statements belong in a block or in the graph";
+			fe_error(f, t->loc, hint, "expected a declaration, found %s", found(f, t));
+		}
 		}
 	}
 }
