@@ -57,7 +57,14 @@ int pass_pipeline_run(struct ir_graph *g, const char *after, FILE *err)
 		}
 	}
 	for (int i = 0; i <= stop; i++) {
-		if (passes[i].run(g, err)) {
+		int r = passes[i].run(g, err);
+		if (r && passes[i].run == pass_verify) {
+			if (err)
+				fprintf(err, "error: the IR does not verify (%d problem%s)\n", r,
+					r == 1 ? "" : "s");
+			return 1;
+		}
+		if (r) {
 			if (err)
 				fprintf(err, "error: pass '%s' failed\n", passes[i].name);
 			return 1;
