@@ -5,9 +5,12 @@
 # step; the run then gets as many steps as fit (the cosine schedule needs the total in
 # advance), with about 20 validation points.  The load average is printed at the end:
 # on a shared machine the wall clock buys fewer steps.
+# On a machine shared with other work the probe undercounts what the CPU can do; STEPS
+# then fixes the step count instead (e.g. the steps that fit in SECONDS on an idle
+# machine of the same kind, from train_speed.sh's tokens per CPU-second).
 # Usage: tools/bench/train_curve.sh MODEL.sl [SECONDS]
 #   env: SLUICE (default ./build/sluice), BACKEND (llvm), OUT (runs/curve-MODEL),
-#        SET ("--set a=b ..." passed to both runs)
+#        SET ("--set a=b ..." passed to both runs), STEPS (skip the probe)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SLUICE=${SLUICE:-./build/sluice}
@@ -19,6 +22,10 @@ out=${OUT:-runs/curve-$name}
 mkdir -p "$out"
 probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
+if [ -n "${STEPS:-}" ]; then
+	steps=$STEPS
+	every=$((STEPS / 20 > 0 ? STEPS / 20 : 1))
+else
 # shellcheck disable=SC2086
 "$SLUICE" train "$model" --backend "$BACKEND" --steps 8 --quiet --eval-every 1000000 \
 	--metrics "$probe/m.jsonl" --out "$probe/ck" ${SET:-} 2>"$probe/log"
@@ -31,7 +38,8 @@ steps = max(20, int(float(sys.argv[2]) / dt) - 80)
 print(steps, max(1, steps // 20))
 PY
 )
-echo "$name: $steps steps in about $secs s, validation every $every steps"
+fi
+echo "$name: $steps steps${STEPS:+ (fixed)}, budget $secs s, validation every $every steps"
 # shellcheck disable=SC2086
 "$SLUICE" train "$model" --backend "$BACKEND" --steps "$steps" --eval-every "$every" \
 	--metrics "$out/metrics.jsonl" --out "$out" ${SET:-} 2>&1 | tee "$out/log.txt" |
