@@ -417,7 +417,7 @@ static void put_attrs(FILE *out, const struct ir_op *op)
 			fprintf(out, "%lld", (long long)a->i);
 			break;
 		case IR_ATTR_FLOAT:
-			fprintf(out, "%.4g", a->f);
+			fprintf(out, "%.6g", a->f);
 			break;
 		case IR_ATTR_STR:
 			put_escaped(out, a->s ? a->s : "", 24);
