@@ -84,6 +84,8 @@ int cmd_data(int argc, char **argv)
 		free(t);
 	}
 	char *val = frac > 0.0 ? train_val_shard_name(out) : NULL;
+	fprintf(stderr, "sluice data: %d file%s, %zu bytes of text, a token per byte\n", n_in,
+		n_in == 1 ? "" : "s", len);
 	rc = train_write_text_shards(text, len, frac, out, val, stderr) ? EXIT_INPUT : EXIT_OK;
 	free(val);
 	free(text);
