@@ -34,6 +34,7 @@ struct cg_exec {
 	int64_t arena_bytes;
 	void **args;
 	int max_args;
+	double *prof;           /* SLUICE_LLVM_PROFILE: seconds per op kind */
 };
 
 static size_t type_size(enum kir_type t)
@@ -132,10 +133,35 @@ done:
 	return rc;
 }
 
+static void print_profile(const double *t)
+{
+	int order[IR_OP_COUNT];
+	double total = 0;
+	for (int i = 0; i < IR_OP_COUNT; i++) {
+		order[i] = i;
+		total += t[i];
+	}
+	for (int i = 0; i < IR_OP_COUNT; i++) /* by time, largest first */
+		for (int j = i + 1; j < IR_OP_COUNT; j++)
+			if (t[order[j]] > t[order[i]]) {
+				int x = order[i];
+				order[i] = order[j];
+				order[j] = x;
+			}
+	fprintf(stderr, "sluice: LLVM backend time by op kind (%.3f s in all):\n", total);
+	for (int i = 0; i < IR_OP_COUNT && t[order[i]] > 0; i++)
+		fprintf(stderr, "  %-22s %8.4f s %5.1f%%\n", ir_op_name((enum ir_opkind)order[i]),
+			t[order[i]], 100 * t[order[i]] / total);
+}
+
 static void llvm_free(struct cg_exec *e)
 {
 	if (!e)
 		return;
+	if (e->prof) {
+		print_profile(e->prof);
+		free(e->prof);
+	}
 	if (e->ptr)
 		for (int b = 0; b < e->plan.n_bufs; b++)
 			if (e->owned[b])
@@ -227,6 +253,8 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 			e->max_args = e->plan.steps[s].n_bufs;
 	e->args = rt_calloc((size_t)e->max_args + 1, sizeof *e->args);
 	e->pool = rt_pool_new(0);
+	if (getenv("SLUICE_LLVM_PROFILE"))
+		e->prof = rt_calloc(IR_OP_COUNT, sizeof *e->prof);
 	return e;
 }
 
@@ -390,6 +418,7 @@ static int llvm_run(struct cg_exec *e)
 				return 1;
 			}
 		}
+		double t0 = e->prof ? rt_now() : 0;
 		switch (st->kind) {
 		case CG_STEP_KERNEL: {
 			for (int i = 0; i < st->n_bufs; i++)
@@ -402,6 +431,8 @@ static int llvm_run(struct cg_exec *e)
 		case CG_STEP_GROUPED: run_grouped(e, st->op); break;
 		case CG_STEP_WGRAD: run_wgrad(e, st->op); break;
 		}
+		if (e->prof)
+			e->prof[st->op->kind] += rt_now() - t0;
 	}
 	return 0;
 }

@@ -16,23 +16,32 @@
 #include "runtime/pool.h"
 #include "runtime/rt.h"
 
-enum { GEMM_MR = 6, GEMM_KC = 256, GEMM_MC = 96, GEMM_NC = 256 };
+enum { GEMM_MR = 6, GEMM_KC = 128, GEMM_MC = 96, GEMM_NC = 256 };
 
+/* Loops run along whichever of A's axes is contiguous: k inner for a row-major A, the
+ * MR rows inner for a transposed one. */
 static void pack_a(const struct cg_gemm *g, int64_t pc, int64_t kc, int64_t i0, int64_t i1,
 		   float *ap)
 {
 	for (int64_t ir = i0; ir < i1; ir += GEMM_MR) {
 		float *dst = ap + (ir - i0) * kc;
 		int mr = (int)(i1 - ir < GEMM_MR ? i1 - ir : GEMM_MR);
+		const float *src = g->a + ir * g->rsa + pc * g->csa;
+		if (g->rsa == 1) {
+			for (int64_t k = 0; k < kc; k++)
+				for (int i = 0; i < GEMM_MR; i++)
+					dst[k * GEMM_MR + i] = i < mr ? src[k * g->csa + i] : 0.0f;
+			continue;
+		}
 		for (int i = 0; i < GEMM_MR; i++) {
 			if (i >= mr) {
 				for (int64_t k = 0; k < kc; k++)
 					dst[k * GEMM_MR + i] = 0.0f;
 				continue;
 			}
-			const float *src = g->a + (ir + i) * g->rsa + pc * g->csa;
+			const float *row = src + i * g->rsa;
 			for (int64_t k = 0; k < kc; k++)
-				dst[k * GEMM_MR + i] = src[k * g->csa];
+				dst[k * GEMM_MR + i] = row[k * g->csa];
 		}
 	}
 }
@@ -46,14 +55,24 @@ static void pack_b(const struct cg_gemm *g, int64_t pc, int64_t kc, int64_t j0, 
 		for (int64_t k = 0; k < kc; k++) {
 			const float *src = g->b + (pc + k) * g->rsb + jr * g->csb;
 			float *d = dst + k * nr_full;
-			if (g->csb == 1) {
-				memcpy(d, src, (size_t)nr * sizeof *d);
-			} else {
-				for (int j = 0; j < nr; j++)
-					d[j] = src[j * g->csb];
-			}
+			if (g->csb != 1)
+				break;
+			memcpy(d, src, (size_t)nr * sizeof *d);
 			for (int j = nr; j < nr_full; j++)
 				d[j] = 0.0f;
+		}
+		if (g->csb == 1)
+			continue;
+		/* transposed B: walk each column along k, where it is contiguous */
+		for (int j = 0; j < nr_full; j++) {
+			if (j >= nr) {
+				for (int64_t k = 0; k < kc; k++)
+					dst[k * nr_full + j] = 0.0f;
+				continue;
+			}
+			const float *col = g->b + pc * g->rsb + (jr + j) * g->csb;
+			for (int64_t k = 0; k < kc; k++)
+				dst[k * nr_full + j] = col[k * g->rsb];
 		}
 	}
 }
@@ -83,7 +102,7 @@ static void pack_b(const struct cg_gemm *g, int64_t pc, int64_t kc, int64_t j0, 
 #undef GK_TARGET
 
 typedef void (*block_fn)(const struct cg_gemm *, int64_t, int64_t, int64_t, int64_t, float *,
-			 float *);
+			 float *, int);
 
 static block_fn pick_block(void)
 {
@@ -107,6 +126,7 @@ struct gemm_job {
 	int n;
 	int64_t *first_tile; /* prefix sums of tiles per product, n + 1 */
 	block_fn block;
+	int64_t max_k;
 };
 
 static int64_t tiles_n(const struct cg_gemm *g)
@@ -114,23 +134,38 @@ static int64_t tiles_n(const struct cg_gemm *g)
 	return (g->N + GEMM_NC - 1) / GEMM_NC;
 }
 
+static int64_t tiles_m(const struct cg_gemm *g)
+{
+	return (g->M + GEMM_MC - 1) / GEMM_MC;
+}
+
+/* Tiles are numbered column-block major, so a chunk of consecutive tiles mostly walks
+ * down one column block and packs its part of B once. */
 static void run_tiles(void *ctx, int64_t lo, int64_t hi)
 {
 	struct gemm_job *job = ctx;
-	float *ap = aligned_alloc(64, sizeof(float) * GEMM_MC * GEMM_KC);
-	float *bp = aligned_alloc(64, sizeof(float) * (GEMM_NC + 32) * GEMM_KC);
+	/* packing buffers as large as this job's shapes need: small products (attention
+	 * heads) get small buffers, which malloc serves without a system call */
+	size_t kc = (size_t)(job->max_k < GEMM_KC ? job->max_k : GEMM_KC);
+	size_t kall = (size_t)job->max_k;
+	float *ap = aligned_alloc(64, (sizeof(float) * GEMM_MC * kc + 63) / 64 * 64);
+	float *bp = aligned_alloc(64, (sizeof(float) * (GEMM_NC + 32) * kall + 63) / 64 * 64);
 	if (!ap || !bp)
 		RT_BUG("out of memory for GEMM packing buffers");
 	int p = 0;
+	const struct cg_gemm *last_g = NULL;
+	int64_t last_j0 = -1;
 	for (int64_t t = lo; t < hi; t++) {
 		while (t >= job->first_tile[p + 1])
 			p++;
 		const struct cg_gemm *g = &job->g[p];
-		int64_t local = t - job->first_tile[p], tn = tiles_n(g);
-		int64_t i0 = (local / tn) * GEMM_MC, j0 = (local % tn) * GEMM_NC;
+		int64_t local = t - job->first_tile[p], tm = tiles_m(g);
+		int64_t i0 = (local % tm) * GEMM_MC, j0 = (local / tm) * GEMM_NC;
 		int64_t i1 = i0 + GEMM_MC < g->M ? i0 + GEMM_MC : g->M;
 		int64_t j1 = j0 + GEMM_NC < g->N ? j0 + GEMM_NC : g->N;
-		job->block(g, i0, i1, j0, j1, ap, bp);
+		job->block(g, i0, i1, j0, j1, ap, bp, g == last_g && j0 == last_j0);
+		last_g = g;
+		last_j0 = j0;
 	}
 	free(ap);
 	free(bp);
@@ -141,7 +176,7 @@ void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n)
 	static block_fn block;
 	if (!block)
 		block = pick_block();
-	struct gemm_job job = { g, n, rt_malloc(sizeof(int64_t) * (size_t)(n + 1)), block };
+	struct gemm_job job = { g, n, rt_malloc(sizeof(int64_t) * (size_t)(n + 1)), block, 1 };
 	job.first_tile[0] = 0;
 	for (int i = 0; i < n; i++) {
 		int64_t t = 0;
@@ -152,10 +187,12 @@ void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n)
 						memset(g[i].c + r * g[i].ldc, 0,
 						       sizeof(float) * (size_t)g[i].N);
 			} else {
-				t = (g[i].M + GEMM_MC - 1) / GEMM_MC * tiles_n(&g[i]);
+				t = tiles_m(&g[i]) * tiles_n(&g[i]);
 			}
 		}
 		job.first_tile[i + 1] = job.first_tile[i] + t;
+		if (t && g[i].K > job.max_k)
+			job.max_k = g[i].K;
 	}
 	int64_t total = job.first_tile[n];
 	int threads = pool ? rt_pool_threads(pool) : 1;

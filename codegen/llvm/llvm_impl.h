@@ -71,6 +71,7 @@ struct cg_plan {
 	int n_values;
 	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
 	unsigned char *is_output;
+	int *rope_table;          /* per ROPE value: the buffer of its cos/sin table */
 	int n_bufs, cap_bufs;     /* values + scratch */
 	enum kir_type *buf_type;  /* storage type per buffer */
 	int64_t *buf_numel;

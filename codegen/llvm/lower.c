@@ -358,9 +358,31 @@ static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx)
 	case IR_OP_BROADCAST:
 		bmap(kb, &in->shape, os, idx, iidx);
 		return val_at(kb, in, iidx);
-	case IR_OP_RESHAPE:
-		unflat(kb, &in->shape, flat(kb, os, idx), iidx);
+	case IR_OP_RESHAPE: {
+		if (!kb->p->inlined[in->id]) /* same row-major order: the flat index is the same */
+			return ldv(kb, in, flat(kb, os, idx));
+		/* Dims are matched from the right in groups of equal size (192 = 6 x 32):
+		 * within a group the index is flattened and split again, so a dim both
+		 * shapes share maps straight through and the inner loop stays linear. */
+		const struct ir_shape *is = &in->shape;
+		int o = os->rank, i = is->rank;
+		while (o > 0 || i > 0) {
+			int o0 = o, i0 = i;
+			int64_t po = 1, pi = 1;
+			do {
+				if ((po <= pi && o > 0) || i == 0)
+					po *= os->dim[--o];
+				else
+					pi *= is->dim[--i];
+			} while ((po != pi || (o > 0 && os->dim[o - 1] == 1) ||
+				  (i > 0 && is->dim[i - 1] == 1)) && (o > 0 || i > 0));
+			struct ir_shape og = { o0 - o, { 0 } }, ig = { i0 - i, { 0 } };
+			memcpy(og.dim, &os->dim[o], sizeof(int64_t) * (size_t)og.rank);
+			memcpy(ig.dim, &is->dim[i], sizeof(int64_t) * (size_t)ig.rank);
+			unflat(kb, &ig, flat(kb, &og, &idx[o]), &iidx[i]);
+		}
 		return val_at(kb, in, iidx);
+	}
 	case IR_OP_TRANSPOSE: {
 		const struct ir_attr *pa = ir_op_attr(op, "perm");
 		for (int d = 0; d < os->rank; d++)
@@ -418,14 +440,14 @@ static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx)
 		iidx[3] = i2;
 		jidx[3] = iadd(kb, i2, c64(kb, half));
 		kx *x1 = val_at(kb, in, iidx), *x2 = val_at(kb, in, jidx);
-		/* angle in double: s * theta^(-2 i / D) */
-		kx *ex = fbin(kb, KIR_MUL, kir_cvt(k, KIR_F64, i2), kir_f64(k, -2.0 / (double)D));
-		kx *ang = fbin(kb, KIR_MUL, kir_cvt(k, KIR_F64, idx[1]),
-			       fbin(kb, KIR_POW, kir_f64(k, theta), ex));
-		if (inv)
-			ang = kir_un(k, KIR_NEG, ang);
-		kx *c = kir_cvt(k, KIR_F32, kir_un(k, KIR_COS, ang));
-		kx *s = kir_cvt(k, KIR_F32, kir_un(k, KIR_SIN, ang));
+		/* cos and sin from the table emit_rope_table() made: [S, half, 2] */
+		(void)theta;
+		(void)inv;
+		int tab = kb->p->rope_table[out->id];
+		RT_ASSERT(tab >= 0);
+		kx *at = imul(kb, iadd(kb, imul(kb, idx[1], half), i2), 2);
+		kx *c = ld(kb, tab, at, KIR_F32);
+		kx *s = ld(kb, tab, iadd(kb, at, c64(kb, 1)), KIR_F32);
 		kx *y1 = fbin(kb, KIR_SUB, fbin(kb, KIR_MUL, x1, c), fbin(kb, KIR_MUL, x2, s));
 		kx *y2 = fbin(kb, KIR_ADD, fbin(kb, KIR_MUL, x1, s), fbin(kb, KIR_MUL, x2, c));
 		return kir_select(k, first, y1, y2);
@@ -459,6 +481,32 @@ static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx)
 	default:
 		RT_BUG("lower: %s is not pointwise", ir_op_name(op->kind));
 	}
+}
+
+/* ROPE's angles s * theta^(-2i/D) for every position s and pair i, as cos and sin
+ * computed in double and stored in f32: one small kernel ahead of the op, so that the
+ * pointwise expression (often fused into a transpose) only loads them. */
+static void emit_rope_table(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_shape *s = &op->out[0]->shape;
+	int64_t S = s->dim[1], D = s->dim[3], half = D / 2;
+	double theta = ir_op_float(op, "theta", 10000.0);
+	int inv = (int)ir_op_int(op, "inverse", 0);
+	int tab = add_buf(p, KIR_F32, S * half * 2 > 0 ? S * half * 2 : 1);
+	p->rope_table[op->out[0]->id] = tab;
+	struct kb kb = kb_begin(p, op, "table", S, prefix);
+	struct kir_kernel *k = kb.k;
+	int i = kir_index(k, "i");
+	struct kir_block *b = kir_loop(k, &k->body, i, c64(&kb, 0), c64(&kb, half));
+	kx *ex = kir_bin(k, KIR_MUL, kir_cvt(k, KIR_F64, kir_var(k, i)), kir_f64(k, -2.0 / (double)D));
+	kx *ang = kir_bin(k, KIR_MUL, kir_cvt(k, KIR_F64, kir_var(k, 0)),
+			  kir_bin(k, KIR_POW, kir_f64(k, theta), ex));
+	if (inv)
+		ang = kir_un(k, KIR_NEG, ang);
+	kx *at = imul(&kb, iadd(&kb, imul(&kb, kir_var(k, 0), half), kir_var(k, i)), 2);
+	st(&kb, b, tab, at, kir_cvt(k, KIR_F32, kir_un(k, KIR_COS, ang)));
+	st(&kb, b, tab, iadd(&kb, at, c64(&kb, 1)), kir_cvt(k, KIR_F32, kir_un(k, KIR_SIN, ang)));
+	kb_end(&kb, 16);
 }
 
 /* Rows of the output in parallel, the last dim in an inner loop. */
@@ -889,6 +937,9 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	p->g = g;
 	p->n_values = g->n_values;
 	p->inlined = rt_calloc((size_t)g->n_values + 1, 1);
+	p->rope_table = rt_malloc(sizeof *p->rope_table * ((size_t)g->n_values + 1));
+	for (int i = 0; i < g->n_values; i++)
+		p->rope_table[i] = -1;
 	p->is_output = rt_calloc((size_t)g->n_values + 1, 1);
 	for (int i = 0; i < g->n_values; i++) {
 		const struct ir_value *v = g->values[i];
@@ -933,6 +984,8 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 		const struct ir_op *op = g->ops[i];
 		if (op->kind == IR_OP_INPUT || op->kind == IR_OP_PARAM)
 			continue;
+		if (op->kind == IR_OP_ROPE)
+			emit_rope_table(p, op, prefix);
 		if (op->n_out == 1 && p->inlined[op->out[0]->id])
 			continue;
 		if (op->n_out && ir_shape_numel(&op->out[0]->shape) == 0)
@@ -980,6 +1033,7 @@ void cg_plan_free(struct cg_plan *p)
 	free(p->ks);
 	free(p->steps);
 	free(p->inlined);
+	free(p->rope_table);
 	free(p->is_output);
 	free(p->buf_type);
 	free(p->buf_numel);
