@@ -7,12 +7,14 @@
  * ROPE, and reductions: an output element is a reduction over a line of the input).
  * op_at() builds that expression for an op at a multi-index; val_at() reads a value at a
  * multi-index, either from its buffer or, when the value is "inlined", by building its
- * op's expression in place.  A value is inlined when its op is pointwise and not a
- * reduction, it has exactly one use, that use is a pointwise op reading each element
+ * op's expression in place.  A value is inlined when its op is pointwise, it has
+ * exactly one use, that use is a pointwise op reading each element
  * once (same element count, or a reduction), and it is no graph output: so a chain of
  * elementwise ops, views and broadcasts ends up as one kernel, and an elementwise
- * chain feeding a reduction is computed inside the reduction.  CONST is inlined into
- * every pointwise consumer.
+ * chain feeding a reduction is computed inside the reduction.  A reduction itself is
+ * inlined only into a consumer of its own size (the rsqrt of a mean square), never
+ * into one that broadcasts it, which would recompute it per element.  CONST is
+ * inlined into every pointwise consumer.
  *
  * Pointwise kernels run over the rows of the output (all dims but the last) in parallel
  * and over the last dim in an inner loop, so the inner loop is contiguous and vectorises.
@@ -953,8 +955,9 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	/* uses, and whether every use may read the value inline */
 	int *uses = rt_calloc((size_t)g->n_values + 1, sizeof *uses);
 	unsigned char *ok = rt_calloc((size_t)g->n_values + 1, 1);
+	unsigned char *same = rt_calloc((size_t)g->n_values + 1, 1);
 	for (int i = 0; i < g->n_values; i++)
-		ok[i] = 1;
+		ok[i] = same[i] = 1;
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		for (int j = 0; j < op->n_in; j++) {
@@ -966,19 +969,24 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 			if (!is_pointwise(op->kind) || !op->n_out ||
 			    (!reads_once && v->def && v->def->kind != IR_OP_CONST))
 				ok[v->id] = 0;
+			if (nv != no)
+				same[v->id] = 0;
 		}
 	}
 	for (int i = 0; i < g->n_values; i++) {
 		const struct ir_value *v = g->values[i];
 		const struct ir_op *d = v->def;
+		/* a reduction is inlined only into a consumer of its own size (rsqrt of a
+		 * mean), which evaluates it once per element */
 		if (!d || p->is_output[i] || !ok[i] || !uses[i] || !is_pointwise(d->kind) ||
-		    is_reduction(d->kind))
+		    (is_reduction(d->kind) && !same[i]))
 			continue;
 		if (d->kind == IR_OP_CONST || uses[i] == 1)
 			p->inlined[i] = 1;
 	}
 	free(uses);
 	free(ok);
+	free(same);
 
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
