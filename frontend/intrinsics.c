@@ -469,7 +469,11 @@ static struct fe_val in_mla(struct fe *f, const struct fe_expr *call)
 	kv = reshape(f, kv, 4, (int64_t[]){ B, S, H, hd + vd });
 	struct ir_value *kn = fe_slice(f, kv, 3, 0, hd);
 	struct ir_value *v = fe_slice(f, kv, 3, hd, vd);
-	struct ir_value *o = attend(f, fe_concat(f, qn, qp, 3), fe_concat(f, kn, kp, 3), v);
+	/* one op-making call per statement: C leaves the order of arguments open, and
+	 * the order of the ops must not depend on the compiler */
+	struct ir_value *qc = fe_concat(f, qn, qp, 3);
+	struct ir_value *kc = fe_concat(f, kn, kp, 3);
+	struct ir_value *o = attend(f, qc, kc, v);
 	struct ir_value *y = fe_matmul(f, o, weight(f, "wo", mul3(f, H, vd, 1), D, std), 0);
 	fe_set_scope(f, outer);
 	return tv(y);
@@ -670,8 +674,9 @@ static struct ir_value *xent(struct fe *f, struct ir_value *logits, struct ir_va
 			 shp(f, tg));
 	int64_t V = logits->shape.dim[logits->shape.rank - 1];
 	int64_t N = ir_shape_numel(&tg->shape);
-	struct ir_value *in[2] = { reshape(f, logits, 2, (int64_t[]){ N, V }),
-				   reshape(f, tg, 1, (int64_t[]){ N }) };
+	struct ir_value *in[2];
+	in[0] = reshape(f, logits, 2, (int64_t[]){ N, V });
+	in[1] = reshape(f, tg, 1, (int64_t[]){ N });
 	return fe_op1(f, IR_OP_CROSS_ENTROPY, 2, in, IR_F32, ir_shape_of(0));
 }
 
@@ -685,6 +690,16 @@ static struct fe_val in_cross_entropy(struct fe *f, const struct fe_expr *call)
 	return tv(xent(f, l, t, A.e[1]->loc));
 }
 
+/* An rmsnorm as its own instance of the current scope (default name dflt). */
+static struct ir_value *rms_instance(struct fe *f, struct ir_value *x, double eps, const char *dflt)
+{
+	const char *outer = f->scope;
+	fe_set_scope(f, fe_instance(f, NULL, f->cur, dflt));
+	struct ir_value *y = rms(f, x, eps, "weight");
+	fe_set_scope(f, outer);
+	return y;
+}
+
 /* Multi-token prediction (DeepSeek-V3): module k (scope mtp.K-1) combines the hidden
  * state of depth k-1 at position i with the embedding of token i+k, runs one block and
  * predicts token i+k+1 through the shared embedding and output head.  Returns the mean
@@ -694,14 +709,21 @@ static struct fe_val in_mtp(struct fe *f, const struct fe_expr *call)
 	static const char *const names[] = { "h", "tokens", "targets", "block", "depth", "eps",
 					     "name", NULL };
 	struct args A;
-	bind_args(f, call, names, 4, &A);
+	bind_args(f, call, names, 3, &A);
 	struct ir_value *h = a_tensor(f, &A, 0);
 	struct ir_value *tok = a_tensor(f, &A, 1);
 	struct ir_value *tg = a_tensor(f, &A, 2);
 	const char *bname = a_sym(f, &A, 3, NULL);
 	int64_t depth = a_int(f, &A, 4, 1, 1);
 	double eps = a_float(f, &A, 5, 1e-6);
-	struct fe_block *blk = fe_find_block(f, bname);
+	struct fe_block *blk = bname ? fe_find_block(f, bname) : NULL;
+	if (!bname) { /* the model's only block, if it has one */
+		blk = f->prog.blocks && !f->prog.blocks->next ? f->prog.blocks : NULL;
+		if (!blk)
+			fe_error(f, call->loc, "name the transformer block: mtp(..., block: layer)",
+				 "missing argument 'block' of mtp (the model has %s blocks)",
+				 f->prog.blocks ? "several" : "no");
+	}
 	if (!blk)
 		fe_error(f, A.e[3]->loc, "block: names a block of the model, e.g. block: layer",
 			 "unknown block '%s'", bname);
@@ -737,15 +759,19 @@ static struct fe_val in_mtp(struct fe *f, const struct fe_expr *call)
 		struct ir_value *tk = fe_slice(f, tok, 1, d, L);
 		struct ir_value *gin[2] = { emb, tk };
 		struct ir_value *e = fe_op1(f, IR_OP_GATHER_ROWS, 2, gin, IR_F32, ir_shape_of(3, B, L, D));
-		struct ir_value *c = fe_concat(f, rms(f, hk, eps, "hnorm.weight"),
-					       rms(f, e, eps, "enorm.weight"), 2);
-		struct ir_value *p = fe_matmul(f, c, weight(f, "proj.weight", 2 * D, D, 0.02), 0);
+		/* its own layers are claimed before the block's, which may use default names */
+		struct ir_value *hn = rms_instance(f, hk, eps, "hnorm");
+		struct ir_value *en = rms_instance(f, e, eps, "enorm");
+		struct ir_value *c = fe_concat(f, hn, en, 2);
+		const char *proj = fe_instance(f, NULL, call->loc, "proj");
+		struct ir_value *p = fe_matmul(f, c, fe_param(f, proj, "weight", IR_F32,
+							   ir_shape_of(2, 2 * D, D), "normal", 0.02), 0);
 		struct fe_val bv = fe_call_block_with(f, blk, call, p);
 		fe_set_loc(f, call->loc);
 		if (bv.k != V_TENSOR || !ir_shape_eq(&bv.t->shape, &p->shape))
-			fe_error(f, A.e[3]->loc, NULL, "block '%s' must return a tensor like its input %s, got %s",
+			fe_error(f, A.e[3] ? A.e[3]->loc : call->loc, NULL, "block '%s' must return a tensor like its input %s, got %s",
 				 blk->name, shp(f, p), bv.k == V_TENSOR ? shp(f, bv.t) : fe_val_kind_name(bv.k));
-		struct ir_value *logits = fe_matmul(f, rms(f, bv.t, eps, "norm.weight"), head, 0);
+		struct ir_value *logits = fe_matmul(f, rms_instance(f, bv.t, eps, "out_norm"), head, 0);
 		struct ir_value *ce = xent(f, logits, fe_slice(f, tg, 1, d, L), A.e[2]->loc);
 		total = total ? fe_binary(f, IR_OP_ADD, total, ce, "'+'") : ce;
 		prev = bv.t;
