@@ -360,6 +360,45 @@ static void test_zoo(void)
 	}
 }
 
+/* DESIGN.md's example, with the output head named: default layer names inside the
+ * block that mtp reuses, ':' in the train section, a positional setting argument. */
+static void test_design_example(void)
+{
+	static const char src[] =
+		"model tiny_moe\n"
+		"const vocab = 256, dim = 64, layers = 3, heads = 4, seq = 32\n"
+		"const experts = 8, shared = 1, top_k = 2, expert_dim = 32\n"
+		"block layer(x, moe_layer: bool = true) {\n"
+		"  h = x + mla(rmsnorm(x), heads: heads, q_rank: 32, kv_rank: 16, rope_dim: 8, head_dim: 16)\n"
+		"  f = moe_layer ? moe(rmsnorm(h), experts: experts, shared: shared, top_k: top_k,\n"
+		"                      hidden: expert_dim, gate: sigmoid, balance: bias(0.001))\n"
+		"                : swiglu(rmsnorm(h), hidden: 4 * dim)\n"
+		"  return h + f\n"
+		"}\n"
+		"graph(tokens: i32[batch, seq], targets: i32[batch, seq]) {\n"
+		"  x = embed(tokens, vocab, dim)\n"
+		"  for i in 0..layers { x = layer(x, moe_layer: i >= 1) }\n"
+		"  loss = cross_entropy(linear(rmsnorm(x), vocab, name: head), targets)\n"
+		"  loss += 0.3 * mtp(x, tokens, targets, depth: 1)\n"
+		"}\n"
+		"train { batch: 4, steps: 2000, optimizer: adamw(lr: 3e-4, wd: 0.1), warmup: 100,\n"
+		"        precision: bf16, pipeline: dualpipe(stages: 4), experts: parallel(4) }\n";
+	struct ir_graph *g = compile_str(src, 0, NULL);
+	if (!g)
+		return;
+	CHECK(param(g, "layers.0.norm.weight") && param(g, "layers.0.norm_1.weight"));
+	CHECK(param(g, "layers.0.ffn.w1") && param(g, "layers.2.moe.experts.w3"));
+	CHECK(param(g, "mtp.0.hnorm.weight") && param(g, "mtp.0.enorm.weight") &&
+	      param(g, "mtp.0.norm.weight") && param(g, "mtp.0.norm_1.weight") &&
+	      param(g, "mtp.0.out_norm.weight") && param(g, "mtp.0.moe.gate.bias"));
+	CHECK(ir_graph_setting_num(g, "experts.0", 0) == 4);
+	CHECK(ir_graph_setting_num(g, "optimizer.lr", 0) == 3e-4);
+	const struct ir_setting *e = ir_graph_setting(g, "experts");
+	CHECK(e && e->is_str && !strcmp(e->str, "parallel"));
+	CHECK(ir_verify(g, stderr) == 0);
+	ir_graph_free(g);
+}
+
 /* Compiling is deterministic, and the printed IR parses back to the same text. */
 static void test_round_trip(void)
 {
@@ -410,6 +449,7 @@ int main(void)
 	test_tiny_moe();
 	test_deepseek_v3();
 	test_zoo();
+	test_design_example();
 	test_round_trip();
 	return CHECK_DONE();
 }
