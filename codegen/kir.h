@@ -30,6 +30,7 @@ enum kir_op {
 	KIR_CONST, KIR_VAR, KIR_LOAD,
 	/* unary (float): */
 	KIR_NEG, KIR_EXP, KIR_LOG, KIR_SQRT, KIR_TANH, KIR_SIN, KIR_COS, KIR_ABS,
+	KIR_RBF16, KIR_RF16, /* f32 rounded to the nearest bf16 / f16 value (ties to even) */
 	KIR_CVT,       /* to the node's type */
 	KIR_NOT,       /* bool */
 	/* binary, both operands of one type (comparisons give bool): */

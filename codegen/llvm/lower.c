@@ -21,9 +21,11 @@
  * The other ops (softmax, cross entropy, routing, MoE permutations) get one or two
  * kernels each, written out below; MATMUL and the grouped matmuls call gemm.c.
  *
- * Simplifications, on purpose: floats of every dtype are computed and stored as f32
- * without rounding to bf16/f16/f8 (the reference rounds them: graphs in those dtypes
- * differ from it by the rounding); indices read from data (embedding rows, top-k
+ * Floats of every dtype are stored as f32; values of dtype bf16 or f16 are rounded to
+ * that format after each op, as the reference does, so such graphs agree with it.
+ * Simplifications, on purpose: f8 dtypes are not rounded (FP8 is the GPU's); INPUT and
+ * PARAM data are used as given (the reference rounds bound data to the value's dtype:
+ * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
  * choices) are clamped into range instead of reported; an inlined value read twice in
  * one expression is computed twice (LLVM's CSE removes the repeat within a block). */
 #include <stdlib.h>
@@ -205,6 +207,17 @@ static void unflat(struct kb *kb, const struct ir_shape *s, kx *f, kx **idx)
 
 /* --- loads and stores in compute types ----------------------------------------------- */
 
+/* Values of dtype bf16 or f16 are stored as f32 holding a value of that format, as the
+ * reference rounds them after every op. */
+static kx *round_to(struct kb *kb, kx *v, enum ir_dtype t)
+{
+	if (v->type != KIR_F32 || (t != IR_BF16 && t != IR_F16))
+		return v;
+	if (v->op == KIR_RBF16 || v->op == KIR_RF16)
+		return v;
+	return kir_un(kb->k, t == IR_BF16 ? KIR_RBF16 : KIR_RF16, v);
+}
+
 static kx *ld(struct kb *kb, int gid, kx *i, enum kir_type want)
 {
 	kx *v = kir_load(kb->k, kb_buf(kb, gid), i);
@@ -218,6 +231,8 @@ static kx *ldv(struct kb *kb, const struct ir_value *v, kx *i)
 
 static void st(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
 {
+	if (gid < kb->p->n_values)
+		val = round_to(kb, val, kb->p->g->values[gid]->dtype);
 	kir_store(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kb->p->buf_type[gid], val));
 }
 
@@ -326,7 +341,14 @@ static kx *reduce_at(struct kb *kb, const struct ir_op *op, kx **idx)
 	return r;
 }
 
+static kx *op_at_raw(struct kb *kb, const struct ir_op *op, kx **idx);
+
 static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx)
+{
+	return round_to(kb, op_at_raw(kb, op, idx), op->out[0]->dtype);
+}
+
+static kx *op_at_raw(struct kb *kb, const struct ir_op *op, kx **idx)
 {
 	struct kir_kernel *k = kb->k;
 	const struct ir_value *out = op->out[0];
@@ -914,6 +936,17 @@ static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const
 	kb_end(&kb, grain_rows(n));
 }
 
+/* after an op whose output is bf16 or f16: round it in place */
+static void emit_round(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *v = op->out[0];
+	if (v->dtype != IR_BF16 && v->dtype != IR_F16)
+		return;
+	struct kb kb = kb_begin(p, op, "round", ir_shape_numel(&v->shape), prefix);
+	st(&kb, &kb.k->body, v->id, var(&kb, 0), ldv(&kb, v, var(&kb, 0)));
+	kb_end(&kb, 8192);
+}
+
 static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step_kind kind)
 {
 	p->steps = grow(p->steps, &p->cap_steps, p->n_steps + 1, sizeof *p->steps);
@@ -1026,6 +1059,8 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 				ir_op_name(op->kind));
 			return 1;
 		}
+		/* library GEMMs and accumulating kernels store unrounded f32 */
+		emit_round(p, op, prefix);
 	}
 	return 0;
 }

@@ -253,6 +253,21 @@ static LLVMValueRef expr(struct rd *r, const struct kir_expr *e)
 				b, LLVMBuildICmp(b, LLVMIntSLT, a, LLVMConstInt(ty(r, e->type), 0, 0), ""),
 				LLVMBuildNeg(b, a, ""), a, "");
 		case KIR_NOT: return LLVMBuildNot(b, a, "");
+		case KIR_RBF16: {
+			/* round to nearest even on the upper 16 bits; NaNs pass unchanged */
+			LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c);
+			LLVMValueRef bits = LLVMBuildBitCast(b, a, i32, "");
+			LLVMValueRef odd = LLVMBuildAnd(b, LLVMBuildLShr(b, bits, LLVMConstInt(i32, 16, 0), ""),
+							LLVMConstInt(i32, 1, 0), "");
+			LLVMValueRef rnd = LLVMBuildAdd(b, bits, LLVMBuildAdd(b, odd, LLVMConstInt(i32, 0x7fff, 0), ""), "");
+			rnd = LLVMBuildAnd(b, rnd, LLVMConstInt(i32, 0xffff0000u, 0), "");
+			LLVMValueRef v = LLVMBuildBitCast(b, rnd, LLVMTypeOf(a), "");
+			return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, a, a, ""), a, v, "");
+		}
+		case KIR_RF16: {
+			LLVMValueRef h = LLVMBuildFPTrunc(b, a, LLVMHalfTypeInContext(r->c), "");
+			return LLVMBuildFPExt(b, h, LLVMTypeOf(a), "");
+		}
 		default: RT_BUG("kir: bad unary op %d", (int)e->op);
 		}
 	}

@@ -82,8 +82,13 @@ static void fill(const struct ir_value *v, void *buf)
 	int64_t *tmp = calloc((size_t)(n + 1), sizeof *tmp);
 	switch (sp.gen) {
 	case G_F: case G_POS:
-		for (int64_t i = 0; i < n; i++)
-			((float *)buf)[i] = (float)(sp.gen == G_F ? frand(-1, 1) : frand(0.5, 2));
+		for (int64_t i = 0; i < n; i++) {
+			double x = sp.gen == G_F ? frand(-1, 1) : frand(0.5, 2);
+			/* bf16/f16 inputs hold values of their format: multiples of 1/64 */
+			if (v->dtype != IR_F32)
+				x = (double)(int)(x * 64) / 64;
+			((float *)buf)[i] = (float)x;
+		}
 		free(tmp);
 		return;
 	case G_IDX: for (int64_t i = 0; i < n; i++) tmp[i] = rand() % sp.hi; break;
@@ -511,9 +516,31 @@ static void routing_ops(void)
 	run("grouped_matmul given offsets");
 }
 
+/* bf16 and f16 values: rounded after every op, fused or not, GEMM outputs included */
+static void low_precision(void)
+{
+	static const enum ir_dtype ts[] = { IR_BF16, IR_F16 };
+	for (int i = 0; i < 2; i++) {
+		enum ir_dtype t = ts[i];
+		begin();
+		struct ir_value *x = fin(S(6, 40)), *w = in(t, S(40, 24), G_F, 0);
+		struct ir_value *xc = ir_op1(G, IR_OP_CAST, 1, &x, t, x->shape);
+		struct ir_value *e = op1(IR_OP_SILU, xc, xc->shape);
+		struct ir_value *y = op2(IR_OP_MATMUL, e, w, t, S(6, 24));
+		struct ir_value *sm = op1(IR_OP_SOFTMAX, y, y->shape);
+		struct ir_value *out = ir_op1(G, IR_OP_CAST, 1, &sm, IR_F32, sm->shape);
+		struct ir_value *ysum = op1(IR_OP_REDUCE_SUM, y, S(6));
+		ir_op_set_int(G, ysum->def, "axis", -1);
+		OUT(out);
+		OUT(ysum);
+		run(t == IR_BF16 ? "bf16 chain" : "f16 chain");
+	}
+}
+
 int main(void)
 {
 	srand(12345);
+	low_precision();
 	unary_ops();
 	binary_ops();
 	fused_chains();
