@@ -14,13 +14,6 @@
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 
-/* Shared with cmd_dot.c (declared there too until commands.h declares it). */
-struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
-			     const struct args_overrides *over, int *status);
-int cmd_ir_check_pass(const char *cmd, const char *after);
-int cmd_ir_write_atomic(const char *cmd, const char *path,
-			int (*write)(FILE *f, const void *ctx), const void *ctx);
-
 static void usage(FILE *f)
 {
 	const char *const *names = pass_pipeline_names();

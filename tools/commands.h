@@ -4,6 +4,10 @@
 #ifndef SLUICE_COMMANDS_H
 #define SLUICE_COMMANDS_H
 
+#include <stdio.h>
+
+#include "args.h"
+
 enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_USAGE = 2 };
 
 int cmd_check(int argc, char **argv);
@@ -13,5 +17,16 @@ int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+
+/* Shared by the commands that read a model (tools/cmd_ir.c): load FILE, a model (.sl)
+ * or textual IR, and run the pass pipeline up to `after` (NULL: all).  On failure
+ * returns NULL with *status set to the exit status and the message printed. */
+struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
+			     const struct args_overrides *over, int *status);
+/* 0 when `after` names a pass (or is NULL); else prints the names, returns EXIT_USAGE. */
+int cmd_ir_check_pass(const char *cmd, const char *after);
+/* Write PATH through write() to a temporary file, fsync, rename; returns an exit status. */
+int cmd_ir_write_atomic(const char *cmd, const char *path,
+			int (*write)(FILE *f, const void *ctx), const void *ctx);
 
 #endif
