@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct rt_pool;
+
 struct rt_adamw {
 	float beta1, beta2, eps;
 	float weight_decay;      /* decoupled: w -= lr * wd * w (PyTorch's AdamW) */
@@ -16,13 +18,18 @@ struct rt_adamw {
 
 /* One AdamW step on n elements at step t (1-based: the bias corrections use t).
  * grad_scale multiplies every gradient first (the clipping factor, 1 when none);
- * decay = 0 leaves weight decay out (norm gains, biases). */
-void rt_adamw_step(const struct rt_adamw *o, float lr, int64_t t, float *w,
-		   const float *g, float *m, float *v, size_t n, float grad_scale,
+ * decay = 0 leaves weight decay out (norm gains, biases).  pool (NULL: the calling
+ * thread) splits the elements over threads; each element's update is the same
+ * whatever the split. */
+void rt_adamw_step(struct rt_pool *pool, const struct rt_adamw *o, float lr, int64_t t,
+		   float *w, const float *g, float *m, float *v, size_t n, float grad_scale,
 		   int decay);
 
-/* The L2 norm of all gradients together, accumulated in double in a fixed order. */
-double rt_grad_norm(float *const *grads, const size_t *n, int count);
+/* The L2 norm of all gradients together: squares summed in double over fixed blocks
+ * of RT_OPTIM_BLOCK elements, the blocks' sums added in order, so the result does not
+ * depend on the number of threads in pool (NULL: the calling thread). */
+#define RT_OPTIM_BLOCK 16384
+double rt_grad_norm(struct rt_pool *pool, float *const *grads, const size_t *n, int count);
 /* The factor that brings a gradient of norm `norm` down to max_norm (1 when it is
  * already within, or when max_norm <= 0 turns clipping off). */
 float rt_clip_scale(double norm, float max_norm);

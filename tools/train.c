@@ -38,6 +38,7 @@
 #include "runtime/data.h"
 #include "runtime/metrics.h"
 #include "runtime/optim.h"
+#include "runtime/pool.h"
 #include "runtime/progress.h"
 #include "runtime/rt.h"
 
@@ -91,6 +92,7 @@ struct trainer {
 	size_t *grad_n;
 	double load_ratio;      /* last step: max/mean expert load, averaged over layers */
 	int64_t arena_peak;     /* bytes pass_memplan plans for the step's values */
+	struct rt_pool *pool;   /* the optimizer's threads */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -615,14 +617,14 @@ static int step_once(struct trainer *t, float *loss, float *lr, double *gnorm)
 		RT_ASSERT(t->grads[ng]);
 		t->grad_n[ng++] = p->n;
 	}
-	*gnorm = rt_grad_norm(t->grads, t->grad_n, ng);
+	*gnorm = rt_grad_norm(t->pool, t->grads, t->grad_n, ng);
 	float scale = rt_clip_scale(*gnorm, t->clip);
 	*lr = rt_schedule_lr(&t->sched, t->step);
 	ng = 0;
 	for (int k = 0; k < t->n_params; k++) {
 		struct tparam *p = &t->p[k];
 		if (p->trainable)
-			rt_adamw_step(&t->adamw, *lr, t->step + 1, p->w, t->grads[ng++], p->m, p->v,
+			rt_adamw_step(t->pool, &t->adamw, *lr, t->step + 1, p->w, t->grads[ng++], p->m, p->v,
 				      p->n, scale, p->decay);
 	}
 	return 0;
@@ -808,6 +810,7 @@ static int setup(struct trainer *t)
 	t->be->bind(t->ex, t->targets_id, t->targets);
 	for (int k = 0; k < t->n_params; k++)
 		t->be->bind(t->ex, t->p[k].value_id, t->p[k].w);
+	t->pool = rt_pool_new(0);
 	t->grads = rt_calloc((size_t)t->n_params + 1, sizeof *t->grads);
 	t->grad_n = rt_calloc((size_t)t->n_params + 1, sizeof *t->grad_n);
 	print_train(t);
@@ -831,6 +834,8 @@ static void teardown(struct trainer *t)
 	free(t->targets);
 	free(t->grads);
 	free(t->grad_n);
+	if (t->pool)
+		rt_pool_free(t->pool);
 	free(t->out_dir);
 	rt_shard_free(&t->train);
 	rt_shard_free(&t->val);

@@ -1,8 +1,13 @@
 /* test_optim.c - AdamW against steps computed by hand, clipping, and the schedule. */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "runtime/optim.h"
+#include "runtime/pool.h"
+#include "runtime/rt.h"
 
 #define NEAR(a, b, tol) (fabs((double)(a) - (double)(b)) <= (tol))
 
@@ -13,7 +18,7 @@ static void test_adamw(void)
 	/* step 1: m = 0.05, v = 0.00025, mhat = 0.5, vhat = 0.25, update ~ 1,
 	 * w = 1 - 0.1 * (1 + 0.1 * 1) = 0.89 */
 	float g = 0.5f;
-	rt_adamw_step(&o, 0.1f, 1, &w, &g, &m, &v, 1, 1.0f, 1);
+	rt_adamw_step(NULL, &o, 0.1f, 1, &w, &g, &m, &v, 1, 1.0f, 1);
 	CHECKF(NEAR(m, 0.05, 1e-7), "m = %.9g", m);
 	CHECKF(NEAR(v, 0.00025, 1e-8), "v = %.9g", v);
 	CHECKF(NEAR(w, 0.890000002, 1e-6), "w = %.9g", w);
@@ -21,14 +26,14 @@ static void test_adamw(void)
 	 * mhat = 0.02 / 0.19, vhat = 0.00031225 / 0.001999,
 	 * w = 0.89 - 0.05 * (mhat / sqrt(vhat) + 0.1 * 0.89) = 0.87223315 */
 	g = -0.25f;
-	rt_adamw_step(&o, 0.05f, 2, &w, &g, &m, &v, 1, 1.0f, 1);
+	rt_adamw_step(NULL, &o, 0.05f, 2, &w, &g, &m, &v, 1, 1.0f, 1);
 	CHECKF(NEAR(m, 0.02, 1e-7), "m = %.9g", m);
 	CHECKF(NEAR(v, 0.00031225, 1e-8), "v = %.9g", v);
 	CHECKF(NEAR(w, 0.87223315, 2e-6), "w = %.9g", w);
 
 	/* no decay, and the gradient scale (clipping) applied before the moments */
 	float w2[2] = { 2.0f, -2.0f }, g2[2] = { 4.0f, -4.0f }, m2[2] = { 0 }, v2[2] = { 0 };
-	rt_adamw_step(&o, 0.1f, 1, w2, g2, m2, v2, 2, 0.25f, 0);
+	rt_adamw_step(NULL, &o, 0.1f, 1, w2, g2, m2, v2, 2, 0.25f, 0);
 	CHECKF(NEAR(m2[0], 0.1, 1e-7) && NEAR(m2[1], -0.1, 1e-7), "m = %g %g", m2[0], m2[1]);
 	CHECKF(NEAR(w2[0], 1.9, 1e-6) && NEAR(w2[1], -1.9, 1e-6), "w = %g %g", w2[0], w2[1]);
 }
@@ -38,7 +43,7 @@ static void test_clip(void)
 	float a[2] = { 3.0f, 0.0f }, b[1] = { 4.0f };
 	float *gs[2] = { a, b };
 	size_t ns[2] = { 2, 1 };
-	double norm = rt_grad_norm(gs, ns, 2);
+	double norm = rt_grad_norm(NULL, gs, ns, 2);
 	CHECKF(norm == 5.0, "norm = %.17g", norm);
 	CHECK(NEAR(rt_clip_scale(norm, 1.0f), 0.2, 1e-7));
 	CHECK(rt_clip_scale(norm, 10.0f) == 1.0f);
@@ -64,8 +69,54 @@ static void test_schedule(void)
 	CHECK(NEAR(rt_schedule_lr(&nw, 2), 0.0, 1e-7));
 }
 
+/* Threads change neither the norm (fixed blocks, summed in order) nor any update. */
+static void test_threads(void)
+{
+	size_t ns[3] = { 3 * RT_OPTIM_BLOCK + 17, 5, 2 * RT_OPTIM_BLOCK };
+	float *g[3], *w[2][3], *m[2][3], *v[2][3];
+	uint64_t x = 12345;
+	for (int k = 0; k < 3; k++) {
+		g[k] = rt_malloc(ns[k] * sizeof(float));
+		for (size_t i = 0; i < ns[k]; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			g[k][i] = (float)((double)(x >> 11) * 0x1.0p-53 - 0.5);
+		}
+		for (int r = 0; r < 2; r++) {
+			w[r][k] = rt_calloc(ns[k], sizeof(float));
+			m[r][k] = rt_calloc(ns[k], sizeof(float));
+			v[r][k] = rt_calloc(ns[k], sizeof(float));
+		}
+	}
+	struct rt_pool *pool = rt_pool_new(3);
+	double a = rt_grad_norm(NULL, g, ns, 3), b = rt_grad_norm(pool, g, ns, 3);
+	CHECKF(a == b, "%.17g != %.17g", a, b);
+	double ref = 0;
+	for (int k = 0; k < 3; k++)
+		for (size_t i = 0; i < ns[k]; i++)
+			ref += (double)g[k][i] * g[k][i];
+	CHECK(NEAR(a, sqrt(ref), 1e-9 * a));
+	struct rt_adamw o = { .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f };
+	for (int t = 1; t <= 3; t++)
+		for (int k = 0; k < 3; k++) {
+			rt_adamw_step(NULL, &o, 1e-3f, t, w[0][k], g[k], m[0][k], v[0][k], ns[k], 0.5f, 1);
+			rt_adamw_step(pool, &o, 1e-3f, t, w[1][k], g[k], m[1][k], v[1][k], ns[k], 0.5f, 1);
+		}
+	for (int k = 0; k < 3; k++) {
+		CHECK(!memcmp(w[0][k], w[1][k], ns[k] * sizeof(float)));
+		CHECK(!memcmp(v[0][k], v[1][k], ns[k] * sizeof(float)));
+		free(g[k]);
+		for (int r = 0; r < 2; r++) {
+			free(w[r][k]);
+			free(m[r][k]);
+			free(v[r][k]);
+		}
+	}
+	rt_pool_free(pool);
+}
+
 int main(void)
 {
+	test_threads();
 	test_adamw();
 	test_clip();
 	test_schedule();
