@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHAINS 16
+#define CHAINS 16 /* must match CH() below */
 #if defined(__x86_64__)
 #define TARGET __attribute__((target("avx512f,fma")))
 #define VL 16
@@ -28,18 +28,24 @@ static double now(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* sixteen named accumulators, so that they live in registers whatever the optimiser
+ * does with arrays */
+#define CH(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define DECL(i) vf a##i = (vf){ 0 } + (float)i;
+#define STEP(i) a##i = a##i * b + c;
+#define SUM(i) t += a##i;
 TARGET static double fma_loop(long n)
 {
-	vf a[CHAINS], b = (vf){ 0 } + 0.999999f, c = (vf){ 0 } + 1e-7f;
-	for (int i = 0; i < CHAINS; i++)
-		a[i] = (vf){ 0 } + (float)i;
-	for (long k = 0; k < n; k++)
-		for (int i = 0; i < CHAINS; i++)
-			a[i] = a[i] * b + c;
+	vf b = (vf){ 0 } + 0.999999f, c = (vf){ 0 } + 1e-7f;
+	CH(DECL)
+	for (long k = 0; k < n; k++) {
+		CH(STEP)
+	}
+	vf t = (vf){ 0 };
+	CH(SUM)
 	double s = 0;
-	for (int i = 0; i < CHAINS; i++)
-		for (int l = 0; l < VL; l++)
-			s += a[i][l];
+	for (int l = 0; l < VL; l++)
+		s += t[l];
 	return s;
 }
 
