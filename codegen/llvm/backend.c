@@ -27,6 +27,7 @@ struct cg_exec {
 	struct cg_jit *jit;
 	cg_kernel_fn *fns;
 	struct rt_pool *pool;
+	struct cg_gemm_ws *ws;  /* GEMM packing buffers, kept between runs */
 	void **ptr;            /* per buffer */
 	unsigned char *outside; /* per buffer: bound by the caller or allocated alone */
 	unsigned char *owned;   /* per buffer: allocated alone (graph outputs) */
@@ -173,6 +174,7 @@ static void llvm_free(struct cg_exec *e)
 	free(e->args);
 	free(e->fns);
 	rt_pool_free(e->pool);
+	cg_gemm_ws_free(e->ws);
 	cg_jit_free(e->jit);
 	cg_plan_free(&e->plan);
 	free(e);
@@ -253,6 +255,7 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 			e->max_args = e->plan.steps[s].n_bufs;
 	e->args = rt_calloc((size_t)e->max_args + 1, sizeof *e->args);
 	e->pool = rt_pool_new(0);
+	e->ws = cg_gemm_ws_new(rt_pool_threads(e->pool));
 	if (getenv("SLUICE_LLVM_PROFILE"))
 		e->prof = rt_calloc(IR_OP_COUNT, sizeof *e->prof);
 	return e;
@@ -333,7 +336,7 @@ static void run_matmul(struct cg_exec *e, const struct ir_op *op)
 		gm->c = c + i * M * N;
 		gm->ldc = N;
 	}
-	cg_gemm_run(e->pool, gs, (int)nb);
+	cg_gemm_run(e->pool, e->ws, gs, (int)nb);
 	free(gs);
 }
 
@@ -369,7 +372,7 @@ static void run_grouped(struct cg_exec *e, const struct ir_op *op)
 		gm->rsb = tb ? 1 : N, gm->csb = tb ? K : 1;
 		gm->c = y + o[i] * N, gm->ldc = N;
 	}
-	cg_gemm_run(e->pool, gs, (int)E);
+	cg_gemm_run(e->pool, e->ws, gs, (int)E);
 	free(gs);
 	free(o);
 }
@@ -399,7 +402,7 @@ static void run_wgrad(struct cg_exec *e, const struct ir_op *op)
 			gm->b = x + r0 * K, gm->rsb = K, gm->csb = 1;
 		}
 	}
-	cg_gemm_run(e->pool, gs, (int)E);
+	cg_gemm_run(e->pool, e->ws, gs, (int)E);
 	free(gs);
 	free(o);
 }

@@ -9,6 +9,7 @@
  * (gemm_kernel.inc) runs over the MR x NR tiles.  The micro-kernel is compiled for
  * AVX-512, AVX2+FMA and plain SSE, and picked once from what the CPU supports.
  * Accumulation is in f32 with FMA; each KC slice is added into C. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,12 +122,59 @@ static block_fn pick_block(void)
 	return block_generic;
 }
 
+/* Packing buffers, one slot per thread that may run a chunk at once, kept between
+ * calls: fresh large allocations cost a page fault per 4 KiB on every call, which
+ * halved the speed of products of 1000 and more. */
+struct gemm_slot {
+	float *ap, *bp;
+	size_t ap_n, bp_n;  /* floats */
+	atomic_int busy;
+};
+
+struct cg_gemm_ws {
+	int n;
+	struct gemm_slot *slot;
+};
+
+struct cg_gemm_ws *cg_gemm_ws_new(int n_slots)
+{
+	struct cg_gemm_ws *ws = rt_calloc(1, sizeof *ws);
+	ws->n = n_slots > 0 ? n_slots : 1;
+	ws->slot = rt_calloc((size_t)ws->n, sizeof *ws->slot);
+	return ws;
+}
+
+void cg_gemm_ws_free(struct cg_gemm_ws *ws)
+{
+	if (!ws)
+		return;
+	for (int i = 0; i < ws->n; i++) {
+		free(ws->slot[i].ap);
+		free(ws->slot[i].bp);
+	}
+	free(ws->slot);
+	free(ws);
+}
+
+static float *ensure(float *p, size_t *have, size_t need)
+{
+	if (*have >= need)
+		return p;
+	free(p);
+	p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+	if (!p)
+		RT_BUG("out of memory for GEMM packing buffers");
+	*have = need;
+	return p;
+}
+
 struct gemm_job {
 	const struct cg_gemm *g;
 	int n;
 	int64_t *first_tile; /* prefix sums of tiles per product, n + 1 */
 	block_fn block;
 	int64_t max_k;
+	struct cg_gemm_ws *ws;
 };
 
 static int64_t tiles_n(const struct cg_gemm *g)
@@ -144,14 +192,15 @@ static int64_t tiles_m(const struct cg_gemm *g)
 static void run_tiles(void *ctx, int64_t lo, int64_t hi)
 {
 	struct gemm_job *job = ctx;
-	/* packing buffers as large as this job's shapes need: small products (attention
-	 * heads) get small buffers, which malloc serves without a system call */
+	/* packing buffers as large as this job's shapes need, from a free slot */
 	size_t kc = (size_t)(job->max_k < GEMM_KC ? job->max_k : GEMM_KC);
 	size_t kall = (size_t)job->max_k;
-	float *ap = aligned_alloc(64, (sizeof(float) * GEMM_MC * kc + 63) / 64 * 64);
-	float *bp = aligned_alloc(64, (sizeof(float) * (GEMM_NC + 32) * kall + 63) / 64 * 64);
-	if (!ap || !bp)
-		RT_BUG("out of memory for GEMM packing buffers");
+	struct gemm_slot *sl = NULL;
+	for (int i = 0; !sl; i = (i + 1) % job->ws->n)
+		if (!atomic_exchange(&job->ws->slot[i].busy, 1))
+			sl = &job->ws->slot[i];
+	float *ap = sl->ap = ensure(sl->ap, &sl->ap_n, GEMM_MC * kc);
+	float *bp = sl->bp = ensure(sl->bp, &sl->bp_n, (GEMM_NC + 32) * kall);
 	int p = 0;
 	const struct cg_gemm *last_g = NULL;
 	int64_t last_j0 = -1;
@@ -167,16 +216,19 @@ static void run_tiles(void *ctx, int64_t lo, int64_t hi)
 		last_g = g;
 		last_j0 = j0;
 	}
-	free(ap);
-	free(bp);
+	atomic_store(&sl->busy, 0);
 }
 
-void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n)
+void cg_gemm_run(struct rt_pool *pool, struct cg_gemm_ws *ws, const struct cg_gemm *g, int n)
 {
 	static block_fn block;
 	if (!block)
 		block = pick_block();
-	struct gemm_job job = { g, n, rt_malloc(sizeof(int64_t) * (size_t)(n + 1)), block, 1 };
+	int threads = pool ? rt_pool_threads(pool) : 1;
+	struct cg_gemm_ws *own = ws ? NULL : cg_gemm_ws_new(threads);
+	struct gemm_job job = { g, n, rt_malloc(sizeof(int64_t) * (size_t)(n + 1)), block, 1,
+				ws ? ws : own };
+	RT_ASSERT(job.ws->n >= threads);
 	job.first_tile[0] = 0;
 	for (int i = 0; i < n; i++) {
 		int64_t t = 0;
@@ -195,7 +247,6 @@ void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n)
 			job.max_k = g[i].K;
 	}
 	int64_t total = job.first_tile[n];
-	int threads = pool ? rt_pool_threads(pool) : 1;
 	/* a few tiles per chunk when there are many, one when there are few */
 	int64_t grain = total / (4 * threads) > 1 ? total / (4 * threads) : 1;
 	if (pool)
@@ -203,6 +254,7 @@ void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n)
 	else if (total)
 		run_tiles(&job, 0, total);
 	free(job.first_tile);
+	cg_gemm_ws_free(own);
 }
 
 void cg_gemm_ref(const struct cg_gemm *g)

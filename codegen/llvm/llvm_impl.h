@@ -46,8 +46,13 @@ struct cg_gemm {
 	int64_t ldc;
 	int accumulate;      /* 0: C = AB, 1: C += AB */
 };
-/* Runs a batch of independent products, split over the pool's threads. */
-void cg_gemm_run(struct rt_pool *pool, const struct cg_gemm *g, int n);
+/* Packing buffers kept between calls, for a pool of up to n_slots threads. */
+struct cg_gemm_ws;
+struct cg_gemm_ws *cg_gemm_ws_new(int n_slots);
+void cg_gemm_ws_free(struct cg_gemm_ws *ws);
+/* Runs a batch of independent products, split over the pool's threads (pool NULL: on
+ * the caller).  ws NULL: buffers for this call only. */
+void cg_gemm_run(struct rt_pool *pool, struct cg_gemm_ws *ws, const struct cg_gemm *g, int n);
 /* The plain triple loop in double, for tests. */
 void cg_gemm_ref(const struct cg_gemm *g);
 

@@ -28,7 +28,7 @@ static void one(struct rt_pool *pool, int64_t M, int64_t N, int64_t K, int ta, i
 		c[i] = r[i] = frand();
 	struct cg_gemm g = { M, N, K, a, ta ? 1 : K, ta ? M : 1, b, tb ? 1 : N, tb ? K : 1,
 			     c, N, acc };
-	cg_gemm_run(pool, &g, 1);
+	cg_gemm_run(pool, NULL, &g, 1);
 	g.c = r;
 	cg_gemm_ref(&g);
 	double num = 0, den = 0;

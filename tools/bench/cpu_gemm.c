@@ -8,7 +8,7 @@
 #include "runtime/pool.h"
 #include "runtime/rt.h"
 
-static double bench(struct rt_pool *pool, int64_t M, int64_t N, int64_t K, int ta, int tb)
+static double bench(struct rt_pool *pool, struct cg_gemm_ws *ws, int64_t M, int64_t N, int64_t K, int ta, int tb)
 {
 	float *a = rt_malloc(sizeof(float) * (size_t)(M * K));
 	float *b = rt_malloc(sizeof(float) * (size_t)(K * N));
@@ -22,7 +22,7 @@ static double bench(struct rt_pool *pool, int64_t M, int64_t N, int64_t K, int t
 	int reps = 0;
 	while (reps < 3 || (total < 1.0 && reps < 200)) {
 		double t0 = rt_now();
-		cg_gemm_run(pool, &g, 1);
+		cg_gemm_run(pool, ws, &g, 1);
 		double t = rt_now() - t0;
 		best = t < best ? t : best;
 		total += t;
@@ -44,16 +44,18 @@ int main(int argc, char **argv)
 		{ 1024, 512, 192, 0, 0 }, { 1024, 256, 192, 0, 1 }, { 192, 512, 1024, 1, 0 },
 	};
 	struct rt_pool *p1 = rt_pool_new(1), *pn = rt_pool_new(all);
+	struct cg_gemm_ws *ws = cg_gemm_ws_new(all); /* as the backend keeps one per run */
 	printf("%-22s %12s %12s\n", "M x N x K (ta,tb)", "1 thread", "all threads");
 	for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
 		const int64_t *s = shapes[i];
-		double g1 = bench(p1, s[0], s[1], s[2], (int)s[3], (int)s[4]);
-		double gn = bench(pn, s[0], s[1], s[2], (int)s[3], (int)s[4]);
+		double g1 = bench(p1, ws, s[0], s[1], s[2], (int)s[3], (int)s[4]);
+		double gn = bench(pn, ws, s[0], s[1], s[2], (int)s[3], (int)s[4]);
 		char name[64];
 		snprintf(name, sizeof name, "%lldx%lldx%lld (%d,%d)", (long long)s[0], (long long)s[1],
 			 (long long)s[2], (int)s[3], (int)s[4]);
 		printf("%-22s %8.1f GF/s %8.1f GF/s\n", name, g1, gn);
 	}
+	cg_gemm_ws_free(ws);
 	rt_pool_free(p1);
 	rt_pool_free(pn);
 	return 0;
