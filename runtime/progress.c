@@ -40,12 +40,14 @@ static void rate_str(double r, char *buf, size_t n)
 		snprintf(buf, n, "%.0f", r);
 }
 
-void rt_progress_step(struct rt_progress *p, int64_t done, double loss, double tok_per_s,
-		      double eta_s)
+void rt_progress_step(struct rt_progress *p, int64_t done, double loss, double lm,
+		      double tok_per_s, double eta_s)
 {
-	char eta[32], rate[32];
+	char eta[32], rate[32], lms[32] = "";
 	rt_format_duration(eta_s, eta, sizeof eta);
 	rate_str(tok_per_s, rate, sizeof rate);
+	if (!isnan(lm))
+		snprintf(lms, sizeof lms, " (lm %.4f)", lm);
 	if (p->tty) {
 		enum { W = 24 };
 		char bar[W + 1];
@@ -53,15 +55,15 @@ void rt_progress_step(struct rt_progress *p, int64_t done, double loss, double t
 		for (int i = 0; i < W; i++)
 			bar[i] = i < fill ? '#' : '.';
 		bar[W] = 0;
-		fprintf(p->f, "\r\033[K[%s] step %lld/%lld  loss %.4f  %s tok/s  ETA %s", bar,
-			(long long)done, (long long)p->total, loss, rate, eta);
+		fprintf(p->f, "\r\033[K[%s] step %lld/%lld  loss %.4f%s  %s tok/s  ETA %s", bar,
+			(long long)done, (long long)p->total, loss, lms, rate, eta);
 		fflush(p->f);
 		p->drawn = 1;
 		return;
 	}
 	if (done == 1 || done % p->every == 0 || done == p->total)
-		fprintf(p->f, "step %lld/%lld  loss %.4f  %s tok/s  ETA %s\n", (long long)done,
-			(long long)p->total, loss, rate, eta);
+		fprintf(p->f, "step %lld/%lld  loss %.4f%s  %s tok/s  ETA %s\n", (long long)done,
+			(long long)p->total, loss, lms, rate, eta);
 }
 
 void rt_progress_note(struct rt_progress *p, const char *fmt, ...)

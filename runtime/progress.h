@@ -17,9 +17,10 @@ struct rt_progress {
 
 /* tty < 0: decide with isatty(fileno(f)). */
 void rt_progress_init(struct rt_progress *p, FILE *f, int64_t total, int tty);
-/* After step `done` (1-based count of steps finished). */
-void rt_progress_step(struct rt_progress *p, int64_t done, double loss, double tok_per_s,
-		      double eta_s);
+/* After step `done` (1-based count of steps finished).  lm: a second loss shown beside
+ * the objective (the language-model part of it), NaN for none. */
+void rt_progress_step(struct rt_progress *p, int64_t done, double loss, double lm,
+		      double tok_per_s, double eta_s);
 /* A line of its own (validation loss, checkpoint saved, ...), printed above the bar. */
 void rt_progress_note(struct rt_progress *p, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -73,6 +73,7 @@ struct trainer {
 	struct tparam *p;
 	int n_biases;           /* routing biases that move toward balance */
 	int loss_id, tokens_id, targets_id;
+	int lm_id;              /* the main next-token cross-entropy (nats per token) */
 	int batch, seq, vocab;
 	int32_t *tokens, *targets;
 	struct rt_shard train, val;
@@ -161,6 +162,41 @@ static int find_output(const struct ir_graph *g, const char *name)
 	return v ? v->id : -1;
 }
 
+/* The value a chain of RESHAPE/CAST ops starts from. */
+static const struct ir_value *through_views(const struct ir_value *v)
+{
+	while (v->def && (v->def->kind == IR_OP_RESHAPE || v->def->kind == IR_OP_CAST))
+		v = v->def->in[0];
+	return v;
+}
+
+/* The objective ("loss") may add auxiliary terms to the language-model loss (MTP,
+ * balance losses).  The number to compare across models is the cross-entropy of the
+ * next token alone, in nats per token: the one CROSS_ENTROPY whose targets are the
+ * "targets" input itself (no slice, as MTP's are), outside an MTP block.  It becomes
+ * the graph output "lm_loss" (before the passes, so that every executor keeps it);
+ * when "loss" is that value already, or no single such op exists, nothing is added. */
+static void mark_lm_loss(struct ir_graph *g)
+{
+	struct ir_value *found = NULL;
+	int n = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind != IR_OP_CROSS_ENTROPY || op->phase != IR_PHASE_FWD ||
+		    (op->scope && !strncmp(op->scope, "mtp", 3)))
+			continue;
+		const struct ir_value *tv = through_views(op->in[1]);
+		if (tv->def && tv->def->kind == IR_OP_INPUT &&
+		    !strcmp(ir_op_str(tv->def, "name", ""), "targets")) {
+			found = op->out[0];
+			n++;
+		}
+	}
+	struct ir_value *loss = ir_graph_output(g, "loss");
+	if (n == 1 && loss && found != loss && !ir_graph_output(g, "lm_loss"))
+		ir_graph_add_output(g, "lm_loss", found);
+}
+
 /* Collect parameters, inputs, outputs; 0 or -1 with a message. */
 static int inspect_graph(struct trainer *t)
 {
@@ -171,6 +207,9 @@ static int inspect_graph(struct trainer *t)
 			"train\n", t->o->model);
 		return -1;
 	}
+	t->lm_id = find_output(g, "lm_loss");
+	if (t->lm_id < 0)
+		t->lm_id = t->loss_id;
 	const struct ir_value *lv = g->values[t->loss_id];
 	if (ir_shape_numel(&lv->shape) != 1 || !ir_dtype_is_float(lv->dtype)) {
 		fprintf(stderr, "sluice train: %s: 'loss' must be a float scalar\n", t->o->model);
@@ -534,7 +573,7 @@ done:
 
 /* --- the step ------------------------------------------------------------------ */
 
-static int run_graph(struct trainer *t, float *loss)
+static int run_graph(struct trainer *t, float *loss, float *lm)
 {
 	if (t->be->run(t->ex)) {
 		fprintf(stderr, "sluice train: the %s backend failed to run the step\n",
@@ -542,8 +581,10 @@ static int run_graph(struct trainer *t, float *loss)
 		return -1;
 	}
 	float *l = t->be->tensor(t->ex, t->loss_id);
-	RT_ASSERT(l);
+	float *m = t->be->tensor(t->ex, t->lm_id);
+	RT_ASSERT(l && m);
 	*loss = *l;
+	*lm = *m;
 	return 0;
 }
 
@@ -552,10 +593,10 @@ static int eval_val(struct trainer *t, double *val_loss)
 	double sum = 0.0;
 	for (int k = 0; k < t->val_batches; k++) {
 		rt_batch_eval(&t->val, k, t->val_batches, t->batch, t->seq, t->tokens, t->targets);
-		float l;
-		if (run_graph(t, &l))
+		float l, lm;
+		if (run_graph(t, &l, &lm))
 			return -1;
-		sum += l;
+		sum += lm;
 	}
 	*val_loss = sum / t->val_batches;
 	return 0;
@@ -597,10 +638,10 @@ static void balance_biases(struct trainer *t, struct rt_metrics *mx)
 	t->load_ratio = t->n_biases ? ratio_sum / t->n_biases : 0.0;
 }
 
-static int step_once(struct trainer *t, float *loss, float *lr, double *gnorm)
+static int step_once(struct trainer *t, float *loss, float *lm, float *lr, double *gnorm)
 {
 	rt_batch_sample(&t->train, &t->rng, t->batch, t->seq, t->tokens, t->targets);
-	if (run_graph(t, loss))
+	if (run_graph(t, loss, lm))
 		return -1;
 	if (!isfinite(*loss)) {
 		fprintf(stderr, "\nsluice train: the loss is %f at step %" PRId64 ": training "
@@ -769,6 +810,7 @@ static int setup(struct trainer *t)
 		fprintf(stderr, "sluice train: steps, val_batches and lr must be positive\n");
 		return -1;
 	}
+	mark_lm_loss(g);
 	if (pass_pipeline_run(g, NULL, stderr))
 		return -1;
 	if (inspect_graph(t))
@@ -877,14 +919,16 @@ int train_run(const struct train_opts *o)
 	int saved = 0;
 	while (t.step < t.total) {
 		double ts = rt_now();
-		float loss, lr;
+		float loss, lm, lr;
 		double gnorm;
-		if (step_once(&t, &loss, &lr, &gnorm))
+		if (step_once(&t, &loss, &lm, &lr, &gnorm))
 			goto restore;
 		if (mx) {
 			rt_metrics_begin(mx);
 			rt_metrics_num(mx, "step", (double)t.step + 1);
 			rt_metrics_num(mx, "loss", loss);
+			if (t.lm_id != t.loss_id)
+				rt_metrics_num(mx, "lm_loss", lm);
 			rt_metrics_num(mx, "lr", lr);
 			rt_metrics_num(mx, "grad_norm", gnorm);
 		}
@@ -900,8 +944,8 @@ int train_run(const struct train_opts *o)
 			char lr_s[64] = "";
 			if (t.n_biases)
 				snprintf(lr_s, sizeof lr_s, ", expert load max/mean %.2f", t.load_ratio);
-			rt_progress_note(&pg, "step %" PRId64 ": val_loss %.4f (train loss %.4f%s)",
-					 t.step, val, (double)loss, lr_s);
+			rt_progress_note(&pg, "step %" PRId64 ": val_loss %.4f (train %.4f%s)",
+					 t.step, val, (double)lm, lr_s);
 		}
 		if (mx) {
 			rt_metrics_num(mx, "tokens_per_s", tps);
@@ -915,7 +959,7 @@ int train_run(const struct train_opts *o)
 				fprintf(stderr, "sluice train: warning: writing %s failed\n", o->metrics);
 		}
 		if (!o->quiet)
-			rt_progress_step(&pg, t.step, loss,
+			rt_progress_step(&pg, t.step, loss, t.lm_id != t.loss_id ? (double)lm : NAN,
 					 tokens * (double)(t.step - first) / (now - t0), eta);
 		int stop = interrupted || (o->stop_at >= 0 && t.step >= o->stop_at);
 		if (stop || t.step % t.ckpt_every == 0 || t.step == t.total) {

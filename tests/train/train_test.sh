@@ -134,6 +134,14 @@ else
 fi
 grep -q '"expert_load_max_over_mean":{"layers.1.moe"' moe_full.jsonl ||
 	fail "tiny_moe: no expert load in the metrics"
+python3 - moe_full.jsonl gpt.jsonl <<'PY' || fail "lm_loss: missing, or not the next-token part"
+import json, sys
+moe = [json.loads(l) for l in open(sys.argv[1])]
+gpt = [json.loads(l) for l in open(sys.argv[2])]
+# tiny_moe's objective adds 0.3 x the MTP loss: lm_loss is the smaller next-token part
+assert all(r["lm_loss"] < r["loss"] for r in moe)
+assert all("lm_loss" not in r for r in gpt)   # tiny_gpt's objective is the LM loss
+PY
 
 # --- the routing bias moved toward balance, and was saved --------------------------------
 python3 - full/checkpoint.safetensors <<'PY' || fail "routing bias not in the checkpoint or unmoved"
