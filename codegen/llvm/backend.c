@@ -288,8 +288,15 @@ static void call_kernel(void *ctx, int64_t lo, int64_t hi)
 	c->fn(c->args, lo, hi);
 }
 
+/* the storage of a value, through aliases */
+static void *P(struct cg_exec *e, int id)
+{
+	return e->ptr[e->plan.alias[id]];
+}
+
 static int64_t ival(struct cg_exec *e, int id, int64_t i)
 {
+	id = e->plan.alias[id];
 	if (e->plan.buf_type[id] == KIR_I32)
 		return ((const int32_t *)e->ptr[id])[i];
 	return ((const int64_t *)e->ptr[id])[i];
@@ -307,8 +314,8 @@ static void run_matmul(struct cg_exec *e, const struct ir_op *op)
 	for (int d = 0; d < r - 2; d++)
 		nb *= ys->dim[d];
 	struct cg_gemm *gs = rt_calloc((size_t)(nb ? nb : 1), sizeof *gs);
-	const float *a = e->ptr[A->id], *b = e->ptr[B->id];
-	float *c = e->ptr[Y->id];
+	const float *a = P(e, A->id), *b = P(e, B->id);
+	float *c = P(e, Y->id);
 	for (int64_t i = 0; i < nb; i++) {
 		/* batch dims broadcast in units of whole matrices */
 		int64_t rem = i, aoff = 0, boff = 0, ast = 1, bst = 1;
@@ -360,10 +367,10 @@ static void run_grouped(struct cg_exec *e, const struct ir_op *op)
 	int64_t R = xs->shape.dim[0], K = xs->shape.dim[1], N = op->out[0]->shape.dim[1];
 	int64_t E = w->shape.dim[0];
 	int64_t *o = expert_rows(e, off, R);
-	float *y = e->ptr[op->out[0]->id];
+	float *y = P(e, op->out[0]->id);
 	memset(y, 0, sizeof *y * (size_t)(R * N));
 	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
-	const float *x = e->ptr[xs->id], *wp = e->ptr[w->id];
+	const float *x = P(e, xs->id), *wp = P(e, w->id);
 	for (int64_t i = 0; i < E; i++) {
 		struct cg_gemm *gm = &gs[i];
 		gm->M = o[i + 1] - o[i], gm->N = N, gm->K = K;
@@ -385,8 +392,8 @@ static void run_wgrad(struct cg_exec *e, const struct ir_op *op)
 	int64_t E = op->out[0]->shape.dim[0];
 	int64_t *o = expert_rows(e, off, R);
 	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
-	const float *x = e->ptr[xs->id], *d = e->ptr[dy->id];
-	float *dw = e->ptr[op->out[0]->id];
+	const float *x = P(e, xs->id), *d = P(e, dy->id);
+	float *dw = P(e, op->out[0]->id);
 	for (int64_t i = 0; i < E; i++) {
 		struct cg_gemm *gm = &gs[i];
 		int64_t r0 = o[i];

@@ -75,6 +75,8 @@ struct cg_plan {
 	const struct ir_graph *g;
 	int n_values;
 	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
+	int *alias;               /* per value: the value whose buffer it uses (itself
+				   * unless a RESHAPE/STOP_GRAD shares its input's) */
 	unsigned char *is_output;
 	int *rope_table;          /* per ROPE value: the buffer of its cos/sin table */
 	int n_bufs, cap_bufs;     /* values + scratch */

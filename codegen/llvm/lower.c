@@ -88,6 +88,8 @@ static struct kb kb_begin(struct cg_plan *p, const struct ir_op *op, const char 
 
 static int kb_buf(struct kb *kb, int gid)
 {
+	if (gid < kb->p->n_values)
+		gid = kb->p->alias[gid];
 	for (int i = 0; i < kb->n; i++)
 		if (kb->glob[i] == gid)
 			return i;
@@ -959,7 +961,7 @@ static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step
 	s->bufs = rt_malloc(sizeof *s->bufs * (size_t)s->n_bufs);
 	s->writes = rt_calloc((size_t)s->n_bufs, 1);
 	for (int i = 0; i < op->n_in; i++)
-		s->bufs[i] = op->in[i]->id;
+		s->bufs[i] = p->alias[op->in[i]->id];
 	s->bufs[op->n_in] = op->out[0]->id;
 	s->writes[op->n_in] = 1;
 }
@@ -972,6 +974,7 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	p->g = g;
 	p->n_values = g->n_values;
 	p->inlined = rt_calloc((size_t)g->n_values + 1, 1);
+	p->alias = rt_calloc((size_t)g->n_values + 1, sizeof *p->alias);
 	p->rope_table = rt_malloc(sizeof *p->rope_table * ((size_t)g->n_values + 1));
 	for (int i = 0; i < g->n_values; i++)
 		p->rope_table[i] = -1;
@@ -1021,13 +1024,29 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	free(ok);
 	free(same);
 
+	/* A RESHAPE or STOP_GRAD whose input has a buffer and whose output must have one
+	 * (a GEMM or softmax reads it) is that buffer under another name, not a copy. */
+	for (int i = 0; i < g->n_values; i++)
+		p->alias[i] = i;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if ((op->kind != IR_OP_RESHAPE && op->kind != IR_OP_STOP_GRAD) || op->n_in != 1)
+			continue;
+		const struct ir_value *in = op->in[0], *out = op->out[0];
+		if (p->inlined[out->id] || p->is_output[out->id] || p->inlined[in->id] ||
+		    in->dtype != out->dtype)
+			continue;
+		p->alias[out->id] = p->alias[in->id];
+	}
+
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		if (op->kind == IR_OP_INPUT || op->kind == IR_OP_PARAM)
 			continue;
 		if (op->kind == IR_OP_ROPE)
 			emit_rope_table(p, op, prefix);
-		if (op->n_out == 1 && p->inlined[op->out[0]->id])
+		if (op->n_out == 1 && (p->inlined[op->out[0]->id] ||
+				       p->alias[op->out[0]->id] != op->out[0]->id))
 			continue;
 		if (op->n_out && ir_shape_numel(&op->out[0]->shape) == 0)
 			continue;
@@ -1076,6 +1095,7 @@ void cg_plan_free(struct cg_plan *p)
 	free(p->ks);
 	free(p->steps);
 	free(p->inlined);
+	free(p->alias);
 	free(p->rope_table);
 	free(p->is_output);
 	free(p->buf_type);

@@ -341,6 +341,21 @@ static void shape_ops(void)
 	struct ir_value *e = op1(IR_OP_EXP, r, r->shape);
 	OUT(e);
 	run("reshape");
+	/* reshapes that share their input's buffer: of an input, of a computed value, and
+	 * chained, read by ops that need a buffer (matmul, softmax) */
+	begin();
+	x = fin(S(2, 3, 8));
+	struct ir_value *xr = op1(IR_OP_RESHAPE, x, S(6, 8));
+	struct ir_value *wm = fin(S(8, 5));
+	struct ir_value *mm = op2(IR_OP_MATMUL, xr, wm, IR_F32, S(6, 5));
+	struct ir_value *sq = op1(IR_OP_SQUARE, mm, mm->shape);
+	struct ir_value *r1 = op1(IR_OP_RESHAPE, sq, S(2, 15));
+	struct ir_value *r2 = op1(IR_OP_STOP_GRAD, r1, r1->shape);
+	struct ir_value *sm = op1(IR_OP_SOFTMAX, r2, r2->shape);
+	struct ir_value *r3 = op1(IR_OP_RESHAPE, sm, S(30));
+	OUT(mm);
+	OUT(r3);
+	run("reshape aliases");
 	begin();
 	x = fin(S(2, 3, 4));
 	struct ir_value *t = op1(IR_OP_TRANSPOSE, x, S(4, 2, 3));
