@@ -15,7 +15,9 @@
  * their nodes live in one ir_arena freed by kir_kernel_free().  Conventions that a
  * renderer may rely on: buffers do not change size; a store that adds (KIR_STORE_ADD)
  * is only used where no two points p touch the same element, so p may run in any order
- * and in parallel. */
+ * and in parallel; both operands of a select are evaluated (so a renderer may compute
+ * them unconditionally, as vector code does), hence every load anywhere in an
+ * expression must be in bounds: builders clamp indices rather than guard them. */
 #ifndef SLUICE_KIR_H
 #define SLUICE_KIR_H
 

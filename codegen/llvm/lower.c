@@ -1073,8 +1073,8 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 		default:
 			if (op->loc.file)
 				fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
-			fprintf(err, "error: the LLVM CPU backend cannot run op %s (%s ops need "
-				"the parallel runtime or FP8 support)\n", ir_op_name(op->kind),
+			fprintf(err, "error: the LLVM CPU backend cannot run op %s (communication "
+				"ops run in the parallel runtime, FP8 ops on the GPU)\n",
 				ir_op_name(op->kind));
 			return 1;
 		}

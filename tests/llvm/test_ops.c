@@ -565,6 +565,23 @@ int main(void)
 	attention_ops();
 	embedding_and_loss();
 	routing_ops();
+	/* FP8 and communication ops are refused with a message, not run wrongly */
+	begin();
+	struct ir_value *x = fin(S(4, 128));
+	struct ir_op *q = ir_op_new(G, IR_OP_QUANT_FP8, 1, &x, 2);
+	q->out[0]->dtype = IR_F8E4M3;
+	q->out[0]->shape = x->shape;
+	q->out[1]->shape = S(4, 1);
+	ir_graph_add_output(G, "q", q->out[1]);
+	char *msg = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&msg, &len);
+	struct cg_exec *e = cg_backend_llvm.compile(G, err);
+	fclose(err);
+	CHECK(!e);
+	CHECKF(strstr(msg, "cannot run op quant_fp8"), "message: %s", msg);
+	free(msg);
+	ir_graph_free(G);
 	printf("%d op cases against the reference executor\n", n_cases);
 	return CHECK_DONE();
 }
