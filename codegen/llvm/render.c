@@ -345,38 +345,80 @@ static void block(struct rd *r, const struct kir_block *bl)
 	}
 }
 
+static void add_fn_attr(struct rd *r, LLVMValueRef fn, const char *name)
+{
+	unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+	LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(r->c, kind, 0));
+}
+
+/* Two functions per kernel: the body takes every buffer as a typed noalias pointer (a
+ * kernel's buffers never overlap: memplan gives a step's outputs memory apart from its
+ * inputs, and a buffer appears once in a kernel's list), and the entry point
+ * name(bufs, lo, hi) loads the pointers and calls it.  The body is inlined, and LLVM
+ * turns noalias into alias scopes, so loops need no run-time overlap checks to
+ * vectorise. */
 static void render_one(struct rd *r, const struct kir_kernel *k, const char *cpu,
 		       const char *features)
 {
 	LLVMTypeRef i8p = LLVMPointerType(LLVMInt8TypeInContext(r->c), 0);
 	LLVMTypeRef i64 = LLVMInt64TypeInContext(r->c);
-	LLVMTypeRef params[3] = { LLVMPointerType(i8p, 0), i64, i64 };
-	LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(r->c), params, 3, 0);
-	r->fn = LLVMAddFunction(r->m, k->name, fty);
+	LLVMTypeRef voidt = LLVMVoidTypeInContext(r->c);
+	unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
 	r->k = k;
-	LLVMAddTargetDependentFunctionAttr(r->fn, "target-cpu", cpu);
-	LLVMAddTargetDependentFunctionAttr(r->fn, "target-features", features);
-	unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
-	LLVMAddAttributeAtIndex(r->fn, LLVMAttributeFunctionIndex,
-				LLVMCreateEnumAttribute(r->c, nounwind, 0));
 
-	LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(r->c, r->fn, "entry");
+	/* the body */
+	int np = k->n_bufs + 2;
+	LLVMTypeRef *bp = rt_calloc((size_t)np, sizeof *bp);
+	for (int i = 0; i < k->n_bufs; i++)
+		bp[i] = LLVMPointerType(ty(r, k->bufs[i].type), 0);
+	bp[k->n_bufs] = bp[k->n_bufs + 1] = i64;
+	LLVMTypeRef bty = LLVMFunctionType(voidt, bp, (unsigned)np, 0);
+	char name[256];
+	snprintf(name, sizeof name, "%s.body", k->name);
+	LLVMValueRef body = LLVMAddFunction(r->m, name, bty);
+	LLVMSetLinkage(body, LLVMInternalLinkage);
+	LLVMAddTargetDependentFunctionAttr(body, "target-cpu", cpu);
+	LLVMAddTargetDependentFunctionAttr(body, "target-features", features);
+	add_fn_attr(r, body, "nounwind");
+	add_fn_attr(r, body, "alwaysinline");
+	for (int i = 0; i < k->n_bufs; i++)
+		LLVMAddAttributeAtIndex(body, (unsigned)i + 1, LLVMCreateEnumAttribute(r->c, noalias, 0));
+	r->fn = body;
+	LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(r->c, body, "entry");
 	LLVMPositionBuilderAtEnd(r->b, entry);
 	r->bufs = rt_calloc((size_t)k->n_bufs + 1, sizeof *r->bufs);
 	r->slots = rt_calloc((size_t)k->n_vars + 1, sizeof *r->slots);
 	for (int v = 0; v < k->n_vars; v++)
 		r->slots[v] = LLVMBuildAlloca(r->b, ty(r, k->vars[v].type), k->vars[v].name);
-	LLVMValueRef bufs = LLVMGetParam(r->fn, 0);
+	for (int i = 0; i < k->n_bufs; i++)
+		r->bufs[i] = LLVMGetParam(body, (unsigned)i);
+	struct loop l = loop_begin(r, 0, LLVMGetParam(body, (unsigned)k->n_bufs),
+				   LLVMGetParam(body, (unsigned)k->n_bufs + 1));
+	block(r, &k->body);
+	loop_end(r, &l, 0);
+	LLVMBuildRetVoid(r->b);
+
+	/* the entry point */
+	LLVMTypeRef params[3] = { LLVMPointerType(i8p, 0), i64, i64 };
+	LLVMValueRef fn = LLVMAddFunction(r->m, k->name, LLVMFunctionType(voidt, params, 3, 0));
+	LLVMAddTargetDependentFunctionAttr(fn, "target-cpu", cpu);
+	LLVMAddTargetDependentFunctionAttr(fn, "target-features", features);
+	add_fn_attr(r, fn, "nounwind");
+	LLVMPositionBuilderAtEnd(r->b, LLVMAppendBasicBlockInContext(r->c, fn, "entry"));
+	LLVMValueRef *args = rt_calloc((size_t)np, sizeof *args);
+	LLVMValueRef bufs = LLVMGetParam(fn, 0);
 	for (int i = 0; i < k->n_bufs; i++) {
 		LLVMValueRef idx = LLVMConstInt(i64, (unsigned long long)i, 0);
 		LLVMValueRef p = LLVMBuildGEP2(r->b, i8p, bufs, &idx, 1, "");
 		p = LLVMBuildLoad2(r->b, i8p, p, k->bufs[i].name);
-		r->bufs[i] = LLVMBuildBitCast(r->b, p, LLVMPointerType(ty(r, k->bufs[i].type), 0), "");
+		args[i] = LLVMBuildBitCast(r->b, p, bp[i], "");
 	}
-	struct loop l = loop_begin(r, 0, LLVMGetParam(r->fn, 1), LLVMGetParam(r->fn, 2));
-	block(r, &k->body);
-	loop_end(r, &l, 0);
+	args[k->n_bufs] = LLVMGetParam(fn, 1);
+	args[k->n_bufs + 1] = LLVMGetParam(fn, 2);
+	LLVMBuildCall2(r->b, bty, body, args, (unsigned)np, "");
 	LLVMBuildRetVoid(r->b);
+	free(args);
+	free(bp);
 	free(r->bufs);
 	free(r->slots);
 }
