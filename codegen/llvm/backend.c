@@ -302,44 +302,59 @@ static int64_t ival(struct cg_exec *e, int id, int64_t i)
 	return ((const int64_t *)e->ptr[id])[i];
 }
 
+/* The element strides of a MATMUL operand: row-major, or, for a TRANSPOSE that the plan
+ * reads in place (plan->view_of), its input's strides permuted. */
+static const float *operand(struct cg_exec *e, const struct ir_value *x, int64_t *st)
+{
+	const struct ir_value *src = x;
+	const struct ir_attr *perm = NULL;
+	if (e->plan.view_of[x->id] >= 0) {
+		src = e->g->values[e->plan.view_of[x->id]];
+		perm = ir_op_attr(x->def, "perm");
+	}
+	int64_t sst[IR_MAX_RANK], acc = 1;
+	for (int d = src->shape.rank - 1; d >= 0; d--) {
+		sst[d] = acc;
+		acc *= src->shape.dim[d];
+	}
+	for (int d = 0; d < x->shape.rank; d++)
+		st[d] = perm ? sst[perm->ints[d]] : sst[d];
+	return P(e, src->id);
+}
+
 static void run_matmul(struct cg_exec *e, const struct ir_op *op)
 {
 	const struct ir_value *A = op->in[0], *B = op->in[1], *Y = op->out[0];
 	int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
 	const struct ir_shape *ys = &Y->shape, *as = &A->shape, *bs = &B->shape;
-	int r = ys->rank;
+	int r = ys->rank, ra = as->rank, rb = bs->rank;
 	int64_t M = ys->dim[r - 2], N = ys->dim[r - 1];
-	int64_t K = ta ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
+	int64_t K = ta ? as->dim[ra - 2] : as->dim[ra - 1];
 	int64_t nb = 1;
 	for (int d = 0; d < r - 2; d++)
 		nb *= ys->dim[d];
+	int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
+	const float *a = operand(e, A, sa), *b = operand(e, B, sb);
+	int64_t rsa = ta ? sa[ra - 1] : sa[ra - 2], csa = ta ? sa[ra - 2] : sa[ra - 1];
+	int64_t rsb = tb ? sb[rb - 1] : sb[rb - 2], csb = tb ? sb[rb - 2] : sb[rb - 1];
 	struct cg_gemm *gs = rt_calloc((size_t)(nb ? nb : 1), sizeof *gs);
-	const float *a = P(e, A->id), *b = P(e, B->id);
 	float *c = P(e, Y->id);
 	for (int64_t i = 0; i < nb; i++) {
-		/* batch dims broadcast in units of whole matrices */
-		int64_t rem = i, aoff = 0, boff = 0, ast = 1, bst = 1;
+		/* batch dims broadcast like elementwise ops, in units of whole matrices */
+		int64_t rem = i, aoff = 0, boff = 0;
 		for (int d = r - 3; d >= 0; d--) {
 			int64_t ix = rem % ys->dim[d];
 			rem /= ys->dim[d];
-			int da = d - (r - as->rank), db = d - (r - bs->rank);
-			if (da >= 0) {
-				if (as->dim[da] != 1)
-					aoff += ix * ast;
-				ast *= as->dim[da];
-			}
-			if (db >= 0) {
-				if (bs->dim[db] != 1)
-					boff += ix * bst;
-				bst *= bs->dim[db];
-			}
+			int da = d - (r - ra), db = d - (r - rb);
+			if (da >= 0 && as->dim[da] != 1)
+				aoff += ix * sa[da];
+			if (db >= 0 && bs->dim[db] != 1)
+				boff += ix * sb[db];
 		}
 		struct cg_gemm *gm = &gs[i];
 		gm->M = M, gm->N = N, gm->K = K;
-		gm->a = a + aoff * M * K;
-		gm->rsa = ta ? 1 : K, gm->csa = ta ? M : 1;
-		gm->b = b + boff * K * N;
-		gm->rsb = tb ? 1 : N, gm->csb = tb ? K : 1;
+		gm->a = a + aoff, gm->rsa = rsa, gm->csa = csa;
+		gm->b = b + boff, gm->rsb = rsb, gm->csb = csb;
 		gm->c = c + i * M * N;
 		gm->ldc = N;
 	}

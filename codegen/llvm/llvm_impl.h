@@ -77,6 +77,8 @@ struct cg_plan {
 	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
 	int *alias;               /* per value: the value whose buffer it uses (itself
 				   * unless a RESHAPE/STOP_GRAD shares its input's) */
+	int *view_of;             /* per value: for a TRANSPOSE that MATMULs read in place,
+				   * its input; else -1 */
 	unsigned char *is_output;
 	int *rope_table;          /* per ROPE value: the buffer of its cos/sin table */
 	int n_bufs, cap_bufs;     /* values + scratch */

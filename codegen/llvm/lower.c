@@ -960,8 +960,10 @@ static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step
 	s->n_bufs = op->n_in + 1;
 	s->bufs = rt_malloc(sizeof *s->bufs * (size_t)s->n_bufs);
 	s->writes = rt_calloc((size_t)s->n_bufs, 1);
-	for (int i = 0; i < op->n_in; i++)
-		s->bufs[i] = p->alias[op->in[i]->id];
+	for (int i = 0; i < op->n_in; i++) {
+		int id = op->in[i]->id;
+		s->bufs[i] = p->alias[p->view_of[id] >= 0 ? p->view_of[id] : id];
+	}
 	s->bufs[op->n_in] = op->out[0]->id;
 	s->writes[op->n_in] = 1;
 }
@@ -975,6 +977,7 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	p->n_values = g->n_values;
 	p->inlined = rt_calloc((size_t)g->n_values + 1, 1);
 	p->alias = rt_calloc((size_t)g->n_values + 1, sizeof *p->alias);
+	p->view_of = rt_calloc((size_t)g->n_values + 1, sizeof *p->view_of);
 	p->rope_table = rt_malloc(sizeof *p->rope_table * ((size_t)g->n_values + 1));
 	for (int i = 0; i < g->n_values; i++)
 		p->rope_table[i] = -1;
@@ -1038,6 +1041,30 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 			continue;
 		p->alias[out->id] = p->alias[in->id];
 	}
+	/* A TRANSPOSE read only by MATMULs is not copied: the GEMM reads its input with
+	 * the strides permuted (backend.c, operand()). */
+	for (int i = 0; i < g->n_values; i++)
+		p->view_of[i] = -1;
+	int *mm_uses = rt_calloc((size_t)g->n_values + 1, sizeof *mm_uses);
+	int *all_uses = rt_calloc((size_t)g->n_values + 1, sizeof *all_uses);
+	for (int i = 0; i < g->n_ops; i++)
+		for (int j = 0; j < g->ops[i]->n_in; j++) {
+			all_uses[g->ops[i]->in[j]->id]++;
+			mm_uses[g->ops[i]->in[j]->id] += g->ops[i]->kind == IR_OP_MATMUL;
+		}
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind != IR_OP_TRANSPOSE)
+			continue;
+		const struct ir_value *in = op->in[0], *out = op->out[0];
+		if (p->inlined[out->id] || p->is_output[out->id] || p->inlined[in->id] ||
+		    !all_uses[out->id] || mm_uses[out->id] != all_uses[out->id] ||
+		    in->dtype != IR_F32 || out->dtype != IR_F32)
+			continue;
+		p->view_of[out->id] = in->id;
+	}
+	free(mm_uses);
+	free(all_uses);
 
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
@@ -1046,7 +1073,8 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 		if (op->kind == IR_OP_ROPE)
 			emit_rope_table(p, op, prefix);
 		if (op->n_out == 1 && (p->inlined[op->out[0]->id] ||
-				       p->alias[op->out[0]->id] != op->out[0]->id))
+				       p->alias[op->out[0]->id] != op->out[0]->id ||
+				       p->view_of[op->out[0]->id] >= 0))
 			continue;
 		if (op->n_out && ir_shape_numel(&op->out[0]->shape) == 0)
 			continue;
@@ -1096,6 +1124,7 @@ void cg_plan_free(struct cg_plan *p)
 	free(p->steps);
 	free(p->inlined);
 	free(p->alias);
+	free(p->view_of);
 	free(p->rope_table);
 	free(p->is_output);
 	free(p->buf_type);

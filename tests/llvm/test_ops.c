@@ -407,6 +407,19 @@ static void matmuls(void)
 	struct ir_value *y = op2(IR_OP_MATMUL, a, b, IR_F32, S(2, 3, 5, 6));
 	OUT(y);
 	run("matmul batched");
+	/* transposed operands the GEMM reads in place, batch dims permuted too */
+	begin();
+	struct ir_value *xa = fin(S(3, 2, 5, 4)), *xb = fin(S(2, 3, 6, 4));
+	a = op1(IR_OP_TRANSPOSE, xa, S(2, 3, 5, 4));
+	ir_op_set_ints(G, a->def, "perm", 4, (int64_t[]){ 1, 0, 2, 3 });
+	b = op1(IR_OP_TRANSPOSE, xb, S(2, 3, 4, 6));
+	ir_op_set_ints(G, b->def, "perm", 4, (int64_t[]){ 0, 1, 3, 2 });
+	y = op2(IR_OP_MATMUL, a, b, IR_F32, S(2, 3, 5, 6));
+	struct ir_value *y2 = op2(IR_OP_MATMUL, a, xb, IR_F32, S(2, 3, 5, 6));
+	ir_op_set_int(G, y2->def, "trans_b", 1);
+	OUT(y);
+	OUT(y2);
+	run("matmul of transposes");
 	begin();
 	a = fin(S(2, 3, 5, 4));
 	b = fin(S(6, 4));
