@@ -852,7 +852,11 @@ static int setup(struct trainer *t)
 	t->be->bind(t->ex, t->targets_id, t->targets);
 	for (int k = 0; k < t->n_params; k++)
 		t->be->bind(t->ex, t->p[k].value_id, t->p[k].w);
-	t->pool = rt_pool_new(0);
+	/* The optimizer runs on the calling thread for now: rt_pool_run can return while a
+	 * worker woken for an earlier run still reads the run's fields (a stale ctx, a lost
+	 * count: crashes and hangs after thousands of runs).  Once runtime/pool.c waits for
+	 * its workers to leave a run, this becomes t->pool = rt_pool_new(0). */
+	t->pool = NULL;
 	t->grads = rt_calloc((size_t)t->n_params + 1, sizeof *t->grads);
 	t->grad_n = rt_calloc((size_t)t->n_params + 1, sizeof *t->grad_n);
 	print_train(t);
