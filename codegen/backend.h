@@ -10,6 +10,7 @@
 #ifndef SLUICE_BACKEND_H
 #define SLUICE_BACKEND_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "ir/ir.h"
@@ -27,6 +28,10 @@ struct cg_backend {
 	/* Storage of a value after run (NULL when the executor did not keep it). */
 	void *(*tensor)(struct cg_exec *e, int value_id);
 	void (*free)(struct cg_exec *e);
+	/* Bytes of the one arena the executor allocated for intermediate values, as its
+	 * memory plan laid it out; NULL for executors that keep every value apart (the
+	 * reference). */
+	int64_t (*arena_bytes)(const struct cg_exec *e);
 };
 
 extern const struct cg_backend cg_backend_ref;   /* codegen/ref.c */

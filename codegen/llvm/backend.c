@@ -462,6 +462,11 @@ static int llvm_run(struct cg_exec *e)
 	return 0;
 }
 
+static int64_t llvm_arena_bytes(const struct cg_exec *e)
+{
+	return e->arena_bytes;
+}
+
 const struct cg_backend cg_backend_llvm = {
 	.name = "llvm",
 	.compile = llvm_compile,
@@ -469,4 +474,5 @@ const struct cg_backend cg_backend_llvm = {
 	.run = llvm_run,
 	.tensor = llvm_tensor,
 	.free = llvm_free,
+	.arena_bytes = llvm_arena_bytes,
 };
