@@ -51,7 +51,8 @@ print("| step | time (s) | CPU (s) | train loss | val loss (nats/byte) |")
 print("| --- | --- | --- | --- | --- |")
 for r in rows:
     if "val_loss" in r:
-        print(f"| {r['step']} | {r['time_s']:.0f} | {r['cpu_s']:.0f} | {r['loss']:.3f} | "
+        tl = r.get("lm_loss", r["loss"])  # the next-token part, as val_loss
+        print(f"| {r['step']} | {r['time_s']:.0f} | {r['cpu_s']:.0f} | {tl:.3f} | "
               f"{r['val_loss']:.3f} |")
 PY
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
