@@ -25,6 +25,7 @@ struct rt_pool {
 	int64_t n, grain, n_chunks;
 	atomic_llong next;
 	atomic_llong finished;
+	int active;       /* workers inside take_chunks */
 };
 
 static void take_chunks(struct rt_pool *p)
@@ -55,9 +56,12 @@ static void *worker(void *arg)
 		if (p->stop)
 			break;
 		seen = p->generation;
+		p->active++;
 		pthread_mutex_unlock(&p->mu);
 		take_chunks(p);
 		pthread_mutex_lock(&p->mu);
+		if (--p->active == 0)
+			pthread_cond_broadcast(&p->done);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -117,6 +121,10 @@ void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, voi
 		return;
 	}
 	pthread_mutex_lock(&p->mu);
+	/* a worker still inside take_chunks (woken for an earlier run it found finished)
+	 * reads the run's fields without the lock: wait until none is */
+	while (p->active > 0)
+		pthread_cond_wait(&p->done, &p->mu);
 	p->fn = fn;
 	p->ctx = ctx;
 	p->n = n;
@@ -129,7 +137,7 @@ void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, voi
 	pthread_mutex_unlock(&p->mu);
 	take_chunks(p);
 	pthread_mutex_lock(&p->mu);
-	while (atomic_load(&p->finished) < p->n_chunks)
+	while (atomic_load(&p->finished) < p->n_chunks || p->active > 0)
 		pthread_cond_wait(&p->done, &p->mu);
 	pthread_mutex_unlock(&p->mu);
 }

@@ -710,7 +710,7 @@ static void print_model(struct trainer *t)
 	}
 	struct pass_memplan mp;
 	if (pass_memplan(t->g, 64, &mp) == 0) {
-		fprintf(stderr, "arena: %.2f MiB planned for activations and gradients\n",
+		fprintf(stderr, "arena: %.2f MiB planned over the IR's values (sluice check's figure)\n",
 			(double)mp.peak / (1024.0 * 1024.0));
 		t->arena_peak = mp.peak;
 		pass_memplan_free(&mp);
@@ -825,6 +825,10 @@ static int setup(struct trainer *t)
 	if (!t->ex)
 		return -1;
 	fprintf(stderr, " %.1f s\n", rt_now() - t0);
+	if (t->be->arena_bytes)
+		fprintf(stderr, "arena: %.2f MiB allocated in one block by the %s backend (its own "
+			"plan over the fused kernels' buffers)\n",
+			(double)t->be->arena_bytes(t->ex) / (1024.0 * 1024.0), t->be->name);
 	init_params(t);
 	rt_rng_seed(&t->rng, t->seed);
 	if (o->resume && load_checkpoint(t, o->resume))
@@ -852,11 +856,8 @@ static int setup(struct trainer *t)
 	t->be->bind(t->ex, t->targets_id, t->targets);
 	for (int k = 0; k < t->n_params; k++)
 		t->be->bind(t->ex, t->p[k].value_id, t->p[k].w);
-	/* The optimizer runs on the calling thread for now: rt_pool_run can return while a
-	 * worker woken for an earlier run still reads the run's fields (a stale ctx, a lost
-	 * count: crashes and hangs after thousands of runs).  Once runtime/pool.c waits for
-	 * its workers to leave a run, this becomes t->pool = rt_pool_new(0). */
-	t->pool = NULL;
+	/* the optimizer's own threads: gradient norm and AdamW split over the cores */
+	t->pool = rt_pool_new(0);
 	t->grads = rt_calloc((size_t)t->n_params + 1, sizeof *t->grads);
 	t->grad_n = rt_calloc((size_t)t->n_params + 1, sizeof *t->grad_n);
 	print_train(t);
