@@ -37,6 +37,10 @@ struct cg_backend {
 extern const struct cg_backend cg_backend_ref;   /* codegen/ref.c */
 #ifdef SLUICE_HAVE_LLVM
 extern const struct cg_backend cg_backend_llvm;  /* codegen/llvm/ */
+/* The arena the LLVM backend would allocate for g (its plan over the fused kernels'
+ * buffers), without compiling or allocating anything: what `sluice check` reports and
+ * `sluice train` then allocates.  0 on success. */
+int cg_llvm_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err);
 #endif
 
 #endif

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "args.h"
+#include "codegen/backend.h"
 #include "commands.h"
 #include "frontend/frontend.h"
 #include "passes/passes.h"
@@ -92,6 +93,8 @@ struct check_extra {
 	int64_t peak;            /* the arena as planned */
 	double naive;            /* the arena with one slot per value (may pass 2^63) */
 	int n_ops_step;          /* ops of the planned step */
+	int have_cpu_plan;
+	int64_t cpu_arena;       /* what the CPU backend allocates: its plan after fusion */
 };
 
 static void count_extra(const struct ir_graph *g, struct check_extra *x)
@@ -130,6 +133,9 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 			x->naive += (double)((p.size[i] + CHECK_ALIGN - 1) / CHECK_ALIGN * CHECK_ALIGN);
 	x->n_ops_step = g->n_ops;
 	pass_memplan_free(&p);
+#ifdef SLUICE_HAVE_LLVM
+	x->have_cpu_plan = cg_llvm_arena_plan(g, &x->cpu_arena, stderr) == 0;
+#endif
 	return 0;
 }
 
@@ -230,6 +236,10 @@ static void print_report(const struct ir_graph *g, const char *file,
 		       fmt_bytes(b2, sizeof b2, x->naive), x->n_ops_step);
 	else
 		printf("  planned arena peak    unavailable (the pass pipeline failed)\n");
+	if (x->have_cpu_plan)
+		printf("  CPU backend arena     %s (the LLVM backend's plan over its fused kernels: "
+		       "what 'sluice train' allocates)\n",
+		       fmt_bytes(b1, sizeof b1, (double)x->cpu_arena));
 	if (!verbose)
 		return;
 	printf("\n  %-16s %12s %12s %14s %14s\n", "layer", "params", "active", "FLOPs/token",
@@ -268,6 +278,10 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 		cJSON_AddNullToObject(o, "planned_peak_bytes");
 		cJSON_AddNullToObject(o, "naive_bytes");
 	}
+	if (x->have_cpu_plan)
+		cJSON_AddNumberToObject(o, "cpu_arena_bytes", (double)x->cpu_arena);
+	else
+		cJSON_AddNullToObject(o, "cpu_arena_bytes");
 	cJSON *layers = cJSON_AddArrayToObject(o, "layers");
 	for (int i = 0; i < a->n_layers; i++) {
 		const struct pass_layer_stats *l = &a->layers[i];

@@ -826,9 +826,11 @@ static int setup(struct trainer *t)
 		return -1;
 	fprintf(stderr, " %.1f s\n", rt_now() - t0);
 	if (t->be->arena_bytes)
-		fprintf(stderr, "arena: %.2f MiB allocated in one block by the %s backend (its own "
-			"plan over the fused kernels' buffers)\n",
-			(double)t->be->arena_bytes(t->ex) / (1024.0 * 1024.0), t->be->name);
+		fprintf(stderr, "arena: %.2f MiB (%" PRId64 " bytes) allocated in one block by the "
+			"%s backend, as planned over its fused kernels ('sluice check': CPU "
+			"backend arena)\n",
+			(double)t->be->arena_bytes(t->ex) / (1024.0 * 1024.0),
+			t->be->arena_bytes(t->ex), t->be->name);
 	init_params(t);
 	rt_rng_seed(&t->rng, t->seed);
 	if (o->resume && load_checkpoint(t, o->resume))

@@ -48,11 +48,12 @@ static enum ir_dtype shadow_dtype(enum kir_type t)
 	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : IR_F32;
 }
 
-/* Lay the buffers out; 0 on success. */
-static int place_buffers(struct cg_exec *e, FILE *err)
+/* The layout of the plan's buffers in one arena: off[b] is buffer b's offset, -1 for
+ * a buffer outside the arena (bound by the caller, or a graph output), -2 for an id
+ * that is no buffer of the plan.  *peak is the arena's size.  0 on success. */
+static int layout_buffers(const struct ir_graph *g, const struct cg_plan *p, int64_t *off,
+			  int64_t *peak, FILE *err)
 {
-	const struct ir_graph *g = e->g;
-	struct cg_plan *p = &e->plan;
 	struct ir_graph *sg = ir_graph_new("plan");
 	struct ir_value **sv = rt_calloc((size_t)p->n_bufs + 1, sizeof *sv);
 	struct ir_value **in = rt_calloc((size_t)p->n_bufs + 1, sizeof *in);
@@ -99,23 +100,40 @@ static int place_buffers(struct cg_exec *e, FILE *err)
 	if (pass_memplan(sg, 64, &mp)) {
 		fprintf(err, "sluice: LLVM backend: the memory plan overflows\n");
 		rc = 1;
-		goto done;
-	}
-	e->arena_bytes = mp.peak;
-	e->arena = mp.peak ? aligned_alloc(64, ((size_t)mp.peak + 63) / 64 * 64) : NULL;
-	if (mp.peak && !e->arena) {
-		fprintf(err, "sluice: LLVM backend: cannot allocate the arena of %lld bytes\n",
-			(long long)mp.peak);
+	} else {
+		*peak = mp.peak;
+		for (int b = 0; b < p->n_bufs; b++)
+			off[b] = sv[b] ? mp.offset[sv[b]->id] : -2;
 		pass_memplan_free(&mp);
+	}
+	free(sv);
+	free(in);
+	ir_graph_free(sg);
+	return rc;
+}
+
+/* Lay the buffers out and allocate them; 0 on success. */
+static int place_buffers(struct cg_exec *e, FILE *err)
+{
+	const struct ir_graph *g = e->g;
+	struct cg_plan *p = &e->plan;
+	int64_t *off = rt_calloc((size_t)p->n_bufs + 1, sizeof *off);
+	int rc = layout_buffers(g, p, off, &e->arena_bytes, err);
+	if (rc)
+		goto done;
+	int64_t peak = e->arena_bytes;
+	e->arena = peak ? aligned_alloc(64, ((size_t)peak + 63) / 64 * 64) : NULL;
+	if (peak && !e->arena) {
+		fprintf(err, "sluice: LLVM backend: cannot allocate the arena of %lld bytes\n",
+			(long long)peak);
 		rc = 1;
 		goto done;
 	}
 	for (int b = 0; b < p->n_bufs; b++) {
-		if (!sv[b])
+		if (off[b] == -2)
 			continue;
-		int64_t off = mp.offset[sv[b]->id];
-		if (off >= 0) {
-			e->ptr[b] = (char *)e->arena + off;
+		if (off[b] >= 0) {
+			e->ptr[b] = (char *)e->arena + off[b];
 			continue;
 		}
 		e->outside[b] = 1;
@@ -126,11 +144,22 @@ static int place_buffers(struct cg_exec *e, FILE *err)
 				      type_size(p->buf_type[b]));
 		e->owned[b] = 1;
 	}
-	pass_memplan_free(&mp);
 done:
-	free(sv);
-	free(in);
-	ir_graph_free(sg);
+	free(off);
+	return rc;
+}
+
+int cg_llvm_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err)
+{
+	struct cg_plan plan;
+	memset(&plan, 0, sizeof plan);
+	int rc = cg_plan_graph(&plan, g, "k", err);
+	if (!rc) {
+		int64_t *off = rt_calloc((size_t)plan.n_bufs + 1, sizeof *off);
+		rc = layout_buffers(g, &plan, off, bytes, err);
+		free(off);
+	}
+	cg_plan_free(&plan);
 	return rc;
 }
 

@@ -47,6 +47,23 @@ expect 1 "missing.txt" "$SLUICE" data missing.txt -o x.bin
 expect 0 "" "$SLUICE" data --help
 DATA=(--data text.bin --val-data text_val.bin)
 
+# --- the CPU backend allocates exactly the arena 'sluice check' plans ---------------
+if [ "$BACKEND" = llvm ]; then
+	small=(--set dim=48 --set layers=1 --set seq=16 --set batch=2)
+	"$SLUICE" check --json "$ROOT/models/tiny_gpt.sl" "${small[@]}" >check.json 2>check.err ||
+		fail "sluice check failed: $(head -c 300 check.err)"
+	planned=$(python3 -c 'import json; print(json.load(open("check.json"))["cpu_arena_bytes"])')
+	"$SLUICE" train "$ROOT/models/tiny_gpt.sl" "${small[@]}" --steps 1 --quiet \
+		--data text.bin --val-data text_val.bin --out arena >/dev/null 2>arena.err ||
+		fail "sluice train of tiny_gpt failed: $(head -c 300 arena.err)"
+	got=$(sed -n 's/^arena: .*(\([0-9]*\) bytes) allocated.*/\1/p' arena.err)
+	if [ -n "$got" ] && [ "$got" = "$planned" ]; then
+		ok "arena: check plans $planned bytes, train allocates $got"
+	else
+		fail "arena: check plans '$planned' bytes, train allocates '$got'"
+	fi
+fi
+
 # --- the loss falls ---------------------------------------------------------------
 expect 0 "" train "${DATA[@]}" --metrics full.jsonl --out full
 python3 - full.jsonl <<'PY' || fail "loss did not fall"
