@@ -76,7 +76,9 @@ int rt_shard_write(const char *path, const uint16_t *tok, int64_t n, FILE *err)
 		buf[hdr + 2 * (size_t)i] = (unsigned char)tok[i];
 		buf[hdr + 2 * (size_t)i + 1] = (unsigned char)(tok[i] >> 8);
 	}
-	int rc = rt_write_file_atomic(path, buf, size);
+	int rc = rt_mkdir_parents(path);
+	if (!rc)
+		rc = rt_write_file_atomic(path, buf, size);
 	if (rc)
 		fprintf(err, "sluice: %s: cannot write: %s\n", path, strerror(errno));
 	free(buf);

@@ -126,6 +126,40 @@ int rt_write_file_atomic(const char *path, const void *data, size_t n)
 	return 0;
 }
 
+int rt_mkdir_p(const char *dir)
+{
+	char *s = rt_strdup(dir);
+	int rc = 0;
+	for (char *c = s + 1; *c && !rc; c++) {
+		if (*c != '/')
+			continue;
+		*c = 0;
+		if (mkdir(s, 0777) && errno != EEXIST)
+			rc = -1;
+		*c = '/';
+	}
+	if (!rc && mkdir(s, 0777) && errno != EEXIST)
+		rc = -1;
+	int e = errno;
+	free(s);
+	errno = e;
+	return rc;
+}
+
+int rt_mkdir_parents(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash || slash == path)
+		return 0;
+	char *dir = rt_strdup(path);
+	dir[slash - path] = 0;
+	int rc = rt_mkdir_p(dir);
+	int e = errno;
+	free(dir);
+	errno = e;
+	return rc;
+}
+
 char *rt_read_file(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");

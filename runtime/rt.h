@@ -23,6 +23,10 @@ int rt_num_cpus(void);
 /* Write a whole file safely: to PATH.tmp.PID, fsync, rename over PATH, fsync the
  * directory.  Returns 0, or -1 with errno set and nothing left behind. */
 int rt_write_file_atomic(const char *path, const void *data, size_t n);
+/* mkdir -p: make DIR and its missing parents.  0, or -1 with errno set. */
+int rt_mkdir_p(const char *dir);
+/* Make the missing folders above the file PATH.  0, or -1 with errno set. */
+int rt_mkdir_parents(const char *path);
 /* Read a whole file; returns malloc'd bytes (NUL-terminated) or NULL with errno set. */
 char *rt_read_file(const char *path, size_t *len);
 

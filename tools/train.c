@@ -370,27 +370,9 @@ static char *ckpt_path(const char *dir_or_file)
 	return s;
 }
 
-static int mkdir_p(const char *path)
-{
-	char *s = rt_strdup(path);
-	for (char *c = s + 1; *c; c++) {
-		if (*c != '/')
-			continue;
-		*c = 0;
-		if (mkdir(s, 0777) && errno != EEXIST) {
-			free(s);
-			return -1;
-		}
-		*c = '/';
-	}
-	int rc = mkdir(s, 0777) && errno != EEXIST ? -1 : 0;
-	free(s);
-	return rc;
-}
-
 static int save_checkpoint(struct trainer *t)
 {
-	if (mkdir_p(t->out_dir)) {
+	if (rt_mkdir_p(t->out_dir)) {
 		fprintf(stderr, "sluice train: cannot make the checkpoint directory %s: %s\n",
 			t->out_dir, strerror(errno));
 		return -1;
@@ -1112,7 +1094,7 @@ int train_default_data(char **train_path, char **val_path, FILE *log)
 	fprintf(log, "data: no --data given: preparing English text from Debian's fortunes "
 		"(%d files in %s, %.1f MB) into %s (first use only)\n", nn, src,
 		(double)(ntr + nva) / 1e6, dir);
-	if (mkdir_p(dir)) {
+	if (rt_mkdir_p(dir)) {
 		fprintf(log, "sluice train: cannot make %s: %s\n", dir, strerror(errno));
 	} else if (ntr < 2 || nva < 2) {
 		fprintf(log, "sluice train: %s holds too little text\n", src);

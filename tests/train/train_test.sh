@@ -45,6 +45,8 @@ expect 2 "no input files" "$SLUICE" data -o x.bin
 expect 2 "val-fraction" "$SLUICE" data text.txt -o x.bin --val-fraction 1.5
 expect 1 "missing.txt" "$SLUICE" data missing.txt -o x.bin
 expect 0 "" "$SLUICE" data --help
+expect 0 "" "$SLUICE" data text.txt -o new/dir/x.bin
+[ -s new/dir/x.bin ] || fail "sluice data did not make the folders of its output"
 DATA=(--data text.bin --val-data text_val.bin)
 
 # --- the CPU backend allocates exactly the arena 'sluice check' plans ---------------
