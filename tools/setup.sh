@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh - install what sluice needs (Debian/Ubuntu) and build it in ./build.
 # Usage: bash tools/setup.sh [--sanitize]   (the sanitizer build goes to ./build-asan)
+# Environment: SLUICE_CMAKE_ARGS, more CMake options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,9 @@ if [ "${1:-}" = "--sanitize" ]; then
 	dir=build-asan
 	flags=(-DSLUICE_SANITIZE=ON)
 fi
-cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" >/dev/null
+# SLUICE_CMAKE_ARGS: more CMake options, e.g. -DSLUICE_WERROR=ON (CI uses it)
+# shellcheck disable=SC2086
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${flags[@]}" \
+	${SLUICE_CMAKE_ARGS:-} >/dev/null
 cmake --build "$dir"
 echo "setup: built $dir/sluice"
