@@ -322,57 +322,6 @@ struct rt_gemm *rt_gemm_new(struct rt_gpu *g, size_t workspace_bytes)
 
 void rt_gemm_free(struct rt_gemm *c) { (void)c; }
 
-static int matmul(struct rt_gemm *c, struct plan *p, const struct rt_gemm_args *a,
-		  const cublasLtMatmulAlgo_t *algo, enum rt_stream_kind s)
-{
-	float alpha = 1.0f, beta = 0.0f;
-	void *D = (void *)(uintptr_t)a->d;
-	return LT(cublasLtMatmul,
-		  (c->lt, p->desc, &alpha, (const void *)(uintptr_t)a->b, p->la,
-		   (const void *)(uintptr_t)a->a, p->lb, &beta, D, p->ld, D, p->ld, algo,
-		   (void *)(uintptr_t)c->ws, c->ws_size, (cudaStream_t)rt_gpu_stream(c->g, s)));
-}
-
-/* Time each candidate (one warm-up, then the best of two batches of TUNE_RUNS) and
- * keep the fastest.  A candidate cuBLASLt refuses at run time is skipped quietly. */
-static int tune(struct rt_gemm *c, struct plan *p, const struct rt_gemm_args *a,
-		enum rt_stream_kind s)
-{
-	struct rt_gpu_event *t0 = rt_gpu_event_new(c->g), *t1 = rt_gpu_event_new(c->g);
-	double best = -1;
-	int bad = !t0 || !t1;
-	for (int i = 0; i < p->ncand && !bad; i++) {
-		const cublasLtMatmulAlgo_t *algo = &p->cand[i].algo;
-		float alpha = 1.0f, beta = 0.0f;
-		void *D = (void *)(uintptr_t)a->d;
-		cudaStream_t st = (cudaStream_t)rt_gpu_stream(c->g, s);
-		if (cublasLtMatmul(c->lt, p->desc, &alpha, (const void *)(uintptr_t)a->b, p->la,
-				   (const void *)(uintptr_t)a->a, p->lb, &beta, D, p->ld, D, p->ld,
-				   algo, (void *)(uintptr_t)c->ws, c->ws_size,
-				   st) != CUBLAS_STATUS_SUCCESS)
-			continue;
-		double t = -1;
-		for (int round = 0; round < 2 && !bad; round++) {
-			bad = rt_gpu_event_record(t0, s);
-			for (int r = 0; r < TUNE_RUNS && !bad; r++)
-				bad = matmul(c, p, a, algo, s);
-			bad = bad || rt_gpu_event_record(t1, s);
-			double ms = bad ? -1 : rt_gpu_event_ms(t0, t1);
-			bad = bad || ms < 0;
-			if (!bad && (t < 0 || ms < t))
-				t = ms;
-		}
-		if (!bad && (best < 0 || t < best)) {
-			best = t;
-			p->chosen = i;
-		}
-	}
-	rt_gpu_event_free(t0);
-	rt_gpu_event_free(t1);
-	p->tuned = !bad;
-	return bad ? -1 : 0;
-}
-
 int rt_gemm_run(struct rt_gemm *c, const struct rt_gemm_args *a, enum rt_stream_kind s)
 {
 	return -1;
