@@ -227,6 +227,38 @@ void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t 
 /* Waits for the stream, watching for a fault (the wait counts as an operation). */
 void rt_comm_sync(struct rt_comm *c, void *stream);
 
+/* ---- all-to-all over symmetric memory (runtime/cuda/nccl_sym.c) ---------------- */
+/* The third way for counts that live on the device: one kernel, no host sync and no
+ * worst-case bytes.  Every rank allocates the same window with ncclMemAlloc and
+ * registers it with ncclCommWindowRegister (NCCL_WIN_COLL_SYMMETRIC); NCCL maps every
+ * rank's window into every other rank's address space (NVLink, load/store), and a
+ * kernel compiled by NVRTC writes each rank's counts into every window, meets the
+ * other ranks (flags in the windows, release/acquire at system scope), then stores
+ * its rows straight into the receivers' windows and meets them again.  All ranks of
+ * the communicator must be load/store reachable (one node); otherwise, or when this
+ * NCCL's window layout is not the one checked for, rt_comm_sym_new says why and
+ * returns NULL on every rank. */
+struct rt_comm_sym;
+
+/* Collective: every rank of C calls it with the same arguments.  RCAP_BYTES: room for
+ * what one call may bring in; CTAS: thread blocks of the kernel (0: the communicator's
+ * SM bound, else 32).  Failures of the machine (allocation, registration) end the job. */
+struct rt_comm_sym *rt_comm_sym_new(struct rt_comm *c, size_t rcap_bytes, int ctas, char *err,
+				    size_t errlen);
+/* The receive buffer: the rows from rank 0, then rank 1, ..., packed, in this rank's
+ * window.  Valid until the next call is queued. */
+uint64_t rt_comm_sym_rbuf(const struct rt_comm_sym *s);
+/* d_scounts: size int64 element counts, the send blocks packed in peer order in sbuf;
+ * d_rcounts gets the size received counts (or -1 each when some rank would receive
+ * more than rcap_bytes: then nothing moves and rt_comm_sym_overflowed says so).
+ * Queued on the stream; nothing waits for the host, so a CUDA graph can hold it. */
+void rt_comm_sym_all_to_allv(struct rt_comm_sym *s, uint64_t sbuf, uint64_t d_scounts,
+			     uint64_t d_rcounts, enum rt_comm_dtype t, void *stream);
+/* Waits for the stream; 1 when a call so far found its counts over the room. */
+int rt_comm_sym_overflowed(struct rt_comm_sym *s, void *stream);
+/* Collective (deregisters the window). */
+void rt_comm_sym_free(struct rt_comm_sym *s);
+
 /* 'sluice bench comm': runtime/cuda/bench_comm.c (comm_none.c without NCCL). */
 int rt_bench_comm(int argc, char **argv);
 

@@ -66,6 +66,17 @@ void rt_comm_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf,
 void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream) { none(); }
 void rt_comm_sync(struct rt_comm *c, void *stream) { none(); }
+struct rt_comm_sym *rt_comm_sym_new(struct rt_comm *c, size_t rcap_bytes, int ctas, char *err,
+				    size_t errlen)
+{
+	snprintf(err, errlen, "%s", why);
+	return NULL;
+}
+uint64_t rt_comm_sym_rbuf(const struct rt_comm_sym *s) { none(); }
+void rt_comm_sym_all_to_allv(struct rt_comm_sym *s, uint64_t sbuf, uint64_t d_scounts,
+			     uint64_t d_rcounts, enum rt_comm_dtype t, void *stream) { none(); }
+int rt_comm_sym_overflowed(struct rt_comm_sym *s, void *stream) { none(); }
+void rt_comm_sym_free(struct rt_comm_sym *s) { (void)s; }
 
 int rt_bench_comm(int argc, char **argv)
 {

@@ -33,6 +33,7 @@ struct bench {
 	size_t *rows;
 	size_t *sc, *so, *rc, *ro, *got;
 	size_t cap; /* elements per peer block in the worst case */
+	struct rt_comm_sym *sym; /* the symmetric-memory kernel, NULL when refused */
 	int kill_rank, hang_rank, calls;
 	FILE *csv;
 };
@@ -110,6 +111,13 @@ static void op_a2av_exchange(struct bench *b, int i)
 			rt_comm_fail(b->c, "bench: count exchange gave %zu elements from rank %d, "
 					   "expected %zu",
 				     b->got[p], p, rows_at(b, set, p)[b->rank] * ROW_ELEMS);
+}
+
+static void op_a2av_sym(struct bench *b, int i)
+{
+	int set = i % NSETS;
+	rt_comm_sym_all_to_allv(b->sym, b->sbuf, b->d_counts + (size_t)set * (size_t)b->n * 8,
+				b->d_rcounts, RT_COMM_BF16, NULL);
 }
 
 static void op_a2av_fixed(struct bench *b, int i)
@@ -222,6 +230,8 @@ static void usage(FILE *f)
 		"  a2av host counts      per-peer counts that change every call, known on the host\n"
 		"  a2av count exchange   counts on the GPU: exchanged, copied to the host, synced\n"
 		"  a2av worst case       fixed blocks of SIZE to every peer, counts alongside\n"
+		"  a2av symmetric kernel counts on the GPU, one kernel storing the rows into the\n"
+		"                        other GPUs' symmetric windows (no host sync)\n"
 		"The variable rows move SIZE bytes per rank in rows of %d bf16, split among the\n"
 		"peers at random, differently every call.\n\n"
 		"GB/s is bytes leaving each GPU for other GPUs per second: SIZE*(N-1)/N for an\n"
@@ -292,6 +302,20 @@ static void bench_size(struct bench *b, int reps, int iters_opt)
 	row(b, "a2av host counts", time_op(b, op_a2av_host, iters, reps), useful);
 	row(b, "a2av count exchange", time_op(b, op_a2av_exchange, iters, reps), useful);
 	row(b, "a2av worst case", time_op(b, op_a2av_fixed, iters, reps), useful);
+	if (b->sym) {
+		row(b, "a2av symmetric kernel", time_op(b, op_a2av_sym, iters, reps), useful);
+		/* one more call, checked: the counts that arrived and no overflow */
+		op_a2av_sym(b, 0);
+		int64_t got[256];
+		rt_gpu_copy_to_host(g, got, b->d_rcounts, n * sizeof got[0], RT_STREAM_COMM);
+		if (rt_comm_sym_overflowed(b->sym, NULL))
+			rt_comm_fail(b->c, "bench: the symmetric all-to-all found too little room");
+		for (size_t p = 0; p < n; p++)
+			if (got[p] != (int64_t)(rows_at(b, 0, (int)p)[b->rank] * ROW_ELEMS))
+				rt_comm_fail(b->c, "bench: the symmetric all-to-all gave %lld elements "
+						   "from rank %zu, expected %zu", (long long)got[p], p,
+					     rows_at(b, 0, (int)p)[b->rank] * ROW_ELEMS);
+	}
 	rt_gpu_arena_reset(g, mark);
 }
 
@@ -418,10 +442,15 @@ int rt_bench_comm(int argc, char **argv)
 		if (csv && !(b.csv = fopen(csv, "w")))
 			fprintf(stderr, "sluice bench comm: cannot write %s\n", csv);
 	}
+	/* room for the most a rank can receive: every rank's whole buffer */
+	b.sym = rt_comm_sym_new(c, n * (max_size + ROW_BYTES), 0, err, sizeof err);
+	if (!b.sym && b.rank == 0)
+		printf("(no 'a2av symmetric kernel' rows: %s)\n", err);
 	for (int i = 0; i < nsizes; i++) {
 		b.size = sizes[i] / n * n;
 		bench_size(&b, reps, iters);
 	}
+	rt_comm_sym_free(b.sym);
 	if (b.csv)
 		fclose(b.csv);
 	free(b.rows);

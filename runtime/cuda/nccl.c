@@ -18,8 +18,8 @@
  * pinned host memory and waits for the stream before sending the exact bytes; and
  * rt_comm_all_to_all_fixed sends worst-case blocks with the counts beside them, with no
  * host round trip.  'sluice bench comm' measures both against counts known on the
- * host.  A third way, a kernel on NCCL 2.28's device API over symmetric memory
- * (nccl_device.h, ncclCommWindowRegister), is not built. */
+ * host.  A third way, a kernel over NCCL's registered symmetric memory that reads
+ * the counts on the GPU, is in nccl_sym.c. */
 #ifdef SLUICE_HAVE_NCCL
 #include <nccl.h>
 #include <pthread.h>
@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm_impl.h"
 #include "gpu_impl.h"
 #include "runtime/comm.h"
 #include "runtime/gpu.h"
@@ -318,6 +319,9 @@ int rt_comm_rank(const struct rt_comm *c) { return c->rank; }
 int rt_comm_size(const struct rt_comm *c) { return c->size; }
 struct rt_gpu *rt_comm_gpu(const struct rt_comm *c) { return c->world->gpu; }
 struct rt_rdzv *rt_comm_rdzv(const struct rt_comm *c) { return c->world->z; }
+void *rt_comm_nccl(const struct rt_comm *c) { return c->nc; }
+int rt_comm_max_ctas(const struct rt_comm *c) { return c->world->max_ctas; }
+void *rt_comm_stream(struct rt_comm *c, void *stream) { return stream_of(c, stream); }
 
 /* ---- operations ------------------------------------------------------------------- */
 

@@ -203,6 +203,10 @@ static void test_all_to_allv(void)
 	int64_t *dc = rt_malloc((size_t)n * 8), *drc = rt_malloc((size_t)n * 8);
 	rt_dptr s = dev(room * 4), r = dev(room * 4), d_sc = dev((size_t)n * 8);
 	rt_dptr fs = dev(room * 4), fr = dev(room * 4), d_rc = dev((size_t)n * 8);
+	/* the symmetric-memory kernel: room for exactly the worst case */
+	char err[512];
+	struct rt_comm_sym *sym = rt_comm_sym_new(c, room * 4, 0, err, sizeof err);
+	CHECKF(sym != NULL, "rt_comm_sym_new: %s", err);
 	for (int call = 0; call < 4; call++) {
 		size_t st = 0, rt = 0;
 		for (int p = 0; p < n; p++) {
@@ -240,6 +244,25 @@ static void test_all_to_allv(void)
 				EXPECT_EQ("all-to-allv (count exchange)", ro[p] + i, y[ro[p] + i],
 					  a2a_val(p, rank, i) + call);
 		}
+		/* counts on the device, one kernel over symmetric memory */
+		if (sym) {
+			int64_t *src = rt_malloc((size_t)n * 8);
+			for (int p = 0; p < n; p++)
+				src[p] = -7;
+			up(d_rc, src, (size_t)n * 8);
+			rt_comm_sym_all_to_allv(sym, s, d_sc, d_rc, RT_COMM_I32, NULL);
+			down(drc, d_rc, (size_t)n * 8);
+			down(y, rt_comm_sym_rbuf(sym), rt * 4);
+			bad_first = 0;
+			for (int p = 0; p < n; p++) {
+				EXPECT_EQ("symmetric: counts", p, drc[p], (int64_t)rc[p]);
+				for (size_t i = 0; i < rc[p]; i++)
+					EXPECT_EQ("all-to-allv (symmetric kernel)", ro[p] + i, y[ro[p] + i],
+						  a2a_val(p, rank, i) + call);
+			}
+			CHECKF(!rt_comm_sym_overflowed(sym, NULL), "symmetric: overflow reported");
+			free(src);
+		}
 		/* worst case: blocks of cap, counts beside */
 		for (int p = 0; p < n; p++)
 			for (size_t i = 0; i < cap; i++)
@@ -255,6 +278,22 @@ static void test_all_to_allv(void)
 				EXPECT_EQ("all-to-all (worst case)", (size_t)p * cap + i,
 					  y[(size_t)p * cap + i], a2a_val(p, rank, i) + call);
 		}
+	}
+	rt_comm_sym_free(sym);
+	/* too little room: nothing moves, every count reads -1, the overflow is reported */
+	struct rt_comm_sym *small = rt_comm_sym_new(c, 16, 4, err, sizeof err);
+	CHECKF(small != NULL, "rt_comm_sym_new (small): %s", err);
+	if (small) {
+		for (int p = 0; p < n; p++)
+			dc[p] = 100;
+		up(d_sc, dc, (size_t)n * 8);
+		rt_comm_sym_all_to_allv(small, s, d_sc, d_rc, RT_COMM_I32, NULL);
+		down(drc, d_rc, (size_t)n * 8);
+		bad_first = 0;
+		for (int p = 0; p < n; p++)
+			EXPECT_EQ("symmetric, no room: counts", p, drc[p], (int64_t)-1);
+		CHECKF(rt_comm_sym_overflowed(small, NULL), "symmetric: overflow not reported");
+		rt_comm_sym_free(small);
 	}
 	free(x);
 	free(y);
