@@ -8,7 +8,7 @@
 # off: NCCL_NVLS_ENABLE=0 (never use it on shared machines).
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
-# GEMM_ROUNDS (interleaved sluice/PyTorch rounds, default 3), SKIP_COMM=1 (do not
+# GEMM_ROUNDS (rounds of every GEMM row timed by sluice and PyTorch in turn, default 3), SKIP_COMM=1 (do not
 # run tools/bench/comm-check.sh).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
@@ -67,17 +67,70 @@ step "sluice devices" devices.txt "$S" devices
 step "GPU tests (ctest)" tests-gpu.log ctest --test-dir "$BUILD" --output-on-failure \
 	-R '^(test_kcache|test_gpu_.*|devices_.*|bench_bad_args)$'
 
-# GEMMs: sluice and PyTorch in turn, ROUNDS times, so that drift hits both alike
+# GEMMs: every row timed by sluice and by PyTorch in turn, each in its own process,
+# the order swapped from row to row and round to round.  (Timing a whole table in one
+# process and then the other's whole table put each side's later rows on a GPU warmed
+# by a long burst of products, differently for the two sides: the last rows, the fp8
+# MoE-down ones, came out a few percent apart with the identical cuBLASLt kernel,
+# which Nsight Compute times alike, 107.4 against 109.0 us.)
+GEMM_ROWS=("4096 4096 4096 square" "8192 8192 8192 square" "4096 2048 7168 moe-up"
+	"4096 7168 2048 moe-down")
+gemm_one() { # SIDE ROUND DTYPE M N K NAME: one row, appended to the side's round log
+	local side=$1 r=$2 dt=$3 out
+	local shape=(--m "$4" --n "$5" --k "$6" --dtype "$dt")
+	if [ "$side" = sluice ]; then
+		out=$("$S" bench gemm "${shape[@]}" 2>&1)
+	else
+		out=$(python3 tools/bench/torch_gemm.py "${shape[@]}" 2>&1)
+	fi
+	local rc=$?
+	echo "$out" | sed "s/ custom / $7 /" >>"$LOG/gemm_${side}_$r.txt"
+	return $rc
+}
+gemm_round() { # R
+	local r=$1 i=0 row dt rc=0
+	: >"$LOG/gemm_sluice_$r.txt"
+	: >"$LOG/gemm_torch_$r.txt"
+	for row in "${GEMM_ROWS[@]}"; do
+		# shellcheck disable=SC2086
+		set -- $row
+		for dt in bf16 fp8 fp8-block; do
+			if (((r + i) % 2)); then
+				gemm_one sluice "$r" "$dt" "$@" || rc=1
+				gemm_one torch "$r" "$dt" "$@" || rc=1
+			else
+				gemm_one torch "$r" "$dt" "$@" || rc=1
+				gemm_one sluice "$r" "$dt" "$@" || rc=1
+			fi
+			i=$((i + 1))
+		done
+	done
+	return $rc
+}
 sl_logs=() th_logs=()
 for r in $(seq 1 "$ROUNDS"); do
-	step "sluice bench gemm ($r)" "gemm_sluice_$r.txt" "$S" bench gemm
+	step "GEMM round $r (both sides)" "gemm_round_$r.log" gemm_round "$r"
 	sl_logs+=("$LOG/gemm_sluice_$r.txt")
-	step "torch_gemm.py ($r)" "gemm_torch_$r.txt" python3 tools/bench/torch_gemm.py
 	th_logs+=("$LOG/gemm_torch_$r.txt")
 done
 python3 tools/bench/gemm_table.py "${sl_logs[@]}" -- "${th_logs[@]}" >"$LOG/gemm_table.txt" 2>&1
-# for the record: cuBLASLt's first heuristic choice, untimed (SLUICE_GEMM_TUNE=0)
-step "sluice bench gemm (untuned)" gemm_sluice_untuned.txt env SLUICE_GEMM_TUNE=0 "$S" bench gemm
+# for the record: cuBLASLt's first heuristic choice, untimed (SLUICE_GEMM_TUNE=0), row
+# by row like the rounds; and the whole table in one process, as the rounds used to run
+untuned() {
+	local row
+	: >"$LOG/gemm_sluice_untuned.txt"
+	for row in "${GEMM_ROWS[@]}"; do
+		# shellcheck disable=SC2086
+		set -- $row
+		for dt in bf16 fp8 fp8-block; do
+			SLUICE_GEMM_TUNE=0 gemm_one sluice untuned "$dt" "$@" || return 1
+		done
+	done
+}
+step "sluice bench gemm (untuned)" gemm_untuned.log untuned
+step "sluice bench gemm (one process)" gemm_sluice_burst.txt "$S" bench gemm
+python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_burst.txt" -- "${th_logs[@]}" \
+	>"$LOG/gemm_table_burst.txt" 2>&1
 python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_untuned.txt" -- "${th_logs[@]}" \
 	>"$LOG/gemm_table_untuned.txt" 2>&1
 
@@ -101,6 +154,7 @@ echo
 echo "== GEMM, sluice (cuBLASLt) against PyTorch"
 cat "$LOG/gemm_table.txt"
 echo "untuned (heuristic's first choice): $(tail -n 1 "$LOG/gemm_table_untuned.txt")"
+echo "whole table in one process: $(tail -n 1 "$LOG/gemm_table_burst.txt")"
 echo
 echo "== NVRTC"
 tail -n 6 "$LOG/nvrtc.txt"

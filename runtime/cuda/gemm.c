@@ -46,7 +46,7 @@ struct plan {
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t la, lb, ld; /* cuBLASLt's A (our B), B (our A), C = D */
 	cublasLtMatmulHeuristicResult_t cand[8];
-	int ncand, chosen, tuned;
+	int ncand, chosen, tuned, timed; /* timed: the candidates were timed (not just taken) */
 	struct plan *next;
 };
 
@@ -258,7 +258,7 @@ static int tune(struct rt_gemm *c, struct plan *p, const struct rt_gemm_args *a,
 	}
 	rt_gpu_event_free(t0);
 	rt_gpu_event_free(t1);
-	p->tuned = !bad;
+	p->tuned = p->timed = !bad;
 	return bad ? -1 : 0;
 }
 
@@ -306,7 +306,7 @@ int rt_gemm_describe(struct rt_gemm *c, const struct rt_gemm_args *a, char *buf,
 					     sizeof splitk, &w);
 	snprintf(buf, n, "algo %d tile %d stages %d splitk %d ws %zu KiB, candidate %d of %d%s", id,
 		 tile, stages, splitk, p->cand[p->chosen].workspaceSize / 1024, p->chosen + 1,
-		 p->ncand, p->tuned && p->ncand > 1 ? " (timed)" : "");
+		 p->ncand, p->ncand == 1 ? "" : p->timed ? " (timed)" : " (heuristic's first, untimed)");
 	return 0;
 }
 
