@@ -124,6 +124,10 @@ void rt_rdzv_set_hooks(struct rt_rdzv *z, const struct rt_rdzv_hooks *hooks);
  * ranks that are not inside any operation (they are the ones stuck elsewhere). */
 void rt_rdzv_op_begin(struct rt_rdzv *z, const char *name);
 void rt_rdzv_op_end(struct rt_rdzv *z);
+/* 1 once this process is being ended for a fault (rt_rdzv_fail or a peer's failure):
+ * rt_rdzv_op_begin/op_end then wait for the end instead of returning, and CUDA errors
+ * caused by the abort are not reported again. */
+int rt_rdzv_dying(void);
 /* This rank has failed: tell every other rank, abort the communicators, exit 1. */
 _Noreturn void rt_rdzv_fail(struct rt_rdzv *z, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -554,8 +554,25 @@ void rt_rdzv_set_hooks(struct rt_rdzv *z, const struct rt_rdzv_hooks *hooks)
 	pthread_mutex_unlock(&z->lock);
 }
 
+/* Set by the first thread that ends the process (die). */
+static atomic_int dying;
+
+/* Once the process is being ended for a fault, an operation that is starting or has
+ * just returned must not go on: what it computed (a timing, a result) is not to be
+ * trusted, since the communicators are being aborted under it.  The thread waits for
+ * the end instead. */
+static void stop_if_dying(void)
+{
+	if (atomic_load(&dying))
+		for (;;)
+			pause();
+}
+
+int rt_rdzv_dying(void) { return atomic_load(&dying); }
+
 void rt_rdzv_op_begin(struct rt_rdzv *z, const char *name)
 {
+	stop_if_dying();
 	if (!z)
 		return;
 	atomic_store(&z->op_name, name);
@@ -568,11 +585,10 @@ void rt_rdzv_op_end(struct rt_rdzv *z)
 {
 	if (z)
 		atomic_store(&z->in_op, 0);
+	stop_if_dying();
 }
 
 /* ---- faults ----------------------------------------------------------------------- */
-
-static atomic_int dying;
 
 static void on_alarm(int sig)
 {

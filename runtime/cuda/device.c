@@ -6,6 +6,7 @@
  * GPU machines.  $SLUICE_LIBCUDA names another library to open (tests use it to
  * take the no-driver path on a GPU machine). */
 #include "gpu_impl.h"
+#include "runtime/comm.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -29,6 +30,8 @@ static int driver_version;
 int rt_cu_fail(CUresult r, const char *call, const char *file, int line)
 {
 	const char *name = NULL, *msg = NULL;
+	if (rt_rdzv_dying())
+		return -1; /* the communicators are being aborted for a reported fault */
 	if (rt_cu.p_cuGetErrorName)
 		rt_cu.p_cuGetErrorName(r, &name);
 	if (rt_cu.p_cuGetErrorString)
