@@ -141,7 +141,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 struct gemm_opts {
-	int samples, batch, warmup, csv;
+	int samples, batch, warmup, warmup_ms, csv;
 };
 
 static int bench_one(struct rt_gpu *g, struct rt_gemm *ctx, struct filler *fl,
@@ -191,8 +191,14 @@ static int bench_one(struct rt_gpu *g, struct rt_gemm *ctx, struct filler *fl,
 	struct rt_gpu_event *t0 = rt_gpu_event_new(g), *t1 = rt_gpu_event_new(g);
 	double *ms = rt_calloc((size_t)o->samples, sizeof *ms);
 	int at = 0, bad = !t0 || !t1;
-	for (int i = 0; i < o->warmup && !bad; i++)
-		bad = rt_gemm_run(ctx, &args[at++ % sets], RT_STREAM_COMPUTE);
+	/* warm-up: at least W products and WARMUP_MS of them, so that the GPU's clock has
+	 * settled under the load (the power limit) before anything is timed */
+	double warm_start = rt_now();
+	do {
+		for (int i = 0; i < o->warmup && !bad; i++)
+			bad = rt_gemm_run(ctx, &args[at++ % sets], RT_STREAM_COMPUTE);
+		bad = bad || rt_gpu_sync(g, RT_STREAM_COMPUTE);
+	} while (!bad && (rt_now() - warm_start) * 1e3 < o->warmup_ms);
 	for (int smp = 0; smp < o->samples && !bad; smp++) {
 		bad = rt_gpu_event_record(t0, RT_STREAM_COMPUTE);
 		for (int i = 0; i < o->batch && !bad; i++)
@@ -235,14 +241,17 @@ static void gemm_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: sluice bench gemm [--m M --n N --k K] [--dtype bf16|fp8|fp8-block|all]\n"
-		"                         [--device D] [--samples S] [--batch B] [--warmup W] [--csv]\n\n"
+		"                         [--device D] [--samples S] [--batch B] [--warmup W]\n"
+		"                         [--warmup-ms T] [--csv]\n\n"
 		"Times D[M,N] = A[M,K] . B[N,K]^T through cuBLASLt (bf16 out, fp32 accumulation):\n"
 		"bf16 inputs, fp8 E4M3 with a scale per tensor, fp8 with DeepSeek-V3 block scales\n"
 		"(1x128 on A, 128x128 on B).  Without --m/--n/--k: 4096^3, 8192^3 and the MoE\n"
 		"shapes M=4096 N=2048 K=7168 and M=4096 N=7168 K=2048.  Each sample times B\n"
 		"back-to-back products with device events; the median of S samples is reported\n"
-		"(defaults S=50, B=10, W=20 warm-up products); inputs are random and rotate\n"
-		"through enough sets to exceed three times L2.\n");
+		"(defaults S=50, B=10); before that, warm-up products run for at least T ms and\n"
+		"W products (defaults T=1000, W=20), so that the clock has settled under the\n"
+		"power limit; inputs are random and rotate through enough sets to exceed three\n"
+		"times L2.\n");
 }
 
 static int parse_int(const char *v, const char *name, int *out)
@@ -260,7 +269,7 @@ static int parse_int(const char *v, const char *name, int *out)
 
 static int bench_gemm(int argc, char **argv)
 {
-	struct gemm_opts o = { 50, 10, 20, 0 };
+	struct gemm_opts o = { 50, 10, 20, 1000, 0 };
 	int m = 0, n = 0, k = 0, device = 0;
 	const char *dtype = "all";
 	for (int i = 1; i < argc;) {
@@ -288,6 +297,7 @@ static int bench_gemm(int argc, char **argv)
 		INTOPT("--samples", o.samples)
 		INTOPT("--batch", o.batch)
 		INTOPT("--warmup", o.warmup)
+		INTOPT("--warmup-ms", o.warmup_ms)
 #undef INTOPT
 		if ((r = args_take_value(argc, argv, &i, "--dtype", &dtype, "bench gemm")) != 0) {
 			if (r < 0)
@@ -383,9 +393,9 @@ static int bench_gemm(int argc, char **argv)
 		printf("sluice bench gemm: %s (sm_%d%d, %d SMs, L2 %zu MiB), cuBLASLt %d\n", info.name,
 		       info.cc_major, info.cc_minor, info.sm_count, info.l2_bytes >> 20,
 		       rt_cublaslt_version());
-		printf("median of %d samples of %d back-to-back products after %d warm-up; "
+		printf("median of %d samples of %d back-to-back products after %d ms of warm-up; "
 		       "bf16 out, fp32 accumulation\n\n",
-		       o.samples, o.batch, o.warmup);
+		       o.samples, o.batch, o.warmup_ms);
 		printf("%-9s %-8s %6s %6s %6s %10s %9s %10s %4s  %s\n", "dtype", "shape", "M", "N",
 		       "K", "ms", "TFLOP/s", "best ms", "sets", "cuBLASLt algorithm");
 	}

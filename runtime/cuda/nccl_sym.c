@@ -286,7 +286,11 @@ struct rt_comm_sym *rt_comm_sym_new(struct rt_comm *c, size_t rcap_bytes, int ct
 	struct nccl_window_head h;
 	memset(&h, 0, sizeof h);
 	struct nccl_team team = ncclTeamLsa(s->nc);
-	if (team.n_ranks != n || team.rank != me)
+	if (n == 1) {
+		/* alone: NCCL maps no team, the window is the one ncclMemAlloc gave */
+		h.lsa_flat_base = s->base;
+		h.stride4g = 1;
+	} else if (team.n_ranks != n || team.rank != me)
 		snprintf(why, sizeof why, "not every rank is load/store reachable from every other "
 			 "(NCCL's LSA team has %d of the %d ranks): the ranks span nodes or GPUs "
 			 "without peer access", team.n_ranks, n);

@@ -8,13 +8,15 @@ D[M,N] = A[M,K] . B[N,K]^T, bf16 out:
   fp8-block  torch._scaled_mm with DeepSeek-V3 scales: 1x128 on A (shape (M, K/128),
              outer-dim-major), 128x128 on B; needs sm_90 and a torch that has it
 Timing as sluice: CUDA events around B back-to-back products, median of S samples,
-W warm-up products first, inputs rotating through enough sets to exceed 3x L2,
+warm-up for at least W products and T ms first (the clock settles under the power
+limit), inputs rotating through enough sets to exceed 3x L2,
 random data (uniform [-1, 1) for bf16; random E4M3 codes, NaN excluded, for fp8;
 scales uniform in [0.5, 1.5]/448).  Prints the same table as sluice.
 """
 import argparse
 import math
 import sys
+import time
 
 import torch
 
@@ -70,9 +72,15 @@ def bench(mode, m, n, k, what, args, l2, dev):
     sets = [make_set(mode, m, n, k, dev) for _ in range(nsets)]
     d = torch.empty(m, n, dtype=torch.bfloat16, device=dev)
     at = 0
-    for _ in range(args.warmup):
-        product(mode, sets[at % nsets], d)
-        at += 1
+    # warm-up as sluice: at least W products and WARMUP_MS of them (the clock settles)
+    warm_start = time.perf_counter()
+    while True:
+        for _ in range(args.warmup):
+            product(mode, sets[at % nsets], d)
+            at += 1
+        torch.cuda.synchronize()
+        if (time.perf_counter() - warm_start) * 1e3 >= args.warmup_ms:
+            break
     t0 = torch.cuda.Event(enable_timing=True)
     t1 = torch.cuda.Event(enable_timing=True)
     ms = []
@@ -100,6 +108,7 @@ def main():
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--batch", type=int, default=10)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--warmup-ms", type=int, default=1000)
     p.add_argument("--device", type=int, default=0)
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -118,7 +127,7 @@ def main():
     print(f"torch_gemm.py: {props.name} ({props.multi_processor_count} SMs, "
           f"L2 {l2 >> 20} MiB), torch {torch.__version__}, CUDA {torch.version.cuda}")
     print(f"median of {args.samples} samples of {args.batch} back-to-back products after "
-          f"{args.warmup} warm-up; bf16 out\n")
+          f"{args.warmup_ms} ms of warm-up; bf16 out\n")
     print(f"{'dtype':<9} {'shape':<8} {'M':>6} {'N':>6} {'K':>6} {'ms':>10} {'TFLOP/s':>9} "
           f"{'best ms':>10} {'sets':>4}  library")
     torch.manual_seed(0)
