@@ -48,10 +48,14 @@ struct scenario {
 static int poll_rank = -1;
 static double poll_after;
 
+static int slow_abort; /* the abort hook takes half a second, as ncclCommAbort can */
+
 static void hook_abort(void *ctx)
 {
 	(void)ctx;
 	fprintf(stderr, "abort hook called\n");
+	if (slow_abort)
+		usleep(500 * 1000);
 }
 
 static int hook_poll(void *ctx, char *msg, size_t n)
@@ -221,6 +225,23 @@ static void victim_dies(struct rt_rdzv *z, int rank)
 	sleep(30);
 }
 
+/* The others run operations back to back: once the process is being ended, none may
+ * return (what it computed is not to be trusted while the communicators are aborted). */
+static void victim_dies_mid_ops(struct rt_rdzv *z, int rank)
+{
+	if (rank == victim) {
+		usleep(300 * 1000);
+		raise(SIGKILL);
+	}
+	for (double end = rt_now() + 30; rt_now() < end;) {
+		rt_rdzv_op_begin(z, "all_to_all");
+		usleep(1000);
+		rt_rdzv_op_end(z);
+		if (rt_rdzv_dying())
+			fprintf(stderr, "an operation returned while the process was being ended\n");
+	}
+}
+
 static void victim_fails(struct rt_rdzv *z, int rank)
 {
 	if (rank == victim) {
@@ -333,6 +354,23 @@ static void test_killed(void)
 	CHECK(others_named(&j, 0, "died", j.ended[0] + 10));
 }
 
+static void test_dying(void)
+{
+	struct job j;
+	struct scenario s = base(3, victim_dies_mid_ops);
+	victim = 1;
+	slow_abort = 1;
+	run(&j, &s, 20);
+	slow_abort = 0;
+	CHECK(j.status[1] == 128 + SIGKILL);
+	CHECK(others_named(&j, 1, "died", j.ended[1] + 10));
+	for (int r = 0; r < 3; r += 2) {
+		CHECKF(strstr(j.err[r], "abort hook called") != NULL, "rank %d: %s", r, j.err[r]);
+		CHECKF(!strstr(j.err[r], "returned while the process was being ended"),
+		       "rank %d went on after the fault: %s", r, j.err[r]);
+	}
+}
+
 static void test_fail(void)
 {
 	struct job j;
@@ -389,6 +427,7 @@ int main(int argc, char **argv)
 		{ "timeout", test_timeout }, { "killed", test_killed },
 		{ "fail", test_fail },	     { "hang", test_hang },
 		{ "poll_error", test_poll_error }, { "frozen", test_frozen },
+		{ "dying", test_dying },
 	};
 	srand((unsigned)getpid());
 	int ran = 0;
