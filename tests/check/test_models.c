@@ -158,9 +158,8 @@ static void check_model(const char *sluice, const struct config *c)
 	cJSON_ArrayForEach(l, layers)
 		sum += num(l, "params");
 	CHECKF(near(sum, got_total + got_mtp, 1e-9), "%s: the layers hold %.0f", c->file, sum);
-#ifndef __SANITIZE_ADDRESS__ /* the promise is for the normal build */
-	CHECKF(secs < 1.0, "%s: check took %.2f s", c->file, secs);
-#endif
+	/* how long it took is printed, not checked: the target (well under a second for
+	 * DeepSeek-V3) is measured by tools/bench/check_time.sh, not by a timed test */
 	cJSON_Delete(o);
 }
 
