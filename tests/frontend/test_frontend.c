@@ -296,7 +296,8 @@ static void test_deepseek_v3(void)
 	double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
 	if (!g)
 		return;
-	CHECKF(secs < 0.5, "compiling DeepSeek-V3 took %.3f s", secs);
+	/* printed, not checked: tools/bench/check_time.sh measures it */
+	printf("compiling DeepSeek-V3 took %.3f s of CPU\n", secs);
 	double main_params = 0, mtp_params = 0;
 	int grouped = 0;
 	for (int i = 0; i < g->n_ops; i++) {
