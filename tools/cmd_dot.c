@@ -162,13 +162,7 @@ int cmd_dot(int argc, char **argv)
 			usage(stdout);
 			args_overrides_free(&over);
 			return EXIT_OK;
-		} else if ((r = args_take_set(argc, argv, &i, &over, "dot")) != 0) {
-			if (r < 0)
-				status = EXIT_USAGE;
-		} else if ((r = args_take_value(argc, argv, &i, "--after", &after, "dot")) != 0) {
-			if (r < 0)
-				status = EXIT_USAGE;
-		} else if ((r = args_take_value(argc, argv, &i, "-o", &outp, "dot")) != 0) {
+		} else if ((r = cmd_ir_take_option(argc, argv, &i, "dot", &over, &after, &outp)) != 0) {
 			if (r < 0)
 				status = EXIT_USAGE;
 		} else if (!strcmp(a, "--collapse")) {

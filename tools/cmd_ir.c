@@ -213,6 +213,17 @@ static int write_ir(FILE *f, const void *g)
 	return ferror(f) != 0;
 }
 
+int cmd_ir_take_option(int argc, char **argv, int *i, const char *cmd,
+		       struct args_overrides *over, const char **after, const char **outp)
+{
+	int r = args_take_set(argc, argv, i, over, cmd);
+	if (r == 0)
+		r = args_take_value(argc, argv, i, "--after", after, cmd);
+	if (r == 0)
+		r = args_take_value(argc, argv, i, "-o", outp, cmd);
+	return r < 0 ? -1 : r;
+}
+
 int cmd_ir(int argc, char **argv)
 {
 	const char *file = NULL, *after = NULL, *outp = NULL;
@@ -225,13 +236,7 @@ int cmd_ir(int argc, char **argv)
 			usage(stdout);
 			args_overrides_free(&over);
 			return EXIT_OK;
-		} else if ((r = args_take_set(argc, argv, &i, &over, "ir")) != 0) {
-			if (r < 0)
-				status = EXIT_USAGE;
-		} else if ((r = args_take_value(argc, argv, &i, "--after", &after, "ir")) != 0) {
-			if (r < 0)
-				status = EXIT_USAGE;
-		} else if ((r = args_take_value(argc, argv, &i, "-o", &outp, "ir")) != 0) {
+		} else if ((r = cmd_ir_take_option(argc, argv, &i, "ir", &over, &after, &outp)) != 0) {
 			if (r < 0)
 				status = EXIT_USAGE;
 		} else if (a[0] == '-' && a[1]) {

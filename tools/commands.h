@@ -23,6 +23,11 @@ int cmd_bench(int argc, char **argv);
  * returns NULL with *status set to the exit status and the message printed. */
 struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
 			     const struct args_overrides *over, int *status);
+/* The options every such command takes: --set NAME=VALUE, --after PASS, -o FILE.
+ * Returns 1 when argv[*i] was one (and moves *i past it), 0 when it was not, -1 after
+ * printing a usage error. */
+int cmd_ir_take_option(int argc, char **argv, int *i, const char *cmd,
+		       struct args_overrides *over, const char **after, const char **outp);
 /* 0 when `after` names a pass (or is NULL); else prints the names, returns EXIT_USAGE. */
 int cmd_ir_check_pass(const char *cmd, const char *after);
 /* Write PATH through write() to a temporary file, fsync, rename; returns an exit status. */
