@@ -1,7 +1,8 @@
 /* bench_comm.c - 'sluice bench comm': all-to-all and send/recv bandwidth and latency
- * through NCCL, one process per GPU, and the three ways of an all-to-all whose
- * per-peer counts change every call (MoE dispatch): counts already on the host,
- * counts exchanged through the GPU with a host sync, worst-case fixed blocks.
+ * through NCCL, one process per GPU, and the ways of an all-to-all whose per-peer
+ * counts change every call (MoE dispatch): counts already on the host (the bound),
+ * counts exchanged through the GPU with a host sync, worst-case fixed blocks, and one
+ * kernel over NCCL's symmetric windows (nccl_sym.c).
  *
  * Timing: each row runs 3 warm-up calls, then REPS times a burst of ITERS back-to-back
  * calls between two events on the communication stream; the row gives the median
