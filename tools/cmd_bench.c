@@ -337,6 +337,19 @@ static int bench_gemm(int argc, char **argv)
 		shapes = &one;
 		nshapes = 1;
 	}
+	/* cuBLASLt's workspace: 32 MiB, or SLUICE_GEMM_WORKSPACE bytes (PyTorch passes 1 MiB) */
+	size_t workspace = 32u << 20;
+	const char *ws_env = getenv("SLUICE_GEMM_WORKSPACE");
+	if (ws_env && *ws_env) {
+		char *end;
+		unsigned long long w = strtoull(ws_env, &end, 10);
+		if (*end || w > (1ull << 32)) {
+			fprintf(stderr, "sluice bench gemm: SLUICE_GEMM_WORKSPACE is a byte count, not '%s'\n",
+				ws_env);
+			return EXIT_USAGE;
+		}
+		workspace = (size_t)w;
+	}
 	for (int s = 0; s < nshapes; s++)
 		for (int j = 0; j < nmodes; j++) {
 			/* stand-in addresses: only the shape and mode are checked here */
@@ -359,19 +372,6 @@ static int bench_gemm(int argc, char **argv)
 		return EXIT_INPUT;
 	}
 	/* one arena: the largest case's rotating sets, its output and the workspace */
-	/* cuBLASLt's workspace: 32 MiB, or SLUICE_GEMM_WORKSPACE bytes (PyTorch passes 1 MiB) */
-	size_t workspace = 32u << 20;
-	const char *ws_env = getenv("SLUICE_GEMM_WORKSPACE");
-	if (ws_env && *ws_env) {
-		char *end;
-		unsigned long long w = strtoull(ws_env, &end, 10);
-		if (*end || w > (1ull << 32)) {
-			fprintf(stderr, "sluice bench gemm: SLUICE_GEMM_WORKSPACE is a byte count, not '%s'\n",
-				ws_env);
-			return EXIT_USAGE;
-		}
-		workspace = (size_t)w;
-	}
 	size_t need = 0;
 	for (int s = 0; s < nshapes; s++)
 		for (int j = 0; j < nmodes; j++) {
