@@ -1,0 +1,885 @@
+/* program.c - a rank's compiled program from the IR (see codegen/program.h).
+ *
+ * Takes: a graph after autodiff whose ops carry their pipeline stage, the layout, a
+ * rank and a backend.  Gives: the runtime's program for that rank.
+ *
+ * Chunks.  With one stage the whole step is one chunk (forward and backward), so a
+ * single-rank run compiles exactly the graph it always did.  With pp stages, stage s
+ * has two chunks, its forward (phase FWD) and its backward (B and W together; the
+ * schedules that split B from W cut them further).  Inputs, parameters and constants
+ * are copied into every chunk that reads them; every other value crossing a chunk
+ * boundary becomes a buffer:
+ *   - made and read on the same stage (forward to backward): SAVED, one slot per
+ *     micro-batch in flight;
+ *   - made on stage a, read on stage c: sent from a to c (the pp group) right after
+ *     the chunk that makes it, received on c before the first chunk that reads it.
+ *     Everything stage a sends to stage c travels in one bundle per micro-batch, in
+ *     value order, so sends and receives pair up in the same order on both sides
+ *     without tags (NCCL has none).
+ * Graph outputs become GRAD ("grad.P", summed over micro-batches) or OUTPUT buffers
+ * (the losses, expert loads).
+ *
+ * Gradients.  A parameter read by several stages (an embedding shared with the MTP
+ * module) is held by all of them; each holder keeps a GRAD buffer, the stage that
+ * makes "grad.P" fills it and the others contribute zeros to one sum over every rank
+ * holding it, so all copies take the same AdamW step.  A parameter of one stage sums
+ * its gradient over that stage's data-parallel ranks.
+ *
+ * Schedule.  1F1B (PipeDream-flush): stage s of P runs min(P-s-1, M) forwards, then
+ * alternates one forward and one backward, then drains the backwards; so it keeps at
+ * most P-s micro-batches in flight, which sizes its slots.
+ *
+ * Left alone on purpose: expert parallelism (the dispatch and combine all-to-all) and
+ * the other schedules are not built yet; the caller refuses those layouts. */
+#include "program.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt.h"
+
+/* ---- stages ------------------------------------------------------------------ */
+
+static int layer_of(const char *scope)
+{
+	if (!scope || strncmp(scope, "layers.", 7))
+		return -1;
+	char *end;
+	long n = strtol(scope + 7, &end, 10);
+	if (end == scope + 7 || (*end && *end != '.') || n < 0 || n > 1000000)
+		return -1;
+	return (int)n;
+}
+
+int cg_count_layers(const struct ir_graph *g)
+{
+	int n = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		int l = layer_of(g->ops[i]->scope);
+		if (l + 1 > n)
+			n = l + 1;
+	}
+	return n;
+}
+
+static int is_source(const struct ir_op *op)
+{
+	return op->kind == IR_OP_INPUT || op->kind == IR_OP_PARAM || op->kind == IR_OP_CONST;
+}
+
+static int is_fwd(const struct ir_op *op)
+{
+	return op->phase == IR_PHASE_FWD;
+}
+
+int cg_assign_stages(struct ir_graph *g, const struct cg_layout *l, FILE *err)
+{
+	int pp = l->pp, nl = cg_count_layers(g);
+	if (pp > 1 && nl < pp) {
+		fprintf(err, "error: %d pipeline stages need at least %d layers; the model has %d\n",
+			pp, pp, nl);
+		return -1;
+	}
+	if (l->layer_stage && l->n_layers != nl) {
+		fprintf(err, "error: internal: the partition covers %d layers, the graph has %d\n",
+			l->n_layers, nl);
+		return -1;
+	}
+	int *stage_of = rt_calloc((size_t)g->n_values + 1, sizeof *stage_of);
+	for (int i = 0; i < g->n_values; i++)
+		stage_of[i] = -1;
+	/* layer ops, and forward/backward ops that follow their inputs */
+	for (int i = 0; i < g->n_ops; i++) {
+		struct ir_op *op = g->ops[i];
+		op->stage = -1;
+		if (is_source(op))
+			continue;
+		int lay = layer_of(op->scope);
+		if (lay >= 0) {
+			op->stage = pp == 1 ? 0 : l->layer_stage ? l->layer_stage[lay]
+								 : (int)((int64_t)lay * pp / nl);
+		} else {
+			int s = -1;
+			for (int k = 0; k < op->n_in; k++) {
+				int is = stage_of[op->in[k]->id];
+				if (is < 0)
+					continue;
+				if (s < 0 || (is_fwd(op) ? is > s : is < s))
+					s = is;
+			}
+			op->stage = s;
+		}
+		for (int k = 0; k < op->n_out; k++)
+			stage_of[op->out[k]->id] = op->stage;
+	}
+	/* ops fed only by sources (and sources): where they are first needed */
+	for (int i = g->n_ops - 1; i >= 0; i--) {
+		struct ir_op *op = g->ops[i];
+		if (op->stage >= 0)
+			continue;
+		int s = -1;
+		for (int j = i + 1; j < g->n_ops; j++) {
+			const struct ir_op *u = g->ops[j];
+			for (int k = 0; k < u->n_in; k++)
+				for (int o = 0; o < op->n_out; o++)
+					if (u->in[k] == op->out[o] && u->stage >= 0 &&
+					    (s < 0 || u->stage < s))
+						s = u->stage;
+		}
+		op->stage = s < 0 ? 0 : s;
+		for (int k = 0; k < op->n_out; k++)
+			stage_of[op->out[k]->id] = op->stage;
+	}
+	/* a forward value may only flow down the stages, a backward one only up */
+	int rc = 0;
+	for (int i = 0; i < g->n_ops && !rc; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (is_source(op))
+			continue;
+		for (int k = 0; k < op->n_in; k++) {
+			const struct ir_op *d = op->in[k]->def;
+			if (!d || is_source(d) || d->stage == op->stage)
+				continue;
+			/* forward values go to later stages, backward ones to earlier
+			 * backwards: so everything one stage sends another comes from one
+			 * chunk of it */
+			int ok = is_fwd(d) ? d->stage < op->stage
+					   : (!is_fwd(op) && d->stage > op->stage);
+			if (!ok) {
+				fprintf(err, "error: the stage split sends %%%d (%s, stage %d, %s) to "
+					"%s (stage %d, %s), against the order a pipeline runs in\n",
+					op->in[k]->id, ir_op_name(d->kind), d->stage,
+					ir_phase_name(d->phase), ir_op_name(op->kind), op->stage,
+					ir_phase_name(op->phase));
+				rc = -1;
+				break;
+			}
+		}
+	}
+	free(stage_of);
+	return rc;
+}
+
+/* ---- chunk code: a backend's executor behind struct rt_chunk_impl ------------- */
+
+struct chunk_code {
+	const struct cg_backend *be;
+	struct ir_graph *g;       /* the chunk's own graph */
+	struct cg_exec *ex;
+	int n_in, n_out;
+	int *in_ids, *out_ids;    /* value ids in g */
+};
+
+static int chunk_run(void *code, void *const *in, void **out)
+{
+	struct chunk_code *c = code;
+	for (int i = 0; i < c->n_in; i++)
+		c->be->bind(c->ex, c->in_ids[i], in[i]);
+	if (c->be->run(c->ex))
+		return -1;
+	for (int i = 0; i < c->n_out; i++) {
+		out[i] = c->be->tensor(c->ex, c->out_ids[i]);
+		if (!out[i])
+			return -1;
+	}
+	return 0;
+}
+
+static void chunk_free(void *code)
+{
+	struct chunk_code *c = code;
+	if (c->ex)
+		c->be->free(c->ex);
+	if (c->g)
+		ir_graph_free(c->g);
+	free(c->in_ids);
+	free(c->out_ids);
+	free(c);
+}
+
+static int64_t chunk_arena(const void *code)
+{
+	const struct chunk_code *c = code;
+	return c->be->arena_bytes && c->ex ? c->be->arena_bytes(c->ex) : 0;
+}
+
+static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, chunk_arena };
+
+/* ---- the builder ------------------------------------------------------------- */
+
+struct builder {
+	const struct ir_graph *g;
+	const struct cg_layout *l;
+	struct rt_program *p;
+	int rank, stage, dpi, pp, M;
+	int *chunk_of_op;         /* per op index: chunk key (stage*2 + bwd), -1 sources */
+	int *chunk_of_val;        /* per value: the chunk key that makes it, -1 sources */
+	int *buf_of_val;          /* per value: this rank's buffer, -1 none */
+	int *out_name;            /* per value: index in g->outputs, -1 none */
+	int g_world, g_pp, g_dp;  /* group indices */
+};
+
+static int chunk_key(const struct builder *b, const struct ir_op *op)
+{
+	if (is_source(op))
+		return -1;
+	return b->pp == 1 ? 0 : op->stage * 2 + !is_fwd(op);
+}
+
+static int key_stage(const struct builder *b, int key)
+{
+	return b->pp == 1 ? 0 : key / 2;
+}
+
+/* micro-batches stage s keeps in flight under 1F1B */
+static int inflight(const struct builder *b, int s)
+{
+	int n = b->pp - s;
+	return n < b->M ? n : b->M;
+}
+
+static enum rt_dtype rt_dtype_of(enum ir_dtype t)
+{
+	return t == IR_I32 ? RT_DT_I32 : t == IR_I64 ? RT_DT_I64 : RT_DT_F32;
+}
+
+static int add_value_buffer(struct builder *b, const struct ir_value *v, const char *name,
+			    enum rt_buf_role role, int slots, int param)
+{
+	struct rt_buffer rb = { .name = name, .dtype = rt_dtype_of(v->dtype), .role = role,
+				.rank = v->shape.rank, .slots = slots, .param = param };
+	memcpy(rb.shape, v->shape.dim, sizeof rb.shape[0] * (size_t)v->shape.rank);
+	return rt_program_add_buffer(b->p, &rb);
+}
+
+/* does chunk `key` read value v? */
+static int chunk_reads(const struct builder *b, int key, const struct ir_value *v)
+{
+	const struct ir_graph *g = b->g;
+	for (int i = 0; i < g->n_ops; i++) {
+		if (b->chunk_of_op[i] != key)
+			continue;
+		const struct ir_op *op = g->ops[i];
+		for (int k = 0; k < op->n_in; k++)
+			if (op->in[k] == v)
+				return 1;
+	}
+	return 0;
+}
+
+static void copy_attrs(struct ir_graph *dst, struct ir_op *to, const struct ir_op *from)
+{
+	for (int a = 0; a < from->n_attr; a++) {
+		const struct ir_attr *at = &from->attr[a];
+		switch (at->kind) {
+		case IR_ATTR_INT: ir_op_set_int(dst, to, at->name, at->i); break;
+		case IR_ATTR_FLOAT: ir_op_set_float(dst, to, at->name, at->f); break;
+		case IR_ATTR_STR: ir_op_set_str(dst, to, at->name, at->s); break;
+		case IR_ATTR_INTS: ir_op_set_ints(dst, to, at->name, at->n, at->ints); break;
+		}
+	}
+}
+
+/* The chunk `key` as a graph of its own, compiled by be; adds the chunk to the
+ * program.  Buffers of every value it reads or writes across its boundary must
+ * exist already. */
+static int build_chunk(struct builder *b, int key, const struct cg_backend *be, FILE *err)
+{
+	const struct ir_graph *g = b->g;
+	struct ir_graph *cg = ir_graph_new(g->model ? g->model : "chunk");
+	for (int i = 0; i < g->n_settings; i++)
+		ir_graph_set(cg, g->settings[i].name, g->settings[i].num,
+			     g->settings[i].is_str ? g->settings[i].str : NULL);
+	struct ir_value **map = rt_calloc((size_t)g->n_values + 1, sizeof *map);
+	int n_in = 0, n_out = 0;
+	int *in_bufs = rt_calloc((size_t)g->n_values + 1, sizeof *in_bufs);
+	int *in_ids = rt_calloc((size_t)g->n_values + 1, sizeof *in_ids);
+	int *out_bufs = rt_calloc((size_t)g->n_values + 1, sizeof *out_bufs);
+	int *out_ids = rt_calloc((size_t)g->n_values + 1, sizeof *out_ids);
+	struct ir_value **ins = NULL;
+	int cap_ins = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		if (b->chunk_of_op[i] != key)
+			continue;
+		const struct ir_op *op = g->ops[i];
+		if (op->n_in > cap_ins) {
+			cap_ins = op->n_in;
+			ins = rt_realloc(ins, sizeof *ins * (size_t)cap_ins);
+		}
+		for (int k = 0; k < op->n_in; k++) {
+			const struct ir_value *v = op->in[k];
+			if (!map[v->id]) {
+				/* from outside the chunk: a copied source, or a buffer's input */
+				const struct ir_op *d = v->def;
+				ir_graph_set_context(cg, d->loc, d->scope);
+				if (d->kind == IR_OP_CONST) {
+					map[v->id] = ir_op1(cg, IR_OP_CONST, 0, NULL, v->dtype, v->shape);
+					copy_attrs(cg, map[v->id]->def, d);
+				} else {
+					RT_ASSERT(b->buf_of_val[v->id] >= 0);
+					enum ir_opkind k2 = d->kind == IR_OP_PARAM ? IR_OP_PARAM
+										   : IR_OP_INPUT;
+					map[v->id] = ir_op1(cg, k2, 0, NULL, v->dtype, v->shape);
+					struct ir_op *nd = map[v->id]->def;
+					if (d->kind == IR_OP_INPUT || d->kind == IR_OP_PARAM) {
+						copy_attrs(cg, nd, d);
+						nd->path = d->path ? ir_strdup(cg->arena, d->path) : NULL;
+					} else {
+						ir_op_set_str(cg, nd, "name",
+							      ir_sprintf(cg->arena, "v%d", v->id));
+					}
+					nd->phase = d->phase;
+					in_bufs[n_in] = b->buf_of_val[v->id];
+					in_ids[n_in++] = map[v->id]->id;
+				}
+				map[v->id]->name = v->name ? ir_strdup(cg->arena, v->name) : NULL;
+			}
+			ins[k] = map[v->id];
+		}
+		ir_graph_set_context(cg, op->loc, op->scope);
+		struct ir_op *no = ir_op_new(cg, op->kind, op->n_in, ins, op->n_out);
+		copy_attrs(cg, no, op);
+		no->phase = op->phase;
+		no->stage = op->stage;
+		no->path = op->path ? ir_strdup(cg->arena, op->path) : NULL;
+		for (int o = 0; o < op->n_out; o++) {
+			const struct ir_value *v = op->out[o];
+			no->out[o]->dtype = v->dtype;
+			no->out[o]->shape = v->shape;
+			no->out[o]->name = v->name ? ir_strdup(cg->arena, v->name) : NULL;
+			map[v->id] = no->out[o];
+			if (b->buf_of_val[v->id] >= 0) {
+				const char *nm = b->out_name[v->id] >= 0
+							 ? g->output_names[b->out_name[v->id]]
+							 : ir_sprintf(cg->arena, "v%d", v->id);
+				ir_graph_add_output(cg, nm, no->out[o]);
+				out_bufs[n_out] = b->buf_of_val[v->id];
+				out_ids[n_out++] = no->out[o]->id;
+			}
+		}
+	}
+	free(ins);
+	free(map);
+	int stage = key_stage(b, key);
+	enum rt_chunk_kind kind = b->pp == 1 ? RT_CHUNK_FWD_BWD
+					     : key % 2 ? RT_CHUNK_BWD : RT_CHUNK_FWD;
+	char name[64];
+	snprintf(name, sizeof name, b->pp == 1 ? "step" : "stage%d.%s", stage,
+		 rt_chunk_kind_name(kind));
+	struct rt_chunk ch = { .name = name, .stage = stage, .kind = kind, .n_in = n_in,
+			       .n_out = n_out, .in = in_bufs, .out = out_bufs };
+	int rc = 0;
+	if (ir_verify(cg, err)) {
+		fprintf(err, "error: internal: chunk %s does not verify\n", name);
+		rc = -1;
+	} else if (be) {
+		struct chunk_code *cc = rt_calloc(1, sizeof *cc);
+		cc->be = be;
+		cc->g = cg;
+		cc->n_in = n_in;
+		cc->n_out = n_out;
+		cc->in_ids = in_ids;
+		cc->out_ids = out_ids;
+		in_ids = out_ids = NULL;
+		cg = NULL;
+		cc->ex = be->compile(cc->g, err);
+		if (!cc->ex) {
+			chunk_free(cc);
+			rc = -1;
+		} else {
+			ch.impl = &chunk_impl;
+			ch.code = cc;
+		}
+	}
+	if (!rc)
+		rt_program_add_chunk(b->p, &ch);
+	if (cg)
+		ir_graph_free(cg);
+	free(in_bufs);
+	free(out_bufs);
+	free(in_ids);
+	free(out_ids);
+	return rc;
+}
+
+/* vocabulary: rows of the tables the tokens index, classes of the losses */
+static int find_vocab(const struct ir_graph *g)
+{
+	int vocab = 65536;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		const struct ir_value *ix = op->kind == IR_OP_GATHER_ROWS ? op->in[1]
+					    : op->kind == IR_OP_CROSS_ENTROPY ? op->in[1] : NULL;
+		if (!ix)
+			continue;
+		/* only when the index comes from a graph input through one-input ops */
+		const struct ir_value *v = ix;
+		for (int hops = 0; v->def && v->def->kind != IR_OP_INPUT && v->def->n_in >= 1 &&
+				   hops < 64; hops++)
+			v = v->def->in[0];
+		if (!v->def || v->def->kind != IR_OP_INPUT)
+			continue;
+		const struct ir_shape *s = &op->in[0]->shape;
+		int64_t n = op->kind == IR_OP_GATHER_ROWS ? s->dim[0] : s->dim[s->rank - 1];
+		if (n < vocab)
+			vocab = (int)n;
+	}
+	return vocab;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* The parameter table; holders[param op index] = bitmask of stages reading it. */
+static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
+{
+	const struct ir_graph *g = b->g;
+	struct rt_program *p = b->p;
+	/* groups for the sums over several stages: one per distinct set, in set order */
+	uint64_t sets[64];
+	int n_sets = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		uint64_t h = holders[i];
+		if (g->ops[i]->kind != IR_OP_PARAM || !h || !(h & (h - 1)))
+			continue;
+		int k = 0;
+		while (k < n_sets && sets[k] != h)
+			k++;
+		if (k == n_sets) {
+			if (n_sets == 64) {
+				fprintf(err, "error: too many sets of stages sharing parameters\n");
+				return -1;
+			}
+			sets[n_sets++] = h;
+		}
+	}
+	for (int a = 1; a < n_sets; a++)
+		for (int c = a; c > 0 && sets[c - 1] > sets[c]; c--) {
+			uint64_t t = sets[c];
+			sets[c] = sets[c - 1];
+			sets[c - 1] = t;
+		}
+	int set_group[64];
+	for (int k = 0; k < n_sets; k++) {
+		char name[96];
+		int len = snprintf(name, sizeof name, "grad{");
+		for (int s = 0, first = 1; s < b->pp && len < 80; s++)
+			if (sets[k] >> s & 1) {
+				len += snprintf(name + len, sizeof name - (size_t)len, "%s%d",
+						first ? "" : ",", s);
+				first = 0;
+			}
+		snprintf(name + len, sizeof name - (size_t)len, "}");
+		int in = (int)(sets[k] >> b->stage & 1);
+		set_group[k] = rt_program_add_group(p, name, in ? 0 : -1, b->rank);
+	}
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind != IR_OP_PARAM || !(holders[i] >> b->stage & 1))
+			continue;
+		const struct ir_value *v = op->out[0];
+		if (!ir_dtype_is_float(v->dtype)) {
+			fprintf(err, "error: parameter %s is %s, not a float\n",
+				op->path ? op->path : "?", ir_dtype_name(v->dtype));
+			return -1;
+		}
+		struct rt_param r = { .path = op->path ? op->path
+						       : ir_sprintf(g->arena, "param%d", v->id),
+				      .rank = v->shape.rank, .grad = -1, .load = -1,
+				      .load_group = -1, .reduce_group = -1 };
+		memcpy(r.shape, v->shape.dim, sizeof r.shape[0] * (size_t)v->shape.rank);
+		r.numel = ir_shape_numel(&v->shape);
+		r.row0 = 0;
+		r.rows = v->shape.rank ? v->shape.dim[0] : 1;
+		const char *init = ir_op_str(op, "init", "normal");
+		r.init = !strcmp(init, "zeros") ? RT_INIT_ZEROS : !strcmp(init, "ones") ? RT_INIT_ONES
+			 : !strcmp(init, "uniform") ? RT_INIT_UNIFORM : RT_INIT_NORMAL;
+		r.std = ir_op_float(op, "std", 0.02);
+		r.std_given = ir_op_attr(op, "std") != NULL;
+		r.fan_in = ir_op_int(op, "fan_in", 0);
+		r.trainable = ir_op_int(op, "trainable", 1) != 0;
+		r.decay = v->shape.rank >= 2;
+		int lowest = __builtin_ctzll(holders[i]);
+		r.owner = b->stage == lowest && b->dpi == 0;
+		r.buf = b->buf_of_val[v->id];
+		RT_ASSERT(r.buf >= 0);
+		int multi = (holders[i] & (holders[i] - 1)) != 0;
+		if (multi) {
+			int k = 0;
+			while (sets[k] != holders[i])
+				k++;
+			r.reduce_group = set_group[k];
+		} else if (b->l->dp > 1) {
+			r.reduce_group = b->g_dp;
+		}
+		if (r.trainable) {
+			const char *gname = ir_sprintf(g->arena, "grad.%s", r.path);
+			struct ir_value *gv = ir_graph_output(g, gname);
+			if (!gv) {
+				fprintf(err, "error: no gradient output '%s' for parameter %s "
+					"(autodiff makes one: a bug in sluice)\n", gname, r.path);
+				return -1;
+			}
+			r.grad = b->buf_of_val[gv->id];
+			if (r.grad < 0) /* made on another stage: this copy adds zeros */
+				r.grad = add_value_buffer(b, gv, gname, RT_BUF_GRAD, 1, p->n_params);
+			p->bufs[r.grad].param = p->n_params;
+		} else if (ends_with(r.path, ".gate.bias")) {
+			r.scope = ir_strndup(g->arena, r.path, strlen(r.path) - strlen(".gate.bias"));
+			r.gamma = (float)ir_op_float(op, "gamma", 0.001);
+			struct ir_value *lv = ir_graph_output(g, ir_sprintf(g->arena, "load.%s",
+									  r.scope));
+			if (lv) {
+				int64_t ln = ir_shape_numel(&lv->shape);
+				if (ln <= 0 || ln % r.numel || !ir_dtype_is_float(lv->dtype)) {
+					fprintf(err, "error: load.%s has %" PRId64 " elements, not a "
+						"multiple of the %" PRId64 " experts of %s\n", r.scope,
+						ln, r.numel, r.path);
+					return -1;
+				}
+				r.load = b->buf_of_val[lv->id];
+				if (r.load < 0) {
+					fprintf(err, "error: load.%s is made on another stage than its "
+						"routing bias\n", r.scope);
+					return -1;
+				}
+				r.load_group = b->g_dp;
+			}
+		}
+		p->bufs[r.buf].param = p->n_params;
+		rt_program_add_param(p, &r);
+	}
+	return 0;
+}
+
+/* chunk keys in the order 1F1B runs them on this rank */
+static void schedule_1f1b(const struct builder *b, int *keys, int *mbs, int *n)
+{
+	int M = b->M, k = 0;
+	if (b->pp == 1) {
+		for (int m = 0; m < M; m++) {
+			keys[k] = 0;
+			mbs[k++] = m;
+		}
+		*n = k;
+		return;
+	}
+	int fkey = b->stage * 2, bkey = fkey + 1;
+	int warm = b->pp - b->stage - 1;
+	if (warm > M)
+		warm = M;
+	int f = 0, bw = 0;
+	for (; f < warm; f++) {
+		keys[k] = fkey;
+		mbs[k++] = f;
+	}
+	while (f < M) {
+		keys[k] = fkey;
+		mbs[k++] = f++;
+		keys[k] = bkey;
+		mbs[k++] = bw++;
+	}
+	while (bw < M) {
+		keys[k] = bkey;
+		mbs[k++] = bw++;
+	}
+	*n = k;
+}
+
+struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_layout *l,
+				    int rank, const struct cg_backend *be, FILE *err)
+{
+	int world = l->pp * l->dp;
+	if (rank < 0 || rank >= world || l->pp < 1 || l->dp < 1 || l->microbatches < 1) {
+		fprintf(err, "error: internal: rank %d of a %d x %d layout\n", rank, l->pp, l->dp);
+		return NULL;
+	}
+	if (l->pp > 64) {
+		fprintf(err, "error: at most 64 pipeline stages, got %d\n", l->pp);
+		return NULL;
+	}
+	struct builder b = { .g = g, .l = l, .rank = rank, .stage = rank / l->dp,
+			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches };
+	struct rt_program *p = b.p = rt_program_new(rank, world);
+	p->layout = (struct rt_layout){ l->pp, l->dp, l->ep };
+	p->stage = b.stage;
+	p->microbatches = l->microbatches;
+	p->schedule = rt_program_strdup(p, l->schedule ? l->schedule : "1f1b");
+	b.g_world = rt_program_add_group(p, "world", 0, rank);
+	b.g_pp = rt_program_add_group(p, "pp", b.dpi, b.stage);
+	b.g_dp = rt_program_add_group(p, "dp", b.stage, b.dpi);
+	p->loss_group = b.g_world;
+
+	int nv = g->n_values;
+	b.chunk_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.chunk_of_op);
+	b.chunk_of_val = rt_calloc((size_t)nv + 1, sizeof *b.chunk_of_val);
+	b.buf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.buf_of_val);
+	b.out_name = rt_calloc((size_t)nv + 1, sizeof *b.out_name);
+	uint64_t *holders = rt_calloc((size_t)g->n_ops + 1, sizeof *holders);
+	/* value -> op index of its PARAM, for the holder sets */
+	int *param_op = rt_calloc((size_t)nv + 1, sizeof *param_op);
+	int nkeys = 2 * l->pp;
+	/* per (source stage, destination stage): does a value cross, and which chunk of
+	 * the destination reads the bundle first (its key) */
+	int *first_reader = rt_calloc((size_t)(l->pp * l->pp) + 1, sizeof *first_reader);
+	int *keys = NULL, *mbs = NULL;
+	int n_sched = 0, ok = 0;
+	for (int i = 0; i < nv; i++)
+		b.chunk_of_val[i] = b.buf_of_val[i] = b.out_name[i] = param_op[i] = -1;
+	for (int i = 0; i < l->pp * l->pp; i++)
+		first_reader[i] = -1;
+	for (int i = 0; i < g->n_outputs; i++)
+		if (g->outputs[i])
+			b.out_name[g->outputs[i]->id] = i;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (!is_source(op) && (op->stage < 0 || op->stage >= l->pp)) {
+			fprintf(err, "error: internal: op %%%d (%s) has no stage\n",
+				op->n_out ? op->out[0]->id : -1, ir_op_name(op->kind));
+			goto done;
+		}
+		b.chunk_of_op[i] = chunk_key(&b, op);
+		for (int k = 0; k < op->n_out; k++)
+			b.chunk_of_val[op->out[k]->id] = b.chunk_of_op[i];
+		if (op->kind == IR_OP_PARAM)
+			param_op[op->out[0]->id] = i;
+	}
+	/* who reads what */
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		int key = b.chunk_of_op[i];
+		if (key < 0)
+			continue;
+		int s = key_stage(&b, key);
+		for (int k = 0; k < op->n_in; k++) {
+			const struct ir_value *v = op->in[k];
+			if (param_op[v->id] >= 0)
+				holders[param_op[v->id]] |= 1ull << s;
+			int src = b.chunk_of_val[v->id];
+			if (src < 0 || key_stage(&b, src) == s)
+				continue;
+			int *fr = &first_reader[key_stage(&b, src) * l->pp + s];
+			/* the forward runs first on a stage */
+			if (*fr < 0 || key < *fr)
+				*fr = key;
+		}
+	}
+	(void)nkeys;
+
+	/* buffers: sources read here, values crossing this rank's chunk boundaries */
+	int M = b.M;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		int key = b.chunk_of_op[i];
+		if (key >= 0 && key_stage(&b, key) != b.stage)
+			continue;
+		if (key < 0) {
+			if (op->kind == IR_OP_CONST)
+				continue;
+			if (op->kind == IR_OP_PARAM && !(holders[i] >> b.stage & 1))
+				continue;
+			if (op->kind == IR_OP_INPUT) {
+				int used = 0;
+				for (int c = 0; c < 2 && !used; c++)
+					used = chunk_reads(&b, l->pp == 1 ? 0 : b.stage * 2 + c,
+							   op->out[0]);
+				if (!used)
+					continue;
+			}
+			const char *nm = op->kind == IR_OP_PARAM ? (op->path ? op->path : "param")
+								   : ir_op_str(op, "name", "input");
+			int bi = add_value_buffer(&b, op->out[0], nm,
+						  op->kind == IR_OP_PARAM ? RT_BUF_PARAM : RT_BUF_INPUT,
+						  op->kind == IR_OP_PARAM ? 1 : M, -1);
+			b.buf_of_val[op->out[0]->id] = bi;
+			if (op->kind == IR_OP_INPUT) {
+				const char *in = ir_op_str(op, "name", "");
+				if (!strcmp(in, "tokens"))
+					p->tokens = bi;
+				else if (!strcmp(in, "targets"))
+					p->targets = bi;
+				else {
+					fprintf(err, "error: graph input '%s': training feeds only "
+						"'tokens' and 'targets'\n", in);
+					goto done;
+				}
+			}
+			continue;
+		}
+		/* values made by this rank's chunks */
+		for (int o = 0; o < op->n_out; o++) {
+			const struct ir_value *v = op->out[o];
+			int outside = 0;
+			for (int j = i + 1; j < g->n_ops && !outside; j++) {
+				const struct ir_op *u = g->ops[j];
+				if (b.chunk_of_op[j] == key || b.chunk_of_op[j] < 0)
+					continue;
+				for (int k = 0; k < u->n_in; k++)
+					if (u->in[k] == v)
+						outside = 1;
+			}
+			int on = b.out_name[v->id];
+			if (on >= 0) {
+				if (outside) {
+					fprintf(err, "error: graph output '%s' is also read by another "
+						"chunk; not supported\n", g->output_names[on]);
+					goto done;
+				}
+				const char *nm = g->output_names[on];
+				enum rt_buf_role role = !strncmp(nm, "grad.", 5) ? RT_BUF_GRAD
+										: RT_BUF_OUTPUT;
+				if (!ir_dtype_is_float(v->dtype)) {
+					fprintf(err, "error: graph output '%s' is not a float\n", nm);
+					goto done;
+				}
+				int bi = add_value_buffer(&b, v, nm, role, 1, -1);
+				b.buf_of_val[v->id] = bi;
+				if (!strcmp(nm, "loss"))
+					p->loss = bi;
+				else if (!strcmp(nm, "lm_loss"))
+					p->lm_loss = bi;
+			} else if (outside) {
+				char nm[32];
+				snprintf(nm, sizeof nm, "v%d", v->id);
+				b.buf_of_val[v->id] = add_value_buffer(&b, v, nm, RT_BUF_SAVED,
+								       inflight(&b, b.stage), -1);
+			}
+		}
+	}
+	/* values received from other stages */
+	for (int i = 0; i < nv; i++) {
+		int src = b.chunk_of_val[i];
+		if (src < 0 || key_stage(&b, src) == b.stage || b.buf_of_val[i] >= 0)
+			continue;
+		int reads = 0;
+		for (int c = 0; c < 2 && !reads; c++)
+			reads = chunk_reads(&b, b.stage * 2 + c, g->values[i]);
+		if (!reads)
+			continue;
+		char nm[32];
+		snprintf(nm, sizeof nm, "v%d", i);
+		b.buf_of_val[i] = add_value_buffer(&b, g->values[i], nm, RT_BUF_COMM,
+						   inflight(&b, b.stage), -1);
+	}
+	if (add_params(&b, holders, err))
+		goto done;
+	if (p->loss < 0 && p->lm_loss >= 0)
+		p->loss = p->lm_loss;
+	if (p->lm_loss < 0)
+		p->lm_loss = p->loss;
+
+	/* the micro-batch shape */
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind == IR_OP_INPUT && op->out[0]->shape.rank == 2) {
+			p->batch = (int)op->out[0]->shape.dim[0];
+			p->seq = (int)op->out[0]->shape.dim[1];
+		}
+	}
+	p->vocab = find_vocab(g);
+
+	/* chunks, compiled */
+	int my_keys[2] = { l->pp == 1 ? 0 : b.stage * 2, b.stage * 2 + 1 };
+	for (int c = 0; c < (l->pp == 1 ? 1 : 2); c++)
+		if (build_chunk(&b, my_keys[c], be, err))
+			goto done;
+
+	/* comm ops: per (peer stage), the values of the bundle, in value order */
+	int *send_first = rt_calloc((size_t)l->pp + 1, sizeof *send_first);
+	int *recv_first = rt_calloc((size_t)l->pp + 1, sizeof *recv_first);
+	int *send_n = rt_calloc((size_t)l->pp + 1, sizeof *send_n);
+	int *recv_n = rt_calloc((size_t)l->pp + 1, sizeof *recv_n);
+	for (int peer = 0; peer < l->pp; peer++) {
+		send_first[peer] = recv_first[peer] = p->n_comms;
+		if (peer == b.stage)
+			continue;
+		send_first[peer] = p->n_comms;
+		for (int i = 0; i < nv; i++) {
+			int src = b.chunk_of_val[i];
+			if (src < 0 || key_stage(&b, src) != b.stage || b.buf_of_val[i] < 0)
+				continue;
+			int reads = 0;
+			for (int c = 0; c < 2 && !reads; c++)
+				reads = chunk_reads(&b, peer * 2 + c, g->values[i]);
+			if (!reads)
+				continue;
+			struct rt_comm_op op = { RT_COP_SEND, b.buf_of_val[i], b.g_pp, peer, i };
+			rt_program_add_comm(p, &op);
+			send_n[peer]++;
+		}
+		recv_first[peer] = p->n_comms;
+		for (int i = 0; i < nv; i++) {
+			int src = b.chunk_of_val[i];
+			if (src < 0 || key_stage(&b, src) != peer || b.buf_of_val[i] < 0 ||
+			    p->bufs[b.buf_of_val[i]].role != RT_BUF_COMM)
+				continue;
+			struct rt_comm_op op = { RT_COP_RECV, b.buf_of_val[i], b.g_pp, peer, i };
+			rt_program_add_comm(p, &op);
+			recv_n[peer]++;
+		}
+	}
+
+	/* actions */
+	keys = rt_calloc((size_t)(2 * M + 1), sizeof *keys);
+	mbs = rt_calloc((size_t)(2 * M + 1), sizeof *mbs);
+	schedule_1f1b(&b, keys, mbs, &n_sched);
+	for (int a = 0; a < n_sched; a++) {
+		int key = keys[a], m = mbs[a];
+		int ci = l->pp == 1 ? 0 : key % 2;
+		int waits = 0;
+		for (int peer = 0; peer < l->pp; peer++)
+			if (peer != b.stage && recv_n[peer] && first_reader[peer * l->pp + b.stage] == key) {
+				for (int k = 0; k < recv_n[peer]; k++)
+					rt_program_add_action(p, RT_ACT_COMM, recv_first[peer] + k, m);
+				waits = 1;
+			}
+		if (waits)
+			rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, m);
+		rt_program_add_action(p, RT_ACT_CHUNK, ci, m);
+		for (int peer = 0; peer < l->pp; peer++) {
+			if (peer == b.stage || !send_n[peer])
+				continue;
+			/* the bundle leaves after the chunk that makes it */
+			int src_key = b.chunk_of_val[p->comms[send_first[peer]].tag];
+			if (src_key != key)
+				continue;
+			for (int k = 0; k < send_n[peer]; k++)
+				rt_program_add_action(p, RT_ACT_COMM, send_first[peer] + k, m);
+		}
+	}
+	if (l->pp > 1)
+		rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, 0);
+	/* gradients summed over their groups */
+	for (int k = 0; k < p->n_params; k++) {
+		const struct rt_param *r = &p->params[k];
+		if (r->grad < 0 || r->reduce_group < 0)
+			continue;
+		struct rt_comm_op op = { RT_COP_ALL_REDUCE, r->grad, r->reduce_group, 0, 0 };
+		rt_program_add_action(p, RT_ACT_COMM, rt_program_add_comm(p, &op), 0);
+		rt_program_add_action(p, RT_ACT_WAIT, r->reduce_group, 0);
+	}
+	free(send_first);
+	free(recv_first);
+	free(send_n);
+	free(recv_n);
+	ok = 1;
+done:
+	free(b.chunk_of_op);
+	free(b.chunk_of_val);
+	free(b.buf_of_val);
+	free(b.out_name);
+	free(holders);
+	free(param_op);
+	free(first_reader);
+	free(keys);
+	free(mbs);
+	if (!ok) {
+		rt_program_free(p);
+		return NULL;
+	}
+	return p;
+}

@@ -1,0 +1,711 @@
+/* engine.c - the training engine (see engine.h).
+ *
+ * One step: sample the global batch and put this rank's micro-batches in their
+ * slots; run the program (forward and backward of every micro-batch, gradients summed
+ * over micro-batches and over the ranks that hold the same parameter); scale the
+ * gradients to the mean over the global batch; clip the global gradient norm (every
+ * parameter counted once, by its owner rank); AdamW at the scheduled learning rate;
+ * then move each MoE routing bias toward balance (DeepSeek-V3's auxiliary-loss-free
+ * balancing: b_i += gamma * sign(mean load - load_i), the loads summed over the
+ * micro-batches and the data-parallel ranks, so every rank moves its biases alike).
+ *
+ * Resume is exact: a checkpoint holds the weights, both AdamW moments, the routing
+ * biases, the step and the state of the sampling PRNG (the data position), so on the
+ * CPU every later loss equals, bit for bit, the loss of a run that was never stopped
+ * (on the same layout).  The learning-rate schedule depends on the total step count,
+ * which the checkpoint also keeps.
+ *
+ * Simplifications, on purpose: validation runs the training step (forward and
+ * backward) on fixed held-out windows and reads only its loss; the optimizer runs on
+ * the host over fp32 arrays; a checkpoint of a job of several ranks is written only
+ * when rank 0 holds every parameter (see save_checkpoint). */
+#include "engine.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "data.h"
+#include "metrics.h"
+#include "pool.h"
+#include "progress.h"
+#include "rt.h"
+
+#define CKPT_FORMAT_VERSION "1"
+
+struct eparam {
+	struct rt_param *r;
+	float *w, *g;           /* in the program's buffers */
+	float *m, *v;           /* AdamW moments, trainable only */
+	size_t n;               /* elements this rank holds */
+};
+
+struct engine {
+	struct rt_program *p;
+	struct rt_exec *x;
+	const struct rt_train_config *c;
+	struct eparam *ps;
+	int n_biases;
+	int gbatch;             /* sequences of a global batch */
+	int32_t *gtok, *gtgt;   /* one global batch */
+	struct rt_shard train, val;
+	struct rt_rng rng;
+	uint64_t seed;
+	int64_t step, total, eval_every, ckpt_every;
+	struct rt_schedule sched;
+	float **grads;
+	size_t *grad_n;
+	double load_ratio;
+	struct rt_pool *pool;
+	int lead;               /* rank 0: prints, writes metrics */
+	int has_val;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static double cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+	signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process at once */
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+	const unsigned char *s = data;
+	for (size_t i = 0; i < n; i++) {
+		h ^= s[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* The whole of the program's sums: 0 on every rank but those that hold the value. */
+static void sum_world(struct engine *e, double *v, int n)
+{
+	rt_exec_sum(e->x, e->p->loss_group, v, n);
+}
+
+/* --- parameters ------------------------------------------------------------------ */
+
+/* Initial values: each parameter draws from its own stream (seed and path), over the
+ * global tensor in order, so a rank holding some rows gets the values those rows have
+ * on one rank, and adding a parameter does not change the others. */
+static void init_params(struct engine *e)
+{
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		const struct rt_param *r = q->r;
+		size_t row = (size_t)(r->numel / (r->shape[0] ? r->shape[0] : 1));
+		size_t skip = (size_t)r->row0 * row;
+		struct rt_rng g;
+		rt_rng_seed(&g, fnv1a(e->seed * 0x9e3779b97f4a7c15ull + 1, r->path, strlen(r->path)));
+		if (r->init == RT_INIT_ZEROS) {
+			memset(q->w, 0, q->n * sizeof *q->w);
+			continue;
+		}
+		double bound = r->std_given || r->fan_in <= 0 ? r->std : 1.0 / sqrt((double)r->fan_in);
+		for (size_t i = 0; i < skip + q->n; i++) {
+			float val;
+			if (r->init == RT_INIT_ONES)
+				val = 1.0f;
+			else if (r->init == RT_INIT_UNIFORM)
+				val = (float)((2.0 * rt_rng_uniform(&g) - 1.0) * bound);
+			else
+				val = (float)(r->std * rt_rng_normal(&g));
+			if (i >= skip)
+				q->w[i - skip] = val;
+		}
+	}
+}
+
+/* --- checkpoints ------------------------------------------------------------------ */
+
+static char *ckpt_path(const char *dir_or_file)
+{
+	struct stat st;
+	if (ends_with(dir_or_file, ".safetensors") ||
+	    (stat(dir_or_file, &st) == 0 && S_ISREG(st.st_mode)))
+		return rt_strdup(dir_or_file);
+	size_t n = strlen(dir_or_file) + sizeof RT_CKPT_FILE + 2;
+	char *s = rt_malloc(n);
+	snprintf(s, n, "%s/%s", dir_or_file, RT_CKPT_FILE);
+	return s;
+}
+
+/* every parameter whole on this rank? */
+static int holds_all(const struct engine *e)
+{
+	return e->p->world == 1;
+}
+
+static int save_checkpoint(struct engine *e)
+{
+	const struct rt_train_config *c = e->c;
+	if (!holds_all(e)) {
+		/* partial on purpose: the tensors of a job of several ranks live on several
+		 * ranks; writing them by global name is not built yet */
+		if (e->lead)
+			fprintf(stderr, "train: note: checkpoints of a job of %d ranks are not written "
+				"yet\n", e->p->world);
+		return 0;
+	}
+	if (rt_mkdir_p(c->out_dir)) {
+		fprintf(stderr, "sluice train: cannot make the checkpoint directory %s: %s\n",
+			c->out_dir, strerror(errno));
+		return -1;
+	}
+	int np = e->p->n_params, cap = 3 * np + 1, n = 0;
+	struct rt_ckpt_tensor *ts = rt_calloc((size_t)cap, sizeof *ts);
+	char **names = rt_calloc((size_t)cap, sizeof *names);
+	for (int k = 0; k < np; k++) {
+		const struct eparam *q = &e->ps[k];
+		const float *data[3] = { q->w, q->m, q->v };
+		const char *prefix[3] = { "", "adamw.m.", "adamw.v." };
+		for (int j = 0; j < (q->r->trainable ? 3 : 1); j++) {
+			size_t len = strlen(prefix[j]) + strlen(q->r->path) + 1;
+			names[n] = rt_malloc(len);
+			snprintf(names[n], len, "%s%s", prefix[j], q->r->path);
+			ts[n] = (struct rt_ckpt_tensor){ .name = names[n], .dtype = RT_CKPT_F32,
+							 .rank = q->r->rank, .data = data[j] };
+			memcpy(ts[n].shape, q->r->shape, sizeof ts[n].shape[0] * (size_t)q->r->rank);
+			n++;
+		}
+	}
+	ts[n++] = (struct rt_ckpt_tensor){ .name = "rng.state", .dtype = RT_CKPT_U64, .rank = 1,
+					   .shape = { 1 }, .data = &e->rng.s };
+	char step[32], total[32], seed[32];
+	snprintf(step, sizeof step, "%" PRId64, e->step);
+	snprintf(total, sizeof total, "%" PRId64, e->total);
+	snprintf(seed, sizeof seed, "%" PRIu64, e->seed);
+	struct rt_ckpt_meta meta[] = {
+		{ "format", "sluice" },
+		{ "format_version", CKPT_FORMAT_VERSION },
+		{ "model", c->model_name ? c->model_name : "" },
+		{ "config_hash", c->config_hash },
+		{ "step", step },
+		{ "total_steps", total },
+		{ "seed", seed },
+	};
+	char *path = ckpt_path(c->out_dir);
+	int rc = rt_ckpt_write(path, ts, n, meta, (int)(sizeof meta / sizeof meta[0]), stderr);
+	for (int k = 0; k < n; k++)
+		free(names[k]);
+	free(names);
+	free(ts);
+	free(path);
+	return rc;
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+	if (!s || !*s)
+		return 0;
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (*end || errno || v < 0)
+		return 0;
+	*out = v;
+	return 1;
+}
+
+static int load_checkpoint(struct engine *e, const char *where)
+{
+	const struct rt_train_config *c = e->c;
+	char *path = ckpt_path(where);
+	struct rt_ckpt *ck = rt_ckpt_read(path, stderr);
+	int rc = -1;
+	if (!ck)
+		goto done;
+	const char *fmt = rt_ckpt_meta_get(ck, "format");
+	const char *ver = rt_ckpt_meta_get(ck, "format_version");
+	const char *hash = rt_ckpt_meta_get(ck, "config_hash");
+	const char *model = rt_ckpt_meta_get(ck, "model");
+	int64_t step, total, seed;
+	if (!fmt || strcmp(fmt, "sluice") || !ver) {
+		fprintf(stderr, "sluice train: %s: not a sluice training checkpoint (no "
+			"format/format_version metadata)\n", path);
+		goto done;
+	}
+	if (strcmp(ver, CKPT_FORMAT_VERSION)) {
+		fprintf(stderr, "sluice train: %s: checkpoint format version %s; this sluice reads "
+			"version %s\n", path, ver, CKPT_FORMAT_VERSION);
+		goto done;
+	}
+	if (!hash || strcmp(hash, c->config_hash)) {
+		fprintf(stderr, "sluice train: %s: the checkpoint is of model '%s' with another "
+			"configuration (config hash %s, this model %s '%s'): parameters differ\n",
+			path, model ? model : "?", hash ? hash : "none", c->config_hash,
+			c->model_name ? c->model_name : "");
+		/* go on: the tensor checks below name the first parameter that differs */
+	}
+	if (!parse_i64(rt_ckpt_meta_get(ck, "step"), &step) ||
+	    !parse_i64(rt_ckpt_meta_get(ck, "total_steps"), &total) ||
+	    !parse_i64(rt_ckpt_meta_get(ck, "seed"), &seed)) {
+		fprintf(stderr, "sluice train: %s: step, total_steps or seed metadata missing or "
+			"malformed\n", path);
+		goto done;
+	}
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		const struct rt_param *r = q->r;
+		if (r->rows != r->shape[0]) {
+			fprintf(stderr, "sluice train: %s: a resume of a parameter held in slices "
+				"(%s) is not supported yet\n", path, r->path);
+			goto done;
+		}
+		if (rt_ckpt_load(ck, r->path, RT_CKPT_F32, r->rank, r->shape, q->w, stderr))
+			goto done;
+		if (!r->trainable)
+			continue;
+		char name[512];
+		snprintf(name, sizeof name, "adamw.m.%s", r->path);
+		if (rt_ckpt_load(ck, name, RT_CKPT_F32, r->rank, r->shape, q->m, stderr))
+			goto done;
+		snprintf(name, sizeof name, "adamw.v.%s", r->path);
+		if (rt_ckpt_load(ck, name, RT_CKPT_F32, r->rank, r->shape, q->v, stderr))
+			goto done;
+	}
+	int64_t one = 1;
+	if (rt_ckpt_load(ck, "rng.state", RT_CKPT_U64, 1, &one, &e->rng.s, stderr))
+		goto done;
+	if (hash && strcmp(hash, c->config_hash))
+		goto done;
+	e->step = step;
+	e->seed = (uint64_t)seed;
+	if (!c->steps_given)
+		e->total = total;
+	else if (c->steps != total && e->lead)
+		fprintf(stderr, "sluice train: note: the checkpoint was made for %" PRId64 " steps, "
+			"now %" PRId64 ": the learning-rate schedule changes, so losses will differ "
+			"from an uninterrupted run\n", total, c->steps);
+	rc = 0;
+done:
+	rt_ckpt_free(ck);
+	free(path);
+	return rc;
+}
+
+/* --- data ---------------------------------------------------------------------- */
+
+static int load_data(struct engine *e)
+{
+	const struct rt_train_config *c = e->c;
+	int seq = e->p->seq;
+	FILE *log = e->lead ? stderr : NULL;
+	if (rt_shard_read(c->data, e->p->vocab, &e->train, stderr))
+		return -1;
+	if (c->val_data) {
+		if (rt_shard_read(c->val_data, e->p->vocab, &e->val, stderr))
+			return -1;
+	} else {
+		/* hold out the last tenth of the training shard */
+		int64_t nv = e->train.n / 10;
+		if (nv >= (int64_t)seq + 1 && e->train.n - nv >= (int64_t)seq + 1) {
+			e->val.n = nv;
+			e->val.tok = rt_malloc(2 * (size_t)nv);
+			memcpy(e->val.tok, e->train.tok + e->train.n - nv, 2 * (size_t)nv);
+			e->train.n -= nv;
+			if (log)
+				fprintf(log, "data: %s: %" PRId64 " tokens for training, the last %"
+					PRId64 " held out for validation\n", c->data, e->train.n, nv);
+		}
+	}
+	if (e->train.n < (int64_t)seq + 1) {
+		fprintf(stderr, "sluice train: %s: %" PRId64 " tokens, fewer than one window of "
+			"seq + 1 = %d\n", c->data, e->train.n, seq + 1);
+		return -1;
+	}
+	if (e->val.n && e->val.n < (int64_t)seq + 1) {
+		fprintf(stderr, "sluice train: %s: %" PRId64 " validation tokens, fewer than one "
+			"window of seq + 1 = %d\n", c->val_data, e->val.n, seq + 1);
+		return -1;
+	}
+	if (!e->val.n && log)
+		fprintf(log, "data: %s is too small to hold out validation data: no val_loss\n",
+			c->data);
+	e->has_val = e->val.n > 0;
+	return 0;
+}
+
+/* This rank's micro-batches of the global batch in gtok/gtgt: micro-batch m of
+ * data-parallel rank d holds sequences (d*M + m)*batch ... + batch. */
+static void place_batch(struct engine *e)
+{
+	struct rt_program *p = e->p;
+	int M = p->microbatches, dpi = p->rank % p->layout.dp;
+	size_t mb = (size_t)p->batch * (size_t)p->seq;
+	for (int m = 0; m < M; m++) {
+		size_t at = (size_t)(dpi * M + m) * mb;
+		if (p->tokens >= 0)
+			memcpy(rt_buf_slot(p, p->tokens, m), e->gtok + at, mb * sizeof *e->gtok);
+		if (p->targets >= 0)
+			memcpy(rt_buf_slot(p, p->targets, m), e->gtgt + at, mb * sizeof *e->gtgt);
+	}
+}
+
+/* Run the step; the objective and its next-token part, averaged over the global
+ * batch, on every rank. */
+static int run_step(struct engine *e, double *loss, double *lm)
+{
+	char err[256];
+	if (rt_exec_step(e->x, err, sizeof err)) {
+		fprintf(stderr, "sluice train: rank %d: %s\n", e->p->rank, err);
+		return -1;
+	}
+	struct rt_program *p = e->p;
+	double v[2] = { 0, 0 };
+	if (p->loss >= 0) {
+		v[0] = *(float *)p->bufs[p->loss].data;
+		v[1] = *(float *)p->bufs[p->lm_loss].data;
+	}
+	double n = (double)p->microbatches * p->layout.dp;
+	if (p->world > 1)
+		sum_world(e, v, 2);
+	*loss = v[0] / n;
+	*lm = v[1] / n;
+	return 0;
+}
+
+static int eval_val(struct engine *e, double *val_loss)
+{
+	double sum = 0.0;
+	for (int k = 0; k < e->c->val_batches; k++) {
+		rt_batch_eval(&e->val, k, e->c->val_batches, e->gbatch, e->p->seq, e->gtok, e->gtgt);
+		place_batch(e);
+		double l, lm;
+		if (run_step(e, &l, &lm))
+			return -1;
+		sum += lm;
+	}
+	*val_loss = sum / e->c->val_batches;
+	return 0;
+}
+
+/* Routing biases toward balance; records max/mean load per layer. */
+static void balance_biases(struct engine *e, struct rt_metrics *mx)
+{
+	double ratio_sum = 0.0;
+	int n = 0;
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		const struct rt_param *r = q->r;
+		if (r->load < 0)
+			continue;
+		struct rt_buffer *lb = &e->p->bufs[r->load];
+		float *load = lb->data;
+		rt_exec_sum_f32(e->x, r->load_group, load, (size_t)lb->numel);
+		size_t ne = q->n;
+		size_t rows = (size_t)lb->numel / ne;
+		double *per = rt_calloc(ne, sizeof *per);
+		double sum = 0.0, mx_load = 0.0;
+		for (size_t i = 0; i < rows; i++)
+			for (size_t j = 0; j < ne; j++)
+				per[j] += load[i * ne + j];
+		for (size_t j = 0; j < ne; j++) {
+			sum += per[j];
+			if (per[j] > mx_load)
+				mx_load = per[j];
+		}
+		double mean = sum / (double)ne;
+		for (size_t j = 0; j < ne; j++) {
+			float s = per[j] < mean ? 1.0f : per[j] > mean ? -1.0f : 0.0f;
+			q->w[j] += r->gamma * s;
+		}
+		double ratio = mean > 0 ? mx_load / mean : 0.0;
+		ratio_sum += ratio;
+		n++;
+		if (mx)
+			rt_metrics_sub_num(mx, "expert_load_max_over_mean", r->scope, ratio);
+		free(per);
+	}
+	double v[2] = { ratio_sum, (double)n };
+	if (e->p->world > 1) {
+		/* every stage's layers, counted once: by the first data-parallel rank */
+		if (e->p->rank % e->p->layout.dp)
+			v[0] = v[1] = 0;
+		sum_world(e, v, 2);
+	}
+	e->load_ratio = v[1] > 0 ? v[0] / v[1] : 0.0;
+}
+
+static int step_once(struct engine *e, double *loss, double *lm, float *lr, double *gnorm)
+{
+	rt_batch_sample(&e->train, &e->rng, e->gbatch, e->p->seq, e->gtok, e->gtgt);
+	place_batch(e);
+	if (run_step(e, loss, lm))
+		return -1;
+	if (!isfinite(*loss)) {
+		if (e->lead)
+			fprintf(stderr, "\nsluice train: the loss is %f at step %" PRId64 ": training "
+				"diverged (try a lower learning rate: --set lr=...)\n", *loss,
+				e->step + 1);
+		return -1;
+	}
+	struct rt_program *p = e->p;
+	/* from the sum over micro-batches and ranks to the mean over the global batch */
+	float mean = 1.0f / (float)(p->microbatches * p->layout.dp);
+	int ng = 0;
+	for (int k = 0; k < p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		if (!q->r->trainable)
+			continue;
+		if (mean != 1.0f)
+			for (size_t i = 0; i < q->n; i++)
+				q->g[i] *= mean;
+		if (q->r->owner || p->world == 1) {
+			e->grads[ng] = q->g;
+			e->grad_n[ng++] = q->n;
+		}
+	}
+	*gnorm = rt_grad_norm(e->pool, e->grads, e->grad_n, ng);
+	if (p->world > 1) {
+		double sq = *gnorm * *gnorm;
+		sum_world(e, &sq, 1);
+		*gnorm = sqrt(sq);
+	}
+	float scale = rt_clip_scale(*gnorm, e->c->clip);
+	*lr = rt_schedule_lr(&e->sched, e->step);
+	for (int k = 0; k < p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		if (q->r->trainable)
+			rt_adamw_step(e->pool, &e->c->adamw, *lr, e->step + 1, q->w, q->g, q->m, q->v,
+				      q->n, scale, q->r->decay);
+	}
+	return 0;
+}
+
+/* --- the loop ------------------------------------------------------------------- */
+
+static int setup(struct engine *e)
+{
+	const struct rt_train_config *c = e->c;
+	struct rt_program *p = e->p;
+	e->lead = p->rank == 0;
+	e->total = c->steps;
+	e->seed = c->seed;
+	e->ps = rt_calloc((size_t)p->n_params + 1, sizeof *e->ps);
+	for (int k = 0; k < p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		q->r = &p->params[k];
+		q->w = p->bufs[q->r->buf].data;
+		q->n = (size_t)p->bufs[q->r->buf].numel;
+		if (q->r->trainable) {
+			q->g = p->bufs[q->r->grad].data;
+			q->m = rt_calloc(q->n, sizeof *q->m);
+			q->v = rt_calloc(q->n, sizeof *q->v);
+		}
+		if (q->r->load >= 0)
+			e->n_biases++;
+	}
+	init_params(e);
+	rt_rng_seed(&e->rng, e->seed);
+	if (c->resume && load_checkpoint(e, c->resume))
+		return -1;
+	e->sched = c->sched;
+	if (e->sched.warmup >= e->total)
+		e->sched.warmup = e->total / 10;
+	e->sched.total = e->total;
+	e->eval_every = c->eval_every >= 0 ? c->eval_every
+			: (e->total >= 10 ? e->total / 10 : e->total);
+	e->ckpt_every = c->ckpt_every > 0 ? c->ckpt_every : 500;
+	if (load_data(e))
+		return -1;
+	e->gbatch = p->batch * p->microbatches * p->layout.dp;
+	size_t bt = (size_t)e->gbatch * (size_t)p->seq;
+	e->gtok = rt_calloc(bt, sizeof *e->gtok);
+	e->gtgt = rt_calloc(bt, sizeof *e->gtgt);
+	e->pool = rt_pool_new(0);
+	e->grads = rt_calloc((size_t)p->n_params + 1, sizeof *e->grads);
+	e->grad_n = rt_calloc((size_t)p->n_params + 1, sizeof *e->grad_n);
+	if (e->lead) {
+		fprintf(stderr, "train: batch %d x seq %d", p->batch, p->seq);
+		if (p->microbatches > 1 || p->layout.dp > 1)
+			fprintf(stderr, " x %d micro-batch%s x dp %d", p->microbatches,
+				p->microbatches == 1 ? "" : "es", p->layout.dp);
+		fprintf(stderr, " = %d tokens a step, %" PRId64 " steps, lr %g (warm-up %" PRId64
+			", cosine to %g), wd %g, clip %g, backend %s, seed %" PRIu64 "\n",
+			e->gbatch * p->seq, e->total, (double)e->sched.lr_max, e->sched.warmup,
+			(double)e->sched.lr_min, (double)c->adamw.weight_decay, (double)c->clip,
+			c->backend ? c->backend : "?", e->seed);
+		if (p->world > 1)
+			fprintf(stderr, "layout: %d ranks = pp %d x dp %d, schedule %s\n", p->world,
+				p->layout.pp, p->layout.dp, p->schedule);
+		if (c->resume)
+			fprintf(stderr, "resume: from %s at step %" PRId64 " of %" PRId64 "\n",
+				c->resume, e->step, e->total);
+	}
+	return 0;
+}
+
+static void teardown(struct engine *e)
+{
+	for (int k = 0; e->ps && k < e->p->n_params; k++) {
+		free(e->ps[k].m);
+		free(e->ps[k].v);
+	}
+	free(e->ps);
+	free(e->gtok);
+	free(e->gtgt);
+	free(e->grads);
+	free(e->grad_n);
+	if (e->pool)
+		rt_pool_free(e->pool);
+	rt_shard_free(&e->train);
+	rt_shard_free(&e->val);
+}
+
+/* every rank stops together: 1 when any rank saw Ctrl-C */
+static int agree_stop(struct engine *e, int mine)
+{
+	if (e->p->world == 1)
+		return mine;
+	double v = mine;
+	sum_world(e, &v, 1);
+	return v > 0;
+}
+
+int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_config *c)
+{
+	struct engine e = { .p = p, .x = x, .c = c };
+	struct rt_metrics *mx = NULL;
+	int rc = 1;
+	interrupted = 0;
+	if (setup(&e))
+		goto done;
+	if (c->metrics && e.lead && !(mx = rt_metrics_open(c->metrics, c->resume != NULL, stderr)))
+		goto done;
+	if (e.step >= e.total) {
+		if (e.lead)
+			fprintf(stderr, "train: the checkpoint is at step %" PRId64 " of %" PRId64
+				": nothing left to do (--steps N to train longer)\n", e.step, e.total);
+		rc = 0;
+		goto done;
+	}
+	if (c->stop_at >= 0 && e.step >= c->stop_at) {
+		if (e.lead)
+			fprintf(stderr, "train: the checkpoint is at step %" PRId64 ", past --stop-at %"
+				PRId64 ": nothing to do\n", e.step, c->stop_at);
+		rc = 0;
+		goto done;
+	}
+	struct sigaction sa = { .sa_handler = on_sigint }, old;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old);
+	struct rt_progress pg;
+	int quiet = c->quiet || !e.lead;
+	rt_progress_init(&pg, stderr, e.total, quiet ? 0 : -1);
+	if (quiet)
+		pg.every = INT64_MAX;
+	int64_t first = e.step;
+	double t0 = rt_now(), c0 = cpu_now(), tokens = (double)e.gbatch * p->seq;
+	int saved = 0;
+	while (e.step < e.total) {
+		double ts = rt_now();
+		double loss, lm, gnorm;
+		float lr;
+		if (step_once(&e, &loss, &lm, &lr, &gnorm))
+			goto restore;
+		if (mx) {
+			rt_metrics_begin(mx);
+			rt_metrics_num(mx, "step", (double)e.step + 1);
+			rt_metrics_num(mx, "loss", loss);
+			if (p->lm_loss != p->loss)
+				rt_metrics_num(mx, "lm_loss", lm);
+			rt_metrics_num(mx, "lr", lr);
+			rt_metrics_num(mx, "grad_norm", gnorm);
+		}
+		balance_biases(&e, mx);
+		e.step++;
+		double now = rt_now(), dt = now - ts;
+		double tps = tokens / dt;
+		double eta = (now - t0) / (double)(e.step - first) * (double)(e.total - e.step);
+		double val = NAN;
+		if (e.has_val && e.eval_every > 0 &&
+		    (e.step % e.eval_every == 0 || e.step == e.total)) {
+			if (eval_val(&e, &val))
+				goto restore;
+			char lr_s[64] = "";
+			if (e.n_biases || p->world > 1)
+				if (e.load_ratio > 0)
+					snprintf(lr_s, sizeof lr_s, ", expert load max/mean %.2f",
+						 e.load_ratio);
+			if (e.lead)
+				rt_progress_note(&pg, "step %" PRId64 ": val_loss %.4f (train %.4f%s)",
+						 e.step, val, lm, lr_s);
+		}
+		if (mx) {
+			rt_metrics_num(mx, "tokens_per_s", tps);
+			if (c->flops_per_token > 0)
+				rt_metrics_num(mx, "gflops", tps * c->flops_per_token / 1e9);
+			if (!isnan(val))
+				rt_metrics_num(mx, "val_loss", val);
+			rt_metrics_num(mx, "time_s", now - t0);
+			rt_metrics_num(mx, "cpu_s", cpu_now() - c0);
+			if (rt_metrics_end(mx))
+				fprintf(stderr, "sluice train: warning: writing %s failed\n", c->metrics);
+		}
+		if (!quiet)
+			rt_progress_step(&pg, e.step, (float)loss, p->lm_loss != p->loss ? lm : NAN,
+					 tokens * (double)(e.step - first) / (now - t0), eta);
+		int stop = agree_stop(&e, interrupted || (c->stop_at >= 0 && e.step >= c->stop_at));
+		if (stop || e.step % e.ckpt_every == 0 || e.step == e.total) {
+			if (save_checkpoint(&e))
+				goto restore;
+			saved = holds_all(&e);
+		}
+		if (stop) {
+			if (!quiet)
+				rt_progress_done(&pg);
+			if (e.lead)
+				fprintf(stderr, "%s after step %" PRId64 " of %" PRId64 ": checkpoint "
+					"saved in %s/%s\ncontinue with: sluice train %s --resume %s\n",
+					interrupted ? "interrupted" : "stopped", e.step, e.total,
+					c->out_dir, RT_CKPT_FILE, c->model, c->out_dir);
+			rc = 0;
+			goto restore;
+		}
+	}
+	if (!quiet)
+		rt_progress_done(&pg);
+	double el = rt_now() - t0;
+	if (e.lead)
+		fprintf(stderr, "done: %" PRId64 " steps in %.1f s, %.0f tokens/s%s%s/%s\n",
+			e.step - first, el, tokens * (double)(e.step - first) / el,
+			saved ? ", checkpoint " : "", saved ? c->out_dir : "", saved ? RT_CKPT_FILE : "");
+	if (p->world > 1) {
+		struct rt_exec_stats st;
+		rt_exec_stats(x, &st);
+		fprintf(stderr, "rank %d (stage %d): compute %.2f s, communication %.2f s, "
+			"waiting %.2f s\n", p->rank, p->stage, st.compute_s, st.comm_s, st.wait_s);
+	}
+	rc = 0;
+restore:
+	sigaction(SIGINT, &old, NULL);
+done:
+	rt_metrics_close(mx);
+	teardown(&e);
+	return rc;
+}

@@ -1,0 +1,47 @@
+/* engine.h - the training engine: the step loop over a compiled program.
+ *
+ * Works on the program alone (runtime/program.h): initialises the parameters this
+ * rank holds, samples every step's global batch (the same tokens whatever the
+ * layout: batch x microbatches x dp sequences, drawn in one order on every rank, each
+ * rank taking its own micro-batches), runs the executor, reads the losses, clips the
+ * global gradient norm, takes AdamW steps, moves the MoE routing biases toward
+ * balance, evaluates, writes metrics and checkpoints, and stops cleanly on Ctrl-C. */
+#ifndef SLUICE_RT_ENGINE_H
+#define SLUICE_RT_ENGINE_H
+
+#include <stdint.h>
+
+#include "runtime/optim.h"
+#include "runtime/program.h"
+
+struct rt_train_config {
+	const char *model;          /* the model file, for messages */
+	const char *model_name;     /* the model's name, kept in checkpoints */
+	const char *config_hash;    /* of parameter names and shapes */
+	const char *data, *val_data;/* token shards; val_data NULL: none */
+	int64_t steps;              /* in all */
+	int steps_given;            /* --steps was given (else a resume keeps its own) */
+	struct rt_schedule sched;   /* lr_max, lr_min, warmup; total is set from steps */
+	struct rt_adamw adamw;
+	float clip;
+	int val_batches;
+	uint64_t seed;
+	int64_t eval_every;         /* 0: never; -1: about ten times a run */
+	int64_t ckpt_every;         /* -1: 500 */
+	int64_t stop_at;            /* -1: none */
+	const char *out_dir;
+	const char *resume;         /* a directory or a .safetensors file, or NULL */
+	const char *metrics;        /* JSON-lines file, or NULL */
+	int quiet;
+	const char *backend;        /* for the report line */
+	double flops_per_token;
+};
+
+/* Trains; every rank of the program's world calls it (x: the program's executor).
+ * Returns the exit status: 0, or 1 for an error in the input or a failed run. */
+int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_config *c);
+
+/* The file a checkpoint directory holds. */
+#define RT_CKPT_FILE "checkpoint.safetensors"
+
+#endif

@@ -1,0 +1,245 @@
+/* program.c - building, placing and printing a compiled program (see program.h). */
+#include "program.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+size_t rt_dtype_size(enum rt_dtype t)
+{
+	return t == RT_DT_I64 ? 8 : 4;
+}
+
+const char *rt_buf_role_name(enum rt_buf_role r)
+{
+	static const char *const names[] = { "input", "param", "grad", "saved", "comm", "output" };
+	return (unsigned)r < sizeof names / sizeof names[0] ? names[r] : "?";
+}
+
+const char *rt_chunk_kind_name(enum rt_chunk_kind k)
+{
+	static const char *const names[] = { "fwd", "bwd", "fwd+bwd" };
+	return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+const char *rt_cop_kind_name(enum rt_cop_kind k)
+{
+	static const char *const names[] = { "send", "recv", "all_reduce" };
+	return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+struct rt_program *rt_program_new(int rank, int world)
+{
+	struct rt_program *p = rt_calloc(1, sizeof *p);
+	p->rank = rank;
+	p->world = world;
+	p->layout = (struct rt_layout){ 1, 1, 1 };
+	p->microbatches = 1;
+	p->schedule = "1f1b";
+	p->tokens = p->targets = p->loss = p->lm_loss = p->loss_group = -1;
+	return p;
+}
+
+/* Names live in chunks of one growing list of blocks, so pointers stay valid. */
+struct str_block {
+	struct str_block *next;
+	char data[];
+};
+
+const char *rt_program_strdup(struct rt_program *p, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	struct str_block *b = rt_malloc(sizeof *b + n);
+	memcpy(b->data, s, n);
+	b->next = (struct str_block *)p->strings;
+	p->strings = (char *)b;
+	return b->data;
+}
+
+#define GROW(arr, n) ((arr) = rt_realloc((arr), sizeof *(arr) * (size_t)((n) + 1)))
+
+int rt_program_add_buffer(struct rt_program *p, const struct rt_buffer *b)
+{
+	GROW(p->bufs, p->n_bufs);
+	struct rt_buffer *d = &p->bufs[p->n_bufs];
+	*d = *b;
+	d->name = rt_program_strdup(p, b->name);
+	d->numel = 1;
+	for (int i = 0; i < d->rank; i++)
+		d->numel *= d->shape[i];
+	d->bytes = d->numel * (int64_t)rt_dtype_size(d->dtype);
+	if (d->slots < 1)
+		d->slots = 1;
+	d->offset = -1;
+	d->data = NULL;
+	return p->n_bufs++;
+}
+
+int rt_program_add_chunk(struct rt_program *p, const struct rt_chunk *c)
+{
+	GROW(p->chunks, p->n_chunks);
+	struct rt_chunk *d = &p->chunks[p->n_chunks];
+	*d = *c;
+	d->name = rt_program_strdup(p, c->name);
+	d->in = rt_malloc(sizeof *d->in * (size_t)(c->n_in + 1));
+	d->out = rt_malloc(sizeof *d->out * (size_t)(c->n_out + 1));
+	memcpy(d->in, c->in, sizeof *d->in * (size_t)c->n_in);
+	memcpy(d->out, c->out, sizeof *d->out * (size_t)c->n_out);
+	return p->n_chunks++;
+}
+
+int rt_program_add_comm(struct rt_program *p, const struct rt_comm_op *op)
+{
+	GROW(p->comms, p->n_comms);
+	p->comms[p->n_comms] = *op;
+	return p->n_comms++;
+}
+
+int rt_program_add_action(struct rt_program *p, enum rt_act_kind kind, int index, int mb)
+{
+	GROW(p->actions, p->n_actions);
+	p->actions[p->n_actions] = (struct rt_action){ kind, index, mb };
+	return p->n_actions++;
+}
+
+int rt_program_add_param(struct rt_program *p, const struct rt_param *prm)
+{
+	GROW(p->params, p->n_params);
+	struct rt_param *d = &p->params[p->n_params];
+	*d = *prm;
+	d->path = rt_program_strdup(p, prm->path);
+	d->scope = prm->scope ? rt_program_strdup(p, prm->scope) : NULL;
+	return p->n_params++;
+}
+
+int rt_program_add_group(struct rt_program *p, const char *name, int color, int key)
+{
+	GROW(p->groups, p->n_groups);
+	p->groups[p->n_groups] = (struct rt_group_def){ rt_program_strdup(p, name), color, key };
+	return p->n_groups++;
+}
+
+int rt_program_alloc(struct rt_program *p, char *err, size_t errlen)
+{
+	int64_t off = 0;
+	for (int i = 0; i < p->n_bufs; i++) {
+		struct rt_buffer *b = &p->bufs[i];
+		b->offset = off;
+		off += ((b->bytes * b->slots) + 63) / 64 * 64;
+	}
+	p->arena_bytes = off;
+	free(p->arena);
+	p->arena = NULL;
+	if (off) {
+		p->arena = aligned_alloc(64, (size_t)off);
+		if (!p->arena) {
+			snprintf(err, errlen, "cannot allocate the program's arena of %.1f MiB",
+				 (double)off / 1048576.0);
+			return -1;
+		}
+		memset(p->arena, 0, (size_t)off);
+	}
+	for (int i = 0; i < p->n_bufs; i++)
+		p->bufs[i].data = (char *)p->arena + p->bufs[i].offset;
+	return 0;
+}
+
+void rt_program_free(struct rt_program *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < p->n_chunks; i++) {
+		struct rt_chunk *c = &p->chunks[i];
+		if (c->impl && c->code)
+			c->impl->free(c->code);
+		free(c->in);
+		free(c->out);
+	}
+	free(p->bufs);
+	free(p->chunks);
+	free(p->comms);
+	free(p->actions);
+	free(p->params);
+	free(p->groups);
+	free(p->arena);
+	for (struct str_block *b = (struct str_block *)p->strings; b;) {
+		struct str_block *n = b->next;
+		free(b);
+		b = n;
+	}
+	free(p);
+}
+
+static void print_shape(const int64_t *shape, int rank, FILE *out)
+{
+	fputc('[', out);
+	for (int i = 0; i < rank; i++)
+		fprintf(out, "%s%" PRId64, i ? ", " : "", shape[i]);
+	fputc(']', out);
+}
+
+void rt_program_print(const struct rt_program *p, FILE *out)
+{
+	static const char *const dt[] = { "f32", "i32", "i64" };
+	fprintf(out, "program rank %d of %d: stage %d, pp %d dp %d ep %d, %d micro-batch%s, "
+		"schedule %s\n", p->rank, p->world, p->stage, p->layout.pp, p->layout.dp,
+		p->layout.ep, p->microbatches, p->microbatches == 1 ? "" : "es", p->schedule);
+	fprintf(out, "groups:\n");
+	for (int i = 0; i < p->n_groups; i++)
+		fprintf(out, "  g%d %s color %d key %d\n", i, p->groups[i].name, p->groups[i].color,
+			p->groups[i].key);
+	fprintf(out, "buffers:\n");
+	for (int i = 0; i < p->n_bufs; i++) {
+		const struct rt_buffer *b = &p->bufs[i];
+		fprintf(out, "  b%d %s %s %s", i, b->name, rt_buf_role_name(b->role), dt[b->dtype]);
+		print_shape(b->shape, b->rank, out);
+		if (b->slots > 1)
+			fprintf(out, " x%d slots", b->slots);
+		fputc('\n', out);
+	}
+	fprintf(out, "chunks:\n");
+	for (int i = 0; i < p->n_chunks; i++) {
+		const struct rt_chunk *c = &p->chunks[i];
+		fprintf(out, "  c%d %s (%s, stage %d) in", i, c->name, rt_chunk_kind_name(c->kind),
+			c->stage);
+		for (int k = 0; k < c->n_in; k++)
+			fprintf(out, " b%d", c->in[k]);
+		fprintf(out, " out");
+		for (int k = 0; k < c->n_out; k++)
+			fprintf(out, " b%d", c->out[k]);
+		fputc('\n', out);
+	}
+	fprintf(out, "comm ops:\n");
+	for (int i = 0; i < p->n_comms; i++) {
+		const struct rt_comm_op *o = &p->comms[i];
+		fprintf(out, "  k%d %s b%d group g%d", i, rt_cop_kind_name(o->kind), o->buf, o->group);
+		if (o->kind != RT_COP_ALL_REDUCE)
+			fprintf(out, " peer %d tag %d", o->peer, o->tag);
+		fputc('\n', out);
+	}
+	fprintf(out, "actions:\n");
+	for (int i = 0; i < p->n_actions; i++) {
+		const struct rt_action *a = &p->actions[i];
+		if (a->kind == RT_ACT_CHUNK)
+			fprintf(out, "  run %s mb %d\n", p->chunks[a->index].name, a->mb);
+		else if (a->kind == RT_ACT_COMM)
+			fprintf(out, "  start k%d (%s b%d) mb %d\n", a->index,
+				rt_cop_kind_name(p->comms[a->index].kind), p->comms[a->index].buf, a->mb);
+		else
+			fprintf(out, "  wait g%d\n", a->index);
+	}
+	fprintf(out, "parameters:\n");
+	for (int i = 0; i < p->n_params; i++) {
+		const struct rt_param *r = &p->params[i];
+		fprintf(out, "  %s ", r->path);
+		print_shape(r->shape, r->rank, out);
+		if (r->rows != r->shape[0])
+			fprintf(out, " rows %" PRId64 "..%" PRId64, r->row0, r->row0 + r->rows);
+		fprintf(out, "%s%s", r->trainable ? "" : " fixed", r->owner ? " owner" : "");
+		if (r->reduce_group >= 0)
+			fprintf(out, " grad-sum g%d", r->reduce_group);
+		fputc('\n', out);
+	}
+}

@@ -1,0 +1,213 @@
+/* program.h - the compiled program: all that the runtime knows of a model.
+ *
+ * The compiler (codegen/program.c) fills one program per rank; the runtime
+ * (runtime/exec.c runs its actions, runtime/engine.c trains with it) reads nothing
+ * else.  A single-rank CPU step, a 1F1B pipeline and, later, DualPipe with expert
+ * parallelism are the same machinery with different contents:
+ *
+ *  - buffers: every tensor the runtime holds for this rank, with its role (a graph
+ *    input, a parameter, its gradient, a value saved for the backward or passed
+ *    between stages, an output such as the loss) and its place: an offset in the
+ *    program's one arena, times its micro-batch slots;
+ *  - chunks: compiled code for one piece of one stage (stage 1, forward), supplied by
+ *    a backend behind struct rt_chunk_impl; a chunk reads buffers and writes buffers;
+ *  - communication ops: send, receive, all-reduce, each naming a group and a buffer;
+ *  - actions: the schedule, an ordered list of "run chunk c for micro-batch m",
+ *    "start comm op k for micro-batch m", "wait for the group's operations";
+ *  - parameters: global path and shape, initializer, and the rows of dimension 0 that
+ *    this rank holds, so that checkpoints name global tensors whatever the layout.
+ *
+ * Micro-batch slots: a buffer that lives per micro-batch (inputs, values saved for
+ * the backward, values received from another stage) has `slots` copies; micro-batch m
+ * uses slot m % slots.  The schedule guarantees that no more than `slots` consecutive
+ * micro-batches are live at once on a stage (1F1B: stage s of P keeps P - s).
+ *
+ * Groups: the communicators the program's ops use.  groups[k] gives this rank's
+ * color and key in a split of the world (every rank lists the same number of groups,
+ * in the same order; color -1: this rank is in none of that group's communicators). */
+#ifndef SLUICE_RT_PROGRAM_H
+#define SLUICE_RT_PROGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "runtime/comm.h"
+
+#define RT_MAX_RANK 8
+
+enum rt_dtype { RT_DT_F32, RT_DT_I32, RT_DT_I64 };
+size_t rt_dtype_size(enum rt_dtype t);
+
+enum rt_buf_role {
+	RT_BUF_INPUT,   /* a graph input filled by the engine (tokens, targets), per micro-batch */
+	RT_BUF_PARAM,   /* a parameter (master weights, fp32) */
+	RT_BUF_GRAD,    /* its gradient, summed over the micro-batches of a step */
+	RT_BUF_SAVED,   /* made by one chunk, read by another of this rank, per micro-batch */
+	RT_BUF_COMM,    /* received from another stage, per micro-batch */
+	RT_BUF_OUTPUT,  /* a value the engine reads after the step (loss, expert loads), summed */
+};
+const char *rt_buf_role_name(enum rt_buf_role r);
+
+struct rt_buffer {
+	const char *name;
+	enum rt_dtype dtype;
+	enum rt_buf_role role;
+	int rank;
+	int64_t shape[RT_MAX_RANK];
+	int64_t numel;              /* elements of one slot */
+	int64_t bytes;              /* of one slot */
+	int slots;                  /* micro-batch slots (1 for parameters and gradients) */
+	int64_t offset;             /* in the arena; -1: not in it (see rt_program_layout) */
+	int param;                  /* RT_BUF_PARAM, RT_BUF_GRAD: index in params; else -1 */
+	void *data;                 /* set by rt_program_alloc: slot 0; slot k at + k*bytes */
+};
+
+/* What a backend supplies for each chunk. */
+struct rt_chunk_impl {
+	const char *backend;
+	/* Run the code once: in[i] points at the chunk's i-th input; on return out[i]
+	 * points at its i-th output, owned by the code until its next run.  0 on success. */
+	int (*run)(void *code, void *const *in, void **out);
+	void (*free)(void *code);
+	/* Bytes of the code's own working memory (its arena), for reports. */
+	int64_t (*arena_bytes)(const void *code);
+};
+
+enum rt_chunk_kind { RT_CHUNK_FWD, RT_CHUNK_BWD, RT_CHUNK_FWD_BWD };
+const char *rt_chunk_kind_name(enum rt_chunk_kind k);
+
+struct rt_chunk {
+	const char *name;           /* "stage1.fwd" */
+	int stage;
+	enum rt_chunk_kind kind;
+	int n_in, n_out;
+	int *in, *out;              /* buffer ids, in the order the code takes them */
+	const struct rt_chunk_impl *impl;
+	void *code;
+	double seconds;             /* time spent running it (the executor's counter) */
+};
+
+enum rt_cop_kind { RT_COP_SEND, RT_COP_RECV, RT_COP_ALL_REDUCE };
+const char *rt_cop_kind_name(enum rt_cop_kind k);
+
+struct rt_comm_op {
+	enum rt_cop_kind kind;
+	int buf;
+	int group;                  /* index in the program's groups */
+	int peer;                   /* SEND/RECV: the peer's rank in the group */
+	int tag;                    /* SEND/RECV: matches a send to its receive */
+};
+
+enum rt_act_kind {
+	RT_ACT_CHUNK,               /* run chunk `index` for micro-batch mb */
+	RT_ACT_COMM,                /* start comm op `index` for micro-batch mb */
+	RT_ACT_WAIT,                /* wait until group `index`'s started ops are done */
+};
+
+struct rt_action {
+	enum rt_act_kind kind;
+	int index;
+	int mb;
+};
+
+enum rt_init { RT_INIT_NORMAL, RT_INIT_ZEROS, RT_INIT_ONES, RT_INIT_UNIFORM };
+
+struct rt_param {
+	const char *path;           /* global name, e.g. "layers.3.moe.experts.w1" */
+	int rank;
+	int64_t shape[RT_MAX_RANK]; /* global shape */
+	int64_t numel;              /* global elements */
+	int64_t row0, rows;         /* the rows of dimension 0 this rank holds */
+	enum rt_init init;
+	double std;                 /* NORMAL: its std; UNIFORM: the bound when std_given */
+	int std_given;
+	int64_t fan_in;             /* UNIFORM without std: bound 1/sqrt(fan_in) */
+	int trainable, decay;
+	int buf, grad;              /* buffer ids; grad -1 when not trainable */
+	/* 1 on exactly one rank of every set of ranks holding the same rows: that rank
+	 * counts it in the gradient norm and writes it to checkpoints */
+	int owner;
+	int reduce_group;           /* the group its gradient is summed over; -1: none */
+	/* a routing bias moved toward balance after every step (DeepSeek-V3's
+	 * auxiliary-loss-free balancing): load is the OUTPUT buffer of expert loads,
+	 * load_group the group it is summed over (the data-parallel group) */
+	int load, load_group;
+	float gamma;
+	const char *scope;          /* "layers.3.moe" */
+};
+
+struct rt_group_def {
+	const char *name;           /* "dp", "pp", "grad{0,1}" */
+	int color, key;
+};
+
+struct rt_program {
+	int rank, world;
+	struct rt_layout layout;    /* pp x dp, ep inside dp */
+	int stage;                  /* this rank's pipeline stage */
+	int microbatches;           /* per data-parallel rank per step */
+	const char *schedule;       /* "1f1b" */
+	int batch, seq, vocab;      /* sequences per micro-batch, tokens per sequence */
+	int n_bufs, n_chunks, n_comms, n_actions, n_params, n_groups;
+	struct rt_buffer *bufs;
+	struct rt_chunk *chunks;
+	struct rt_comm_op *comms;
+	struct rt_action *actions;
+	struct rt_param *params;
+	struct rt_group_def *groups;
+	int tokens, targets;        /* INPUT buffers, -1 when this stage reads none */
+	int loss, lm_loss;          /* OUTPUT buffers (micro-batch means, summed), -1: not here */
+	int loss_group;             /* the group the losses are summed over to reach every rank */
+	int64_t arena_bytes;        /* set by rt_program_layout */
+	void *arena;
+	char *strings;              /* owns names (see rt_program_strdup) */
+};
+
+/* Build helpers for the compiler: each returns the new element's index. */
+struct rt_program *rt_program_new(int rank, int world);
+const char *rt_program_strdup(struct rt_program *p, const char *s);
+int rt_program_add_buffer(struct rt_program *p, const struct rt_buffer *b);
+int rt_program_add_chunk(struct rt_program *p, const struct rt_chunk *c);
+int rt_program_add_comm(struct rt_program *p, const struct rt_comm_op *op);
+int rt_program_add_action(struct rt_program *p, enum rt_act_kind kind, int index, int mb);
+int rt_program_add_param(struct rt_program *p, const struct rt_param *prm);
+int rt_program_add_group(struct rt_program *p, const char *name, int color, int key);
+
+/* Place every buffer in one arena (all slots; parameters and gradients too) and
+ * allocate it: 0, or -1 with a message when it cannot be allocated. */
+int rt_program_alloc(struct rt_program *p, char *err, size_t errlen);
+static inline void *rt_buf_slot(const struct rt_program *p, int buf, int mb)
+{
+	const struct rt_buffer *b = &p->bufs[buf];
+	return (char *)b->data + (size_t)(mb % b->slots) * (size_t)b->bytes;
+}
+void rt_program_free(struct rt_program *p);
+/* A readable listing of the program (buffers, chunks, comm ops, actions). */
+void rt_program_print(const struct rt_program *p, FILE *out);
+
+/* ---- the executor (runtime/exec.c) ------------------------------------------- */
+
+struct rt_exec;
+
+struct rt_exec_stats {
+	double compute_s, comm_s, wait_s; /* this rank, since the last reset */
+};
+
+/* The communicators of the program's groups: every rank of the world calls it
+ * (collective).  world is NULL for a one-rank program. */
+struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *err,
+			    size_t errlen);
+/* Runs the program's actions once: a training step over every micro-batch (inputs
+ * already in their slots), gradients summed over the micro-batches in the GRAD
+ * buffers, outputs summed in the OUTPUT buffers.  Then the gradients are summed over
+ * their groups.  0, or -1 with a message. */
+int rt_exec_step(struct rt_exec *x, char *err, size_t errlen);
+/* Sums n values over a group in place (every member calls it). */
+void rt_exec_sum(struct rt_exec *x, int group, double *v, int n);
+void rt_exec_sum_f32(struct rt_exec *x, int group, float *v, size_t n);
+struct rt_comm *rt_exec_group(struct rt_exec *x, int group); /* NULL: no communicator */
+void rt_exec_stats(const struct rt_exec *x, struct rt_exec_stats *s);
+void rt_exec_free(struct rt_exec *x);
+
+#endif
