@@ -154,6 +154,12 @@ static struct ir_graph *read_graph(const char *cmd, const char *path,
 			ir_graph_free(g);
 			g = NULL;
 		}
+		if (g && sl_settings_check_graph(g, stderr)) {
+			fprintf(stderr, "%s: error: the graph's train settings are refused (above)\n",
+				path);
+			ir_graph_free(g);
+			g = NULL;
+		}
 	} else {
 		g = sl_compile_source(text, len, path, over->n, over->v, stderr);
 	}
