@@ -327,9 +327,16 @@ static void test_deepseek_v3(void)
 	CHECK((p = param(g, "layers.10.attn.wq_b")) && SHAPE(p->out[0], 1536, 128 * 192));
 	CHECK((p = param(g, "layers.10.attn.wkv_a")) && SHAPE(p->out[0], 7168, 576));
 	CHECK((p = param(g, "embed.weight")) && SHAPE(p->out[0], 129280, 7168));
-	const struct ir_op *tk = first_op(g, IR_OP_TOPK, "layers.3.moe");
-	CHECK(tk && ir_op_int(tk, "k", 0) == 8 && ir_op_int(tk, "groups", 0) == 8 &&
-	      ir_op_int(tk, "node_limit", 0) == 4);
+	/* node-limited routing: a group's top 2, the 4 best groups, then the top 8 */
+	const struct ir_op *tk[3] = { NULL };
+	int ntk = 0;
+	for (int i = 0; i < g->n_ops && ntk < 3; i++)
+		if (g->ops[i]->kind == IR_OP_TOPK && !strcmp(g->ops[i]->scope, "layers.3.moe"))
+			tk[ntk++] = g->ops[i];
+	CHECK(ntk == 3 && ir_op_int(tk[0], "k", 0) == 2 && SHAPE(tk[0]->in[0], 4096 * 8, 32) &&
+	      ir_op_int(tk[1], "k", 0) == 4 && SHAPE(tk[1]->in[0], 4096, 8));
+	CHECK(ntk == 3 && ir_op_int(tk[2], "k", 0) == 8 && ir_op_int(tk[2], "groups", 0) == 8 &&
+	      ir_op_int(tk[2], "node_limit", 0) == 4);
 	CHECK(ir_graph_setting_num(g, "pp", 0) == 16 && ir_graph_setting_num(g, "ep", 0) == 64);
 	const struct ir_setting *st = ir_graph_setting(g, "schedule");
 	CHECK(st && st->is_str && !strcmp(st->str, "dualpipe"));
