@@ -13,8 +13,8 @@
  * is the layout ROPE takes.
  *
  * Simplifications, on purpose: no dropout, no biases except linear(bias: true);
- * group-limited routing (groups, node_limit) is recorded as attributes of TOPK for the
- * parallel passes, and the reference semantics of TOPK ignore it.
+ * group-limited routing (groups, node_limit) lowers to primitive ops (limit_groups) and
+ * is also recorded as attributes of the final TOPK for the parallel passes.
  */
 #include <math.h>
 #include <string.h>
@@ -496,6 +496,36 @@ static struct fe_val in_swiglu(struct fe *f, const struct fe_expr *call)
 	return tv(y);
 }
 
+/* Node-limited routing (DESIGN.md, "Parallel layout"): the E experts fall in G equal
+ * groups; each group scores the sum of its k / M highest values of sel (the biased
+ * affinities s + b); the M best groups of a token are kept, and the others' experts get
+ * sel - 1e30, below every kept one, so that the TOPK that follows chooses among the kept
+ * groups' experts only (k <= M E / G is checked).  Hugging Face's DeepSeek-V3 computes
+ * the same with n_group = G, topk_group = M (it sums a group's top 2: k / M for V3).
+ * sel carries no gradient; the result is [N, E]. */
+static struct ir_value *limit_groups(struct fe *f, struct ir_value *sel, int64_t N, int64_t E,
+				     int64_t G, int64_t M, int64_t k)
+{
+	int64_t per = E / G, kg = k / M;
+	struct ir_value *rows = reshape(f, sel, 2, (int64_t[]){ N * G, per });
+	struct ir_value *ti = fe_op1(f, IR_OP_TOPK, 1, &rows, IR_I32, ir_shape_of(2, N * G, kg));
+	ir_op_set_int(f->g, ti->def, "k", kg);
+	struct ir_value *in2[2] = { rows, ti };
+	struct ir_value *top = fe_op1(f, IR_OP_TAKE_ALONG, 2, in2, IR_F32, ir_shape_of(2, N * G, kg));
+	struct ir_value *score = reshape(f, fe_reduce(f, IR_OP_REDUCE_SUM, top, -1, 0), 2,
+					 (int64_t[]){ N, G });
+	struct ir_value *gi = fe_op1(f, IR_OP_TOPK, 1, &score, IR_I32, ir_shape_of(2, N, M));
+	ir_op_set_int(f->g, gi->def, "k", M);
+	struct ir_value *ones = fe_op1(f, IR_OP_CONST, 0, NULL, IR_F32, ir_shape_of(2, N, M));
+	ir_op_set_float(f->g, ones->def, "value", 1.0);
+	struct ir_value *pin[2] = { ones, gi };
+	struct ir_value *keep = fe_op1(f, IR_OP_PUT_ALONG, 2, pin, IR_F32, ir_shape_of(2, N, G));
+	/* 0 for a kept group, -1e30 for a dropped one: sel + 0 is sel exactly */
+	struct ir_value *pen = reshape(f, fe_scale(f, keep, 1e30, -1e30), 3, (int64_t[]){ N, G, 1 });
+	struct ir_value *sel3 = reshape(f, sel, 3, (int64_t[]){ N, G, per });
+	return reshape(f, fe_binary(f, IR_OP_ADD, sel3, pen, "'+'"), 2, (int64_t[]){ N, E });
+}
+
 /* DeepSeekMoE: shared experts plus routed experts chosen by top-k over affinities.
  *   s = sigmoid(x Wg) (or softmax); choice = topk(stop_grad(s) + bias) where the bias
  *   is a non-trainable parameter moved by the optimizer by gamma toward balance;
@@ -558,6 +588,16 @@ static struct fe_val in_moe(struct fe *f, const struct fe_expr *call)
 	if (node_limit > groups)
 		fe_error(f, A.e[11]->loc, NULL, "node_limit (%lld) must be at most groups (%lld)",
 			 (long long)node_limit, (long long)groups);
+	if (node_limit < groups && k % node_limit)
+		fe_error(f, A.e[11] ? A.e[11]->loc : A.e[2]->loc,
+			 "each kept group is scored by the sum of its top_k / node_limit highest "
+			 "affinities (DeepSeek-V3: 8 / 4 = 2)",
+			 "node_limit (%lld) must divide top_k (%lld)", (long long)node_limit,
+			 (long long)k);
+	if (node_limit < groups && k > node_limit * (E / groups))
+		fe_error(f, A.e[2]->loc, NULL,
+			 "top_k (%lld) must be at most the experts of node_limit groups (%lld x %lld)",
+			 (long long)k, (long long)node_limit, (long long)(E / groups));
 	if (E > INT32_MAX - 1)
 		fe_error(f, A.e[1]->loc, NULL, "too many experts");
 	const char *inst;
@@ -581,6 +621,9 @@ static struct fe_val in_moe(struct fe *f, const struct fe_expr *call)
 		ir_op_set_float(f->g, b->def, "gamma", gamma);
 		sel = fe_binary(f, IR_OP_ADD, fe_unary(f, IR_OP_STOP_GRAD, s), b, "'+'");
 	}
+	if (node_limit < groups)
+		sel = limit_groups(f, has_bias ? sel : fe_unary(f, IR_OP_STOP_GRAD, sel), N, E, groups,
+				   node_limit, k);
 	struct ir_value *idx = fe_op1(f, IR_OP_TOPK, 1, &sel, IR_I32, ir_shape_of(2, N, k));
 	ir_op_set_int(f->g, idx->def, "k", k);
 	if (groups > 1) {

@@ -1011,11 +1011,74 @@ static void eval_consts(struct fe *f)
 	}
 }
 
+/* The name of a train setting must be in the table (frontend/settings.c). */
+static void check_setting_name(struct fe *f, const char *name, struct fe_loc loc)
+{
+	char msg[256], hint[256];
+	if (sl_setting_check_name(name, msg, sizeof msg, hint, sizeof hint))
+		fe_error(f, loc, hint[0] ? hint : NULL, "%s", msg);
+}
+
+/* The value of a train setting must be of its kind and in its range; where is the
+ * value's location, o the --set that gave it (NULL: the train section). */
+static void check_setting_value(struct fe *f, const char *name, struct fe_loc where,
+				const struct sl_override *o, struct fe_val v)
+{
+	char msg[256], hint[256];
+	double num = v.k == V_INT ? (double)v.i : v.f;
+	if (!sl_setting_check(name, v.k == V_STR, num, v.s, msg, sizeof msg, hint, sizeof hint))
+		return;
+	if (o)
+		fe_error(f, where, hint[0] ? hint : NULL, "--set %s=%s: %s", o->name,
+			 o->value ? o->value : "", msg);
+	fe_error(f, where, hint[0] ? hint : NULL, "%s", msg);
+}
+
+/* The value of --set NAME=TEXT for the train setting name: its kind is the table's. */
+static struct fe_val override_setting(struct fe *f, const char *name, struct fe_loc loc,
+				      const struct sl_override *o)
+{
+	const struct sl_setting *st = sl_setting_find(name);
+	const char *text = o->value ? o->value : "";
+	struct fe_val v = { 0 };
+	double d;
+	int64_t i;
+	if (st->kind == SL_SETTING_CHOICE) {
+		v.k = V_STR;
+		v.s = ir_strdup(f->a, text);
+	} else if (parse_int(text, &i)) {
+		v = vint(i);
+	} else if (parse_num(text, &d)) {
+		v = vflt(f, d, loc);
+	} else {
+		fe_error(f, loc, NULL, "--set %s=%s: '%s' is %s, '%s' is not", o->name, text, name,
+			 st->kind == SL_SETTING_INT ? "an integer" : "a number", text);
+	}
+	return v;
+}
+
+static void define_setting(struct fe *f, const char *name, struct fe_loc loc, struct fe_val v,
+			   int shadowed)
+{
+	/* an integer setting written 2e3 is the integer 2000 */
+	const struct sl_setting *st = sl_setting_find(name);
+	if (st && st->kind == SL_SETTING_INT && v.k == V_FLOAT && fabs(v.f) < 9e15)
+		v = vint((int64_t)v.f);
+	if (!shadowed)
+		bind(f, &f->globals, ir_strdup(f->a, name), v, loc);
+	if (v.k == V_STR)
+		ir_graph_set(f->g, name, 0, v.s);
+	else
+		ir_graph_set(f->g, name, v.k == V_INT ? (double)v.i : v.f, NULL);
+}
+
 /* A setting's value: a number, a string, a bare name (kept as a string), or a call
- * such as adamw(lr = 3e-4), kept as the string "adamw" with sub-settings "NAME.lr". */
+ * such as adamw(lr = 3e-4), kept as the string "adamw" with sub-settings "NAME.lr".
+ * Every name and value is checked against the table of train settings. */
 static void eval_setting(struct fe *f, const char *name, struct fe_loc loc, const struct fe_expr *e,
 			 int depth)
 {
+	check_setting_name(f, name, loc);
 	struct fe_val v = { 0 };
 	if (e->kind == E_IDENT && !find_in(f->globals, e->name) && !find_in(f->frame, e->name)) {
 		v.k = V_STR;
@@ -1025,11 +1088,15 @@ static void eval_setting(struct fe *f, const char *name, struct fe_loc loc, cons
 			fe_error(f, e->loc, NULL, "settings nested too deeply");
 		v.k = V_STR;
 		v.s = e->name;
-		/* named arguments become NAME.ARG, positional ones NAME.0, NAME.1, ... */
+		/* named arguments become NAME.ARG */
 		for (int i = 0; i < e->nargs; i++) {
 			const struct fe_arg *a = &e->args[i];
-			const char *sub = a->name ? ir_sprintf(f->a, "%s.%s", name, a->name)
-						  : ir_sprintf(f->a, "%s.%d", name, i);
+			if (!a->name)
+				fe_error(f, a->e->loc,
+					 ir_sprintf(f->a, "write %s(NAME = VALUE), e.g. adamw(lr = 3e-4)",
+						    e->name),
+					 "name the arguments of a setting");
+			const char *sub = ir_sprintf(f->a, "%s.%s", name, a->name);
 			eval_setting(f, sub, a->name_loc, a->e, depth + 1);
 		}
 	} else {
@@ -1041,36 +1108,38 @@ static void eval_setting(struct fe *f, const char *name, struct fe_loc loc, cons
 			v = vint(v.i);
 	}
 	/* --set train.NAME=V sets the setting; --set NAME=V too, unless a constant has
-	 * the name (DESIGN's example has both a constant and a setting 'experts') */
+	 * the name */
 	struct fe_bind *c = find_in(f->globals, name);
 	int shadowed = c && c->is_const;
 	const struct sl_override *o = find_override(f, ir_sprintf(f->a, "train.%s", name));
 	if (!o && !shadowed)
 		o = find_override(f, name);
-	if (o) {
-		/* a numeric setting takes a number; a named one any text */
-		const char *text = o->value ? o->value : "";
-		double d;
-		int64_t i;
-		if (v.k == V_STR) {
-			v.s = ir_strdup(f->a, text);
-		} else if (parse_int(text, &i)) {
-			v = vint(i);
-		} else if (parse_num(text, &d)) {
-			v = vflt(f, d, loc);
-		} else {
-			fe_error(f, loc, NULL, "--set %s=%s: '%s' is a number, '%s' is not", o->name,
-				 text, name, text);
-		}
-	}
-	if (!shadowed)
-		bind(f, &f->globals, ir_strdup(f->a, name), v, loc);
-	if (v.k == V_STR)
-		ir_graph_set(f->g, name, 0, v.s);
-	else
-		ir_graph_set(f->g, name, v.k == V_INT ? (double)v.i : v.f, NULL);
+	if (o)
+		v = override_setting(f, name, loc, o);
+	check_setting_value(f, name, o ? loc : e->loc, o, v);
+	define_setting(f, name, loc, v, shadowed);
 }
 
+/* --set of a train setting that the train section does not give */
+static void eval_set_settings(struct fe *f)
+{
+	struct fe_loc loc = f->prog.train_loc.line ? f->prog.train_loc : f->prog.model_loc;
+	for (int i = 0; i < f->n_over; i++) {
+		const char *nm = f->over[i].name ? f->over[i].name : "";
+		int prefixed = !strncmp(nm, "train.", 6);
+		const char *name = prefixed ? nm + 6 : nm;
+		if (f->over_used[i] || !sl_setting_find(name))
+			continue;
+		struct fe_bind *c = find_in(f->globals, name);
+		int shadowed = c && c->is_const;
+		if (shadowed && !prefixed)
+			continue;
+		const struct sl_override *o = find_override(f, nm);
+		struct fe_val v = override_setting(f, name, loc, o);
+		check_setting_value(f, name, loc, o, v);
+		define_setting(f, name, loc, v, shadowed);
+	}
+}
 
 void fe_lower(struct fe *f)
 {
@@ -1079,12 +1148,17 @@ void fe_lower(struct fe *f)
 	eval_consts(f);
 	for (struct fe_setting *s = f->prog.settings; s; s = s->next)
 		eval_setting(f, s->name, s->loc, s->e, 0);
+	eval_set_settings(f);
 	for (int i = 0; i < f->n_over; i++)
 		if (!f->over_used[i]) {
 			const char *cand[256];
 			int n = 0;
-			for (struct fe_bind *b = f->globals; b && n < 256; b = b->next)
+			for (struct fe_bind *b = f->globals; b && n < 200; b = b->next)
 				cand[n++] = b->name;
+			int nt;
+			const struct sl_setting *t = sl_settings(&nt);
+			for (int k = 0; k < nt && n < 256; k++)
+				cand[n++] = t[k].name;
 			const char *nm = f->over[i].name ? f->over[i].name : "";
 			const char *c = fe_closest(nm, cand, n);
 			fe_error(f, f->prog.model_loc,

@@ -31,10 +31,12 @@ graph(tokens: i32[batch, seq], targets: i32[batch, seq]) {
   loss += mtp_weight * mtp(x, tokens, targets, block: layer, depth: 1)
 }
 
-# The pre-training recipe of the technical report; batch is the micro-batch.
+# The pre-training recipe of the technical report; batch is the micro-batch.  The
+# layout: 16-way pipeline under DualPipe, 64-way expert parallelism, ZeRO-1; on 2048
+# GPUs (dp = 128) a step of 15360 sequences is 120 micro-batches a rank.
 train {
-  batch = 1, seq = 4096, global_batch = 15360, steps = 2000
+  batch = 1, seq = 4096, global_batch = 15360, microbatches = 120, steps = 2000
   optimizer = adamw(beta1 = 0.9, beta2 = 0.95), lr = 2.2e-4, warmup = 2000, wd = 0.1
   clip = 1.0, precision = fp8
-  pipeline = dualpipe(stages = 16), experts = parallel(ranks = 64), data = parallel(ranks = 1)
+  pp = 16, schedule = dualpipe, ep = 64, zero = 1
 }

@@ -27,7 +27,11 @@
  * backward are read where the forward computed them: no recomputation, that is the
  * recompute pass's choice), the other outputs, stage assignments (-1 on new ops).
  *
- * Refused with a message: a graph without "loss", a graph already differentiated, an
+ * A graph that has its backward already (read back from `sluice ir --after autodiff`:
+ * ops in phase BWD_B/BWD_W and every "grad.P" output) is left as is; one with backward
+ * ops but a "grad.P" missing is refused.
+ *
+ * Refused with a message: a graph without "loss", a partial backward, an
  * op on the path from a parameter to the loss that has no gradient rule (the backward
  * helpers themselves, communication and FP8 ops, which passes after this one place).
  */
@@ -550,6 +554,46 @@ static void mark_values(struct ad *a, int n_fwd)
 
 /* --- the pass -------------------------------------------------------------------------------- */
 
+static int has_output(const struct ir_graph *g, const char *name)
+{
+	for (int k = 0; k < g->n_outputs; k++)
+		if (!strcmp(g->output_names[k], name))
+			return 1;
+	return 0;
+}
+
+/* A graph read back from textual IR after this pass has its backward: then the pass
+ * leaves it as is, so that every pass can run again on what `sluice ir --after` printed.
+ * It has one when an op is in a phase after the forward; that backward is whole when every
+ * trainable parameter has its "grad.P" output.  Returns 0 (no backward), 1 (a whole
+ * one) or -1 (a partial one: refused with a message). */
+static int already_differentiated(const struct ir_graph *g, FILE *err)
+{
+	const struct ir_op *bwd = NULL;
+	for (int i = 0; i < g->n_ops && !bwd; i++)
+		if (g->ops[i]->phase != IR_PHASE_FWD)
+			bwd = g->ops[i];
+	if (!bwd)
+		return 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->kind != IR_OP_PARAM || ir_op_int(op, "trainable", 1) == 0)
+			continue;
+		char name[1024];
+		if (op->path)
+			snprintf(name, sizeof name, "grad.%s", op->path);
+		else
+			snprintf(name, sizeof name, "grad.%%%d", op->out[0]->id);
+		if (!has_output(g, name)) {
+			fprintf(err, "error: autodiff: the graph has backward ops (op %d is in "
+				     "phase %s) but no output '%s': a partial backward\n",
+				bwd->id, ir_phase_name(bwd->phase), name);
+			return -1;
+		}
+	}
+	return 1;
+}
+
 int pass_autodiff(struct ir_graph *g, FILE *err)
 {
 	struct ir_value *loss = ir_graph_output(g, "loss");
@@ -562,13 +606,9 @@ int pass_autodiff(struct ir_graph *g, FILE *err)
 			ir_dtype_name(loss->dtype));
 		return 1;
 	}
-	for (int i = 0; i < g->n_ops; i++)
-		if (g->ops[i]->phase != IR_PHASE_FWD) {
-			fprintf(err, "error: autodiff: the graph already has a backward "
-				     "(op %d is in phase %s)\n",
-				g->ops[i]->id, ir_phase_name(g->ops[i]->phase));
-			return 1;
-		}
+	int done = already_differentiated(g, err);
+	if (done)
+		return done < 0 ? 1 : 0;
 
 	struct ad a = { .g = g, .err = err, .nv = g->n_values };
 	a.grad = rt_calloc((size_t)a.nv, sizeof *a.grad);

@@ -309,10 +309,12 @@ int cmd_check(int argc, char **argv)
 		args_overrides_free(&o.over);
 		return rc;
 	}
-	struct ir_graph *g = sl_compile_file(o.file, o.over.n, o.over.v, stderr);
+	/* a model, or textual IR at any stage (what 'sluice ir' prints) */
+	int status = EXIT_INPUT;
+	struct ir_graph *g = cmd_ir_read("check", o.file, &o.over, &status);
 	if (!g) {
 		args_overrides_free(&o.over);
-		return EXIT_INPUT;
+		return status;
 	}
 	struct pass_account acct;
 	struct check_extra x = { 0 };

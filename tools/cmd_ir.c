@@ -134,9 +134,8 @@ int cmd_ir_check_pass(const char *cmd, const char *after)
 	return EXIT_USAGE;
 }
 
-/* the graph of FILE as read: compiled (.sl) or parsed (textual IR) */
-static struct ir_graph *read_graph(const char *cmd, const char *path,
-				   const struct args_overrides *over, int *status)
+struct ir_graph *cmd_ir_read(const char *cmd, const char *path,
+			     const struct args_overrides *over, int *status)
 {
 	*status = EXIT_INPUT;
 	if (ends_with(path, ".sl"))
@@ -154,6 +153,12 @@ static struct ir_graph *read_graph(const char *cmd, const char *path,
 			ir_graph_free(g);
 			g = NULL;
 		}
+		if (g && sl_settings_check_graph(g, stderr)) {
+			fprintf(stderr, "%s: error: the graph's train settings are refused (above)\n",
+				path);
+			ir_graph_free(g);
+			g = NULL;
+		}
 	} else {
 		g = sl_compile_source(text, len, path, over->n, over->v, stderr);
 	}
@@ -164,7 +169,7 @@ static struct ir_graph *read_graph(const char *cmd, const char *path,
 struct ir_graph *cmd_ir_load(const char *cmd, const char *path, const char *after,
 			     const struct args_overrides *over, int *status)
 {
-	struct ir_graph *g = read_graph(cmd, path, over, status);
+	struct ir_graph *g = cmd_ir_read(cmd, path, over, status);
 	if (!g)
 		return NULL;
 	if (pass_pipeline_run(g, after, stderr)) {

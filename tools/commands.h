@@ -18,6 +18,10 @@ int cmd_data(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
+/* The graph of FILE as read, no pass run: a model (.sl) compiled, or textual IR parsed
+ * (its --set overrides and train settings checked).  NULL with *status set on failure. */
+struct ir_graph *cmd_ir_read(const char *cmd, const char *path,
+			     const struct args_overrides *over, int *status);
 /* Shared by the commands that read a model (tools/cmd_ir.c): load FILE, a model (.sl)
  * or textual IR, and run the pass pipeline up to `after` (NULL: all).  On failure
  * returns NULL with *status set to the exit status and the message printed. */

@@ -231,27 +231,39 @@ static void run_generated(void)
 
 static void run_good_overrides(void)
 {
-	/* the positive side of --set: a constant, a train setting, and train.NAME */
+	/* the positive side of --set: a constant, a train setting, train.NAME where a
+	 * constant has the name, and train settings that the train section does not give */
 	static const char src[] =
-		"model m\nconst experts = 4\n"
-		"graph(tokens: i32[batch, 8], targets: i32[batch, 8]) {\n"
+		"model m\nconst seq = 4\n"
+		"graph(tokens: i32[batch, seq], targets: i32[batch, seq]) {\n"
 		"  x = embed(tokens, 16, 8)\n"
 		"  loss = cross_entropy(linear(x, 16, name: head), targets)\n"
-		"}\ntrain { batch = 2, experts = parallel(ranks = 2), lr = 1e-3 }\n";
-	struct sl_override o[3] = { { "batch", "5" }, { "train.experts", "none" }, { "experts", "9" } };
+		"}\ntrain { batch = 2, seq = 64, lr = 1e-3, optimizer = adamw(beta1 = 0.8) }\n";
+	struct sl_override o[6] = { { "batch", "5" }, { "train.seq", "32" }, { "seq", "8" },
+				    { "precision", "bf16" }, { "train.schedule", "zb1p" },
+				    { "optimizer.beta1", "0.7" } };
 	char *out = NULL;
 	size_t n = 0;
 	FILE *err = open_memstream(&out, &n);
-	struct ir_graph *g = sl_compile_source(src, sizeof src - 1, "ok.sl", 3, o, err);
+	struct ir_graph *g = sl_compile_source(src, sizeof src - 1, "ok.sl", 6, o, err);
 	fclose(err);
 	CHECKF(g != NULL, "overrides fail:\n%s", out);
 	if (g) {
-		const struct ir_setting *e = ir_graph_setting(g, "experts");
-		CHECK(e && e->is_str && !strcmp(e->str, "none"));
+		const struct ir_setting *e = ir_graph_setting(g, "precision");
+		CHECK(e && e->is_str && !strcmp(e->str, "bf16"));
+		e = ir_graph_setting(g, "schedule");
+		CHECK(e && e->is_str && !strcmp(e->str, "zb1p"));
 		CHECK(ir_graph_setting_num(g, "batch", 0) == 5);
-		CHECK(ir_graph_setting_num(g, "experts.ranks", 0) == 2);
+		CHECK(ir_graph_setting_num(g, "seq", 0) == 32);
+		CHECK(ir_graph_setting_num(g, "optimizer.beta1", 0) == 0.7);
 		CHECK(ir_graph_setting_num(g, "lr", 0) == 1e-3);
-		CHECK(g->ops[0]->kind == IR_OP_INPUT && g->ops[0]->out[0]->shape.dim[0] == 5);
+		CHECK(g->ops[0]->kind == IR_OP_INPUT && g->ops[0]->out[0]->shape.dim[0] == 5 &&
+		      g->ops[0]->out[0]->shape.dim[1] == 8);
+		CHECK(sl_settings_check_graph(g, NULL) == 0);
+		/* a graph's settings are checked without a location too */
+		ir_graph_set(g, "pipeline", 0, "dualpipe");
+		ir_graph_set(g, "ema", 1.0, NULL);
+		CHECK(sl_settings_check_graph(g, NULL) == 2);
 	}
 	ir_graph_free(g);
 	free(out);

@@ -130,28 +130,31 @@ static void test_eval(void)
 		 "block twice(v: int = 1) { return 2 * v }\n"
 		 "%s"
 		 "train {\n"
-		 "  a = 1 + 2 * 3 ** 2, b = -2 ** 2, c = 7 / 2, d = -7 %% 3, e = n > 3 ? 10 : 20\n"
-		 "  f = on && !(n == 7) || n != 7, g = 2 ** -1, h = x * 2, i = (1 + 2) * 3\n"
-		 "  j = min(n, 3), k = max(x, 3), l = 2 ** 62, name = \"s\", opt = adamw(lr = 0.5, 3)\n"
-		 "  sym = fp8, flag = on\n"
+		 "  steps = 1 + 2 * 3 ** 2, seed = -2 ** 2 + 10, batch = 7 / 2, warmup = -7 %% 3 + 1\n"
+		 "  seq = n > 3 ? 10 : 20, zero = on && !(n == 7) || n != 7, fim = 2 ** -1\n"
+		 "  lr = x * 2, microbatches = (1 + 2) * 3, pp = min(n, 3), wd = max(x, 3)\n"
+		 "  global_batch = 2 ** 62, precision = \"bf16\", optimizer = adamw(lr = 0.5, eps = 3)\n"
+		 "  schedule = dualpipe, ep = on, min_lr = 2e-1, val_batches = 2e3\n"
 		 "}\n", tail);
 	struct ir_graph *g = compile_str(src, 0, NULL);
 	if (!g)
 		return;
 	struct { const char *k; double v; } want[] = {
-		{ "a", 19 }, { "b", -4 }, { "c", 3 }, { "d", -1 }, { "e", 10 }, { "f", 0 },
-		{ "g", 0.5 }, { "h", 5 }, { "i", 9 }, { "j", 3 }, { "k", 3 }, { "l", 4611686018427387904.0 },
-		{ "opt.lr", 0.5 }, { "opt.1", 3 }, { "flag", 1 },
+		{ "steps", 19 }, { "seed", 6 }, { "batch", 3 }, { "warmup", 0 }, { "seq", 10 },
+		{ "zero", 0 }, { "fim", 0.5 }, { "lr", 5 }, { "microbatches", 9 }, { "pp", 3 },
+		{ "wd", 3 }, { "global_batch", 4611686018427387904.0 }, { "optimizer.lr", 0.5 },
+		{ "optimizer.eps", 3 }, { "ep", 1 }, { "min_lr", 0.2 }, { "val_batches", 2000 },
 	};
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
 		CHECKF(ir_graph_setting_num(g, want[i].k, -99) == want[i].v, "%s = %g, want %g",
 		       want[i].k, ir_graph_setting_num(g, want[i].k, -99), want[i].v);
-	const struct ir_setting *s = ir_graph_setting(g, "name");
-	CHECK(s && s->is_str && !strcmp(s->str, "s"));
-	s = ir_graph_setting(g, "sym");
-	CHECK(s && s->is_str && !strcmp(s->str, "fp8"));
-	s = ir_graph_setting(g, "opt");
+	const struct ir_setting *s = ir_graph_setting(g, "precision");
+	CHECK(s && s->is_str && !strcmp(s->str, "bf16"));
+	s = ir_graph_setting(g, "schedule");
+	CHECK(s && s->is_str && !strcmp(s->str, "dualpipe"));
+	s = ir_graph_setting(g, "optimizer");
 	CHECK(s && s->is_str && !strcmp(s->str, "adamw"));
+	CHECK(sl_settings_check_graph(g, stderr) == 0);
 	ir_graph_free(g);
 }
 
@@ -324,10 +327,21 @@ static void test_deepseek_v3(void)
 	CHECK((p = param(g, "layers.10.attn.wq_b")) && SHAPE(p->out[0], 1536, 128 * 192));
 	CHECK((p = param(g, "layers.10.attn.wkv_a")) && SHAPE(p->out[0], 7168, 576));
 	CHECK((p = param(g, "embed.weight")) && SHAPE(p->out[0], 129280, 7168));
-	const struct ir_op *tk = first_op(g, IR_OP_TOPK, "layers.3.moe");
-	CHECK(tk && ir_op_int(tk, "k", 0) == 8 && ir_op_int(tk, "groups", 0) == 8 &&
-	      ir_op_int(tk, "node_limit", 0) == 4);
-	CHECK(ir_graph_setting(g, "pipeline") && ir_graph_setting_num(g, "pipeline.stages", 0) == 16);
+	/* node-limited routing: a group's top 2, the 4 best groups, then the top 8 */
+	const struct ir_op *tk[3] = { NULL };
+	int ntk = 0;
+	for (int i = 0; i < g->n_ops && ntk < 3; i++)
+		if (g->ops[i]->kind == IR_OP_TOPK && !strcmp(g->ops[i]->scope, "layers.3.moe"))
+			tk[ntk++] = g->ops[i];
+	CHECK(ntk == 3 && ir_op_int(tk[0], "k", 0) == 2 && SHAPE(tk[0]->in[0], 4096 * 8, 32) &&
+	      ir_op_int(tk[1], "k", 0) == 4 && SHAPE(tk[1]->in[0], 4096, 8));
+	CHECK(ntk == 3 && ir_op_int(tk[2], "k", 0) == 8 && ir_op_int(tk[2], "groups", 0) == 8 &&
+	      ir_op_int(tk[2], "node_limit", 0) == 4);
+	CHECK(ir_graph_setting_num(g, "pp", 0) == 16 && ir_graph_setting_num(g, "ep", 0) == 64);
+	const struct ir_setting *st = ir_graph_setting(g, "schedule");
+	CHECK(st && st->is_str && !strcmp(st->str, "dualpipe"));
+	st = ir_graph_setting(g, "precision");
+	CHECK(st && st->is_str && !strcmp(st->str, "fp8"));
 	ir_graph_free(g);
 }
 
@@ -383,7 +397,7 @@ static void test_design_example(void)
 		"  loss += 0.3 * mtp(x, tokens, targets, depth: 1)\n"
 		"}\n"
 		"train { batch: 4, steps: 2000, optimizer: adamw(lr: 3e-4, wd: 0.1), warmup: 100,\n"
-		"        precision: bf16, pipeline: dualpipe(stages: 4), experts: parallel(4) }\n";
+		"        precision: bf16, pp: 4, schedule: dualpipe, ep: 4 }\n";
 	struct ir_graph *g = compile_str(src, 0, NULL);
 	if (!g)
 		return;
@@ -392,10 +406,10 @@ static void test_design_example(void)
 	CHECK(param(g, "mtp.0.hnorm.weight") && param(g, "mtp.0.enorm.weight") &&
 	      param(g, "mtp.0.norm.weight") && param(g, "mtp.0.norm_1.weight") &&
 	      param(g, "mtp.0.out_norm.weight") && param(g, "mtp.0.moe.gate.bias"));
-	CHECK(ir_graph_setting_num(g, "experts.0", 0) == 4);
+	CHECK(ir_graph_setting_num(g, "ep", 0) == 4 && ir_graph_setting_num(g, "pp", 0) == 4);
 	CHECK(ir_graph_setting_num(g, "optimizer.lr", 0) == 3e-4);
-	const struct ir_setting *e = ir_graph_setting(g, "experts");
-	CHECK(e && e->is_str && !strcmp(e->str, "parallel"));
+	const struct ir_setting *e = ir_graph_setting(g, "schedule");
+	CHECK(e && e->is_str && !strcmp(e->str, "dualpipe"));
 	CHECK(ir_verify(g, stderr) == 0);
 	ir_graph_free(g);
 }

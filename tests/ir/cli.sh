@@ -43,8 +43,24 @@ cp "$tmp/out" "$tmp/b.ir"
 has "$tmp/b.ir" " bwd_w "
 expect 0 "$sluice" ir "$tmp/b.ir" --after verify
 cmp -s "$tmp/b.ir" "$tmp/out" || { echo "FAIL: ir round trip after autodiff" >&2; fail=1; }
-# autodiff refuses a graph already differentiated: an error in the input, exit 1
-expect 1 "$sluice" ir "$tmp/b.ir"
+# autodiff leaves a graph already differentiated as is: 'sluice ir' reads back its own
+# output at every stage, and 'sluice check' takes it
+cp "$tmp/b.ir" "$tmp/c.ir"
+expect 0 "$sluice" ir "$tmp/c.ir"
+cmp -s "$tmp/b.ir" "$tmp/out" || { echo "FAIL: ir of the differentiated graph differs" >&2; fail=1; }
+expect 0 "$sluice" check "$tmp/c.ir"
+has "$tmp/out" "parameters"
+expect 0 "$sluice" check "$tmp/a.ir"
+# ... but a backward without all its gradient outputs is refused
+grep -v '^output grad\.' "$tmp/b.ir" >"$tmp/partial.ir"
+expect 1 "$sluice" ir "$tmp/partial.ir"
+has "$tmp/err" "a partial backward"
+# a graph's train settings are checked as a model's are
+sed 's/^train lr = .*/train lr = -1/' "$tmp/a.ir" >"$tmp/badset.ir"
+if grep -q '^train lr = -1' "$tmp/badset.ir"; then
+	expect 1 "$sluice" ir "$tmp/badset.ir"
+	has "$tmp/err" "'lr' is a number > 0, not -1"
+fi
 
 # --set on textual IR changes train settings only
 setting=$(sed -n 's/^train \([A-Za-z_.]*\) = [0-9].*/\1/p' "$tmp/a.ir" | head -1)

@@ -1,5 +1,6 @@
 /* test_models.c - whole training graphs (forward + backward as pass_autodiff makes
- * them) of the tiny models in models/, made smaller with --set overrides, run on the
+ * them) of the tiny models in models/, made smaller with --set overrides, and of a MoE
+ * layer with node-limited routing, run on the
  * LLVM backend and on the reference executor with the same random parameters and
  * tokens: the loss and every parameter gradient must agree to a normalised error
  * sum|a-b|/sum|b| below 1e-5 (the bound of test_ops.c and its reasoning: f32
@@ -19,11 +20,15 @@ static double frand(double lo, double hi)
 	return lo + (hi - lo) * (rand() / (double)RAND_MAX);
 }
 
-static void model(const char *path, int n_over, const struct sl_override *over, int64_t vocab)
+static void model_graph(const char *path, struct ir_graph *g, int64_t vocab)
 {
-	struct ir_graph *g = sl_compile_file(path, n_over, over, stderr);
 	REQUIRE(g);
 	REQUIRE(pass_autodiff(g, stderr) == 0);
+	/* the routing choices as outputs, so that both executors keep them */
+	for (int i = 0, n = g->n_ops; i < n; i++)
+		if (g->ops[i]->kind == IR_OP_TOPK)
+			ir_graph_add_output(g, ir_sprintf(g->arena, "choice.%d", g->ops[i]->id),
+					    g->ops[i]->out[0]);
 	struct cg_exec *ref = cg_backend_ref.compile(g, stderr);
 	struct cg_exec *jit = cg_backend_llvm.compile(g, stderr);
 	REQUIRE(ref && jit);
@@ -77,10 +82,25 @@ static void model(const char *path, int n_over, const struct sl_override *over, 
 		}
 		compared++;
 	}
+	/* the routing choices themselves */
+	int choices = 0;
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_value *v = g->ops[i]->out[0];
+		if (g->ops[i]->kind != IR_OP_TOPK || v->dtype != IR_I32)
+			continue;
+		const int32_t *a = cg_backend_llvm.tensor(jit, v->id);
+		const int32_t *b = cg_backend_ref.tensor(ref, v->id);
+		CHECKF(a && b, "%s: topk op %d not kept", path, g->ops[i]->id);
+		if (!a || !b)
+			continue;
+		choices++;
+		CHECKF(!memcmp(a, b, (size_t)ir_shape_numel(&v->shape) * sizeof *a),
+		       "%s: topk op %d chooses differently", path, g->ops[i]->id);
+	}
 	const struct ir_value *loss = ir_graph_output(g, "loss");
 	REQUIRE(loss);
-	printf("%s: %d ops, %d outputs compared, loss %.6f (reference %.6f), worst %s %.3g\n",
-	       path, g->n_ops, compared, *(float *)cg_backend_llvm.tensor(jit, loss->id),
+	printf("%s: %d ops, %d outputs and %d topk choices compared, loss %.6f (reference %.6f), worst %s %.3g\n",
+	       path, g->n_ops, compared, choices, *(float *)cg_backend_llvm.tensor(jit, loss->id),
 	       *(float *)cg_backend_ref.tensor(ref, loss->id), worst_name, worst);
 	for (int i = 0; i < g->n_ops; i++)
 		free(bufs[i]);
@@ -89,6 +109,22 @@ static void model(const char *path, int n_over, const struct sl_override *over, 
 	cg_backend_ref.free(ref);
 	ir_graph_free(g);
 }
+
+static void model(const char *path, int n_over, const struct sl_override *over, int64_t vocab)
+{
+	model_graph(path, sl_compile_file(path, n_over, over, stderr), vocab);
+}
+
+/* node-limited routing (groups, node_limit): the routing ops the limit adds */
+static const char grouped_moe[] =
+	"model grouped_moe\n"
+	"const vocab = 64, dim = 32\n"
+	"graph(tokens: i32[2, 8], targets: i32[2, 8]) {\n"
+	"  x = embed(tokens, vocab, dim)\n"
+	"  x = x + moe(rmsnorm(x), experts: 16, top_k: 4, hidden: 16, shared: 1, groups: 4,\n"
+	"              node_limit: 2, alpha: 0.001)\n"
+	"  loss = cross_entropy(linear(rmsnorm(x, name: final_norm), vocab, name: head), targets)\n"
+	"}\n";
 
 int main(void)
 {
@@ -103,5 +139,7 @@ int main(void)
 	};
 	model("models/tiny_gpt.sl", (int)(sizeof gpt / sizeof *gpt), gpt, 64);
 	model("models/tiny_moe.sl", (int)(sizeof moe / sizeof *moe), moe, 64);
+	model_graph("grouped_moe.sl", sl_compile_source(grouped_moe, sizeof grouped_moe - 1,
+							"grouped_moe.sl", 0, NULL, stderr), 64);
 	return CHECK_DONE();
 }

@@ -485,7 +485,14 @@ static void test_no_gradient(void)
 	g = ir_graph_new("twice");
 	ir_graph_add_output(g, "loss", t_weighted_sum(g, t_param(g, "p", SH(2))));
 	CHECK(pass_autodiff(g, devnull) == 0);
+	/* a graph that has its backward is left as is (read back from textual IR) ... */
+	int n_ops = g->n_ops, n_outputs = g->n_outputs;
+	CHECK(pass_autodiff(g, devnull) == 0 && g->n_ops == n_ops && g->n_outputs == n_outputs);
+	/* ... but one whose backward lacks a parameter's gradient output is refused */
+	CHECK(n_outputs == 2 && !strcmp(g->output_names[1], "grad.p"));
+	g->n_outputs = 1;
 	CHECK(pass_autodiff(g, devnull) != 0);
+	g->n_outputs = n_outputs;
 	ir_graph_free(g);
 	fclose(devnull);
 }

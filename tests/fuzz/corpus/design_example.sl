@@ -18,4 +18,4 @@ graph(tokens: i32[batch, seq], targets: i32[batch, seq]) {
 }
 
 train { batch: 16, steps: 2000, optimizer: adamw(lr: 3e-4, wd: 0.1), warmup: 100,
-        precision: bf16, pipeline: dualpipe(stages: 4), experts: parallel(4) }
+        precision: bf16, pp: 4, schedule: dualpipe, ep: 4 }

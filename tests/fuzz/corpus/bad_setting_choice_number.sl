@@ -1,0 +1,5 @@
+# expect: 5:21: 'precision' is fp32, bf16 or fp8, not a number (16)
+model m
+graph(tokens: i32[2, 16], targets: i32[2, 16]) {
+}
+train { precision = 16 }

@@ -1,0 +1,5 @@
+# expect: 5:9: write pp = STAGES and schedule =
+model m
+graph(tokens: i32[2, 16], targets: i32[2, 16]) {
+}
+train { pipeline = dualpipe(stages = 4) }
