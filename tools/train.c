@@ -130,15 +130,17 @@ static struct ir_graph *compile_model(const struct train_opts *o)
 	struct ir_graph *g = ir_parse(text, len, o->model, stderr);
 	free(text);
 	for (int i = 0; g && i < o->over.n; i++) {
+		/* a number, else a word (schedule=1f1b, precision=fp32) */
 		char *end;
 		double v = strtod(o->over.v[i].value, &end);
-		if (*end) {
-			fprintf(stderr, "sluice train: --set %s=%s: a textual IR model takes numeric "
-				"train settings only\n", o->over.v[i].name, o->over.v[i].value);
-			ir_graph_free(g);
-			return NULL;
-		}
-		ir_graph_set(g, o->over.v[i].name, v, NULL);
+		if (*end || !*o->over.v[i].value)
+			ir_graph_set(g, o->over.v[i].name, 0, o->over.v[i].value);
+		else
+			ir_graph_set(g, o->over.v[i].name, v, NULL);
+	}
+	if (g && sl_settings_check_graph(g, stderr)) {
+		ir_graph_free(g);
+		return NULL;
 	}
 	return g;
 }

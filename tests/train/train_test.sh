@@ -219,7 +219,7 @@ expect 2 "--steps" "$SLUICE" train "$MODEL" --steps x
 expect 0 "" "$SLUICE" train --help
 expect 1 "missing.sl" "$SLUICE" train missing.sl
 expect 1 "GiB for its weights, gradients, AdamW moments and activations; this machine has" \
-	"$SLUICE" train "$ROOT/models/deepseek_v3.sl" --steps 1 --quiet --set precision=fp32
+	"$SLUICE" train "$ROOT/models/deepseek_v3.sl" --steps 1 --quiet --set precision=fp32 --set pp=1 --set ep=1 --set schedule=1f1b --set zero=0 --set microbatches=1
 
 # --- the default data: prepared on first use, then reused --------------------------------
 mkdir -p fortunes
