@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "codegen/program.h"
 #include "commands.h"
+#include "train.h"
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 
@@ -31,6 +33,11 @@ static void usage(FILE *f)
 		"\n"
 		"  --set NAME=VALUE   override a constant or a train setting (repeatable; for\n"
 		"                     textual IR, train settings only)\n"
+		"  --rank R           print the compiled program of rank R instead (after all\n"
+		"                     the passes): its buffers, chunks, communication ops,\n"
+		"                     actions and parameters for the layout of the settings\n"
+		"                     (pp, microbatches, schedule) on --ranks N ranks\n"
+		"  --ranks N          the ranks of the job (default: pp)\n"
 		"  -o OUT             write to OUT instead of standard output\n"
 		"  -h, --help         this help\n");
 }
@@ -229,9 +236,59 @@ int cmd_ir_take_option(int argc, char **argv, int *i, const char *cmd,
 	return r < 0 ? -1 : r;
 }
 
+static int write_program(FILE *f, const void *p)
+{
+	rt_program_print(p, f);
+	return ferror(f) != 0;
+}
+
+static int parse_nonneg(const char *opt, const char *s, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || v < 0 || v > 1000000) {
+		fprintf(stderr, "sluice ir: %s takes a non-negative integer, got '%s'\n", opt, s);
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+/* The program of one rank: the graph after every pass, cut by the layout. */
+static int print_rank_program(const char *file, struct ir_graph *g, int rank, int ranks,
+			      const char *outp)
+{
+	struct cg_layout l;
+	if (ranks <= 0) {
+		double pp = ir_graph_setting_num(g, "pp", 1);
+		ranks = pp >= 1 && pp < 65 ? (int)pp : 1;
+	}
+	if (train_layout(file, g, ranks, &l))
+		return EXIT_INPUT;
+	if (rank >= ranks) {
+		fprintf(stderr, "sluice ir: --rank %d: the job has %d ranks\n", rank, ranks);
+		return EXIT_USAGE;
+	}
+	if (cg_assign_stages(g, &l, stderr))
+		return EXIT_INPUT;
+	struct rt_program *p = cg_program_build(g, &l, rank, NULL, stderr);
+	if (!p)
+		return EXIT_INPUT;
+	int status = EXIT_OK;
+	if (outp) {
+		status = cmd_ir_write_atomic("ir", outp, write_program, p);
+	} else {
+		rt_program_print(p, stdout);
+		if (fflush(stdout))
+			status = EXIT_INPUT;
+	}
+	rt_program_free(p);
+	return status;
+}
+
 int cmd_ir(int argc, char **argv)
 {
-	const char *file = NULL, *after = NULL, *outp = NULL;
+	const char *file = NULL, *after = NULL, *outp = NULL, *rank_s = NULL, *ranks_s = NULL;
 	struct args_overrides over = { 0 };
 	int status = -1;
 	for (int i = 1; i < argc && status < 0;) {
@@ -241,7 +298,9 @@ int cmd_ir(int argc, char **argv)
 			usage(stdout);
 			args_overrides_free(&over);
 			return EXIT_OK;
-		} else if ((r = cmd_ir_take_option(argc, argv, &i, "ir", &over, &after, &outp)) != 0) {
+		} else if ((r = cmd_ir_take_option(argc, argv, &i, "ir", &over, &after, &outp)) != 0 ||
+			   (r = args_take_value(argc, argv, &i, "--rank", &rank_s, "ir")) != 0 ||
+			   (r = args_take_value(argc, argv, &i, "--ranks", &ranks_s, "ir")) != 0) {
 			if (r < 0)
 				status = EXIT_USAGE;
 		} else if (a[0] == '-' && a[1]) {
@@ -261,11 +320,23 @@ int cmd_ir(int argc, char **argv)
 		usage(stderr);
 		status = EXIT_USAGE;
 	}
+	int rank = -1, ranks = 0;
+	if (status < 0 && ((rank_s && parse_nonneg("--rank", rank_s, &rank)) ||
+			   (ranks_s && parse_nonneg("--ranks", ranks_s, &ranks))))
+		status = EXIT_USAGE;
+	if (status < 0 && rank >= 0 && after) {
+		fprintf(stderr, "sluice ir: --rank prints the program after every pass; drop "
+			"--after\n");
+		status = EXIT_USAGE;
+	}
 	if (status < 0)
 		status = cmd_ir_check_pass("ir", after);
 	if (status == EXIT_OK) {
 		struct ir_graph *g = cmd_ir_load("ir", file, after, &over, &status);
-		if (g) {
+		if (g && rank >= 0) {
+			status = print_rank_program(file, g, rank, ranks, outp);
+			ir_graph_free(g);
+		} else if (g) {
 			if (outp) {
 				status = cmd_ir_write_atomic("ir", outp, write_ir, g);
 			} else {

@@ -223,44 +223,43 @@ static int check_memory(const struct train_opts *o, const struct ir_graph *g, in
 
 /* The layout from the settings and the number of ranks; -1 with a message when it is
  * impossible or asks for what is not built yet. */
-static int read_layout(const struct train_opts *o, const struct ir_graph *g, int world,
-		       struct cg_layout *l)
+int train_layout(const char *model, const struct ir_graph *g, int world, struct cg_layout *l)
 {
 	double pp = SETTING(g, 1, "pp"), ep = SETTING(g, 1, "ep"),
 	       mb = SETTING(g, 1, "microbatches"), zero = SETTING(g, 0, "zero");
 	const char *sched = setting_str(g, "schedule", "1f1b");
 	if (pp < 1 || pp != floor(pp) || ep < 1 || ep != floor(ep) || mb < 1 || mb != floor(mb)) {
 		fprintf(stderr, "sluice train: %s: pp, ep and microbatches must be positive "
-			"integers\n", o->model);
+			"integers\n", model);
 		return -1;
 	}
 	*l = (struct cg_layout){ .pp = (int)pp, .ep = (int)ep, .microbatches = (int)mb,
 				 .schedule = sched };
 	if (world % l->pp) {
 		fprintf(stderr, "sluice train: %s: %d ranks cannot hold %d pipeline stages: the "
-			"ranks must be a multiple of pp\n", o->model, world, l->pp);
+			"ranks must be a multiple of pp\n", model, world, l->pp);
 		return -1;
 	}
 	l->dp = world / l->pp;
 	if (strcmp(sched, "1f1b")) {
 		fprintf(stderr, "sluice train: %s: schedule %s is not built yet; this sluice runs "
-			"1f1b (--set schedule=1f1b)\n", o->model, sched);
+			"1f1b (--set schedule=1f1b)\n", model, sched);
 		return -1;
 	}
 	if (l->ep > 1) {
 		fprintf(stderr, "sluice train: %s: expert parallelism (ep = %d) is not built yet "
-			"in training; use ep = 1\n", o->model, l->ep);
+			"in training; use ep = 1\n", model, l->ep);
 		return -1;
 	}
 	if (zero != 0) {
 		fprintf(stderr, "sluice train: %s: zero = %g: sharding the optimizer states is not "
-			"built yet; use zero = 0\n", o->model, zero);
+			"built yet; use zero = 0\n", model, zero);
 		return -1;
 	}
 	int layers = cg_count_layers(g);
 	if (l->pp > 1 && layers < l->pp) {
 		fprintf(stderr, "sluice train: %s: %d pipeline stages need at least %d layers; the "
-			"model has %d\n", o->model, l->pp, l->pp, layers);
+			"model has %d\n", model, l->pp, l->pp, layers);
 		return -1;
 	}
 	return 0;
@@ -330,7 +329,7 @@ int train_run(const struct train_opts *o)
 	}
 	int world = 1, rank = 0;
 	struct cg_layout layout;
-	if (read_layout(o, g, world, &layout))
+	if (train_layout(o->model, g, world, &layout))
 		goto done;
 	mark_lm_loss(g);
 	if (pass_pipeline_run(g, NULL, stderr))
