@@ -1,13 +1,17 @@
-/* comm.h - ranks, the launcher, the rendezvous and fault channel, and GPU
- * communication through NCCL.
+/* comm.h - ranks, the launchers, the rendezvous and fault channel, and one
+ * communication interface over two backends: NCCL between GPU ranks, MPI between CPU
+ * ranks.
  *
- * One process per GPU.  A job's ranks come from one of:
+ * One process per rank: per GPU, or per share of a node's CPU cores.  A job's ranks
+ * come from one of:
  *   - sluice's own launcher ('--gpus N' on a command): the parent forks N copies of
  *     its own command line and sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
  *     MASTER_ADDR=127.0.0.1, MASTER_PORT and SLUICE_LAUNCHED=1 in each (rendezvous.c,
  *     launch.c);
  *   - torchrun (and anything else that sets RANK/WORLD_SIZE): RANK, WORLD_SIZE,
  *     LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
+ *   - sluice's MPI launcher ('--ranks N', rt_launch_mpi), which runs 'mpirun -np N'
+ *     over its own command line, or mpirun started by hand;
  *   - Open MPI's mpirun: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE,
  *     OMPI_COMM_WORLD_LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_SIZE;
  *   - Slurm's srun: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NNODES.
@@ -23,8 +27,32 @@
  * sends back a blob (NCCL's unique id).  It is no collective: NCCL moves the data.
  * The connections then stay open as the job's fault channel, watched by a thread in
  * every rank: heartbeats each second, a closed connection means that rank died, a
- * rank that reports a failure (an NCCL error, an operation past its timeout) is named
- * to every other rank, and every rank then aborts its communicators and exits 1. */
+ * rank that reports a failure (an NCCL or MPI error, an operation past its timeout) is
+ * named to every other rank, and every rank then aborts its communicators and exits 1.
+ *
+ * The communication interface (rt_comm_*) is the same for both backends, chosen by
+ * rt_comm_opts.kind; the per-rank program does not change with it:
+ *   - RT_COMM_NCCL (runtime/cuda/nccl.c): buffers are device addresses, calls are
+ *     queued on a CUDA stream and complete by rt_comm_sync on that stream.
+ *   - RT_COMM_MPI (comm_mpi.c, Open MPI): buffers are host addresses passed as
+ *     uint64_t ((uint64_t)(uintptr_t)ptr), the int64 counts of all_to_allv_dev and
+ *     all_to_all_fixed too, the stream argument is ignored and
+ *     rt_comm_gpu is NULL.  Point-to-point calls (send, recv, sendrecv) start
+ *     MPI_Isend/MPI_Irecv and return; rt_comm_sync(c, ...) waits for every one still
+ *     outstanding on c, so sends and receives posted to the same peer in any order
+ *     before one sync never deadlock (as in a 1F1B schedule), and their buffers must
+ *     stay untouched until that sync.  Collectives complete before they return.
+ *     Counts of one call must fit in an int (MPI's counts).  Sums take F32, I32 and
+ *     I64; BF16 and F16 move as bytes but their sums are refused.  The rank comes
+ *     from MPI (MPI_Init_thread, asking for MPI_THREAD_MULTIPLE); the rendezvous then
+ *     meets rank 0 on the port rank 0 chose (broadcast over MPI; MASTER_PORT when
+ *     set), checks the program hash and watches the job as for GPUs: a rank that
+ *     dies, fails or hangs past SLUICE_COMM_TIMEOUT ends every rank, each exiting 1
+ *     (_exit, which also frees a thread blocked inside MPI).  One MPI world
+ *     communicator per process: MPI cannot be started twice.
+ * Start CPU ranks with 'sluice ... --ranks N' (rt_launch_mpi runs mpirun -np N over
+ * the same command line) or by hand: 'mpirun -np N ./build/sluice ...' (as root add
+ * --allow-run-as-root; more ranks than cores, --oversubscribe). */
 #ifndef SLUICE_COMM_H
 #define SLUICE_COMM_H
 
@@ -70,7 +98,7 @@ int rt_layout_check(const struct rt_layout *l, int world, char *err, size_t errl
 void rt_layout_group(const struct rt_layout *l, int rank, enum rt_group g, int *color, int *key);
 const char *rt_group_name(enum rt_group g);
 
-/* ---- the launcher (one node) ------------------------------------------------- */
+/* ---- the launchers (one node) ------------------------------------------------ */
 
 /* When this process is not yet one of a job's ranks (none of the variables above is
  * set) and nranks > 1: creates the rendezvous socket on 127.0.0.1 (an ephemeral port
@@ -84,6 +112,20 @@ const char *rt_group_name(enum rt_group g);
  * such as NCCL_NVLS_ENABLE pass through to the ranks unchanged. */
 enum { RT_LAUNCH_RANK = -1 };
 int rt_launch(int nranks);
+
+/* '--ranks N': CPU ranks through Open MPI.  When this process is not yet one of a
+ * job's ranks and nranks > 1: runs 'mpirun -np nranks' (mpirun found on PATH) over
+ * this process's own executable and arguments, with --oversubscribe, --bind-to none
+ * (and --allow-run-as-root as root), SLUICE_THREADS set to max(1, cores / nranks)
+ * in the ranks unless already set, waits and returns the job's exit status (0 when
+ * every rank exits 0); a job that could not be started (no mpirun, no MPI in this
+ * build) returns 1 with the reason in err, and a failed job says how in err too.
+ * Returns RT_LAUNCH_RANK when this process is already a rank (or nranks <= 1): the
+ * caller goes on as that rank and checks the world size with rt_launch_check. */
+int rt_launch_mpi(int nranks, char *err, size_t errlen);
+/* 0 when this process's job (the rank environment) has nranks ranks, else -1 with a
+ * message, e.g. 'mpirun -np 4' around a command that says '--ranks 2'. */
+int rt_launch_check(int nranks, char *err, size_t errlen);
 
 /* ---- rendezvous and fault channel --------------------------------------------- */
 
@@ -141,8 +183,9 @@ int rt_rdzv_world(const struct rt_rdzv *z);
 uint64_t rt_hash64(const void *data, size_t n, uint64_t h);
 #define RT_HASH64_INIT 0xcbf29ce484222325ull
 
-/* ---- GPU communication (NCCL; runtime/cuda/nccl.c) ----------------------------- */
-/* Without NCCL every function below fails with a message saying so (comm_none.c). */
+/* ---- communication (NCCL: runtime/cuda/nccl.c; MPI: comm_mpi.c) ---------------- */
+/* A build without the backend asked for fails in rt_comm_init with a message saying
+ * so (comm_none.c). */
 
 struct rt_comm;
 struct rt_gpu;
@@ -150,24 +193,29 @@ struct rt_gpu;
 enum rt_comm_dtype { RT_COMM_U8, RT_COMM_I32, RT_COMM_I64, RT_COMM_F32, RT_COMM_BF16, RT_COMM_F16 };
 size_t rt_comm_dtype_size(enum rt_comm_dtype t);
 
+enum rt_comm_kind { RT_COMM_NCCL, RT_COMM_MPI };
+const char *rt_comm_kind_name(enum rt_comm_kind k); /* "NCCL", "MPI" */
+
 struct rt_comm_opts {
+	enum rt_comm_kind kind; /* GPU ranks over NCCL (0, the default) or CPU ranks over MPI */
 	/* Bound on the SMs (CTAs) each communication kernel uses; 0: the env variables
 	 * SLUICE_COMM_MIN_CTAS / SLUICE_COMM_MAX_CTAS, else NCCL's choice. */
 	int min_ctas, max_ctas;
 	const void *program; /* hashed for the rendezvous: every rank must pass the same */
 	size_t program_len;
 	double timeout_s, op_timeout_s; /* 0: defaults, see rt_rdzv_config */
-	size_t arena_bytes;  /* device memory for the GPU this rank opens (rt_gpu_open) */
+	size_t arena_bytes;  /* NCCL: device memory for the GPU this rank opens (rt_gpu_open) */
 };
 
-/* The world communicator: reads the rank environment, opens GPU LOCAL_RANK (its
- * primary context, current on the calling thread), meets the other ranks, creates
- * the NCCL communicator (blocking mode; SLUICE_NCCL_NONBLOCKING=1 selects NCCL's
- * non-blocking mode, which costs about 45 us an operation, see nccl.c).  NULL with a
- * message on failure. */
+/* The world communicator.  NCCL: reads the rank environment, opens GPU LOCAL_RANK
+ * (its primary context, current on the calling thread), meets the other ranks,
+ * creates the NCCL communicator (blocking mode; SLUICE_NCCL_NONBLOCKING=1 selects
+ * NCCL's non-blocking mode, which costs about 45 us an operation, see nccl.c).  MPI:
+ * starts MPI, checks it against the rank environment and meets the other ranks (see
+ * the top of this file).  NULL with a message on failure. */
 struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen);
-/* A sub-communicator of the ranks that pass the same color (ncclCommSplit; ordered by
- * key) with the parent's SM bound.  Every rank of parent must call it.  color < 0:
+/* A sub-communicator of the ranks that pass the same color (ncclCommSplit with the
+ * parent's SM bound, or MPI_Comm_split; ordered by key).  Every rank of parent must call it.  color < 0:
  * this rank joins none, NULL. */
 struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key);
 /* The sub-communicators of a layout (rt_layout_check must have passed): groups[g] for
@@ -179,15 +227,17 @@ void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
 void rt_comm_free(struct rt_comm *c);
 int rt_comm_rank(const struct rt_comm *c);
 int rt_comm_size(const struct rt_comm *c);
-struct rt_gpu *rt_comm_gpu(const struct rt_comm *c); /* this rank's GPU */
+enum rt_comm_kind rt_comm_kind(const struct rt_comm *c);
+struct rt_gpu *rt_comm_gpu(const struct rt_comm *c); /* this rank's GPU; NULL over MPI */
 struct rt_rdzv *rt_comm_rdzv(const struct rt_comm *c);
 /* This rank has failed: every rank stops (rt_rdzv_fail). */
 #define rt_comm_fail(c, ...) rt_rdzv_fail(rt_comm_rdzv(c), __VA_ARGS__)
 
-/* Operations.  Buffers are device addresses (rt_dptr of gpu.h, passed as uint64_t);
- * stream is a CUstream, NULL for the GPU's communication stream.  Counts are
- * elements.  Every call is queued on the stream and returns; a failure ends the job
- * through the fault channel. */
+/* Operations.  NCCL: buffers are device addresses (rt_dptr of gpu.h, passed as
+ * uint64_t); stream is a CUstream, NULL for the GPU's communication stream; every
+ * call is queued on the stream and returns.  MPI: host addresses, no stream, and
+ * completion as the top of this file says.  Counts are elements.  A failure ends the
+ * job through the fault channel. */
 void rt_comm_send(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
 		  void *stream);
 void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
@@ -228,8 +278,12 @@ void rt_comm_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf,
 /* rbuf (size*count elements) gets every rank's count elements of sbuf, in rank order. */
 void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			enum rt_comm_dtype t, void *stream);
-/* Waits for the stream, watching for a fault (the wait counts as an operation). */
+/* Waits for the stream (NCCL) or for c's outstanding sends and receives (MPI),
+ * watching for a fault (the wait counts as an operation). */
 void rt_comm_sync(struct rt_comm *c, void *stream);
+/* Every rank of c arrives before any leaves (NCCL: a one-word all-reduce and a wait
+ * for the stream; MPI: MPI_Barrier). */
+void rt_comm_barrier(struct rt_comm *c, void *stream);
 
 /* ---- all-to-all over symmetric memory (runtime/cuda/nccl_sym.c) ---------------- */
 /* The third way for counts that live on the device: one kernel, no host sync and no
@@ -241,7 +295,8 @@ void rt_comm_sync(struct rt_comm *c, void *stream);
  * its rows straight into the receivers' windows and meets them again.  All ranks of
  * the communicator must be load/store reachable (one node); otherwise, or when this
  * NCCL's window layout is not the one checked for, rt_comm_sym_new says why and
- * returns NULL on every rank. */
+ * returns NULL on every rank.  An MPI communicator has no such windows: rt_comm_sym_new
+ * refuses it. */
 struct rt_comm_sym;
 
 /* Collective: every rank of C calls it with the same arguments.  RCAP_BYTES: room for

@@ -1,9 +1,13 @@
 /* launch.c - which rank this process is (from the environment that sluice's own
- * launcher, torchrun, Open MPI or Slurm sets; precedence in comm.h), and the
- * one-node launcher behind '--gpus N'. */
-#include "comm.h"
+ * launcher, torchrun, Open MPI or Slurm sets; precedence in comm.h), the one-node
+ * launcher behind '--gpus N', and the mpirun launcher behind '--ranks N'. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include "comm_impl.h"
 #include "rt.h"
 
+#include <limits.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -365,4 +369,163 @@ int rt_launch(int nranks)
 	free(argv);
 	free(blob);
 	return status;
+}
+
+/* ---- CPU ranks through mpirun ---------------------------------------------------------- */
+
+int rt_launch_check(int nranks, char *err, size_t errlen)
+{
+	struct rt_rank_env e;
+	if (rt_rank_env_read(&e, err, errlen))
+		return -1;
+	if (nranks > 0 && e.world != nranks) {
+		snprintf(err, errlen, "this process is rank %d of %d (%s), but %d rank%s %s asked for",
+			 e.rank, e.world, e.source, nranks, nranks == 1 ? "" : "s",
+			 nranks == 1 ? "was" : "were");
+		return -1;
+	}
+	return 0;
+}
+
+/* The path of an executable NAME on PATH into buf, or -1. */
+static int find_on_path(const char *name, char *buf, size_t n)
+{
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = path; *p;) {
+		size_t k = strcspn(p, ":");
+		if (k && (size_t)snprintf(buf, n, "%.*s/%s", (int)k, p, name) < n) {
+			struct stat st;
+			if (!stat(buf, &st) && S_ISREG(st.st_mode) && !access(buf, X_OK))
+				return 0;
+		}
+		p += k;
+		if (*p)
+			p++;
+	}
+	return -1;
+}
+
+static int usable_cpus(void)
+{
+	cpu_set_t set;
+	if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return rt_num_cpus();
+}
+
+int rt_launch_mpi(int nranks, char *err, size_t errlen)
+{
+	if (errlen)
+		err[0] = 0;
+	if (nranks <= 1 || in_a_job())
+		return RT_LAUNCH_RANK;
+#ifndef SLUICE_HAVE_MPI
+	snprintf(err, errlen, "%s", rt_comm_no_mpi);
+	return 1;
+#else
+	char mpirun[PATH_MAX], exe[PATH_MAX];
+	if (find_on_path("mpirun", mpirun, sizeof mpirun)) {
+		snprintf(err, errlen, "--ranks %d needs Open MPI's mpirun, which is not on PATH "
+			 "(Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev)", nranks);
+		return 1;
+	}
+	/* the executable itself: mpirun's children would read /proc/self/exe as mpirun */
+	ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (k <= 0) {
+		snprintf(err, errlen, "cannot read /proc/self/exe: %s", strerror(errno));
+		return 1;
+	}
+	exe[k] = 0;
+	char *blob = NULL;
+	char **own = own_argv(&blob);
+	if (!own || !own[0]) {
+		snprintf(err, errlen, "cannot read /proc/self/cmdline: %s", strerror(errno));
+		free(own);
+		free(blob);
+		return 1;
+	}
+	int nown = 0;
+	while (own[nown])
+		nown++;
+	char np[16];
+	snprintf(np, sizeof np, "%d", nranks);
+	const char **argv = rt_calloc((size_t)nown + 16, sizeof *argv);
+	int a = 0;
+	argv[a++] = mpirun;
+	if (geteuid() == 0)
+		argv[a++] = "--allow-run-as-root";
+	argv[a++] = "--oversubscribe";
+	argv[a++] = "--bind-to";
+	argv[a++] = "none";
+	argv[a++] = "-x";
+	argv[a++] = "SLUICE_THREADS";
+	argv[a++] = "-np";
+	argv[a++] = np;
+	argv[a++] = exe;
+	for (int i = 1; i < nown; i++)
+		argv[a++] = own[i];
+	argv[a] = NULL;
+	/* What the ranks inherit: a fair share of the cores each, unless told; Open MPI
+	 * spinning less while it waits (more ranks than cores is the usual case here);
+	 * no single-copy shared memory, which containers often forbid (ptrace). */
+	int had_threads = getenv("SLUICE_THREADS") != NULL;
+	if (!had_threads) {
+		int share = usable_cpus() / nranks;
+		set_env_int("SLUICE_THREADS", share > 1 ? share : 1);
+	}
+	setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
+	setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
+	fflush(NULL);
+	struct sigaction sa_new = { 0 }, sa_int, sa_term;
+	sa_new.sa_handler = on_signal;
+	sigaction(SIGINT, &sa_new, &sa_int);
+	sigaction(SIGTERM, &sa_new, &sa_term);
+	int status = 1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		sigaction(SIGINT, &sa_int, NULL);
+		sigaction(SIGTERM, &sa_term, NULL);
+		execv(mpirun, (char **)argv);
+		fprintf(stderr, "sluice: cannot run %s: %s\n", mpirun, strerror(errno));
+		_exit(127);
+	}
+	if (pid < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+	} else {
+		/* mpirun passes a signal on to the ranks; wait for it to end them */
+		for (;;) {
+			int ws;
+			pid_t w = waitpid(pid, &ws, 0);
+			if (w == pid) {
+				if (WIFEXITED(ws))
+					status = WEXITSTATUS(ws);
+				else
+					snprintf(err, errlen, "mpirun was killed by signal %d (%s)",
+						 WTERMSIG(ws), strsignal(WTERMSIG(ws)));
+				break;
+			}
+			if (w < 0 && errno != EINTR) {
+				snprintf(err, errlen, "waitpid: %s", strerror(errno));
+				break;
+			}
+			if (forward_sig) {
+				kill(pid, forward_sig);
+				forward_sig = 0;
+			}
+		}
+		if (status && !err[0])
+			snprintf(err, errlen, "the job of %d ranks (mpirun) ended with status %d",
+				 nranks, status);
+	}
+	sigaction(SIGINT, &sa_int, NULL);
+	sigaction(SIGTERM, &sa_term, NULL);
+	if (!had_threads)
+		unsetenv("SLUICE_THREADS");
+	free(argv);
+	free(own);
+	free(blob);
+	return status;
+#endif
 }

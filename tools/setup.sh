@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential cmake ninja-build pkg-config llvm-14-dev libgraphviz-dev graphviz
-      libcjson-dev fortunes python3 python3-numpy"
+      libcjson-dev fortunes python3 python3-numpy libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

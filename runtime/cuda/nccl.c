@@ -28,19 +28,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm_impl.h"
+#include "nccl_impl.h"
 #include "gpu_impl.h"
-#include "runtime/comm.h"
+#include "runtime/comm_impl.h"
 #include "runtime/gpu.h"
 #include "runtime/rt.h"
 
-struct rt_comm {
+/* An NCCL communicator: the base every backend shares (comm_impl.h), then NCCL's own. */
+struct nccl_comm {
+	struct rt_comm base;
 	ncclComm_t nc;
-	int rank, size;
-	struct rt_comm *world; /* the world communicator (itself for the world) */
 	/* world only */
-	struct rt_gpu *gpu;
-	struct rt_rdzv *z;
 	int blocking, min_ctas, max_ctas, a2a_p2p;
 	/* count exchange: pinned host counts and device room for the received ones */
 	int64_t *h_counts; /* 2*size: send counts, then received counts */
@@ -48,11 +46,15 @@ struct rt_comm {
 	size_t *offs;      /* 4*size scratch */
 };
 
-size_t rt_comm_dtype_size(enum rt_comm_dtype t)
+static const struct rt_comm_ops nccl_ops;
+
+/* The NCCL communicator behind a base one, and the world's. */
+static struct nccl_comm *nc_of(const struct rt_comm *c)
 {
-	static const size_t size[] = { 1, 4, 8, 4, 2, 2 };
-	return (unsigned)t < sizeof size / sizeof size[0] ? size[t] : 0;
+	RT_ASSERT(c->ops == &nccl_ops);
+	return (struct nccl_comm *)(uintptr_t)c;
 }
+#define W(c) nc_of((c)->world)
 
 static ncclDataType_t nccl_type(enum rt_comm_dtype t)
 {
@@ -148,7 +150,7 @@ static void check(struct rt_comm *c, ncclComm_t nc, ncclResult_t r, const char *
 		rt_comm_fail(c, "%.*s failed: %s (%s)", (int)strcspn(what, "("), what,
 			     ncclGetErrorString(r), nc ? ncclGetLastError(nc) : "");
 }
-#define NCCL(c, call) check((c), (c)->nc, (call), #call)
+#define NCCL(c, call) check((c), nc_of(c)->nc, (call), #call)
 
 static void *stream_of(struct rt_comm *c, void *stream)
 {
@@ -163,7 +165,7 @@ static int env_int(const char *name, int dflt)
 	return s && *s ? atoi(s) : dflt;
 }
 
-static ncclConfig_t make_config(const struct rt_comm *w)
+static ncclConfig_t make_config(const struct nccl_comm *w)
 {
 	ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
 	cfg.blocking = w->blocking;
@@ -174,7 +176,7 @@ static ncclConfig_t make_config(const struct rt_comm *w)
 	return cfg;
 }
 
-struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t errlen)
+struct rt_comm *rt_comm_nccl_init(const struct rt_comm_opts *o, char *err, size_t errlen)
 {
 	struct rt_rank_env env;
 	if (rt_rank_env_read(&env, err, errlen))
@@ -189,25 +191,28 @@ struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t err
 			 env.local_rank, ngpu, ngpu == 1 ? "" : "s");
 		return NULL;
 	}
-	struct rt_comm *c = rt_calloc(1, sizeof *c);
+	struct nccl_comm *n = rt_calloc(1, sizeof *n);
+	struct rt_comm *c = &n->base;
+	c->ops = &nccl_ops;
+	c->kind = RT_COMM_NCCL;
 	c->world = c;
 	c->rank = env.rank;
 	c->size = env.world;
-	c->blocking = env_int("SLUICE_NCCL_NONBLOCKING", 0) ? 0 : 1;
-	c->min_ctas = o->min_ctas > 0 ? o->min_ctas : env_int("SLUICE_COMM_MIN_CTAS", 0);
-	c->max_ctas = o->max_ctas > 0 ? o->max_ctas : env_int("SLUICE_COMM_MAX_CTAS", 0);
+	n->blocking = env_int("SLUICE_NCCL_NONBLOCKING", 0) ? 0 : 1;
+	n->min_ctas = o->min_ctas > 0 ? o->min_ctas : env_int("SLUICE_COMM_MIN_CTAS", 0);
+	n->max_ctas = o->max_ctas > 0 ? o->max_ctas : env_int("SLUICE_COMM_MAX_CTAS", 0);
 	const char *a2a = getenv("SLUICE_COMM_A2A");
-	c->a2a_p2p = a2a && !strcmp(a2a, "p2p");
+	n->a2a_p2p = a2a && !strcmp(a2a, "p2p");
 	size_t count_room = 256 * ((sizeof(int64_t) * (size_t)c->size + 255) / 256);
 	c->gpu = rt_gpu_open(env.local_rank, o->arena_bytes + count_room);
 	if (!c->gpu) {
 		snprintf(err, errlen, "cannot open GPU %d (see above)", env.local_rank);
-		free(c);
+		free(n);
 		return NULL;
 	}
-	c->d_rcounts = rt_gpu_alloc(c->gpu, sizeof(int64_t) * (size_t)c->size, 256);
-	c->h_counts = rt_gpu_host_alloc(2 * sizeof(int64_t) * (size_t)c->size);
-	c->offs = rt_calloc(4 * (size_t)c->size, sizeof *c->offs);
+	n->d_rcounts = rt_gpu_alloc(c->gpu, sizeof(int64_t) * (size_t)c->size, 256);
+	n->h_counts = rt_gpu_host_alloc(2 * sizeof(int64_t) * (size_t)c->size);
+	n->offs = rt_calloc(4 * (size_t)c->size, sizeof *n->offs);
 	ncclUniqueId id;
 	memset(&id, 0, sizeof id);
 	ncclResult_t r = ncclSuccess;
@@ -235,31 +240,31 @@ struct rt_comm *rt_comm_init(const struct rt_comm_opts *o, char *err, size_t err
 	c->z = rt_rdzv_open(&rc, &id, sizeof id, err, errlen);
 	if (!c->z)
 		goto fail;
-	ncclConfig_t cfg = make_config(c);
+	ncclConfig_t cfg = make_config(n);
 	rt_rdzv_op_begin(c->z, "NCCL communicator set-up");
-	r = ncclCommInitRankConfig(&c->nc, c->size, id, c->rank, &cfg);
-	if (c->nc)
-		reg_add(c->nc);
+	r = ncclCommInitRankConfig(&n->nc, c->size, id, c->rank, &cfg);
+	if (n->nc)
+		reg_add(n->nc);
 	NCCL(c, r);
 	rt_rdzv_op_end(c->z);
 	return c;
 fail:
-	rt_gpu_host_free(c->h_counts);
+	rt_gpu_host_free(n->h_counts);
 	rt_gpu_close(c->gpu);
-	free(c->offs);
-	free(c);
+	free(n->offs);
+	free(n);
 	return NULL;
 }
 
-struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key)
+static struct rt_comm *nccl_split(struct rt_comm *parent, int color, int key)
 {
-	struct rt_comm *w = parent->world;
+	struct nccl_comm *w = W(parent);
 	ncclConfig_t cfg = make_config(w);
 	ncclComm_t nc = NULL;
-	rt_rdzv_op_begin(w->z, "ncclCommSplit");
-	ncclResult_t r = ncclCommSplit(parent->nc, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &nc,
-				       &cfg);
-	check(parent, parent->nc, r, "ncclCommSplit");
+	rt_rdzv_op_begin(w->base.z, "ncclCommSplit");
+	ncclResult_t r = ncclCommSplit(nc_of(parent)->nc, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key,
+				       &nc, &cfg);
+	check(parent, nc_of(parent)->nc, r, "ncclCommSplit");
 	/* non-blocking: NCCL writes the new handle when its set-up job gets that far */
 	while (!w->blocking && color >= 0 && !__atomic_load_n(&nc, __ATOMIC_ACQUIRE))
 		sched_yield();
@@ -267,85 +272,70 @@ struct rt_comm *rt_comm_split(struct rt_comm *parent, int color, int key)
 		reg_add(nc);
 		check(parent, nc, settle(nc, ncclInProgress), "ncclCommSplit (new communicator)");
 	}
-	rt_rdzv_op_end(w->z);
+	rt_rdzv_op_end(w->base.z);
 	if (!nc)
 		return NULL;
-	struct rt_comm *c = rt_calloc(1, sizeof *c);
-	c->nc = nc;
-	c->world = w;
-	c->a2a_p2p = w->a2a_p2p;
+	struct nccl_comm *n = rt_calloc(1, sizeof *n);
+	struct rt_comm *c = &n->base;
+	c->ops = &nccl_ops;
+	c->kind = RT_COMM_NCCL;
+	c->world = &w->base;
+	n->nc = nc;
+	n->a2a_p2p = w->a2a_p2p;
 	NCCL(c, ncclCommCount(nc, &c->size));
 	NCCL(c, ncclCommUserRank(nc, &c->rank));
-	c->offs = rt_calloc(4 * (size_t)c->size, sizeof *c->offs);
+	n->offs = rt_calloc(4 * (size_t)c->size, sizeof *n->offs);
 	return c;
 }
 
-void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
-		    struct rt_comm *groups[RT_GROUPS])
+static void nccl_free(struct rt_comm *c)
 {
-	for (int g = 0; g < RT_GROUPS; g++) {
-		int color, key;
-		rt_layout_group(l, world->rank, (enum rt_group)g, &color, &key);
-		groups[g] = rt_comm_split(world, color, key);
-		if (!groups[g] || groups[g]->rank != key)
-			rt_comm_fail(world, "the %s group came out wrong (rank %d of it, expected %d)",
-				     rt_group_name((enum rt_group)g), groups[g] ? groups[g]->rank : -1,
-				     key);
-	}
-}
-
-void rt_comm_free(struct rt_comm *c)
-{
-	if (!c)
-		return;
+	struct nccl_comm *n = nc_of(c);
 	struct rt_comm *w = c->world;
 	rt_rdzv_op_begin(w->z, "ncclCommFinalize");
-	NCCL(c, ncclCommFinalize(c->nc));
+	NCCL(c, ncclCommFinalize(n->nc));
 	rt_rdzv_op_end(w->z);
-	reg_remove(c->nc);
-	ncclCommDestroy(c->nc);
-	free(c->offs);
+	reg_remove(n->nc);
+	ncclCommDestroy(n->nc);
+	free(n->offs);
 	if (c != w) {
-		free(c);
+		free(n);
 		return;
 	}
 	rt_rdzv_close(c->z);
-	rt_gpu_host_free(c->h_counts);
+	rt_gpu_host_free(n->h_counts);
 	rt_gpu_close(c->gpu);
-	free(c);
+	free(n);
 }
 
-int rt_comm_rank(const struct rt_comm *c) { return c->rank; }
-int rt_comm_size(const struct rt_comm *c) { return c->size; }
-struct rt_gpu *rt_comm_gpu(const struct rt_comm *c) { return c->world->gpu; }
-struct rt_rdzv *rt_comm_rdzv(const struct rt_comm *c) { return c->world->z; }
-void *rt_comm_nccl(const struct rt_comm *c) { return c->nc; }
-int rt_comm_max_ctas(const struct rt_comm *c) { return c->world->max_ctas; }
+void *rt_comm_nccl(const struct rt_comm *c) { return c->kind == RT_COMM_NCCL ? nc_of(c)->nc : NULL; }
+int rt_comm_max_ctas(const struct rt_comm *c) { return W(c)->max_ctas; }
 void *rt_comm_stream(struct rt_comm *c, void *stream) { return stream_of(c, stream); }
 
 /* ---- operations ------------------------------------------------------------------- */
 
 #define PTR(d) ((void *)(uintptr_t)(d))
 
-void rt_comm_send(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
-		  void *stream)
+static void nccl_send(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
+		      void *stream)
 {
-	NCCL(c, ncclSend(PTR(buf), count, nccl_type(t), peer, c->nc, stream_of(c, stream)));
+	NCCL(c, ncclSend(PTR(buf), count, nccl_type(t), peer, nc_of(c)->nc, stream_of(c, stream)));
 }
 
-void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
-		  void *stream)
+static void nccl_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dtype t, int peer,
+		      void *stream)
 {
-	NCCL(c, ncclRecv(PTR(buf), count, nccl_type(t), peer, c->nc, stream_of(c, stream)));
+	NCCL(c, ncclRecv(PTR(buf), count, nccl_type(t), peer, nc_of(c)->nc, stream_of(c, stream)));
 }
 
-void rt_comm_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
-		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream)
+static void nccl_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
+			  size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream)
 {
 	cudaStream_t s = stream_of(c, stream);
+	ncclComm_t nc = nc_of(c)->nc;
 	NCCL(c, ncclGroupStart());
-	NCCL(c, ncclSend(PTR(sbuf), scount, nccl_type(t), speer, c->nc, s));
-	NCCL(c, ncclRecv(PTR(rbuf), rcount, nccl_type(t), rpeer, c->nc, s));
+	NCCL(c, ncclSend(PTR(sbuf), scount, nccl_type(t), speer, nc, s));
+	NCCL(c, ncclRecv(PTR(rbuf), rcount, nccl_type(t), rpeer, nc, s));
 	NCCL(c, ncclGroupEnd());
 }
 
@@ -356,25 +346,27 @@ static void a2av(struct rt_comm *c, uint64_t sbuf, const size_t *scounts, const 
 {
 	size_t es = rt_comm_dtype_size(t);
 	ncclDataType_t nt = nccl_type(t);
+	ncclComm_t nc = nc_of(c)->nc;
 	NCCL(c, ncclGroupStart());
 	for (int p = 0; p < c->size; p++) {
 		if (scounts[p])
-			NCCL(c, ncclSend(PTR(sbuf + soffs[p] * es), scounts[p], nt, p, c->nc, s));
+			NCCL(c, ncclSend(PTR(sbuf + soffs[p] * es), scounts[p], nt, p, nc, s));
 		if (rcounts[p])
-			NCCL(c, ncclRecv(PTR(rbuf + roffs[p] * es), rcounts[p], nt, p, c->nc, s));
+			NCCL(c, ncclRecv(PTR(rbuf + roffs[p] * es), rcounts[p], nt, p, nc, s));
 	}
 	NCCL(c, ncclGroupEnd());
 }
 
-void rt_comm_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
-			enum rt_comm_dtype t, void *stream)
+static void nccl_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
+			    enum rt_comm_dtype t, void *stream)
 {
+	struct nccl_comm *n = nc_of(c);
 	cudaStream_t s = stream_of(c, stream);
-	if (!c->a2a_p2p) {
-		NCCL(c, ncclAlltoAll(PTR(sbuf), PTR(rbuf), count, nccl_type(t), c->nc, s));
+	if (!n->a2a_p2p) {
+		NCCL(c, ncclAlltoAll(PTR(sbuf), PTR(rbuf), count, nccl_type(t), n->nc, s));
 		return;
 	}
-	size_t *cnt = c->offs, *off = c->offs + c->size;
+	size_t *cnt = n->offs, *off = n->offs + c->size;
 	for (int p = 0; p < c->size; p++) {
 		cnt[p] = count;
 		off[p] = (size_t)p * count;
@@ -382,30 +374,31 @@ void rt_comm_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t 
 	a2av(c, sbuf, cnt, off, rbuf, cnt, off, t, s);
 }
 
-void rt_comm_all_to_allv(struct rt_comm *c, uint64_t sbuf, const size_t *scounts,
-			 const size_t *soffs, uint64_t rbuf, const size_t *rcounts,
-			 const size_t *roffs, enum rt_comm_dtype t, void *stream)
+static void nccl_all_to_allv(struct rt_comm *c, uint64_t sbuf, const size_t *scounts,
+			     const size_t *soffs, uint64_t rbuf, const size_t *rcounts,
+			     const size_t *roffs, enum rt_comm_dtype t, void *stream)
 {
 	a2av(c, sbuf, scounts, soffs, rbuf, rcounts, roffs, t, stream_of(c, stream));
 }
 
-void rt_comm_all_to_allv_dev(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
-			     size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t, void *stream)
+static void nccl_all_to_allv_dev(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts,
+				 uint64_t rbuf, size_t rcap, size_t *h_rcounts, enum rt_comm_dtype t,
+				 void *stream)
 {
-	struct rt_comm *w = c->world;
+	struct nccl_comm *w = W(c);
 	cudaStream_t s = stream_of(c, stream);
 	size_t n = (size_t)c->size;
 	/* 1. the counts go round: rank q's d_rcounts[p] = rank p's d_scounts[q].  A
 	 *    sub-communicator uses the world's room for them, which fits (size <= world). */
-	NCCL(c, ncclAlltoAll(PTR(d_scounts), PTR(w->d_rcounts), 1, ncclInt64, c->nc, s));
+	NCCL(c, ncclAlltoAll(PTR(d_scounts), PTR(w->d_rcounts), 1, ncclInt64, nc_of(c)->nc, s));
 	/* 2. both vectors to the host, and wait: the host needs them to post the sends */
-	if (rt_gpu_bind(w->gpu) ||
+	if (rt_gpu_bind(w->base.gpu) ||
 	    CU(cuMemcpyDtoHAsync, (w->h_counts, (CUdeviceptr)d_scounts, n * sizeof(int64_t), s)) ||
 	    CU(cuMemcpyDtoHAsync, (w->h_counts + n, w->d_rcounts, n * sizeof(int64_t), s)))
 		rt_comm_fail(c, "copying the all-to-all counts to the host failed");
 	rt_comm_sync(c, s);
 	/* 3. the exact exchange, packed in peer order on both sides */
-	size_t *sc = c->offs, *so = sc + n, *rc = so + n, *ro = rc + n, stot = 0, rtot = 0;
+	size_t *sc = nc_of(c)->offs, *so = sc + n, *rc = so + n, *ro = rc + n, stot = 0, rtot = 0;
 	for (size_t p = 0; p < n; p++) {
 		int64_t a = w->h_counts[p], b = w->h_counts[n + p];
 		if (a < 0 || b < 0)
@@ -425,38 +418,40 @@ void rt_comm_all_to_allv_dev(struct rt_comm *c, uint64_t sbuf, uint64_t d_scount
 	a2av(c, sbuf, sc, so, rbuf, rc, ro, t, s);
 }
 
-void rt_comm_all_to_all_fixed(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts, uint64_t rbuf,
-			      uint64_t d_rcounts, size_t cap, enum rt_comm_dtype t, void *stream)
+static void nccl_all_to_all_fixed(struct rt_comm *c, uint64_t sbuf, uint64_t d_scounts,
+				  uint64_t rbuf, uint64_t d_rcounts, size_t cap, enum rt_comm_dtype t,
+				  void *stream)
 {
 	cudaStream_t s = stream_of(c, stream);
+	ncclComm_t nc = nc_of(c)->nc;
 	NCCL(c, ncclGroupStart());
-	NCCL(c, ncclAlltoAll(PTR(d_scounts), PTR(d_rcounts), 1, ncclInt64, c->nc, s));
-	NCCL(c, ncclAlltoAll(PTR(sbuf), PTR(rbuf), cap, nccl_type(t), c->nc, s));
+	NCCL(c, ncclAlltoAll(PTR(d_scounts), PTR(d_rcounts), 1, ncclInt64, nc, s));
+	NCCL(c, ncclAlltoAll(PTR(sbuf), PTR(rbuf), cap, nccl_type(t), nc, s));
 	NCCL(c, ncclGroupEnd());
 }
 
-void rt_comm_all_reduce_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
-			    enum rt_comm_dtype t, void *stream)
+static void nccl_all_reduce_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
+				enum rt_comm_dtype t, void *stream)
 {
-	NCCL(c, ncclAllReduce(PTR(sbuf), PTR(rbuf), count, nccl_type(t), ncclSum, c->nc,
+	NCCL(c, ncclAllReduce(PTR(sbuf), PTR(rbuf), count, nccl_type(t), ncclSum, nc_of(c)->nc,
 			      stream_of(c, stream)));
 }
 
-void rt_comm_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
-				enum rt_comm_dtype t, void *stream)
+static void nccl_reduce_scatter_sum(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
+				    enum rt_comm_dtype t, void *stream)
 {
-	NCCL(c, ncclReduceScatter(PTR(sbuf), PTR(rbuf), count, nccl_type(t), ncclSum, c->nc,
+	NCCL(c, ncclReduceScatter(PTR(sbuf), PTR(rbuf), count, nccl_type(t), ncclSum, nc_of(c)->nc,
 				  stream_of(c, stream)));
 }
 
-void rt_comm_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
-			enum rt_comm_dtype t, void *stream)
+static void nccl_all_gather(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
+			    enum rt_comm_dtype t, void *stream)
 {
-	NCCL(c, ncclAllGather(PTR(sbuf), PTR(rbuf), count, nccl_type(t), c->nc,
+	NCCL(c, ncclAllGather(PTR(sbuf), PTR(rbuf), count, nccl_type(t), nc_of(c)->nc,
 			      stream_of(c, stream)));
 }
 
-void rt_comm_sync(struct rt_comm *c, void *stream)
+static void nccl_sync(struct rt_comm *c, void *stream)
 {
 	struct rt_comm *w = c->world;
 	rt_rdzv_op_begin(w->z, "rt_comm_sync");
@@ -464,6 +459,30 @@ void rt_comm_sync(struct rt_comm *c, void *stream)
 		rt_comm_fail(c, "waiting for the communication stream failed");
 	rt_rdzv_op_end(w->z);
 }
+
+/* An all-reduce of one word of the world's count room, then a wait for the stream. */
+static void nccl_barrier(struct rt_comm *c, void *stream)
+{
+	nccl_all_reduce_sum(c, W(c)->d_rcounts, W(c)->d_rcounts, 1, RT_COMM_I64, stream);
+	nccl_sync(c, stream);
+}
+
+static const struct rt_comm_ops nccl_ops = {
+	.split = nccl_split,
+	.free = nccl_free,
+	.send = nccl_send,
+	.recv = nccl_recv,
+	.sendrecv = nccl_sendrecv,
+	.all_to_all = nccl_all_to_all,
+	.all_to_allv = nccl_all_to_allv,
+	.all_to_allv_dev = nccl_all_to_allv_dev,
+	.all_to_all_fixed = nccl_all_to_all_fixed,
+	.all_reduce_sum = nccl_all_reduce_sum,
+	.reduce_scatter_sum = nccl_reduce_scatter_sum,
+	.all_gather = nccl_all_gather,
+	.sync = nccl_sync,
+	.barrier = nccl_barrier,
+};
 #else
 typedef int rt_nccl_unused; /* without NCCL: runtime/comm_none.c */
 #endif

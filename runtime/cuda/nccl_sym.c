@@ -45,7 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm_impl.h"
+#include "nccl_impl.h"
 #include "gpu_impl.h"
 #include "runtime/comm.h"
 #include "runtime/rt.h"
@@ -229,6 +229,11 @@ static int all_agree(struct rt_comm_sym *s, int ok)
 struct rt_comm_sym *rt_comm_sym_new(struct rt_comm *c, size_t rcap_bytes, int ctas, char *err,
 				    size_t errlen)
 {
+	if (rt_comm_kind(c) != RT_COMM_NCCL) {
+		snprintf(err, errlen, "symmetric all-to-all needs an NCCL communicator (GPU ranks); "
+			 "this one is %s", rt_comm_kind_name(rt_comm_kind(c)));
+		return NULL;
+	}
 	int n = rt_comm_size(c), me = rt_comm_rank(c);
 	if (ctas <= 0)
 		ctas = rt_comm_max_ctas(c) > 0 ? rt_comm_max_ctas(c) : 32;

@@ -1,7 +1,7 @@
-/* comm_impl.h - private to runtime/cuda/: what nccl_sym.c needs of a communicator
+/* nccl_impl.h - private to runtime/cuda/: what nccl_sym.c needs of an NCCL communicator
  * (nccl.c owns the struct). */
-#ifndef SLUICE_COMM_IMPL_H
-#define SLUICE_COMM_IMPL_H
+#ifndef SLUICE_NCCL_IMPL_H
+#define SLUICE_NCCL_IMPL_H
 
 struct rt_comm;
 
