@@ -387,6 +387,7 @@ int rt_launch_check(int nranks, char *err, size_t errlen)
 	return 0;
 }
 
+#ifdef SLUICE_HAVE_MPI
 /* The path of an executable NAME on PATH into buf, or -1. */
 static int find_on_path(const char *name, char *buf, size_t n)
 {
@@ -414,6 +415,7 @@ static int usable_cpus(void)
 		return CPU_COUNT(&set);
 	return rt_num_cpus();
 }
+#endif
 
 int rt_launch_mpi(int nranks, char *err, size_t errlen)
 {
