@@ -20,11 +20,12 @@
  * torchrun inside either sets RANK).  With none of them the process is rank 0 of 1.
  * The rank-0 address is MASTER_ADDR when set; under Slurm else
  * SLURM_LAUNCH_NODE_IPADDR; else 127.0.0.1 when every rank is on this node (an error
- * otherwise).  The port is MASTER_PORT, else 29500.
+ * otherwise).  The port is MASTER_PORT, else 29500 (over MPI, one rank 0 picks).
  *
  * The rendezvous (rt_rdzv_*) is a few TCP connections, all to rank 0: each rank sends
  * its rank and a hash of what it will run, rank 0 checks that every hash matches and
- * sends back a blob (NCCL's unique id).  It is no collective: NCCL moves the data.
+ * sends back a blob (NCCL's unique id).  It is no collective: NCCL or MPI moves the
+ * data.
  * The connections then stay open as the job's fault channel, watched by a thread in
  * every rank: heartbeats each second, a closed connection means that rank died, a
  * rank that reports a failure (an NCCL or MPI error, an operation past its timeout) is
@@ -36,8 +37,8 @@
  *     queued on a CUDA stream and complete by rt_comm_sync on that stream.
  *   - RT_COMM_MPI (comm_mpi.c, Open MPI): buffers are host addresses passed as
  *     uint64_t ((uint64_t)(uintptr_t)ptr), the int64 counts of all_to_allv_dev and
- *     all_to_all_fixed too, the stream argument is ignored and
- *     rt_comm_gpu is NULL.  Point-to-point calls (send, recv, sendrecv) start
+ *     all_to_all_fixed too; the stream argument is ignored and rt_comm_gpu is NULL.
+ *     Point-to-point calls (send, recv, sendrecv) start
  *     MPI_Isend/MPI_Irecv and return; rt_comm_sync(c, ...) waits for every one still
  *     outstanding on c, so sends and receives posted to the same peer in any order
  *     before one sync never deadlock (as in a 1F1B schedule), and their buffers must

@@ -7,6 +7,8 @@
  *                               within 10 s, rank 0 naming rank 1;
  *   comm_mpi hang               3 ranks; rank 1 never joins an all-reduce: with
  *                               SLUICE_COMM_TIMEOUT=2 the job ends within 10 s, naming it;
+ *   comm_mpi error              3 ranks; rank 1 sends to a rank that does not exist: the
+ *                               MPI error, named, ends the job;
  *   comm_mpi launch             rt_launch_mpi with 2 ranks: each sees its rank, the
  *                               world size and its share of the threads; a failing rank's
  *                               status comes back.
@@ -380,6 +382,8 @@ static int fault_rank(const char *mode)
 			}
 			if (!strcmp(mode, "kill"))
 				raise(SIGKILL);
+			if (!strcmp(mode, "error"))
+				rt_comm_send(c, H(x), count, RT_COMM_F32, n + 5, NULL); /* no such peer */
 			sleep(60);
 		}
 		rt_comm_all_reduce_sum(c, H(x), H(y), count, RT_COMM_F32, NULL);
@@ -519,7 +523,7 @@ int main(int argc, char **argv)
 			mode = getenv("COMM_MPI_MODE");
 		if (!strcmp(mode, "ops"))
 			return ops();
-		if (!strcmp(mode, "kill") || !strcmp(mode, "hang"))
+		if (!strcmp(mode, "kill") || !strcmp(mode, "hang") || !strcmp(mode, "error"))
 			return fault_rank(mode);
 		return launched_rank(mode);
 	}
@@ -528,10 +532,12 @@ int main(int argc, char **argv)
 	else if (!strcmp(mode, "hang")) {
 		setenv("SLUICE_COMM_TIMEOUT", "2", 1);
 		fault("hang", "rank 1 did not join a communication operation");
-	} else if (!strcmp(mode, "launch"))
+	} else if (!strcmp(mode, "error"))
+		fault("error", "MPI_Isend failed");
+	else if (!strcmp(mode, "launch"))
 		test_launch();
 	else {
-		fprintf(stderr, "usage: mpirun -np N comm_mpi ops | comm_mpi kill|hang|launch\n");
+		fprintf(stderr, "usage: mpirun -np N comm_mpi ops | comm_mpi kill|hang|error|launch\n");
 		return 2;
 	}
 	return CHECK_DONE();
