@@ -59,7 +59,7 @@ struct engine {
 	struct rt_shard train, val;
 	struct rt_rng rng;
 	uint64_t seed;
-	int64_t step, total, eval_every, ckpt_every;
+	int64_t step, first_step, total, eval_every, ckpt_every;
 	struct rt_schedule sched;
 	float **grads;
 	size_t *grad_n;
@@ -451,6 +451,33 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 	e->load_ratio = v[1] > 0 ? v[0] / v[1] : 0.0;
 }
 
+/* SLUICE_GRAD_DUMP=PREFIX: the gradients of the first step (the mean over the global
+ * batch, before clipping) that this rank owns, by global name, to
+ * PREFIX.rankR.safetensors; the tests compare layouts with them. */
+static void dump_grads(struct engine *e)
+{
+	const char *prefix = getenv("SLUICE_GRAD_DUMP");
+	if (!prefix || !*prefix)
+		return;
+	struct rt_ckpt_tensor *ts = rt_calloc((size_t)e->p->n_params + 1, sizeof *ts);
+	int n = 0;
+	for (int k = 0; k < e->p->n_params; k++) {
+		const struct eparam *q = &e->ps[k];
+		if (!q->r->trainable || !q->r->owner)
+			continue;
+		ts[n] = (struct rt_ckpt_tensor){ .name = q->r->path, .dtype = RT_CKPT_F32,
+						 .rank = q->r->rank, .data = q->g };
+		memcpy(ts[n].shape, q->r->shape, sizeof ts[n].shape[0] * (size_t)q->r->rank);
+		ts[n].shape[0] = q->r->rows;
+		n++;
+	}
+	char path[4096];
+	snprintf(path, sizeof path, "%s.rank%d.safetensors", prefix, e->p->rank);
+	if (rt_ckpt_write(path, ts, n, NULL, 0, stderr))
+		fprintf(stderr, "sluice train: warning: SLUICE_GRAD_DUMP: %s not written\n", path);
+	free(ts);
+}
+
 static int step_once(struct engine *e, double *loss, double *lm, float *lr, double *gnorm)
 {
 	rt_batch_sample(&e->train, &e->rng, e->gbatch, e->p->seq, e->gtok, e->gtgt);
@@ -480,6 +507,8 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 			e->grad_n[ng++] = q->n;
 		}
 	}
+	if (e->step == e->first_step)
+		dump_grads(e);
 	*gnorm = rt_grad_norm(e->pool, e->grads, e->grad_n, ng);
 	if (p->world > 1) {
 		double sq = *gnorm * *gnorm;
@@ -524,6 +553,7 @@ static int setup(struct engine *e)
 	rt_rng_seed(&e->rng, e->seed);
 	if (c->resume && load_checkpoint(e, c->resume))
 		return -1;
+	e->first_step = e->step;
 	e->sched = c->sched;
 	if (e->sched.warmup >= e->total)
 		e->sched.warmup = e->total / 10;

@@ -243,3 +243,135 @@ void rt_program_print(const struct rt_program *p, FILE *out)
 		fputc('\n', out);
 	}
 }
+
+/* ---- verification across ranks ------------------------------------------------ */
+
+/* world ranks of the communicator of group g that `rank` belongs to, ordered by key */
+static int group_members(struct rt_program *const *progs, int n, int g, int rank, int *out)
+{
+	int color = progs[rank]->groups[g].color, m = 0;
+	if (color < 0)
+		return 0;
+	for (int r = 0; r < n; r++)
+		if (progs[r]->groups[g].color == color)
+			out[m++] = r;
+	for (int a = 1; a < m; a++)
+		for (int b = a; b > 0 && progs[out[b - 1]]->groups[g].key >
+					 progs[out[b]]->groups[g].key; b--) {
+			int t = out[b];
+			out[b] = out[b - 1];
+			out[b - 1] = t;
+		}
+	return m;
+}
+
+static int same_shape(const struct rt_buffer *a, const struct rt_buffer *b)
+{
+	if (a->dtype != b->dtype || a->rank != b->rank)
+		return 0;
+	for (int i = 0; i < a->rank; i++)
+		if (a->shape[i] != b->shape[i])
+			return 0;
+	return 1;
+}
+
+int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
+{
+	int bad = 0;
+	int *mem = rt_calloc((size_t)n + 1, sizeof *mem);
+	for (int r = 0; r < n && bad < 10; r++) {
+		const struct rt_program *p = progs[r];
+		if (p->n_groups != progs[0]->n_groups) {
+			fprintf(err, "error: rank %d has %d groups, rank 0 %d\n", r, p->n_groups,
+				progs[0]->n_groups);
+			bad++;
+			continue;
+		}
+		for (int g = 0; g < p->n_groups; g++) {
+			int m = group_members(progs, n, g, r, mem);
+			if (!m)
+				continue;
+			/* every send to a peer, in order, against the peer's receives from r */
+			for (int qi = 0; qi < m; qi++) {
+				int q = mem[qi];
+				const struct rt_program *pq = progs[q];
+				int rkey = p->groups[g].key, qkey = pq->groups[g].key;
+				int ia = 0, ib = 0;
+				for (;;) {
+					while (ia < p->n_actions &&
+					       !(p->actions[ia].kind == RT_ACT_COMM &&
+						 p->comms[p->actions[ia].index].kind == RT_COP_SEND &&
+						 p->comms[p->actions[ia].index].group == g &&
+						 p->comms[p->actions[ia].index].peer == qkey))
+						ia++;
+					while (ib < pq->n_actions &&
+					       !(pq->actions[ib].kind == RT_ACT_COMM &&
+						 pq->comms[pq->actions[ib].index].kind == RT_COP_RECV &&
+						 pq->comms[pq->actions[ib].index].group == g &&
+						 pq->comms[pq->actions[ib].index].peer == rkey))
+						ib++;
+					if (ia == p->n_actions && ib == pq->n_actions)
+						break;
+					if (ia == p->n_actions || ib == pq->n_actions) {
+						fprintf(err, "error: group %s: rank %d sends %s to rank %d "
+							"than that rank receives from it\n",
+							p->groups[g].name, r, ia == p->n_actions ? "less"
+								: "more", q);
+						bad++;
+						break;
+					}
+					const struct rt_comm_op *s = &p->comms[p->actions[ia].index];
+					const struct rt_comm_op *v = &pq->comms[pq->actions[ib].index];
+					const struct rt_buffer *sb = &p->bufs[s->buf], *vb = &pq->bufs[v->buf];
+					if (!same_shape(sb, vb) ||
+					    p->actions[ia].mb != pq->actions[ib].mb) {
+						fprintf(err, "error: group %s: rank %d sends %s (micro-batch "
+							"%d) where rank %d receives %s (micro-batch %d): "
+							"shapes, dtypes or order differ\n", p->groups[g].name,
+							r, sb->name, p->actions[ia].mb, q, vb->name,
+							pq->actions[ib].mb);
+						bad++;
+						break;
+					}
+					ia++;
+					ib++;
+				}
+			}
+			/* the collectives of the communicator: the same on every member */
+			int q = mem[0];
+			if (q == r)
+				continue;
+			const struct rt_program *pq = progs[q];
+			int ia = 0, ib = 0;
+			for (;;) {
+				while (ia < p->n_actions &&
+				       !(p->actions[ia].kind == RT_ACT_COMM &&
+					 p->comms[p->actions[ia].index].kind == RT_COP_ALL_REDUCE &&
+					 p->comms[p->actions[ia].index].group == g))
+					ia++;
+				while (ib < pq->n_actions &&
+				       !(pq->actions[ib].kind == RT_ACT_COMM &&
+					 pq->comms[pq->actions[ib].index].kind == RT_COP_ALL_REDUCE &&
+					 pq->comms[pq->actions[ib].index].group == g))
+					ib++;
+				if (ia == p->n_actions && ib == pq->n_actions)
+					break;
+				const struct rt_buffer *sb = ia < p->n_actions
+					? &p->bufs[p->comms[p->actions[ia].index].buf] : NULL;
+				const struct rt_buffer *vb = ib < pq->n_actions
+					? &pq->bufs[pq->comms[pq->actions[ib].index].buf] : NULL;
+				if (!sb || !vb || sb->numel != vb->numel || sb->dtype != vb->dtype) {
+					fprintf(err, "error: group %s: rank %d's collective %s does not "
+						"match rank %d's %s\n", p->groups[g].name, r,
+						sb ? sb->name : "(none)", q, vb ? vb->name : "(none)");
+					bad++;
+					break;
+				}
+				ia++;
+				ib++;
+			}
+		}
+	}
+	free(mem);
+	return bad;
+}

@@ -186,6 +186,12 @@ void rt_program_free(struct rt_program *p);
 /* A readable listing of the program (buffers, chunks, comm ops, actions). */
 void rt_program_print(const struct rt_program *p, FILE *out);
 
+/* The programs of every rank of a job, checked together: on every communicator, each
+ * send has its receive (same shape and dtype, same micro-batch, in the same order)
+ * and every member issues the same collectives in the same order.  Returns the
+ * number of problems, each said on err. */
+int rt_program_verify(struct rt_program *const *progs, int n, FILE *err);
+
 /* ---- the executor (runtime/exec.c) ------------------------------------------- */
 
 struct rt_exec;

@@ -271,7 +271,23 @@ static int print_rank_program(const char *file, struct ir_graph *g, int rank, in
 	}
 	if (cg_assign_stages(g, &l, stderr))
 		return EXIT_INPUT;
-	struct rt_program *p = cg_program_build(g, &l, rank, NULL, stderr);
+	/* every rank's program, checked together, then the one asked for */
+	struct rt_program **all = calloc((size_t)ranks, sizeof *all);
+	if (!all)
+		abort();
+	int bad = 0;
+	for (int r = 0; r < ranks && !bad; r++)
+		bad = !(all[r] = cg_program_build(g, &l, r, NULL, stderr));
+	if (!bad && rt_program_verify(all, ranks, stderr)) {
+		fprintf(stderr, "sluice ir: %s: the programs of the %d ranks do not match (above)\n",
+			file, ranks);
+		bad = 1;
+	}
+	struct rt_program *p = bad ? NULL : all[rank];
+	for (int r = 0; r < ranks; r++)
+		if (r != rank || bad)
+			rt_program_free(all[r]);
+	free(all);
 	if (!p)
 		return EXIT_INPUT;
 	int status = EXIT_OK;

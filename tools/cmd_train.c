@@ -40,9 +40,13 @@ static void usage(FILE *f)
 		"                      (default runs/MODEL)\n"
 		"  --resume DIR        continue from DIR's checkpoint (or a .safetensors file)\n"
 		"  --seed N            initialisation and sampling seed (default 1337)\n"
-		"  --eval-every N      validation loss every N steps (default: steps/10)\n"
+		"  --eval-every N      validation loss every N steps (default: steps/10; 0: never)\n"
 		"  --ckpt-every N      checkpoint every N steps (default 500) and at the end\n"
 		"  --stop-at STEP      stop after STEP with a checkpoint, as Ctrl-C would\n"
+		"  --ranks N           train on N CPU ranks, processes started through Open MPI's\n"
+		"                      mpirun (as 'mpirun -np N sluice train ...' would); the\n"
+		"                      layout comes from the settings pp, microbatches and\n"
+		"                      schedule, dp = N / pp\n"
 		"  --quiet             no progress display\n");
 }
 
@@ -62,7 +66,8 @@ int cmd_train(int argc, char **argv)
 {
 	struct train_opts o = { .steps = -1, .eval_every = -1, .ckpt_every = -1, .stop_at = -1,
 				.device = "cpu" };
-	const char *steps = NULL, *seed = NULL, *eval = NULL, *ckpt = NULL, *stop = NULL;
+	const char *steps = NULL, *seed = NULL, *eval = NULL, *ckpt = NULL, *stop = NULL,
+		   *ranks = NULL;
 	int rc = EXIT_USAGE;
 	for (int i = 1; i < argc;) {
 		int r;
@@ -88,7 +93,8 @@ int cmd_train(int argc, char **argv)
 		    (r = args_take_value(argc, argv, &i, "--seed", &seed, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--eval-every", &eval, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--ckpt-every", &ckpt, "train")) ||
-		    (r = args_take_value(argc, argv, &i, "--stop-at", &stop, "train"))) {
+		    (r = args_take_value(argc, argv, &i, "--stop-at", &stop, "train")) ||
+		    (r = args_take_value(argc, argv, &i, "--ranks", &ranks, "train"))) {
 			if (r < 0)
 				goto done;
 			continue;
@@ -116,15 +122,23 @@ int cmd_train(int argc, char **argv)
 	    (ckpt && parse_count("--ckpt-every", ckpt, &o.ckpt_every)) ||
 	    (stop && parse_count("--stop-at", stop, &o.stop_at)))
 		goto done;
+	if (ranks) {
+		if (parse_count("--ranks", ranks, &v))
+			goto done;
+		if (v < 1 || v > 4096) {
+			fprintf(stderr, "sluice train: --ranks takes 1 to 4096, got %s\n", ranks);
+			goto done;
+		}
+		o.ranks = (int)v;
+	}
 	if (seed) {
 		if (parse_count("--seed", seed, &v))
 			goto done;
 		o.seed = (uint64_t)v;
 		o.has_seed = 1;
 	}
-	if ((steps && o.steps == 0) || (eval && o.eval_every == 0) || (ckpt && o.ckpt_every == 0)) {
-		fprintf(stderr, "sluice train: --steps, --eval-every and --ckpt-every must be "
-			"positive\n");
+	if ((steps && o.steps == 0) || (ckpt && o.ckpt_every == 0)) {
+		fprintf(stderr, "sluice train: --steps and --ckpt-every must be positive\n");
 		goto done;
 	}
 	if (o.backend && strcmp(o.backend, "ref") && strcmp(o.backend, "llvm")) {

@@ -24,6 +24,7 @@
 #include "frontend/frontend.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
+#include "runtime/comm.h"
 #include "runtime/data.h"
 #include "runtime/engine.h"
 #include "runtime/rt.h"
@@ -285,6 +286,7 @@ int train_run(const struct train_opts *o)
 	int rc = EXIT_INPUT;
 	struct rt_program *prog = NULL;
 	struct rt_exec *x = NULL;
+	struct rt_comm *comm = NULL;
 	char *def_train = NULL, *def_val = NULL, *out_dir = NULL;
 	char hash[20];
 	struct rt_train_config c = { .model = o->model, .model_name = g->model,
@@ -327,14 +329,49 @@ int train_run(const struct train_opts *o)
 			o->model, optimizer);
 		goto done;
 	}
-	int world = 1, rank = 0;
+	/* the job: --ranks N starts N CPU ranks through mpirun (after the layout is known
+	 * to be possible); a process that is already a rank (mpirun -np N by hand) joins */
+	char err[512] = "";
+	struct rt_rank_env env;
+	if (rt_rank_env_read(&env, err, sizeof err)) {
+		fprintf(stderr, "sluice train: %s\n", err);
+		goto done;
+	}
+	int world = o->ranks > 0 && env.world == 1 ? o->ranks : env.world, rank = env.rank;
 	struct cg_layout layout;
 	if (train_layout(o->model, g, world, &layout))
 		goto done;
+	if (o->ranks > 1 && env.world == 1) {
+		rc = rt_launch_mpi(o->ranks, err, sizeof err);
+		if (rc != RT_LAUNCH_RANK) {
+			if (*err)
+				fprintf(stderr, "sluice train: %s\n", err);
+			goto done;
+		}
+		rc = EXIT_INPUT;
+	}
+	if (o->ranks > 0 && rt_launch_check(o->ranks, err, sizeof err)) {
+		fprintf(stderr, "sluice train: %s\n", err);
+		goto done;
+	}
 	mark_lm_loss(g);
 	if (pass_pipeline_run(g, NULL, stderr))
 		goto done;
 	config_hash(g, hash, sizeof hash);
+	if (world > 1) {
+		/* every rank must run the same model at the same layout */
+		char what[256];
+		snprintf(what, sizeof what, "%s pp %d dp %d ep %d mb %d %s", hash, layout.pp,
+			 layout.dp, layout.ep, layout.microbatches, layout.schedule);
+		struct rt_comm_opts co = { .kind = RT_COMM_MPI, .program = what,
+					   .program_len = strlen(what) };
+		comm = rt_comm_init(&co, err, sizeof err);
+		if (!comm) {
+			fprintf(stderr, "sluice train: rank %d: %s\n", rank, err);
+			goto done;
+		}
+		rank = rt_comm_rank(comm);
+	}
 	int64_t arena = 0;
 	if (rank == 0)
 		print_model(g, &c.flops_per_token, &arena);
@@ -350,7 +387,6 @@ int train_run(const struct train_opts *o)
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;
-	char err[256];
 	if (rt_program_alloc(prog, err, sizeof err)) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
@@ -367,13 +403,26 @@ int train_run(const struct train_opts *o)
 				"CPU backend arena)\n", (double)code / (1024.0 * 1024.0), code,
 				be->name);
 	}
-	x = rt_exec_new(prog, NULL, err, sizeof err);
+	x = rt_exec_new(prog, comm, err, sizeof err);
 	if (!x) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
 	if (!o->data) {
-		if (train_default_data(&def_train, &def_val, stderr))
+		/* rank 0 prepares the default data on first use, the others then read it */
+		int bad = rank == 0 && train_default_data(&def_train, &def_val, stderr);
+		if (world > 1) {
+			double v = bad;
+			rt_exec_sum(x, prog->loss_group, &v, 1);
+			bad = v > 0;
+		}
+		if (!bad && rank != 0) {
+			FILE *quiet = fopen("/dev/null", "w");
+			bad = train_default_data(&def_train, &def_val, quiet ? quiet : stderr);
+			if (quiet)
+				fclose(quiet);
+		}
+		if (bad)
 			goto done;
 		c.data = def_train;
 		c.val_data = o->val_data ? o->val_data : def_val;
@@ -395,6 +444,8 @@ int train_run(const struct train_opts *o)
 done:
 	rt_exec_free(x);
 	rt_program_free(prog);
+	if (comm)
+		rt_comm_free(comm);
 	free(def_train);
 	free(def_val);
 	free(out_dir);

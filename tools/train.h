@@ -28,6 +28,8 @@ struct train_opts {
 	int64_t ckpt_every;         /* --ckpt-every; -1: 500 */
 	int64_t stop_at;            /* --stop-at STEP: stop there as Ctrl-C would; -1: no */
 	int quiet;                  /* --quiet: no progress display */
+	int ranks;                  /* --ranks N: CPU ranks started through mpirun; 0: as
+				       the environment says (one, or mpirun's) */
 };
 
 struct cg_layout;
