@@ -208,28 +208,35 @@ static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, ch
 
 /* ---- the builder ------------------------------------------------------------- */
 
+/* Items.  The ops of one "unit" (a stage's forward, or its backward; with one stage
+ * the whole step) run as a sequence of chunks cut by the communication ops inside it
+ * (expert parallelism's all-to-alls): an op's segment is the number of communication
+ * ops on the longest path to it within its unit, chunk (unit, seg) holds the compute
+ * ops of segment seg, and the communication ops of segment seg run after it. */
+#define SEG_MAX (1 << 16)
+
 struct builder {
 	const struct ir_graph *g;
 	const struct cg_layout *l;
 	struct rt_program *p;
 	int rank, stage, dpi, pp, M;
-	int *chunk_of_op;         /* per op index: chunk key (stage*2 + bwd), -1 sources */
-	int *chunk_of_val;        /* per value: the chunk key that makes it, -1 sources */
+	int *unit_of_op;          /* per op: stage*2 + backward (0 with one stage); -1 sources */
+	int *seg_of_op;           /* per op: its segment within the unit */
+	int *unit_of_val;         /* per value: the unit of its op, -1 sources */
+	int *key_of_val;          /* per value: unit*SEG_MAX + seg of its op, -1 sources */
 	int *buf_of_val;          /* per value: this rank's buffer, -1 none */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
-	int g_world, g_pp, g_dp;  /* group indices */
+	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
 };
 
-static int chunk_key(const struct builder *b, const struct ir_op *op)
+static int is_comm(const struct ir_op *op)
 {
-	if (is_source(op))
-		return -1;
-	return b->pp == 1 ? 0 : op->stage * 2 + !is_fwd(op);
+	return op->kind == IR_OP_ALL_TO_ALL || !strcmp(ir_op_name(op->kind), "all_to_allv");
 }
 
-static int key_stage(const struct builder *b, int key)
+static int unit_stage(const struct builder *b, int unit)
 {
-	return b->pp == 1 ? 0 : key / 2;
+	return b->pp == 1 ? 0 : unit / 2;
 }
 
 /* micro-batches stage s keeps in flight under 1F1B */
@@ -253,12 +260,12 @@ static int add_value_buffer(struct builder *b, const struct ir_value *v, const c
 	return rt_program_add_buffer(b->p, &rb);
 }
 
-/* does chunk `key` read value v? */
-static int chunk_reads(const struct builder *b, int key, const struct ir_value *v)
+/* does an op of unit u read value v? */
+static int unit_reads(const struct builder *b, int u, const struct ir_value *v)
 {
 	const struct ir_graph *g = b->g;
 	for (int i = 0; i < g->n_ops; i++) {
-		if (b->chunk_of_op[i] != key)
+		if (b->unit_of_op[i] != u)
 			continue;
 		const struct ir_op *op = g->ops[i];
 		for (int k = 0; k < op->n_in; k++)
@@ -281,9 +288,9 @@ static void copy_attrs(struct ir_graph *dst, struct ir_op *to, const struct ir_o
 	}
 }
 
-/* The chunk `key` as a graph of its own, compiled by be; adds the chunk to the
- * program.  Buffers of every value it reads or writes across its boundary must
- * exist already. */
+/* The compute ops of chunk `key` as a graph of their own, compiled by be; adds the
+ * chunk to the program and returns its index (-1 on failure, -2 when it has no ops).
+ * Buffers of every value it reads or writes across its boundary must exist. */
 static int build_chunk(struct builder *b, int key, const struct cg_backend *be, FILE *err)
 {
 	const struct ir_graph *g = b->g;
@@ -292,7 +299,7 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 		ir_graph_set(cg, g->settings[i].name, g->settings[i].num,
 			     g->settings[i].is_str ? g->settings[i].str : NULL);
 	struct ir_value **map = rt_calloc((size_t)g->n_values + 1, sizeof *map);
-	int n_in = 0, n_out = 0;
+	int n_in = 0, n_out = 0, n_ops = 0;
 	int *in_bufs = rt_calloc((size_t)g->n_values + 1, sizeof *in_bufs);
 	int *in_ids = rt_calloc((size_t)g->n_values + 1, sizeof *in_ids);
 	int *out_bufs = rt_calloc((size_t)g->n_values + 1, sizeof *out_bufs);
@@ -300,9 +307,11 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 	struct ir_value **ins = NULL;
 	int cap_ins = 0;
 	for (int i = 0; i < g->n_ops; i++) {
-		if (b->chunk_of_op[i] != key)
-			continue;
 		const struct ir_op *op = g->ops[i];
+		if (b->unit_of_op[i] < 0 || is_comm(op) ||
+		    b->unit_of_op[i] * SEG_MAX + b->seg_of_op[i] != key)
+			continue;
+		n_ops++;
 		if (op->n_in > cap_ins) {
 			cap_ins = op->n_in;
 			ins = rt_realloc(ins, sizeof *ins * (size_t)cap_ins);
@@ -361,18 +370,23 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 	}
 	free(ins);
 	free(map);
-	int stage = key_stage(b, key);
+	int unit = key / SEG_MAX, seg = key % SEG_MAX;
+	int stage = unit_stage(b, unit);
 	enum rt_chunk_kind kind = b->pp == 1 ? RT_CHUNK_FWD_BWD
-					     : key % 2 ? RT_CHUNK_BWD : RT_CHUNK_FWD;
+					     : unit % 2 ? RT_CHUNK_BWD : RT_CHUNK_FWD;
 	char name[64];
-	snprintf(name, sizeof name, b->pp == 1 ? "step" : "stage%d.%s", stage,
-		 rt_chunk_kind_name(kind));
+	if (b->pp == 1)
+		snprintf(name, sizeof name, seg ? "step.%d" : "step", seg);
+	else
+		snprintf(name, sizeof name, seg ? "stage%d.%s.%d" : "stage%d.%s", stage,
+			 rt_chunk_kind_name(kind), seg);
 	struct rt_chunk ch = { .name = name, .stage = stage, .kind = kind, .n_in = n_in,
 			       .n_out = n_out, .in = in_bufs, .out = out_bufs };
-	int rc = 0;
-	if (ir_verify(cg, err)) {
+	int rc = -1;
+	if (!n_ops) {
+		rc = -2;
+	} else if (ir_verify(cg, err)) {
 		fprintf(err, "error: internal: chunk %s does not verify\n", name);
-		rc = -1;
 	} else if (be) {
 		struct chunk_code *cc = rt_calloc(1, sizeof *cc);
 		cc->be = be;
@@ -386,14 +400,14 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 		cc->ex = be->compile(cc->g, err);
 		if (!cc->ex) {
 			chunk_free(cc);
-			rc = -1;
 		} else {
 			ch.impl = &chunk_impl;
 			ch.code = cc;
+			rc = rt_program_add_chunk(b->p, &ch);
 		}
+	} else {
+		rc = rt_program_add_chunk(b->p, &ch);
 	}
-	if (!rc)
-		rt_program_add_chunk(b->p, &ch);
 	if (cg)
 		ir_graph_free(cg);
 	free(in_bufs);
@@ -556,46 +570,65 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 	return 0;
 }
 
-/* chunk keys in the order 1F1B runs them on this rank */
-static void schedule_1f1b(const struct builder *b, int *keys, int *mbs, int *n)
+/* units in the order 1F1B runs them on this rank, with their micro-batches */
+static void schedule_1f1b(const struct builder *b, int *units, int *mbs, int *n)
 {
 	int M = b->M, k = 0;
 	if (b->pp == 1) {
 		for (int m = 0; m < M; m++) {
-			keys[k] = 0;
+			units[k] = 0;
 			mbs[k++] = m;
 		}
 		*n = k;
 		return;
 	}
-	int fkey = b->stage * 2, bkey = fkey + 1;
+	int fu = b->stage * 2, bu = fu + 1;
 	int warm = b->pp - b->stage - 1;
 	if (warm > M)
 		warm = M;
 	int f = 0, bw = 0;
 	for (; f < warm; f++) {
-		keys[k] = fkey;
+		units[k] = fu;
 		mbs[k++] = f;
 	}
 	while (f < M) {
-		keys[k] = fkey;
+		units[k] = fu;
 		mbs[k++] = f++;
-		keys[k] = bkey;
+		units[k] = bu;
 		mbs[k++] = bw++;
 	}
 	while (bw < M) {
-		keys[k] = bkey;
+		units[k] = bu;
 		mbs[k++] = bw++;
 	}
 	*n = k;
 }
 
+static int group_of_attr(const struct builder *b, const struct ir_op *op, FILE *err)
+{
+	const char *gname = ir_op_str(op, "group", "");
+	if (!strcmp(gname, "ep"))
+		return b->g_ep;
+	if (!strcmp(gname, "dp"))
+		return b->g_dp;
+	fprintf(err, "error: %s over group '%s': the program knows ep and dp\n",
+		ir_op_name(op->kind), gname);
+	return -1;
+}
+
+/* The items of unit u in order: chunks (index >= 0) and comm ops (-1 - index). */
+struct item {
+	int chunk, comm;
+};
+
 struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_layout *l,
 				    int rank, const struct cg_backend *be, FILE *err)
 {
 	int world = l->pp * l->dp;
-	if (rank < 0 || rank >= world || l->pp < 1 || l->dp < 1 || l->microbatches < 1) {
-		fprintf(err, "error: internal: rank %d of a %d x %d layout\n", rank, l->pp, l->dp);
+	if (rank < 0 || rank >= world || l->pp < 1 || l->dp < 1 || l->microbatches < 1 ||
+	    l->ep < 1 || l->dp % l->ep) {
+		fprintf(err, "error: internal: rank %d of a %d x %d layout (ep %d)\n", rank, l->pp,
+			l->dp, l->ep);
 		return NULL;
 	}
 	if (l->pp > 64) {
@@ -609,27 +642,33 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	p->stage = b.stage;
 	p->microbatches = l->microbatches;
 	p->schedule = rt_program_strdup(p, l->schedule ? l->schedule : "1f1b");
+	int ep = l->ep, edp = l->dp / l->ep;
 	b.g_world = rt_program_add_group(p, "world", 0, rank);
 	b.g_pp = rt_program_add_group(p, "pp", b.dpi, b.stage);
 	b.g_dp = rt_program_add_group(p, "dp", b.stage, b.dpi);
+	b.g_ep = rt_program_add_group(p, "ep", b.stage * edp + b.dpi / ep, b.dpi % ep);
+	b.g_edp = rt_program_add_group(p, "edp", b.stage * ep + b.dpi % ep, b.dpi / ep);
 	p->loss_group = b.g_world;
 
-	int nv = g->n_values;
-	b.chunk_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.chunk_of_op);
-	b.chunk_of_val = rt_calloc((size_t)nv + 1, sizeof *b.chunk_of_val);
+	int nv = g->n_values, nu = l->pp == 1 ? 1 : 2 * l->pp;
+	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
+	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
+	b.unit_of_val = rt_calloc((size_t)nv + 1, sizeof *b.unit_of_val);
+	b.key_of_val = rt_calloc((size_t)nv + 1, sizeof *b.key_of_val);
 	b.buf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.buf_of_val);
 	b.out_name = rt_calloc((size_t)nv + 1, sizeof *b.out_name);
 	uint64_t *holders = rt_calloc((size_t)g->n_ops + 1, sizeof *holders);
-	/* value -> op index of its PARAM, for the holder sets */
 	int *param_op = rt_calloc((size_t)nv + 1, sizeof *param_op);
-	int nkeys = 2 * l->pp;
-	/* per (source stage, destination stage): does a value cross, and which chunk of
-	 * the destination reads the bundle first (its key) */
+	int *seg_of_val = rt_calloc((size_t)nv + 1, sizeof *seg_of_val);
+	unsigned char *from_comm = rt_calloc((size_t)nv + 1, 1);
+	/* per (source stage, destination stage): the unit of the destination that first
+	 * reads what the source sends */
 	int *first_reader = rt_calloc((size_t)(l->pp * l->pp) + 1, sizeof *first_reader);
-	int *keys = NULL, *mbs = NULL;
-	int n_sched = 0, ok = 0;
+	int *units = NULL, *mbs = NULL, *chunk_of_key = NULL;
+	struct item *items = NULL;
+	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
-		b.chunk_of_val[i] = b.buf_of_val[i] = b.out_name[i] = param_op[i] = -1;
+		b.unit_of_val[i] = b.key_of_val[i] = b.buf_of_val[i] = b.out_name[i] = param_op[i] = -1;
 	for (int i = 0; i < l->pp * l->pp; i++)
 		first_reader[i] = -1;
 	for (int i = 0; i < g->n_outputs; i++)
@@ -637,56 +676,75 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			b.out_name[g->outputs[i]->id] = i;
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
-		if (!is_source(op) && (op->stage < 0 || op->stage >= l->pp)) {
+		b.unit_of_op[i] = -1;
+		if (op->kind == IR_OP_PARAM)
+			param_op[op->out[0]->id] = i;
+		if (is_source(op))
+			continue;
+		if (op->stage < 0 || op->stage >= l->pp) {
 			fprintf(err, "error: internal: op %%%d (%s) has no stage\n",
 				op->n_out ? op->out[0]->id : -1, ir_op_name(op->kind));
 			goto done;
 		}
-		b.chunk_of_op[i] = chunk_key(&b, op);
-		for (int k = 0; k < op->n_out; k++)
-			b.chunk_of_val[op->out[k]->id] = b.chunk_of_op[i];
-		if (op->kind == IR_OP_PARAM)
-			param_op[op->out[0]->id] = i;
+		int u = l->pp == 1 ? 0 : op->stage * 2 + !is_fwd(op), seg = 0;
+		for (int k = 0; k < op->n_in; k++) {
+			int vid = op->in[k]->id;
+			if (b.unit_of_val[vid] == u && seg_of_val[vid] + from_comm[vid] > seg)
+				seg = seg_of_val[vid] + from_comm[vid];
+		}
+		if (seg >= SEG_MAX - 1) {
+			fprintf(err, "error: too many communication ops in one stage\n");
+			goto done;
+		}
+		if (seg > max_seg)
+			max_seg = seg;
+		b.unit_of_op[i] = u;
+		b.seg_of_op[i] = seg;
+		for (int k = 0; k < op->n_out; k++) {
+			int vid = op->out[k]->id;
+			b.unit_of_val[vid] = u;
+			b.key_of_val[vid] = u * SEG_MAX + seg;
+			seg_of_val[vid] = seg;
+			from_comm[vid] = (unsigned char)is_comm(op);
+		}
 	}
 	/* who reads what */
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
-		int key = b.chunk_of_op[i];
-		if (key < 0)
+		int u = b.unit_of_op[i];
+		if (u < 0)
 			continue;
-		int s = key_stage(&b, key);
+		int s = unit_stage(&b, u);
 		for (int k = 0; k < op->n_in; k++) {
 			const struct ir_value *v = op->in[k];
 			if (param_op[v->id] >= 0)
 				holders[param_op[v->id]] |= 1ull << s;
-			int src = b.chunk_of_val[v->id];
-			if (src < 0 || key_stage(&b, src) == s)
+			int src = b.unit_of_val[v->id];
+			if (src < 0 || unit_stage(&b, src) == s)
 				continue;
-			int *fr = &first_reader[key_stage(&b, src) * l->pp + s];
-			/* the forward runs first on a stage */
-			if (*fr < 0 || key < *fr)
-				*fr = key;
+			int *fr = &first_reader[unit_stage(&b, src) * l->pp + s];
+			if (*fr < 0 || u < *fr) /* the forward runs first on a stage */
+				*fr = u;
 		}
 	}
-	(void)nkeys;
 
-	/* buffers: sources read here, values crossing this rank's chunk boundaries */
+	/* buffers: sources read here, values crossing this rank's item boundaries */
 	int M = b.M;
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
-		int key = b.chunk_of_op[i];
-		if (key >= 0 && key_stage(&b, key) != b.stage)
+		int u = b.unit_of_op[i];
+		if (u >= 0 && unit_stage(&b, u) != b.stage)
 			continue;
-		if (key < 0) {
+		if (u < 0) {
 			if (op->kind == IR_OP_CONST)
 				continue;
 			if (op->kind == IR_OP_PARAM && !(holders[i] >> b.stage & 1))
 				continue;
 			if (op->kind == IR_OP_INPUT) {
 				int used = 0;
-				for (int c = 0; c < 2 && !used; c++)
-					used = chunk_reads(&b, l->pp == 1 ? 0 : b.stage * 2 + c,
-							   op->out[0]);
+				for (int c = 0; c < nu && !used; c++)
+					used = unit_stage(&b, c) == b.stage &&
+					       unit_reads(&b, c, op->out[0]);
 				if (!used)
 					continue;
 			}
@@ -710,16 +768,20 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			}
 			continue;
 		}
-		/* values made by this rank's chunks */
+		/* values made by this rank's ops */
+		int key = u * SEG_MAX + b.seg_of_op[i];
 		for (int o = 0; o < op->n_out; o++) {
 			const struct ir_value *v = op->out[o];
-			int outside = 0;
+			int outside = is_comm(op);
 			for (int j = i + 1; j < g->n_ops && !outside; j++) {
-				const struct ir_op *u = g->ops[j];
-				if (b.chunk_of_op[j] == key || b.chunk_of_op[j] < 0)
+				const struct ir_op *w = g->ops[j];
+				if (b.unit_of_op[j] < 0)
 					continue;
-				for (int k = 0; k < u->n_in; k++)
-					if (u->in[k] == v)
+				int wkey = b.unit_of_op[j] * SEG_MAX + b.seg_of_op[j];
+				if (wkey == key && !is_comm(w))
+					continue;
+				for (int k = 0; k < w->n_in; k++)
+					if (w->in[k] == v)
 						outside = 1;
 			}
 			int on = b.out_name[v->id];
@@ -752,12 +814,12 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	}
 	/* values received from other stages */
 	for (int i = 0; i < nv; i++) {
-		int src = b.chunk_of_val[i];
-		if (src < 0 || key_stage(&b, src) == b.stage || b.buf_of_val[i] >= 0)
+		int src = b.unit_of_val[i];
+		if (src < 0 || unit_stage(&b, src) == b.stage || b.buf_of_val[i] >= 0)
 			continue;
 		int reads = 0;
 		for (int c = 0; c < 2 && !reads; c++)
-			reads = chunk_reads(&b, b.stage * 2 + c, g->values[i]);
+			reads = unit_reads(&b, b.stage * 2 + c, g->values[i]);
 		if (!reads)
 			continue;
 		char nm[32];
@@ -782,74 +844,117 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	}
 	p->vocab = find_vocab(g);
 
-	/* chunks, compiled */
-	int my_keys[2] = { l->pp == 1 ? 0 : b.stage * 2, b.stage * 2 + 1 };
-	for (int c = 0; c < (l->pp == 1 ? 1 : 2); c++)
-		if (build_chunk(&b, my_keys[c], be, err))
-			goto done;
+	/* this rank's items: per unit, chunk seg 0, its comm ops, chunk seg 1, ... */
+	int per_unit = 2 * (max_seg + 1) + g->n_ops;
+	items = rt_calloc((size_t)(nu * per_unit) + 1, sizeof *items);
+	int *n_items = rt_calloc((size_t)nu + 1, sizeof *n_items);
+	for (int u = 0; u < nu; u++) {
+		if (unit_stage(&b, u) != b.stage)
+			continue;
+		struct item *it = items + (size_t)u * (size_t)per_unit;
+		for (int seg = 0; seg <= max_seg; seg++) {
+			int ci = build_chunk(&b, u * SEG_MAX + seg, be, err);
+			if (ci == -1) {
+				free(n_items);
+				goto done;
+			}
+			if (ci >= 0)
+				it[n_items[u]++] = (struct item){ ci, -1 };
+			for (int i = 0; i < g->n_ops; i++) {
+				const struct ir_op *op = g->ops[i];
+				if (b.unit_of_op[i] != u || b.seg_of_op[i] != seg || !is_comm(op))
+					continue;
+				int grp = group_of_attr(&b, op, err);
+				if (grp < 0) {
+					free(n_items);
+					goto done;
+				}
+				struct rt_comm_op co = { .group = grp, .buf = b.buf_of_val[op->in[0]->id],
+							 .out = b.buf_of_val[op->out[0]->id],
+							 .scounts = -1, .rcounts = -1 };
+				if (op->kind == IR_OP_ALL_TO_ALL) {
+					co.kind = RT_COP_ALL_TO_ALL;
+				} else {
+					co.kind = RT_COP_ALL_TO_ALLV;
+					co.scounts = b.buf_of_val[op->in[1]->id];
+					co.rcounts = b.buf_of_val[op->in[2]->id];
+				}
+				RT_ASSERT(co.buf >= 0 && co.out >= 0);
+				it[n_items[u]++] = (struct item){ -1, rt_program_add_comm(p, &co) };
+			}
+		}
+	}
 
-	/* comm ops: per (peer stage), the values of the bundle, in value order */
+	/* sends and receives between stages: per peer stage, in value order */
 	int *send_first = rt_calloc((size_t)l->pp + 1, sizeof *send_first);
 	int *recv_first = rt_calloc((size_t)l->pp + 1, sizeof *recv_first);
 	int *send_n = rt_calloc((size_t)l->pp + 1, sizeof *send_n);
 	int *recv_n = rt_calloc((size_t)l->pp + 1, sizeof *recv_n);
+	int *send_unit = rt_calloc((size_t)l->pp + 1, sizeof *send_unit);
 	for (int peer = 0; peer < l->pp; peer++) {
-		send_first[peer] = recv_first[peer] = p->n_comms;
-		if (peer == b.stage)
-			continue;
 		send_first[peer] = p->n_comms;
-		for (int i = 0; i < nv; i++) {
-			int src = b.chunk_of_val[i];
-			if (src < 0 || key_stage(&b, src) != b.stage || b.buf_of_val[i] < 0)
-				continue;
-			int reads = 0;
-			for (int c = 0; c < 2 && !reads; c++)
-				reads = chunk_reads(&b, peer * 2 + c, g->values[i]);
-			if (!reads)
-				continue;
-			struct rt_comm_op op = { RT_COP_SEND, b.buf_of_val[i], b.g_pp, peer, i };
-			rt_program_add_comm(p, &op);
-			send_n[peer]++;
+		send_unit[peer] = -1;
+		if (peer != b.stage) {
+			for (int i = 0; i < nv; i++) {
+				int src = b.unit_of_val[i];
+				if (src < 0 || unit_stage(&b, src) != b.stage || b.buf_of_val[i] < 0)
+					continue;
+				int reads = 0;
+				for (int c = 0; c < 2 && !reads; c++)
+					reads = unit_reads(&b, peer * 2 + c, g->values[i]);
+				if (!reads)
+					continue;
+				struct rt_comm_op op = { RT_COP_SEND, b.buf_of_val[i], b.g_pp, peer, i,
+							 -1, -1, -1 };
+				rt_program_add_comm(p, &op);
+				send_n[peer]++;
+				send_unit[peer] = src;
+			}
 		}
 		recv_first[peer] = p->n_comms;
+		if (peer == b.stage)
+			continue;
 		for (int i = 0; i < nv; i++) {
-			int src = b.chunk_of_val[i];
-			if (src < 0 || key_stage(&b, src) != peer || b.buf_of_val[i] < 0 ||
+			int src = b.unit_of_val[i];
+			if (src < 0 || unit_stage(&b, src) != peer || b.buf_of_val[i] < 0 ||
 			    p->bufs[b.buf_of_val[i]].role != RT_BUF_COMM)
 				continue;
-			struct rt_comm_op op = { RT_COP_RECV, b.buf_of_val[i], b.g_pp, peer, i };
+			struct rt_comm_op op = { RT_COP_RECV, b.buf_of_val[i], b.g_pp, peer, i,
+						 -1, -1, -1 };
 			rt_program_add_comm(p, &op);
 			recv_n[peer]++;
 		}
 	}
 
 	/* actions */
-	keys = rt_calloc((size_t)(2 * M + 1), sizeof *keys);
+	units = rt_calloc((size_t)(2 * M + 1), sizeof *units);
 	mbs = rt_calloc((size_t)(2 * M + 1), sizeof *mbs);
-	schedule_1f1b(&b, keys, mbs, &n_sched);
+	schedule_1f1b(&b, units, mbs, &n_sched);
 	for (int a = 0; a < n_sched; a++) {
-		int key = keys[a], m = mbs[a];
-		int ci = l->pp == 1 ? 0 : key % 2;
+		int u = units[a], m = mbs[a];
 		int waits = 0;
 		for (int peer = 0; peer < l->pp; peer++)
-			if (peer != b.stage && recv_n[peer] && first_reader[peer * l->pp + b.stage] == key) {
+			if (peer != b.stage && recv_n[peer] &&
+			    first_reader[peer * l->pp + b.stage] == u) {
 				for (int k = 0; k < recv_n[peer]; k++)
 					rt_program_add_action(p, RT_ACT_COMM, recv_first[peer] + k, m);
 				waits = 1;
 			}
 		if (waits)
 			rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, m);
-		rt_program_add_action(p, RT_ACT_CHUNK, ci, m);
-		for (int peer = 0; peer < l->pp; peer++) {
-			if (peer == b.stage || !send_n[peer])
-				continue;
-			/* the bundle leaves after the chunk that makes it */
-			int src_key = b.chunk_of_val[p->comms[send_first[peer]].tag];
-			if (src_key != key)
-				continue;
-			for (int k = 0; k < send_n[peer]; k++)
-				rt_program_add_action(p, RT_ACT_COMM, send_first[peer] + k, m);
+		const struct item *it = items + (size_t)u * (size_t)per_unit;
+		for (int k = 0; k < n_items[u]; k++) {
+			if (it[k].chunk >= 0) {
+				rt_program_add_action(p, RT_ACT_CHUNK, it[k].chunk, m);
+			} else {
+				rt_program_add_action(p, RT_ACT_COMM, it[k].comm, m);
+				rt_program_add_action(p, RT_ACT_WAIT, p->comms[it[k].comm].group, m);
+			}
 		}
+		for (int peer = 0; peer < l->pp; peer++)
+			if (peer != b.stage && send_n[peer] && send_unit[peer] == u)
+				for (int k = 0; k < send_n[peer]; k++)
+					rt_program_add_action(p, RT_ACT_COMM, send_first[peer] + k, m);
 	}
 	if (l->pp > 1)
 		rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, 0);
@@ -858,7 +963,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		const struct rt_param *r = &p->params[k];
 		if (r->grad < 0 || r->reduce_group < 0)
 			continue;
-		struct rt_comm_op op = { RT_COP_ALL_REDUCE, r->grad, r->reduce_group, 0, 0 };
+		struct rt_comm_op op = { RT_COP_ALL_REDUCE, r->grad, r->reduce_group, 0, 0, -1, -1, -1 };
 		rt_program_add_action(p, RT_ACT_COMM, rt_program_add_comm(p, &op), 0);
 		rt_program_add_action(p, RT_ACT_WAIT, r->reduce_group, 0);
 	}
@@ -866,17 +971,25 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	free(recv_first);
 	free(send_n);
 	free(recv_n);
+	free(send_unit);
+	free(n_items);
 	ok = 1;
 done:
-	free(b.chunk_of_op);
-	free(b.chunk_of_val);
+	free(b.unit_of_op);
+	free(b.seg_of_op);
+	free(b.unit_of_val);
+	free(b.key_of_val);
 	free(b.buf_of_val);
 	free(b.out_name);
 	free(holders);
 	free(param_op);
+	free(seg_of_val);
+	free(from_comm);
 	free(first_reader);
-	free(keys);
+	free(units);
 	free(mbs);
+	free(items);
+	free(chunk_of_key);
 	if (!ok) {
 		rt_program_free(p);
 		return NULL;

@@ -125,6 +125,59 @@ static int run_chunk(struct rt_exec *x, int ci, int mb, char *err, size_t errlen
 	return 0;
 }
 
+/* Rows per peer from an i32 [P, n] count buffer: the sum of each row, checked. */
+static int peer_rows(const struct rt_buffer *cb, const int32_t *c, int P, size_t *rows)
+{
+	int64_t n = cb->numel / P;
+	for (int p = 0; p < P; p++) {
+		int64_t s = 0;
+		for (int64_t j = 0; j < n; j++) {
+			if (c[p * n + j] < 0)
+				return -1;
+			s += c[p * n + j];
+		}
+		rows[p] = (size_t)s;
+	}
+	return 0;
+}
+
+/* ALL_TO_ALLV: the counts were exchanged by an earlier ALL_TO_ALL and are on the
+ * host (CPU ranks), so both sides know every block's size. */
+static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
+			struct rt_comm *c)
+{
+	const struct rt_program *p = x->p;
+	const struct rt_buffer *in = &p->bufs[op->buf], *out = &p->bufs[op->out];
+	const struct rt_buffer *sb = &p->bufs[op->scounts], *rb = &p->bufs[op->rcounts];
+	int P = rt_comm_size(c);
+	RT_ASSERT(sb->rank >= 1 && sb->shape[0] == P && rb->shape[0] == P);
+	size_t row = (size_t)(in->numel / (in->shape[0] ? in->shape[0] : 1));
+	size_t *sc = rt_calloc(4 * (size_t)P, sizeof *sc);
+	size_t *so = sc + P, *rc = sc + 2 * P, *ro = sc + 3 * P;
+	if (peer_rows(sb, rt_buf_slot(p, op->scounts, mb), P, sc) ||
+	    peer_rows(rb, rt_buf_slot(p, op->rcounts, mb), P, rc))
+		RT_BUG("all_to_allv: negative counts");
+	size_t st = 0, rt = 0;
+	for (int q = 0; q < P; q++) {
+		so[q] = st * row;
+		ro[q] = rt * row;
+		st += sc[q];
+		rt += rc[q];
+		sc[q] *= row;
+		rc[q] *= row;
+	}
+	if (st > (size_t)in->shape[0] || rt > (size_t)out->shape[0])
+		RT_BUG("all_to_allv: %zu rows to send of %lld, %zu to receive into %lld", st,
+		       (long long)in->shape[0], rt, (long long)out->shape[0]);
+	char *dst = rt_buf_slot(p, op->out, mb);
+	rt_comm_all_to_allv(c, (uint64_t)(uintptr_t)rt_buf_slot(p, op->buf, mb), sc, so,
+			    (uint64_t)(uintptr_t)dst, rc, ro, comm_dtype(in->dtype), NULL);
+	/* the rows past what arrived are zero, as the op says */
+	size_t esz = rt_dtype_size(out->dtype);
+	memset(dst + rt * row * esz, 0, ((size_t)out->numel - rt * row) * esz);
+	free(sc);
+}
+
 static void start_comm(struct rt_exec *x, int k, int mb)
 {
 	const struct rt_comm_op *op = &x->p->comms[k];
@@ -148,6 +201,13 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 			x->fresh[op->buf] = 0;
 		}
 		rt_comm_all_reduce_sum(c, addr, addr, n, comm_dtype(b->dtype), NULL);
+		break;
+	case RT_COP_ALL_TO_ALL:
+		rt_comm_all_to_all(c, addr, (uint64_t)(uintptr_t)rt_buf_slot(x->p, op->out, mb),
+				   n / (size_t)rt_comm_size(c), comm_dtype(b->dtype), NULL);
+		break;
+	case RT_COP_ALL_TO_ALLV:
+		all_to_allv(x, op, mb, c);
 		break;
 	}
 	x->st.comm_s += rt_now() - t0;

@@ -26,7 +26,8 @@ const char *rt_chunk_kind_name(enum rt_chunk_kind k)
 
 const char *rt_cop_kind_name(enum rt_cop_kind k)
 {
-	static const char *const names[] = { "send", "recv", "all_reduce" };
+	static const char *const names[] = { "send", "recv", "all_reduce", "all_to_all",
+					     "all_to_allv" };
 	return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
@@ -215,8 +216,12 @@ void rt_program_print(const struct rt_program *p, FILE *out)
 	for (int i = 0; i < p->n_comms; i++) {
 		const struct rt_comm_op *o = &p->comms[i];
 		fprintf(out, "  k%d %s b%d group g%d", i, rt_cop_kind_name(o->kind), o->buf, o->group);
-		if (o->kind != RT_COP_ALL_REDUCE)
+		if (o->kind == RT_COP_SEND || o->kind == RT_COP_RECV)
 			fprintf(out, " peer %d tag %d", o->peer, o->tag);
+		if (o->kind == RT_COP_ALL_TO_ALL || o->kind == RT_COP_ALL_TO_ALLV)
+			fprintf(out, " into b%d", o->out);
+		if (o->kind == RT_COP_ALL_TO_ALLV)
+			fprintf(out, " counts b%d b%d", o->scounts, o->rcounts);
 		fputc('\n', out);
 	}
 	fprintf(out, "actions:\n");

@@ -88,15 +88,22 @@ struct rt_chunk {
 	double seconds;             /* time spent running it (the executor's counter) */
 };
 
-enum rt_cop_kind { RT_COP_SEND, RT_COP_RECV, RT_COP_ALL_REDUCE };
+enum rt_cop_kind { RT_COP_SEND, RT_COP_RECV, RT_COP_ALL_REDUCE, RT_COP_ALL_TO_ALL,
+		   RT_COP_ALL_TO_ALLV };
 const char *rt_cop_kind_name(enum rt_cop_kind k);
 
+/* ALL_TO_ALL: buf [P, ...] to out [P, ...], block p to peer p.  ALL_TO_ALLV: buf's
+ * rows [R, ...] to out [C, ...]; scounts and rcounts are i32 [P, n] buffers: peer p
+ * gets the next sum_j scounts[p, j] rows and sends sum_j rcounts[p, j], packed in
+ * peer order in out, zero past them (expert parallelism's dispatch and combine). */
 struct rt_comm_op {
 	enum rt_cop_kind kind;
 	int buf;
 	int group;                  /* index in the program's groups */
 	int peer;                   /* SEND/RECV: the peer's rank in the group */
 	int tag;                    /* SEND/RECV: matches a send to its receive */
+	int out;                    /* ALL_TO_ALL(V): the buffer received into */
+	int scounts, rcounts;       /* ALL_TO_ALLV: the count buffers; else -1 */
 };
 
 enum rt_act_kind {
