@@ -244,6 +244,17 @@ static void test_model(const char *path)
 	l.pp = L < 3 ? L : 3;
 	REQUIRE(pass_partition_plan(g, &l, &r, &p, stderr) == 0);
 	REQUIRE(pass_pipeline_run(g, NULL, stderr) == 0);
+	/* planned after autodiff, the same stages and figures */
+	struct pass_partition q;
+	REQUIRE(pass_partition_plan(g, &l, &r, &q, stderr) == 0);
+	for (int s = 0; s < l.pp; s++)
+		CHECKF(q.stages[s].n_layers == p.stages[s].n_layers &&
+		       q.stages[s].params == p.stages[s].params &&
+		       q.stages[s].mem_total == p.stages[s].mem_total,
+		       "%s: stage %d after autodiff: %d layers, %lld bytes; before: %d, %lld",
+		       path, s, q.stages[s].n_layers, (long long)q.stages[s].mem_total,
+		       p.stages[s].n_layers, (long long)p.stages[s].mem_total);
+	pass_partition_free(&q);
 	CHECK(pass_partition_assign(g, &p, stderr) == 0);
 	int seen[64] = { 0 };
 	for (int i = 0; i < g->n_ops; i++) {
