@@ -24,7 +24,11 @@
  *    under precision fp8 (DeepSeek-V3's recipe), divided by dp under zero=1 (an
  *    expert's moments over the dp/ep ranks that hold it: numel / dp again);
  *    activations saved for the backward times the micro-batches the schedule keeps in
- *    flight (1F1B and ZB1P: stage s of P keeps min(P - s, M); GPipe all M);
+ *    flight (1F1B and ZB1P: stage s of P keeps min(P - s, M); GPipe all M;
+ *    DualPipe and DualPipeV: a rank holds two stages and P + 1 micro-batches of
+ *    stage-sized activations between them (DESIGN.md's table), counted here as
+ *    ceil((P + 1) / 2) on every stage: the table is per stage, and a DualPipe rank's
+ *    memory is the sum of its two rows, r and P-1-r, parameters twice included);
  *    communication buffers: the values that cross each stage boundary, one micro-batch
  *    of them and their gradients, on both sides; with ep > 1, the receive buffers of
  *    EP dispatch and combine (rows of the routed activation times PASS_EP_CAPACITY),
@@ -46,7 +50,8 @@
  * Simplifications, on purpose: parameters shared between two layers (no model in
  * models/ has them) are counted in the first only; the low-precision copies of the
  * weights that bf16 and fp8 products read are transient and not counted; DualPipe's
- * two stages a rank are not modelled yet (refused by pass_layout_check).
+ * two stages a rank are modelled by their activations only: the split is still one
+ * contiguous run of layers per stage, not chosen for the pairs.
  */
 #include "passes.h"
 
@@ -208,7 +213,8 @@ static void units_find(const struct ir_graph *g, struct unitmap *m)
 
 /* --- layout ------------------------------------------------------------------------ */
 
-static const char *const schedules[] = { "1f1b", "zb1p", "gpipe", NULL };
+static const char *const schedules[] = { "1f1b", "zb1p", "gpipe", "dualpipe", "dualpipev",
+					  NULL };
 
 static int known_schedule(const char *s)
 {
@@ -256,7 +262,7 @@ int pass_layout_read(const struct ir_graph *g, int ranks, struct pass_layout *l,
 	if (s && !s->is_str) {
 		if (err)
 			fprintf(err, "error: layout: schedule is a name (%s), not a number\n",
-				"1f1b, zb1p or gpipe");
+				"1f1b, zb1p, dualpipe, ...");
 		return -1;
 	}
 	if (ranks < 0) {
@@ -348,7 +354,7 @@ int pass_layout_check(const struct ir_graph *g, const struct pass_layout *l, int
 	unitmap_free(&m);
 	if (!known_schedule(l->schedule ? l->schedule : "1f1b")) {
 		if (err) {
-			fprintf(err, "error: layout: schedule '%s': the stage memory model knows",
+			fprintf(err, "error: layout: schedule '%s': the stage model knows",
 				l->schedule);
 			for (int i = 0; schedules[i]; i++)
 				fprintf(err, " %s", schedules[i]);
@@ -362,8 +368,9 @@ int pass_layout_check(const struct ir_graph *g, const struct pass_layout *l, int
 void pass_layout_inflight(const struct pass_layout *l, int *inflight)
 {
 	int gpipe = l->schedule && !strcmp(l->schedule, "gpipe");
+	int dual = l->schedule && !strncmp(l->schedule, "dualpipe", 8);
 	for (int s = 0; s < l->pp; s++) {
-		int k = gpipe ? l->microbatches : l->pp - s;
+		int k = gpipe ? l->microbatches : dual ? (l->pp + 2) / 2 : l->pp - s;
 		inflight[s] = k < l->microbatches ? k : l->microbatches;
 	}
 }

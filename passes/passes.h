@@ -66,7 +66,8 @@ void pass_memplan_free(struct pass_memplan *p);
 /* --- pipeline stages (passes/partition.c) ------------------------------------------------ */
 /* A layout: pp stages of dp ranks each; ep-way expert parallelism inside dp; micro-batches
  * per data-parallel rank per step; zero 1 shards AdamW's states over dp; the schedule
- * ("1f1b", "zb1p", "gpipe") sets the micro-batches each stage keeps in flight. */
+ * ("1f1b", "zb1p", "gpipe", "dualpipe", "dualpipev") sets the micro-batches each stage
+ * keeps in flight. */
 struct pass_layout { int pp, dp, ep, microbatches, zero; const char *schedule; };
 /* flops_per_s: the backend's measured or stated rate (0: PASS_DEFAULT_FLOPS); mem_limit:
  * bytes a rank may hold (0: no limit). */
