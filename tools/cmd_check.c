@@ -35,7 +35,7 @@ static void usage(FILE *f)
 		"                     --set pp=P (P > 1) or ep=E (E > 1), a table of the pipeline\n"
 		"                     stages: layers, parameters, FLOPs and the memory of one\n"
 		"                     rank of each (passes/partition.c); the layout settings\n"
-		"                     are pp, ep, microbatches, zero and schedule\n"
+		"                     are the train settings pp, ep, microbatches, zero, schedule\n"
 		"  -h, --help         this help\n"
 		"\n"
 		"Exit status 0; 2 for bad usage; 1 for an error in the model or an impossible\n"
@@ -49,56 +49,7 @@ struct check_opts {
 	int json, verbose;
 	int ranks;                 /* 0: not given */
 	struct args_overrides over;
-	struct args_overrides layout; /* --set of the layout settings, applied after compiling */
 };
-
-/* The layout settings.  Models need not name them in their train section, so they are
- * set on the compiled graph rather than passed to the frontend as overrides. */
-static int is_layout_setting(const char *name)
-{
-	static const char *const names[] = { "pp", "ep", "microbatches", "zero", "schedule" };
-	if (!strncmp(name, "train.", 6))
-		name += 6;
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-		if (!strcmp(name, names[i]))
-			return 1;
-	return 0;
-}
-
-/* Moves the last override taken into o->layout when it names a layout setting. */
-static void take_layout_setting(struct check_opts *o)
-{
-	struct sl_override *v = &o->over.v[o->over.n - 1];
-	if (!is_layout_setting(v->name))
-		return;
-	struct args_overrides *l = &o->layout;
-	if (l->n == l->cap) {
-		l->cap = l->cap ? 2 * l->cap : 8;
-		struct sl_override *nv = realloc(l->v, sizeof *nv * (size_t)l->cap);
-		if (!nv) {
-			fprintf(stderr, "sluice: out of memory\n");
-			abort();
-		}
-		l->v = nv;
-	}
-	l->v[l->n++] = *v;
-	o->over.n--;
-}
-
-static void apply_layout_settings(struct ir_graph *g, const struct args_overrides *l)
-{
-	for (int i = 0; i < l->n; i++) {
-		const char *name = l->v[i].name, *text = l->v[i].value;
-		if (!strncmp(name, "train.", 6))
-			name += 6;
-		char *end;
-		double d = strtod(text, &end);
-		if (end != text && !*end)
-			ir_graph_set(g, name, d, NULL);
-		else
-			ir_graph_set(g, name, 0, text);
-	}
-}
 
 /* Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, struct check_opts *o)
@@ -112,10 +63,8 @@ static int parse_args(int argc, char **argv, struct check_opts *o)
 		int r = args_take_set(argc, argv, &i, &o->over, "check");
 		if (r < 0)
 			return EXIT_USAGE;
-		if (r > 0) {
-			take_layout_setting(o);
+		if (r > 0)
 			continue;
-		}
 		const char *ranks;
 		r = args_take_value(argc, argv, &i, "--ranks", &ranks, "check");
 		if (r < 0)
@@ -528,10 +477,8 @@ int cmd_check(int argc, char **argv)
 	struct ir_graph *g = cmd_ir_read("check", o.file, &o.over, &status);
 	if (!g) {
 		args_overrides_free(&o.over);
-		args_overrides_free(&o.layout);
 		return status;
 	}
-	apply_layout_settings(g, &o.layout);
 	struct check_layout cl = { 0 };
 	struct pass_account acct;
 	struct check_extra x = { 0 };
@@ -570,6 +517,5 @@ out:
 	pass_partition_free(&cl.p);
 	ir_graph_free(g);
 	args_overrides_free(&o.over);
-	args_overrides_free(&o.layout);
 	return rc;
 }

@@ -249,7 +249,7 @@ static void test_stages(const char *sluice)
 		{ "models/tiny_moe.sl --set pp=5", "pp=5 is more stages than the model's 4 layers" },
 		{ "models/tiny_moe.sl --set pp=3 --ranks 4", "4 ranks are not divisible by pp=3" },
 		{ "models/tiny_gpt.sl --set ep=2", "ep=2 but the model has no experts" },
-		{ "models/tiny_moe.sl --set pp=0", "pp must be a whole number" },
+		{ "models/tiny_moe.sl --set pp=0", "'pp' is an integer >= 1" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		int rc = run_cli_to(sluice, bad[i].args, "2>&1", &o);
