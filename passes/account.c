@@ -383,7 +383,11 @@ static int64_t active_count(const struct ir_value *v, double frac)
 	return (int64_t)llround((double)n * frac);
 }
 
-int pass_account(const struct ir_graph *g, struct pass_account *out)
+/* The whole count; flops and act, when given, take each figure per value id too (the
+ * partition pass sums them over its own units): flops by the value a product
+ * defines, saved_bytes by the value the backward saves. */
+static int account_run(const struct ir_graph *g, struct pass_account *out, double *flops,
+		       int64_t *saved_bytes)
 {
 	memset(out, 0, sizeof *out);
 	struct acct A = { 0 };
@@ -487,6 +491,8 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 					mult += 1;
 		double f = fwd * mult / (double)A.tokens;
 		out->flops_per_token += f;
+		if (flops)
+			flops[op->out[0]->id] += f;
 		layer_of(&A, A.key[op->out[0]->id])->flops_per_token += f;
 	}
 
@@ -523,6 +529,8 @@ int pass_account(const struct ir_graph *g, struct pass_account *out)
 			rc = -1;
 			goto done;
 		}
+		if (saved_bytes)
+			saved_bytes[i] = b;
 	}
 
 	/* rows with nothing to show (scopes of backward ops, of the loss) are dropped */
@@ -549,6 +557,22 @@ done:
 		pass_account_free(out);
 		memset(out, 0, sizeof *out);
 	}
+	return rc;
+}
+
+int pass_account(const struct ir_graph *g, struct pass_account *out)
+{
+	return account_run(g, out, NULL, NULL);
+}
+
+int pass_account_values(const struct ir_graph *g, double *flops, int64_t *act)
+{
+	memset(flops, 0, sizeof *flops * (size_t)g->n_values);
+	memset(act, 0, sizeof *act * (size_t)g->n_values);
+	struct pass_account a;
+	int rc = account_run(g, &a, flops, act);
+	if (!rc)
+		pass_account_free(&a);
 	return rc;
 }
 

@@ -43,6 +43,10 @@ struct pass_account {
 };
 
 int pass_account(const struct ir_graph *g, struct pass_account *out);
+/* The same counts per value id (arrays [g->n_values], zeroed here): flops[v] the
+ * training FLOPs per token of the matrix product that defines v, act[v] the bytes of v
+ * when the backward saves it.  Returns non-zero when a count passes 2^63. */
+int pass_account_values(const struct ir_graph *g, double *flops, int64_t *act);
 void pass_account_free(struct pass_account *a);
 
 /* --- memory planning (passes/memplan.c) ------------------------------------------------ */
@@ -58,5 +62,92 @@ struct pass_memplan {
 
 int pass_memplan(const struct ir_graph *g, size_t align, struct pass_memplan *out);
 void pass_memplan_free(struct pass_memplan *p);
+
+/* --- pipeline stages (passes/partition.c) ------------------------------------------------ */
+/* A layout: pp stages of dp ranks each; ep-way expert parallelism inside dp; micro-batches
+ * per data-parallel rank per step; zero 1 shards AdamW's states over dp; the schedule
+ * ("1f1b", "zb1p", "gpipe", "dualpipe", "dualpipev") sets the micro-batches each stage
+ * keeps in flight. */
+struct pass_layout { int pp, dp, ep, microbatches, zero; const char *schedule; };
+/* flops_per_s: the backend's measured or stated rate (0: PASS_DEFAULT_FLOPS); mem_limit:
+ * bytes a rank may hold (0: no limit). */
+struct pass_rates { double flops_per_s; double mem_limit; };
+/* NVIDIA's stated dense BF16 rate of an H100 or H200 (SXM), FLOP/s */
+#define PASS_DEFAULT_FLOPS 989e12
+/* EP receive buffers hold this many times the rows a rank receives when the routing is
+ * even (an overflow is seen alike on every rank and the step runs again, larger) */
+#define PASS_EP_CAPACITY 1.25
+
+/* One rank of one stage: its layers, parameters (params: the stage's own, whole;
+ * params_per_rank: what one rank holds, experts / ep, copies included; params_copied:
+ * parameters of stage 0 that this stage reads, held as copies), training FLOPs per token,
+ * one micro-batch's forward + backward time at the rate, and memory in bytes. */
+struct pass_stage_stats {
+	int first_layer, n_layers;
+	int64_t params, params_per_rank;
+	double flops_per_token;
+	int64_t mem_params, mem_grads, mem_optim, mem_acts, mem_comm, mem_total;
+	int inflight;              /* micro-batches whose activations the stage holds */
+	int64_t params_copied;
+	double compute_s;
+};
+struct pass_partition {
+	int pp, n_layers;
+	int *layer_stage;                /* [n_layers] */
+	struct pass_stage_stats *stages; /* [pp] */
+	double balance;                  /* largest / mean stage compute time */
+};
+
+/* pp, ep, microbatches, zero and schedule from the train settings (defaults 1, 1, 1, 0,
+ * "1f1b"); dp = ranks / pp, with ranks 0 meaning pp x ep (dp 0 when pp does not divide
+ * ranks: pass_layout_check says so).  Non-zero with a message when a setting is no
+ * whole number in range. */
+int pass_layout_read(const struct ir_graph *g, int ranks, struct pass_layout *l, FILE *err);
+/* The impossible layouts, each with its message: ranks not divisible by pp, ep not
+ * dividing dp, experts not divisible by ep, more stages than layers, an unknown
+ * schedule.  ranks 0: pp x ep.  Returns 0 when the layout can run. */
+int pass_layout_check(const struct ir_graph *g, const struct pass_layout *l, int ranks,
+		      FILE *err);
+/* inflight[s], s < l->pp: the micro-batches stage s keeps in flight under l's schedule */
+void pass_layout_inflight(const struct pass_layout *l, int *inflight);
+
+/* Cut the layers into l->pp stages (see partition.c for the cost model and the
+ * objective).  out is malloc'd; free it with pass_partition_free.  Non-zero with a
+ * message for an impossible layout or when no split fits r->mem_limit. */
+int pass_partition_plan(const struct ir_graph *g, const struct pass_layout *l,
+			const struct pass_rates *r, struct pass_partition *out, FILE *err);
+/* Sets op->stage of every op of g (forward and backward, from the op's scope; ops at the
+ * top level before the layers -> 0, after -> pp-1, INPUT/PARAM/CONST ops -> the lowest
+ * stage among their consumers), and checks that no forward value flows from a higher
+ * stage to a lower one (an error naming the op otherwise). */
+int pass_partition_assign(struct ir_graph *g, const struct pass_partition *p, FILE *err);
+void pass_partition_free(struct pass_partition *p);
+
+/* The cost model as vectors over units: 0 the part before the layers, 1..n_layers the
+ * layers, n_layers + 1 the part after.  Every array has n_layers + 2 entries but
+ * mem_cross, n_layers + 1: mem_cross[b] are the bytes crossing between layer b-1 and
+ * layer b (b in 1..n_layers-1), a micro-batch's values and their gradients.  Memory in
+ * bytes per rank; mem_copied counts on stages other than 0 only; a stage holds the
+ * largest mem_ep of its units. */
+struct pass_unit_costs {
+	int n_layers;
+	double *time, *flops_per_token;
+	int64_t *params, *params_expert, *params_copied;
+	double *mem_params, *mem_grads, *mem_optim, *mem_copied, *mem_act, *mem_ep;
+	double *mem_cross;
+};
+int pass_partition_costs(const struct ir_graph *g, const struct pass_layout *l,
+			 const struct pass_rates *r, struct pass_unit_costs *c, FILE *err);
+void pass_unit_costs_free(struct pass_unit_costs *c);
+/* The stage s of pp that holds layers [first, first + n): its compute time, and its
+ * memory per rank (*comm, when given, gets the communication buffers' share). */
+double pass_partition_stage_time(const struct pass_unit_costs *c, int first, int n, int s,
+				 int pp);
+double pass_partition_stage_mem(const struct pass_unit_costs *c, int first, int n, int s,
+				int pp, const int *inflight, double *comm);
+/* The best split (layer_stage[n_layers]) by dynamic programming; non-zero with a
+ * message when pp > n_layers or nothing fits mem_limit (0: no limit). */
+int pass_partition_split(const struct pass_unit_costs *c, int pp, const int *inflight,
+			 double mem_limit, int *layer_stage, FILE *err);
 
 #endif

@@ -22,7 +22,7 @@ enum { CHECK_ALIGN = 256 };
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: sluice check FILE [--json] [--verbose] [--set NAME=VALUE]...\n"
+		"usage: sluice check FILE [--json] [--verbose] [--set NAME=VALUE]... [--ranks N]\n"
 		"\n"
 		"Parameters (total, the MTP module apart, active per token), training FLOPs per\n"
 		"token (forward + backward), activation memory per micro-batch and the planned\n"
@@ -31,16 +31,23 @@ static void usage(FILE *f)
 		"  --json             print one JSON object instead of the report\n"
 		"  --verbose          add a table of the figures per layer\n"
 		"  --set NAME=VALUE   override a constant or a train setting (repeatable)\n"
+		"  --ranks N          ranks of the job (default pp x ep): with it, or with\n"
+		"                     --set pp=P (P > 1) or ep=E (E > 1), a table of the pipeline\n"
+		"                     stages: layers, parameters, FLOPs and the memory of one\n"
+		"                     rank of each (passes/partition.c); the layout settings\n"
+		"                     are the train settings pp, ep, microbatches, zero, schedule\n"
 		"  -h, --help         this help\n"
 		"\n"
-		"Exit status 0; 2 for bad usage; 1 for an error in the model, and also when the\n"
-		"pass pipeline fails: the figures are printed then without the memory plan.  The\n"
-		"rules behind each figure open passes/account.c and passes/memplan.c.\n");
+		"Exit status 0; 2 for bad usage; 1 for an error in the model or an impossible\n"
+		"layout, and also when the pass pipeline fails: the figures are printed then\n"
+		"without the memory plan.  The rules behind each figure open passes/account.c,\n"
+		"passes/memplan.c and passes/partition.c.\n");
 }
 
 struct check_opts {
 	const char *file;
 	int json, verbose;
+	int ranks;                 /* 0: not given */
 	struct args_overrides over;
 };
 
@@ -58,6 +65,21 @@ static int parse_args(int argc, char **argv, struct check_opts *o)
 			return EXIT_USAGE;
 		if (r > 0)
 			continue;
+		const char *ranks;
+		r = args_take_value(argc, argv, &i, "--ranks", &ranks, "check");
+		if (r < 0)
+			return EXIT_USAGE;
+		if (r > 0) {
+			char *end;
+			long n = strtol(ranks, &end, 10);
+			if (end == ranks || *end || n < 1 || n > (1 << 24)) {
+				fprintf(stderr, "sluice check: --ranks takes a whole number from 1 "
+						"to %d, got '%s'\n", 1 << 24, ranks);
+				return EXIT_USAGE;
+			}
+			o->ranks = (int)n;
+			continue;
+		}
 		if (!strcmp(a, "--json")) {
 			o->json = 1;
 		} else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
@@ -255,8 +277,11 @@ static void print_report(const struct ir_graph *g, const char *file,
 	}
 }
 
+struct check_layout;
+static void json_stages(cJSON *o, const struct check_layout *cl);
+
 static void print_json(const struct ir_graph *g, const char *file, const struct pass_account *a,
-		       const struct check_extra *x)
+		       const struct check_extra *x, const struct check_layout *cl)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "model", g->model);
@@ -293,12 +318,150 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 		cJSON_AddNumberToObject(e, "activation_bytes", (double)l->activation_bytes);
 		cJSON_AddItemToArray(layers, e);
 	}
+	if (cl)
+		json_stages(o, cl);
 	char *s = cJSON_PrintUnformatted(o);
 	if (s) {
 		puts(s);
 		cJSON_free(s);
 	}
 	cJSON_Delete(o);
+}
+
+/* --- the pipeline stages ------------------------------------------------------------- */
+
+struct check_layout {
+	int shown;
+	int ranks;
+	struct pass_layout l;
+	struct pass_partition p;
+};
+
+/* "0-14", "15" */
+static const char *fmt_layers(char *buf, size_t n, const struct pass_stage_stats *st)
+{
+	if (st->n_layers == 1)
+		snprintf(buf, n, "%d", st->first_layer);
+	else
+		snprintf(buf, n, "%d-%d", st->first_layer, st->first_layer + st->n_layers - 1);
+	return buf;
+}
+
+static void print_stages(const struct check_layout *cl)
+{
+	const struct pass_layout *l = &cl->l;
+	char b[10][64];
+	printf("\n  pipeline stages: %d ranks = pp %d x dp %d, ep %d, %d micro-batch%s per rank "
+	       "a step, %s, ZeRO-%d\n", cl->ranks, l->pp, l->dp, l->ep, l->microbatches,
+	       l->microbatches == 1 ? "" : "es", l->schedule, l->zero);
+	printf("  (memory of one rank of the stage; activations: one micro-batch times those "
+	       "in flight)\n\n");
+	printf("  %-5s %-7s %9s %9s %13s %10s %10s %10s %17s %10s %10s\n", "stage", "layers",
+	       "params", "per rank", "FLOPs/token", "weights", "grads", "optimizer",
+	       "activations", "comm", "total");
+	for (int s = 0; s < cl->p.pp; s++) {
+		const struct pass_stage_stats *st = &cl->p.stages[s];
+		char acts[96];
+		snprintf(acts, sizeof acts, "%s x%d",
+			 fmt_bytes(b[6], sizeof b[6], st->inflight
+				 ? (double)st->mem_acts / st->inflight : 0), st->inflight);
+		printf("  %-5d %-7s %9s %9s %13s %10s %10s %10s %17s %10s %10s\n", s,
+		       fmt_layers(b[0], sizeof b[0], st),
+		       fmt_count(b[1], sizeof b[1], (double)st->params),
+		       fmt_count(b[2], sizeof b[2], (double)st->params_per_rank),
+		       fmt_flops(b[9], sizeof b[9], st->flops_per_token),
+		       fmt_bytes(b[3], sizeof b[3], (double)st->mem_params),
+		       fmt_bytes(b[4], sizeof b[4], (double)st->mem_grads),
+		       fmt_bytes(b[5], sizeof b[5], (double)st->mem_optim), acts,
+		       fmt_bytes(b[7], sizeof b[7], (double)st->mem_comm),
+		       fmt_bytes(b[8], sizeof b[8], (double)st->mem_total));
+	}
+	printf("  balance %.3f (largest / mean stage compute time; head, MTP and embedding "
+	       "included)\n", cl->p.balance);
+	int64_t copied = cl->p.pp > 1 ? cl->p.stages[cl->p.pp - 1].params_copied : 0;
+	if (copied)
+		printf("  the last stage also holds a copy of %s parameters of stage 0 (the "
+		       "embedding its MTP module or head reads)\n",
+		       fmt_count(b[9], sizeof b[9], (double)copied));
+}
+
+static void json_stages(cJSON *o, const struct check_layout *cl)
+{
+	const struct pass_layout *l = &cl->l;
+	cJSON *lo = cJSON_AddObjectToObject(o, "layout");
+	cJSON_AddNumberToObject(lo, "ranks", cl->ranks);
+	cJSON_AddNumberToObject(lo, "pp", l->pp);
+	cJSON_AddNumberToObject(lo, "dp", l->dp);
+	cJSON_AddNumberToObject(lo, "ep", l->ep);
+	cJSON_AddNumberToObject(lo, "microbatches", l->microbatches);
+	cJSON_AddNumberToObject(lo, "zero", l->zero);
+	cJSON_AddStringToObject(lo, "schedule", l->schedule);
+	cJSON_AddNumberToObject(lo, "balance", cl->p.balance);
+	cJSON *arr = cJSON_AddArrayToObject(o, "stages");
+	for (int s = 0; s < cl->p.pp; s++) {
+		const struct pass_stage_stats *st = &cl->p.stages[s];
+		char b[64];
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddNumberToObject(e, "stage", s);
+		cJSON_AddStringToObject(e, "layers", fmt_layers(b, sizeof b, st));
+		cJSON_AddNumberToObject(e, "first_layer", st->first_layer);
+		cJSON_AddNumberToObject(e, "n_layers", st->n_layers);
+		cJSON_AddNumberToObject(e, "params", (double)st->params);
+		cJSON_AddNumberToObject(e, "params_per_rank", (double)st->params_per_rank);
+		cJSON_AddNumberToObject(e, "params_copied", (double)st->params_copied);
+		cJSON_AddNumberToObject(e, "flops_per_token", st->flops_per_token);
+		cJSON_AddNumberToObject(e, "compute_s", st->compute_s);
+		cJSON_AddNumberToObject(e, "inflight", st->inflight);
+		cJSON_AddNumberToObject(e, "mem_params", (double)st->mem_params);
+		cJSON_AddNumberToObject(e, "mem_grads", (double)st->mem_grads);
+		cJSON_AddNumberToObject(e, "mem_optim", (double)st->mem_optim);
+		cJSON_AddNumberToObject(e, "mem_acts", (double)st->mem_acts);
+		cJSON_AddNumberToObject(e, "mem_comm", (double)st->mem_comm);
+		cJSON_AddNumberToObject(e, "mem_total", (double)st->mem_total);
+		cJSON_AddItemToArray(arr, e);
+	}
+}
+
+/* The messages of a layout check, each line after "FILE: " as the model's errors are. */
+static void print_prefixed(const char *file, char *text)
+{
+	for (char *line = text; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		fprintf(stderr, "%s: %s\n", file, line);
+		line = nl ? nl + 1 : NULL;
+	}
+}
+
+/* The layout from the settings and --ranks: -1 when there is none to show, 0 when
+ * it is read and possible, else the exit status (message printed). */
+static int read_layout(const char *file, const struct ir_graph *g, int ranks,
+		       struct check_layout *cl)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *msg = open_memstream(&text, &len);
+	if (!msg) {
+		fprintf(stderr, "sluice: out of memory\n");
+		abort();
+	}
+	int rc = 0;
+	if (pass_layout_read(g, ranks, &cl->l, msg)) {
+		rc = EXIT_INPUT;
+	} else if (!ranks && cl->l.pp == 1 && cl->l.ep == 1) {
+		rc = -1;
+	} else {
+		cl->ranks = ranks ? ranks : cl->l.pp * cl->l.ep;
+		if (pass_layout_check(g, &cl->l, cl->ranks, msg))
+			rc = EXIT_INPUT;
+		else
+			cl->shown = 1;
+	}
+	fclose(msg);
+	print_prefixed(file, text);
+	free(text);
+	return rc;
 }
 
 int cmd_check(int argc, char **argv)
@@ -316,8 +479,21 @@ int cmd_check(int argc, char **argv)
 		args_overrides_free(&o.over);
 		return status;
 	}
+	struct check_layout cl = { 0 };
 	struct pass_account acct;
 	struct check_extra x = { 0 };
+	rc = read_layout(o.file, g, o.ranks, &cl);
+	if (rc > 0)
+		goto out;
+	/* the stages are planned on the forward graph, as the figures above them */
+	if (cl.shown) {
+		struct pass_rates rates = { 0, 0 };
+		if (pass_partition_plan(g, &cl.l, &rates, &cl.p, stderr)) {
+			fprintf(stderr, "sluice check: %s: no pipeline stages\n", o.file);
+			rc = EXIT_INPUT;
+			goto out;
+		}
+	}
 	rc = EXIT_OK;
 	if (pass_account(g, &acct)) {
 		fprintf(stderr, "%s: error: the model's counts pass 2^63 (parameters or bytes)\n",
@@ -329,12 +505,16 @@ int cmd_check(int argc, char **argv)
 	/* the pipeline rewrites g: everything taken from the forward graph is taken above */
 	if (plan_memory(o.file, g, &x))
 		rc = EXIT_INPUT;
-	if (o.json)
-		print_json(g, o.file, &acct, &x);
-	else
+	if (o.json) {
+		print_json(g, o.file, &acct, &x, cl.shown ? &cl : NULL);
+	} else {
 		print_report(g, o.file, &acct, &x, o.verbose);
+		if (cl.shown)
+			print_stages(&cl);
+	}
 	pass_account_free(&acct);
 out:
+	pass_partition_free(&cl.p);
 	ir_graph_free(g);
 	args_overrides_free(&o.over);
 	return rc;

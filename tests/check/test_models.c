@@ -163,11 +163,12 @@ static void check_model(const char *sluice, const struct config *c)
 	cJSON_Delete(o);
 }
 
-/* Runs "SLUICE check ARGS", returns its exit status and its stdout (malloc'd). */
-static int run_cli(const char *sluice, const char *args, char **out)
+/* Runs "SLUICE check ARGS STDERR", returns its exit status and its stdout (malloc'd);
+ * stderr is "2>/dev/null" or "2>&1". */
+static int run_cli_to(const char *sluice, const char *args, const char *stderr_to, char **out)
 {
 	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "'%s' check %s 2>/dev/null", sluice, args);
+	snprintf(cmd, sizeof cmd, "'%s' check %s %s", sluice, args, stderr_to);
 	FILE *p = popen(cmd, "r");
 	REQUIRE(p);
 	size_t cap = 1 << 16, n = 0, k;
@@ -185,6 +186,79 @@ static int run_cli(const char *sluice, const char *args, char **out)
 	int st = pclose(p);
 	*out = buf;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_cli(const char *sluice, const char *args, char **out)
+{
+	return run_cli_to(sluice, args, "2>/dev/null", out);
+}
+
+/* The table of pipeline stages: it adds up to the model, in JSON and in text; the
+ * impossible layouts exit 1 with their message and nothing else. */
+static void test_stages(const char *sluice)
+{
+	char *o;
+	CHECK(run_cli(sluice, "--json models/tiny_moe.sl --set pp=2", &o) == 0);
+	cJSON *j = cJSON_Parse(o);
+	CHECKF(j != NULL, "not JSON: %.200s", o);
+	free(o);
+	if (j) {
+		const cJSON *stages = cJSON_GetObjectItemCaseSensitive(j, "stages"), *st;
+		CHECK(cJSON_IsArray(stages) && cJSON_GetArraySize(stages) == 2);
+		double params = 0, layers = 0;
+		cJSON_ArrayForEach(st, stages) {
+			CHECK(num(st, "first_layer") == layers);
+			layers += num(st, "n_layers");
+			params += num(st, "params");
+			double parts = num(st, "mem_params") + num(st, "mem_grads") +
+				       num(st, "mem_optim") + num(st, "mem_acts") +
+				       num(st, "mem_comm");
+			CHECKF(fabs(parts - num(st, "mem_total")) <= 4, "total %.0f, parts %.0f",
+			       num(st, "mem_total"), parts);
+		}
+		CHECK(layers == 4);
+		/* expert parameters counted once: the stages hold the whole model */
+		CHECKF(params == num(j, "params_total") + num(j, "params_mtp"),
+		       "the stages hold %.0f parameters, the model %.0f", params,
+		       num(j, "params_total") + num(j, "params_mtp"));
+		const cJSON *lo = cJSON_GetObjectItemCaseSensitive(j, "layout");
+		CHECK(lo && num(lo, "pp") == 2 && num(lo, "dp") == 1 && num(lo, "balance") >= 1);
+		cJSON_Delete(j);
+	}
+	CHECK(run_cli(sluice, "models/tiny_moe.sl --set pp=2 --set ep=2 --ranks 8", &o) == 0);
+	CHECKF(strstr(o, "pipeline stages: 8 ranks = pp 2 x dp 4, ep 2") &&
+	       strstr(o, "balance") && strstr(o, "0-"), "the stages read:\n%s", o);
+	free(o);
+	/* no layout asked for, no table */
+	CHECK(run_cli(sluice, "--json models/tiny_moe.sl", &o) == 0);
+	CHECK(!strstr(o, "\"stages\""));
+	free(o);
+	/* DeepSeek's own layout */
+	CHECK(run_cli(sluice, "--json models/deepseek_v3.sl --set pp=16 --set ep=64 --ranks 2048 "
+		      "--set microbatches=16 --set zero=1", &o) == 0);
+	j = cJSON_Parse(o);
+	free(o);
+	CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "stages")) == 16);
+	cJSON_Delete(j);
+
+	static const struct {
+		const char *args, *msg;
+	} bad[] = {
+		{ "models/tiny_moe.sl --set ep=3 --ranks 6", "8 experts are not divisible by ep=3" },
+		{ "models/tiny_moe.sl --set ep=4 --ranks 2", "ep=4 does not divide dp=2" },
+		{ "models/tiny_moe.sl --set pp=5", "pp=5 is more stages than the model's 4 layers" },
+		{ "models/tiny_moe.sl --set pp=3 --ranks 4", "4 ranks are not divisible by pp=3" },
+		{ "models/tiny_gpt.sl --set ep=2", "ep=2 but the model has no experts" },
+		{ "models/tiny_moe.sl --set pp=0", "'pp' is an integer >= 1" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		int rc = run_cli_to(sluice, bad[i].args, "2>&1", &o);
+		CHECKF(rc == 1 && strstr(o, bad[i].msg) && !strstr(o, "parameters"),
+		       "%s: exit %d, output:\n%s", bad[i].args, rc, o);
+		free(o);
+	}
+	CHECK(run_cli(sluice, "models/tiny_moe.sl --ranks x", &o) == 2);
+	free(o);
 }
 
 /* The command as a person meets it: the report, the table, the exit statuses. */
@@ -246,5 +320,6 @@ int main(int argc, char **argv)
 		check_model(argv[1], &models[i]);
 	}
 	test_cli(argv[1]);
+	test_stages(argv[1]);
 	return CHECK_DONE();
 }
