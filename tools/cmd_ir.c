@@ -269,7 +269,9 @@ static int print_rank_program(const char *file, struct ir_graph *g, int rank, in
 		fprintf(stderr, "sluice ir: --rank %d: the job has %d ranks\n", rank, ranks);
 		return EXIT_USAGE;
 	}
-	if (cg_assign_stages(g, &l, stderr))
+	int rc_stages = cg_assign_stages(g, &l, stderr);
+	free((void *)l.layer_stage);
+	if (rc_stages)
 		return EXIT_INPUT;
 	/* every rank's program, checked together, then the one asked for */
 	struct rt_program **all = calloc((size_t)ranks, sizeof *all);

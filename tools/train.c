@@ -226,42 +226,37 @@ static int check_memory(const struct train_opts *o, const struct ir_graph *g, in
  * impossible or asks for what is not built yet. */
 int train_layout(const char *model, const struct ir_graph *g, int world, struct cg_layout *l)
 {
-	double pp = SETTING(g, 1, "pp"), ep = SETTING(g, 1, "ep"),
-	       mb = SETTING(g, 1, "microbatches"), zero = SETTING(g, 0, "zero");
-	const char *sched = setting_str(g, "schedule", "1f1b");
-	if (pp < 1 || pp != floor(pp) || ep < 1 || ep != floor(ep) || mb < 1 || mb != floor(mb)) {
-		fprintf(stderr, "sluice train: %s: pp, ep and microbatches must be positive "
-			"integers\n", model);
+	struct pass_layout pl;
+	if (pass_layout_read(g, world, &pl, stderr) || pass_layout_check(g, &pl, world, stderr))
 		return -1;
-	}
-	*l = (struct cg_layout){ .pp = (int)pp, .ep = (int)ep, .microbatches = (int)mb,
-				 .schedule = sched };
-	if (world % l->pp) {
-		fprintf(stderr, "sluice train: %s: %d ranks cannot hold %d pipeline stages: the "
-			"ranks must be a multiple of pp\n", model, world, l->pp);
-		return -1;
-	}
-	l->dp = world / l->pp;
-	if (strcmp(sched, "1f1b")) {
+	*l = (struct cg_layout){ .pp = pl.pp, .dp = pl.dp, .ep = pl.ep,
+				 .microbatches = pl.microbatches, .schedule = pl.schedule };
+	if (strcmp(pl.schedule, "1f1b")) {
 		fprintf(stderr, "sluice train: %s: schedule %s is not built yet; this sluice runs "
-			"1f1b (--set schedule=1f1b)\n", model, sched);
+			"1f1b (--set schedule=1f1b)\n", model, pl.schedule);
 		return -1;
 	}
-	if (l->ep > 1) {
+	if (pl.ep > 1) {
 		fprintf(stderr, "sluice train: %s: expert parallelism (ep = %d) is not built yet "
-			"in training; use ep = 1\n", model, l->ep);
+			"in training; use ep = 1\n", model, pl.ep);
 		return -1;
 	}
-	if (zero != 0) {
-		fprintf(stderr, "sluice train: %s: zero = %g: sharding the optimizer states is not "
-			"built yet; use zero = 0\n", model, zero);
+	if (pl.zero) {
+		fprintf(stderr, "sluice train: %s: zero = %d: sharding the optimizer states is not "
+			"built yet; use zero = 0\n", model, pl.zero);
 		return -1;
 	}
-	int layers = cg_count_layers(g);
-	if (l->pp > 1 && layers < l->pp) {
-		fprintf(stderr, "sluice train: %s: %d pipeline stages need at least %d layers; the "
-			"model has %d\n", model, l->pp, l->pp, layers);
-		return -1;
+	if (pl.pp > 1) {
+		/* the layers cut by the partition pass's cost model */
+		struct pass_partition part;
+		struct pass_rates rates = { 0, 0 };
+		if (pass_partition_plan(g, &pl, &rates, &part, stderr))
+			return -1;
+		int *ls = rt_malloc(sizeof *ls * (size_t)(part.n_layers + 1));
+		memcpy(ls, part.layer_stage, sizeof *ls * (size_t)part.n_layers);
+		l->layer_stage = ls;
+		l->n_layers = part.n_layers;
+		pass_partition_free(&part);
 	}
 	return 0;
 }
@@ -287,6 +282,7 @@ int train_run(const struct train_opts *o)
 	struct rt_program *prog = NULL;
 	struct rt_exec *x = NULL;
 	struct rt_comm *comm = NULL;
+	struct cg_layout layout = { 0 };
 	char *def_train = NULL, *def_val = NULL, *out_dir = NULL;
 	char hash[20];
 	struct rt_train_config c = { .model = o->model, .model_name = g->model,
@@ -338,7 +334,6 @@ int train_run(const struct train_opts *o)
 		goto done;
 	}
 	int world = o->ranks > 0 && env.world == 1 ? o->ranks : env.world, rank = env.rank;
-	struct cg_layout layout;
 	if (train_layout(o->model, g, world, &layout))
 		goto done;
 	if (o->ranks > 1 && env.world == 1) {
@@ -442,6 +437,7 @@ int train_run(const struct train_opts *o)
 	c.out_dir = out_dir;
 	rc = rt_train(prog, x, &c) ? EXIT_INPUT : EXIT_OK;
 done:
+	free((void *)layout.layer_stage);
 	rt_exec_free(x);
 	rt_program_free(prog);
 	if (comm)

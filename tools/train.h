@@ -35,8 +35,9 @@ struct train_opts {
 struct cg_layout;
 struct ir_graph;
 /* The layout of a job of `world` ranks from the model's settings (pp, ep,
- * microbatches, schedule, zero): 0, or -1 with a message naming MODEL when it is
- * impossible or asks for what is not built yet. */
+ * microbatches, schedule, zero), its layers cut into stages by the partition pass
+ * (l->layer_stage malloc'd: the caller frees it): 0, or -1 with a message naming
+ * MODEL when it is impossible or asks for what is not built yet. */
 int train_layout(const char *model, const struct ir_graph *g, int world, struct cg_layout *l);
 
 /* Run a training job; returns the exit status (0, 1 input error). */

@@ -123,8 +123,10 @@ expect() {
 		ok "$* -> 1 ($pat)"
 	fi
 }
-expect "must be a multiple of pp" --ranks 3 --set pp=2
-expect "at least 8 layers" --ranks 8 --set pp=8
+expect "3 ranks are not divisible by pp=2" --ranks 3 --set pp=2
+expect "more stages than the model's 4 layers" --ranks 8 --set pp=8
+expect "8 experts are not divisible by ep=3" --ranks 3 --set ep=3
+expect "ep=4 does not divide dp=2" --ranks 2 --set ep=4
 expect "not built yet" --ranks 2 --set schedule=dualpipe
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
