@@ -380,3 +380,133 @@ int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 	free(mem);
 	return bad;
 }
+
+/* ---- pictures ------------------------------------------------------------------ */
+
+/* the chunk of p that writes buffer b (-1: none) or, reading, the first that reads it */
+static int chunk_touching(const struct rt_program *p, int b, int writes)
+{
+	for (int a = 0; a < p->n_actions; a++) {
+		if (p->actions[a].kind != RT_ACT_CHUNK)
+			continue;
+		const struct rt_chunk *c = &p->chunks[p->actions[a].index];
+		const int *list = writes ? c->out : c->in;
+		int n = writes ? c->n_out : c->n_in;
+		for (int k = 0; k < n; k++)
+			if (list[k] == b)
+				return p->actions[a].index;
+	}
+	return -1;
+}
+
+static void dot_bytes(double b, char *s, size_t n)
+{
+	if (b >= 1 << 20)
+		snprintf(s, n, "%.1f MiB", b / 1048576.0);
+	else
+		snprintf(s, n, "%.1f KiB", b / 1024.0);
+}
+
+void rt_programs_dot(struct rt_program *const *progs, int n, const char *title, FILE *out)
+{
+	fprintf(out, "digraph stages {\n  rankdir=LR;\n  compound=true;\n"
+		"  label=\"%s\";\n  labelloc=t;\n  fontname=\"Helvetica\";\n"
+		"  node [shape=box, style=\"rounded,filled\", fillcolor=\"#eef3fb\", "
+		"fontname=\"Helvetica\", fontsize=10];\n  edge [fontname=\"Helvetica\", "
+		"fontsize=9];\n", title ? title : "stages");
+	for (int r = 0; r < n; r++) {
+		const struct rt_program *p = progs[r];
+		int64_t pbytes = 0;
+		int np = 0;
+		for (int k = 0; k < p->n_params; k++) {
+			pbytes += p->bufs[p->params[k].buf].bytes;
+			np++;
+		}
+		char pb[32];
+		dot_bytes((double)pbytes, pb, sizeof pb);
+		fprintf(out, "  subgraph cluster_r%d {\n    label=\"rank %d: stage %d, dp %d\";\n"
+			"    style=rounded;\n    color=\"#7a8ba8\";\n", r, r, p->stage,
+			r % p->layout.dp);
+		fprintf(out, "    r%d_params [label=\"%d parameters\\n%s\", shape=folder, "
+			"fillcolor=\"#f6f1e4\"];\n", r, np, pb);
+		int prev = -1;
+		for (int c = 0; c < p->n_chunks; c++) {
+			const struct rt_chunk *ch = &p->chunks[c];
+			fprintf(out, "    r%d_c%d [label=\"%s\\n%d in, %d out\", fillcolor=\"%s\"];\n",
+				r, c, ch->name, ch->n_in, ch->n_out,
+				ch->kind == RT_CHUNK_BWD ? "#fbeaea" : "#eef3fb");
+			if (prev >= 0)
+				fprintf(out, "    r%d_c%d -> r%d_c%d [style=dotted, arrowhead=none];\n",
+					r, prev, r, c);
+			prev = c;
+		}
+		for (int k = 0; k < p->n_comms; k++) {
+			const struct rt_comm_op *o = &p->comms[k];
+			if (o->kind != RT_COP_ALL_TO_ALL && o->kind != RT_COP_ALL_TO_ALLV)
+				continue;
+			fprintf(out, "    r%d_k%d [label=\"%s %s\\n%s\", shape=ellipse, "
+				"fillcolor=\"#fde9d2\"];\n", r, k, rt_cop_kind_name(o->kind),
+				p->groups[o->group].name, p->bufs[o->buf].name);
+		}
+		fprintf(out, "  }\n");
+	}
+	/* sends: one edge per pair of chunks, with what crosses it per micro-batch */
+	for (int r = 0; r < n; r++) {
+		const struct rt_program *p = progs[r];
+		int dp = p->layout.dp;
+		int *seen = rt_calloc((size_t)p->n_comms + 1, sizeof *seen);
+		for (int k = 0; k < p->n_comms; k++) {
+			const struct rt_comm_op *o = &p->comms[k];
+			if (o->kind != RT_COP_SEND || seen[k])
+				continue;
+			int q = o->peer * dp + r % dp;
+			if (q >= n)
+				continue;
+			const struct rt_program *pq = progs[q];
+			int from = chunk_touching(p, o->buf, 1);
+			/* the receive of the same value on q */
+			int to = -1;
+			for (int j = 0; j < pq->n_comms && to < 0; j++)
+				if (pq->comms[j].kind == RT_COP_RECV && pq->comms[j].tag == o->tag)
+					to = chunk_touching(pq, pq->comms[j].buf, 0);
+			int count = 0;
+			double bytes = 0;
+			for (int j = k; j < p->n_comms; j++) {
+				const struct rt_comm_op *o2 = &p->comms[j];
+				if (o2->kind != RT_COP_SEND || o2->peer != o->peer ||
+				    chunk_touching(p, o2->buf, 1) != from)
+					continue;
+				seen[j] = 1;
+				count++;
+				bytes += (double)p->bufs[o2->buf].bytes;
+			}
+			char bs[32];
+			dot_bytes(bytes, bs, sizeof bs);
+			fprintf(out, "  r%d_c%d -> r%d_c%d [label=\"%d tensor%s, %s\", color=\"%s\"];\n",
+				r, from < 0 ? 0 : from, q, to < 0 ? 0 : to, count, count == 1 ? "" : "s",
+				bs, p->chunks[from < 0 ? 0 : from].kind == RT_CHUNK_BWD ? "#bb3333" : "#223366");
+		}
+		free(seen);
+	}
+	/* gradient sums: the ranks of each group, chained */
+	for (int g = 0; n && g < progs[0]->n_groups; g++) {
+		for (int r = 0; r < n; r++) {
+			const struct rt_program *p = progs[r];
+			int reduces = 0;
+			for (int k = 0; k < p->n_comms; k++)
+				if (p->comms[k].kind == RT_COP_ALL_REDUCE && p->comms[k].group == g)
+					reduces++;
+			if (!reduces || p->groups[g].color < 0)
+				continue;
+			/* the next member of the same communicator */
+			for (int q = r + 1; q < n; q++)
+				if (progs[q]->groups[g].color == p->groups[g].color) {
+					fprintf(out, "  r%d_params -> r%d_params [dir=both, style=dashed, "
+						"color=\"#8a6d1f\", label=\"%s: %d sum%s\"];\n", r, q,
+						p->groups[g].name, reduces, reduces == 1 ? "" : "s");
+					break;
+				}
+		}
+	}
+	fprintf(out, "}\n");
+}

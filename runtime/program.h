@@ -199,6 +199,12 @@ void rt_program_print(const struct rt_program *p, FILE *out);
  * number of problems, each said on err. */
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err);
 
+/* The programs of a job as Graphviz DOT: ranks as clusters holding their chunks (in
+ * the order they run) and parameters, sends between stages as edges labelled with
+ * what crosses per micro-batch, gradient sums as dashed edges between the ranks of a
+ * group. */
+void rt_programs_dot(struct rt_program *const *progs, int n, const char *title, FILE *out);
+
 /* ---- the executor (runtime/exec.c) ------------------------------------------- */
 
 struct rt_exec;

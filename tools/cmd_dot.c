@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "ir/dot.h"
 #include "passes/passes.h"
+#include "runtime/program.h"
 
 static void usage(FILE *f)
 {
@@ -49,6 +50,12 @@ static void usage(FILE *f)
 		"  --collapse         draw runs of identical layers once (\"layers.3 .. layers.60\n"
 		"                     (x58)\"); the default when a family has more than %d layers\n"
 		"  --no-collapse      draw every layer\n"
+		"  --stages           draw the pipeline stages instead: every rank's compiled\n"
+		"                     program as a cluster (its chunks in the order they run,\n"
+		"                     its parameters), what the stages send each other per\n"
+		"                     micro-batch as edges, gradient sums as dashed edges;\n"
+		"                     the layout from the settings (pp, microbatches, ...)\n"
+		"  --ranks N          with --stages: the ranks of the job (default: pp)\n"
 		"  --set NAME=VALUE   override a constant or a train setting (repeatable)\n"
 		"  -h, --help         this help\n",
 		IR_DOT_AUTO_LAYERS);
@@ -57,12 +64,21 @@ static void usage(FILE *f)
 struct dot_job {
 	const struct ir_graph *g;
 	struct ir_dot_options opt;
+	struct rt_program **progs; /* --stages: every rank's program */
+	int n_progs;
 };
+
+static void emit(const struct dot_job *j, FILE *f)
+{
+	if (j->progs)
+		rt_programs_dot(j->progs, j->n_progs, j->opt.title, f);
+	else
+		ir_dot_write(j->g, &j->opt, f);
+}
 
 static int write_dot(FILE *f, const void *ctx)
 {
-	const struct dot_job *j = ctx;
-	ir_dot_write(j->g, &j->opt, f);
+	emit(ctx, f);
 	return ferror(f) != 0;
 }
 
@@ -127,7 +143,7 @@ static int draw(const struct dot_job *job, const char *outp)
 		fprintf(stderr, "sluice dot: out of memory\n");
 		return EXIT_INPUT;
 	}
-	ir_dot_write(job->g, &job->opt, m);
+	emit(job, m);
 	fclose(m);
 	int status = render(text, ext, outp);
 	free(text);
@@ -151,9 +167,10 @@ static int draw(const struct dot_job *job, const char *outp)
 
 int cmd_dot(int argc, char **argv)
 {
-	const char *file = NULL, *after = NULL, *outp = NULL;
+	const char *file = NULL, *after = NULL, *outp = NULL, *ranks_s = NULL;
 	struct args_overrides over = { 0 };
 	struct dot_job job = { .opt = { IR_DOT_COLLAPSE_AUTO, NULL } };
+	int stages = 0;
 	int status = -1;
 	for (int i = 1; i < argc && status < 0;) {
 		const char *a = argv[i];
@@ -168,6 +185,12 @@ int cmd_dot(int argc, char **argv)
 		} else if (!strcmp(a, "--collapse")) {
 			job.opt.collapse = IR_DOT_COLLAPSE_ON;
 			i++;
+		} else if (!strcmp(a, "--stages")) {
+			stages = 1;
+			i++;
+		} else if ((r = args_take_value(argc, argv, &i, "--ranks", &ranks_s, "dot")) != 0) {
+			if (r < 0)
+				status = EXIT_USAGE;
 		} else if (!strcmp(a, "--no-collapse")) {
 			job.opt.collapse = IR_DOT_COLLAPSE_OFF;
 			i++;
@@ -197,6 +220,21 @@ int cmd_dot(int argc, char **argv)
 			status = EXIT_USAGE;
 		}
 	}
+	int ranks = 0;
+	if (status < 0 && ranks_s) {
+		char *end;
+		long v = strtol(ranks_s, &end, 10);
+		if (!*ranks_s || *end || v < 1 || v > 4096 || !stages) {
+			fprintf(stderr, "sluice dot: --ranks takes 1 to 4096 and goes with --stages\n");
+			status = EXIT_USAGE;
+		}
+		ranks = (int)v;
+	}
+	if (status < 0 && stages && after) {
+		fprintf(stderr, "sluice dot: --stages draws the programs after every pass; drop "
+			"--after\n");
+		status = EXIT_USAGE;
+	}
 	if (status < 0)
 		status = cmd_ir_check_pass("dot", after);
 	if (status == EXIT_OK) {
@@ -207,7 +245,15 @@ int cmd_dot(int argc, char **argv)
 				 after ? ", after " : "", after ? after : "");
 			job.g = g;
 			job.opt.title = title;
-			status = draw(&job, outp);
+			if (stages) {
+				snprintf(title, sizeof title, "model %s: pipeline stages", g->model);
+				status = cmd_programs(file, g, ranks, &job.progs, &job.n_progs);
+			}
+			if (status == EXIT_OK)
+				status = draw(&job, outp);
+			for (int r = 0; r < job.n_progs; r++)
+				rt_program_free(job.progs[r]);
+			free(job.progs);
 			ir_graph_free(g);
 		}
 	}

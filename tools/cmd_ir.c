@@ -254,26 +254,23 @@ static int parse_nonneg(const char *opt, const char *s, int *out)
 	return 0;
 }
 
-/* The program of one rank: the graph after every pass, cut by the layout. */
-static int print_rank_program(const char *file, struct ir_graph *g, int rank, int ranks,
-			      const char *outp)
+int cmd_programs(const char *file, struct ir_graph *g, int ranks, struct rt_program ***out,
+		 int *n_out)
 {
 	struct cg_layout l;
+	*out = NULL;
+	*n_out = 0;
 	if (ranks <= 0) {
-		double pp = ir_graph_setting_num(g, "pp", 1);
-		ranks = pp >= 1 && pp < 65 ? (int)pp : 1;
+		double pp = ir_graph_setting_num(g, "pp", 1), ep = ir_graph_setting_num(g, "ep", 1);
+		ranks = pp >= 1 && pp <= 64 && ep >= 1 && ep <= 4096 ? (int)(pp * ep) : 1;
 	}
 	if (train_layout(file, g, ranks, &l))
 		return EXIT_INPUT;
-	if (rank >= ranks) {
-		fprintf(stderr, "sluice ir: --rank %d: the job has %d ranks\n", rank, ranks);
-		return EXIT_USAGE;
-	}
 	int rc_stages = cg_assign_stages(g, &l, stderr);
 	free((void *)l.layer_stage);
 	if (rc_stages)
 		return EXIT_INPUT;
-	/* every rank's program, checked together, then the one asked for */
+	/* every rank's program, checked together */
 	struct rt_program **all = calloc((size_t)ranks, sizeof *all);
 	if (!all)
 		abort();
@@ -281,26 +278,43 @@ static int print_rank_program(const char *file, struct ir_graph *g, int rank, in
 	for (int r = 0; r < ranks && !bad; r++)
 		bad = !(all[r] = cg_program_build(g, &l, r, NULL, stderr));
 	if (!bad && rt_program_verify(all, ranks, stderr)) {
-		fprintf(stderr, "sluice ir: %s: the programs of the %d ranks do not match (above)\n",
+		fprintf(stderr, "sluice: %s: the programs of the %d ranks do not match (above)\n",
 			file, ranks);
 		bad = 1;
 	}
-	struct rt_program *p = bad ? NULL : all[rank];
-	for (int r = 0; r < ranks; r++)
-		if (r != rank || bad)
+	if (bad) {
+		for (int r = 0; r < ranks; r++)
 			rt_program_free(all[r]);
-	free(all);
-	if (!p)
+		free(all);
 		return EXIT_INPUT;
-	int status = EXIT_OK;
-	if (outp) {
-		status = cmd_ir_write_atomic("ir", outp, write_program, p);
+	}
+	*out = all;
+	*n_out = ranks;
+	return EXIT_OK;
+}
+
+/* The program of one rank: the graph after every pass, cut by the layout. */
+static int print_rank_program(const char *file, struct ir_graph *g, int rank, int ranks,
+			      const char *outp)
+{
+	struct rt_program **all;
+	int n;
+	int status = cmd_programs(file, g, ranks, &all, &n);
+	if (status != EXIT_OK)
+		return status;
+	if (rank >= n) {
+		fprintf(stderr, "sluice ir: --rank %d: the job has %d ranks\n", rank, n);
+		status = EXIT_USAGE;
+	} else if (outp) {
+		status = cmd_ir_write_atomic("ir", outp, write_program, all[rank]);
 	} else {
-		rt_program_print(p, stdout);
+		rt_program_print(all[rank], stdout);
 		if (fflush(stdout))
 			status = EXIT_INPUT;
 	}
-	rt_program_free(p);
+	for (int r = 0; r < n; r++)
+		rt_program_free(all[r]);
+	free(all);
 	return status;
 }
 
