@@ -1,0 +1,147 @@
+/* test_programs.c - per-rank programs of tiny_moe at several layouts: they pass the
+ * cross-rank verifier, and each way of breaking them (a receive of the wrong shape,
+ * a missing receive, a send to the wrong micro-batch, collectives in another order)
+ * is caught; the structure a layout implies is there (sends only between
+ * neighbouring stages' chunks, SAVED slots sized by 1F1B's micro-batches in flight,
+ * gradient sums over dp). */
+#include <string.h>
+
+#include "check.h"
+#include "codegen/program.h"
+#include "frontend/frontend.h"
+#include "passes/passes.h"
+
+#define MAXR 16
+
+static struct ir_graph *model(void)
+{
+	struct ir_graph *g = sl_compile_file("models/tiny_moe.sl", 0, NULL, stderr);
+	REQUIRE(g);
+	REQUIRE(pass_pipeline_run(g, NULL, stderr) == 0);
+	return g;
+}
+
+static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program **progs)
+{
+	struct cg_layout l = { .pp = pp, .dp = dp, .ep = 1, .microbatches = mb,
+			       .schedule = "1f1b" };
+	REQUIRE(cg_assign_stages(g, &l, stderr) == 0);
+	for (int r = 0; r < pp * dp; r++) {
+		progs[r] = cg_program_build(g, &l, r, NULL, stderr);
+		REQUIRE(progs[r]);
+	}
+	return pp * dp;
+}
+
+static void free_all(struct rt_program **progs, int n)
+{
+	for (int r = 0; r < n; r++)
+		rt_program_free(progs[r]);
+}
+
+/* the index of the first action of kind COMM whose op is of kind k */
+static int first_comm(const struct rt_program *p, enum rt_cop_kind k)
+{
+	for (int a = 0; a < p->n_actions; a++)
+		if (p->actions[a].kind == RT_ACT_COMM && p->comms[p->actions[a].index].kind == k)
+			return a;
+	return -1;
+}
+
+int main(void)
+{
+	struct rt_program *progs[MAXR];
+	FILE *quiet = fopen("/dev/null", "w");
+	REQUIRE(quiet);
+	int layouts[][3] = { { 2, 1, 4 }, { 4, 1, 4 }, { 2, 2, 2 }, { 1, 4, 1 }, { 4, 2, 8 } };
+	for (size_t k = 0; k < sizeof layouts / sizeof layouts[0]; k++) {
+		struct ir_graph *g = model();
+		int pp = layouts[k][0], dp = layouts[k][1], mb = layouts[k][2];
+		int n = build(g, pp, dp, mb, progs);
+		CHECKF(rt_program_verify(progs, n, stderr) == 0, "pp %d dp %d", pp, dp);
+		for (int r = 0; r < n; r++) {
+			const struct rt_program *p = progs[r];
+			int s = r / dp, sends = 0, recvs = 0, reduces = 0;
+			for (int i = 0; i < p->n_comms; i++) {
+				sends += p->comms[i].kind == RT_COP_SEND;
+				recvs += p->comms[i].kind == RT_COP_RECV;
+				reduces += p->comms[i].kind == RT_COP_ALL_REDUCE;
+			}
+			/* chunks: one step with one stage; a forward and a backward otherwise */
+			CHECK(p->n_chunks == (pp == 1 ? 1 : 2));
+			CHECK(pp == 1 ? sends == 0 && recvs == 0 : sends > 0 && recvs > 0);
+			CHECK(dp == 1 || reduces > 0);
+			/* SAVED buffers hold the micro-batches 1F1B keeps in flight on the stage */
+			int want = pp - s < mb ? pp - s : mb;
+			for (int b = 0; b < p->n_bufs; b++)
+				if (p->bufs[b].role == RT_BUF_SAVED)
+					CHECKF(p->bufs[b].slots == want, "rank %d %s: %d slots, want %d",
+					       r, p->bufs[b].name, p->bufs[b].slots, want);
+			/* every micro-batch's forward and backward run once */
+			int runs = 0;
+			for (int a = 0; a < p->n_actions; a++)
+				runs += p->actions[a].kind == RT_ACT_CHUNK;
+			CHECK(runs == (pp == 1 ? mb : 2 * mb));
+		}
+		free_all(progs, n);
+		ir_graph_free(g);
+	}
+
+	/* broken on purpose: each must be caught */
+	struct ir_graph *g = model();
+	int n = build(g, 2, 1, 4, progs);
+	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	/* a receive of another shape, then of another dtype */
+	int a = first_comm(progs[1], RT_COP_RECV);
+	REQUIRE(a >= 0);
+	struct rt_buffer *rb = &progs[1]->bufs[progs[1]->comms[progs[1]->actions[a].index].buf];
+	rb->rank++;
+	rb->shape[rb->rank - 1] = 2;
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	rb->rank--;
+	enum rt_dtype dt = rb->dtype;
+	rb->dtype = dt == RT_DT_F32 ? RT_DT_I32 : RT_DT_F32;
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	rb->dtype = dt;
+	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	/* a missing receive: the action becomes a wait */
+	struct rt_action saved = progs[1]->actions[a];
+	progs[1]->actions[a] = (struct rt_action){ RT_ACT_WAIT, 1, 0 };
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	progs[1]->actions[a] = saved;
+	/* a send for another micro-batch */
+	int s0 = first_comm(progs[0], RT_COP_SEND);
+	REQUIRE(s0 >= 0);
+	progs[0]->actions[s0].mb++;
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	progs[0]->actions[s0].mb--;
+	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	free_all(progs, n);
+	ir_graph_free(g);
+
+	/* collectives in another order on one rank of the communicator */
+	g = model();
+	n = build(g, 1, 2, 1, progs);
+	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	int x = -1, y = -1;
+	for (int i = 0; i < progs[1]->n_actions; i++)
+		if (progs[1]->actions[i].kind == RT_ACT_COMM &&
+		    progs[1]->comms[progs[1]->actions[i].index].kind == RT_COP_ALL_REDUCE) {
+			int64_t ne = progs[1]->bufs[progs[1]->comms[progs[1]->actions[i].index].buf].numel;
+			if (x < 0)
+				x = i;
+			else if (progs[1]->bufs[progs[1]->comms[progs[1]->actions[x].index].buf].numel != ne) {
+				y = i;
+				break;
+			}
+		}
+	REQUIRE(x >= 0 && y >= 0);
+	struct rt_action t = progs[1]->actions[x];
+	progs[1]->actions[x] = progs[1]->actions[y];
+	progs[1]->actions[y] = t;
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	free_all(progs, n);
+	ir_graph_free(g);
+	fclose(quiet);
+	return CHECK_DONE();
+}
