@@ -522,7 +522,25 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 		r.buf = b->buf_of_val[v->id];
 		RT_ASSERT(r.buf >= 0);
 		int multi = (holders[i] & (holders[i] - 1)) != 0;
-		if (multi) {
+		int64_t ep_rows = ir_op_int(op, "ep_global_rows", 0);
+		if (ep_rows) {
+			/* experts sharded over the EP group (passes/expert_parallel.c): this
+			 * rank holds rows [row0, row0 + rows) of the global tensor; the ranks
+			 * holding the same rows are its edp group */
+			int ep = b->l->ep;
+			if (multi || v->shape.rank < 1 || v->shape.dim[0] * ep != ep_rows) {
+				fprintf(err, "error: internal: expert parameter %s of %" PRId64 " rows "
+					"over ep %d\n", r.path, ep_rows, ep);
+				return -1;
+			}
+			r.rows = v->shape.dim[0];
+			r.row0 = (int64_t)(b->dpi % ep) * r.rows;
+			r.shape[0] = ep_rows;
+			r.numel = r.numel / r.rows * ep_rows;
+			r.owner = b->stage == lowest && b->dpi / ep == 0;
+			if (b->l->dp / ep > 1)
+				r.reduce_group = b->g_edp;
+		} else if (multi) {
 			int k = 0;
 			while (sets[k] != holders[i])
 				k++;
@@ -530,6 +548,9 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 		} else if (b->l->dp > 1) {
 			r.reduce_group = b->g_dp;
 		}
+		/* ZeRO-1: the engine reduce-scatters the gradient over the group, steps its
+		 * shard and all-gathers the weights; no all-reduce in the step */
+		r.zero = b->l->zero && r.trainable && r.reduce_group >= 0;
 		if (r.trainable) {
 			const char *gname = ir_sprintf(g->arena, "grad.%s", r.path);
 			struct ir_value *gv = ir_graph_output(g, gname);
@@ -961,7 +982,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	/* gradients summed over their groups */
 	for (int k = 0; k < p->n_params; k++) {
 		const struct rt_param *r = &p->params[k];
-		if (r->grad < 0 || r->reduce_group < 0)
+		if (r->grad < 0 || r->reduce_group < 0 || r->zero)
 			continue;
 		struct rt_comm_op op = { RT_COP_ALL_REDUCE, r->grad, r->reduce_group, 0, 0, -1, -1, -1 };
 		rt_program_add_action(p, RT_ACT_COMM, rt_program_add_comm(p, &op), 0);

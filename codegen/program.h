@@ -19,6 +19,7 @@ struct cg_layout {
 	int pp, dp, ep;
 	int microbatches;          /* per data-parallel rank per step */
 	const char *schedule;      /* "1f1b" */
+	int zero;                  /* 1: AdamW states sharded over each gradient's group */
 	const int *layer_stage;    /* [n_layers]: the stage of each layer (partition);
 				      NULL: layers cut into pp runs of equal length */
 	int n_layers;

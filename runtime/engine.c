@@ -44,8 +44,12 @@
 struct eparam {
 	struct rt_param *r;
 	float *w, *g;           /* in the program's buffers */
-	float *m, *v;           /* AdamW moments, trainable only */
+	float *m, *v;           /* AdamW moments, trainable only (ZeRO-1: of the shard) */
 	size_t n;               /* elements this rank holds */
+	/* ZeRO-1: the shard of the elements this rank steps; its group's communicator */
+	size_t off, len, chunk;
+	float *gs;              /* the shard of the summed gradient */
+	struct rt_comm *zc;
 };
 
 struct engine {
@@ -65,6 +69,7 @@ struct engine {
 	size_t *grad_n;
 	double load_ratio;
 	struct rt_pool *pool;
+	float *scratch;         /* ZeRO-1: a padded gradient or weight, all shards */
 	int lead;               /* rank 0: prints, writes metrics */
 	int has_val;
 };
@@ -460,13 +465,24 @@ static void dump_grads(struct engine *e)
 	if (!prefix || !*prefix)
 		return;
 	struct rt_ckpt_tensor *ts = rt_calloc((size_t)e->p->n_params + 1, sizeof *ts);
+	float **whole = rt_calloc((size_t)e->p->n_params + 1, sizeof *whole);
 	int n = 0;
 	for (int k = 0; k < e->p->n_params; k++) {
 		const struct eparam *q = &e->ps[k];
+		const float *g = q->g;
+		if (q->r->trainable && q->r->zero) {
+			/* the summed gradient is in shards: gather it (every member calls) */
+			size_t P = (size_t)rt_comm_size(q->zc);
+			whole[k] = rt_calloc(P * q->chunk, sizeof *whole[k]);
+			rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)q->gs,
+					   (uint64_t)(uintptr_t)whole[k], q->chunk, RT_COMM_F32, NULL);
+			rt_comm_sync(q->zc, NULL);
+			g = whole[k];
+		}
 		if (!q->r->trainable || !q->r->owner)
 			continue;
 		ts[n] = (struct rt_ckpt_tensor){ .name = q->r->path, .dtype = RT_CKPT_F32,
-						 .rank = q->r->rank, .data = q->g };
+						 .rank = q->r->rank, .data = g };
 		memcpy(ts[n].shape, q->r->shape, sizeof ts[n].shape[0] * (size_t)q->r->rank);
 		ts[n].shape[0] = q->r->rows;
 		n++;
@@ -475,6 +491,9 @@ static void dump_grads(struct engine *e)
 	snprintf(path, sizeof path, "%s.rank%d.safetensors", prefix, e->p->rank);
 	if (rt_ckpt_write(path, ts, n, NULL, 0, stderr))
 		fprintf(stderr, "sluice train: warning: SLUICE_GRAD_DUMP: %s not written\n", path);
+	for (int k = 0; k < e->p->n_params; k++)
+		free(whole[k]);
+	free(whole);
 	free(ts);
 }
 
@@ -499,6 +518,23 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 		struct eparam *q = &e->ps[k];
 		if (!q->r->trainable)
 			continue;
+		if (q->r->zero) {
+			/* ZeRO-1: this rank's shard of the sum over the group */
+			size_t P = (size_t)rt_comm_size(q->zc);
+			memcpy(e->scratch, q->g, q->n * sizeof *q->g);
+			memset(e->scratch + q->n, 0, (P * q->chunk - q->n) * sizeof *e->scratch);
+			uint64_t a = (uint64_t)(uintptr_t)e->scratch;
+			rt_comm_reduce_scatter_sum(q->zc, a, (uint64_t)(uintptr_t)q->gs, q->chunk,
+						   RT_COMM_F32, NULL);
+			rt_comm_sync(q->zc, NULL);
+			if (mean != 1.0f)
+				for (size_t i = 0; i < q->len; i++)
+					q->gs[i] *= mean;
+			/* each element is in exactly one member's shard: counted once */
+			e->grads[ng] = q->gs;
+			e->grad_n[ng++] = q->len;
+			continue;
+		}
 		if (mean != 1.0f)
 			for (size_t i = 0; i < q->n; i++)
 				q->g[i] *= mean;
@@ -519,9 +555,22 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 	*lr = rt_schedule_lr(&e->sched, e->step);
 	for (int k = 0; k < p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
-		if (q->r->trainable)
+		if (!q->r->trainable)
+			continue;
+		if (!q->r->zero) {
 			rt_adamw_step(e->pool, &e->c->adamw, *lr, e->step + 1, q->w, q->g, q->m, q->v,
 				      q->n, scale, q->r->decay);
+			continue;
+		}
+		rt_adamw_step(e->pool, &e->c->adamw, *lr, e->step + 1, q->w + q->off, q->gs, q->m,
+			      q->v, q->len, scale, q->r->decay);
+		/* every member's stepped shard, back into the whole weights */
+		memset(q->gs, 0, q->chunk * sizeof *q->gs);
+		memcpy(q->gs, q->w + q->off, q->len * sizeof *q->gs);
+		rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)q->gs, (uint64_t)(uintptr_t)e->scratch,
+				   q->chunk, RT_COMM_F32, NULL);
+		rt_comm_sync(q->zc, NULL);
+		memcpy(q->w, e->scratch, q->n * sizeof *q->w);
 	}
 	return 0;
 }
@@ -536,19 +585,35 @@ static int setup(struct engine *e)
 	e->total = c->steps;
 	e->seed = c->seed;
 	e->ps = rt_calloc((size_t)p->n_params + 1, sizeof *e->ps);
+	size_t scratch = 0;
 	for (int k = 0; k < p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
 		q->r = &p->params[k];
 		q->w = p->bufs[q->r->buf].data;
 		q->n = (size_t)p->bufs[q->r->buf].numel;
+		size_t states = q->n;
+		if (q->r->zero) {
+			q->zc = rt_exec_group(e->x, q->r->reduce_group);
+			RT_ASSERT(q->zc);
+			size_t P = (size_t)rt_comm_size(q->zc), me = (size_t)rt_comm_rank(q->zc);
+			q->chunk = (q->n + P - 1) / P;
+			q->off = me * q->chunk < q->n ? me * q->chunk : q->n;
+			q->len = q->n - q->off < q->chunk ? q->n - q->off : q->chunk;
+			q->gs = rt_calloc(q->chunk, sizeof *q->gs);
+			if (P * q->chunk > scratch)
+				scratch = P * q->chunk;
+			states = q->chunk;
+		}
 		if (q->r->trainable) {
 			q->g = p->bufs[q->r->grad].data;
-			q->m = rt_calloc(q->n, sizeof *q->m);
-			q->v = rt_calloc(q->n, sizeof *q->v);
+			q->m = rt_calloc(states, sizeof *q->m);
+			q->v = rt_calloc(states, sizeof *q->v);
 		}
 		if (q->r->load >= 0)
 			e->n_biases++;
 	}
+	if (scratch)
+		e->scratch = rt_calloc(scratch, sizeof *e->scratch);
 	init_params(e);
 	rt_rng_seed(&e->rng, e->seed);
 	if (c->resume && load_checkpoint(e, c->resume))
@@ -595,7 +660,9 @@ static void teardown(struct engine *e)
 	for (int k = 0; e->ps && k < e->p->n_params; k++) {
 		free(e->ps[k].m);
 		free(e->ps[k].v);
+		free(e->ps[k].gs);
 	}
+	free(e->scratch);
 	free(e->ps);
 	free(e->gtok);
 	free(e->gtgt);

@@ -136,6 +136,10 @@ struct rt_param {
 	 * counts it in the gradient norm and writes it to checkpoints */
 	int owner;
 	int reduce_group;           /* the group its gradient is summed over; -1: none */
+	int zero;                   /* ZeRO-1: the gradient is reduce-scattered over
+				       reduce_group, each member steps its shard of the
+				       elements (AdamW states for that shard only) and the
+				       weights are all-gathered; the step has no all-reduce */
 	/* a routing bias moved toward balance after every step (DeepSeek-V3's
 	 * auxiliary-loss-free balancing): load is the OUTPUT buffer of expert loads,
 	 * load_group the group it is summed over (the data-parallel group) */

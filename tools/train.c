@@ -241,11 +241,7 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 			"in training; use ep = 1\n", model, pl.ep);
 		return -1;
 	}
-	if (pl.zero) {
-		fprintf(stderr, "sluice train: %s: zero = %d: sharding the optimizer states is not "
-			"built yet; use zero = 0\n", model, pl.zero);
-		return -1;
-	}
+	l->zero = pl.zero;
 	if (pl.pp > 1) {
 		/* the layers cut by the partition pass's cost model */
 		struct pass_partition part;

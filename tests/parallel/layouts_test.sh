@@ -86,15 +86,17 @@ print("%d steps, loss within %.2g relative, %d gradients within %.2g of their la
 PY
 }
 
-# layout NAME RANKS PP MICROBATCHES: against one rank with microbatches x dp micro-batches
+# layout NAME RANKS PP MICROBATCHES [SETTINGS...]: against one rank with microbatches x dp
+# micro-batches
 layout() {
 	local name=$1 ranks=$2 pp=$3 mb=$4
-	local dp=$((ranks / pp)) refmb=$(( $4 * ranks / pp ))
+	shift 4
+	local dp=$((ranks / pp)) refmb=$(( mb * ranks / pp ))
 	local ref=ref-mb$refmb
 	if [ ! -f "$ref.jsonl" ]; then
 		run "$ref" 1 --set microbatches=$refmb || { fail "one rank, $refmb micro-batches: $(tail -3 $ref.out)"; return; }
 	fi
-	if ! run "$name" "$ranks" --set pp="$pp" --set microbatches="$mb"; then
+	if ! run "$name" "$ranks" --set pp="$pp" --set microbatches="$mb" "$@"; then
 		fail "$name ($ranks ranks, pp $pp, dp $dp, $mb micro-batches): $(tail -5 $name.out)"
 		return
 	fi
@@ -110,6 +112,7 @@ layout pp2 2 2 4
 layout pp4 4 4 4
 layout dp2 2 1 2
 layout pp2dp2 4 2 2
+layout pp2dp2zero 4 2 2 --set zero=1
 
 # bad layouts: refused before any rank starts
 expect() {
