@@ -91,7 +91,7 @@
  *          ALL_GATHER attrs group:str (e.g. "ep", "dp", "pp"): P below is the group's size
  *  ALL_TO_ALL x[P, ...] -> y[P, ...] (x's shape and dtype): block p of y is block (this
  *          rank) of peer p's x.  With P = 1 a copy.  Backward: ALL_TO_ALL
- *  ALL_TO_ALLV x[R, ...], sc int[P, n], rc int[P, m] -> y[C, ...] (C from the out shape,
+ *  ALL_TO_ALLV x[R, ...], sc i32[P, n], rc i32[P, m] -> y[C, ...] (C from the out shape,
  *          x's trailing dims and dtype): this rank sends peer p the next sum_j sc[p, j]
  *          rows of x (x packed in peer order) and receives sum_j rc[p, j] rows from peer
  *          p, packed in peer order in y; rows of y past them are zero.  The program

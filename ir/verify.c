@@ -26,7 +26,8 @@
  *    the IR does not know: only rank and dtype are checked.  all_to_all keeps x's
  *    shape and dtype (x at least 1-D).  all_to_allv moves rows of any dtype (FP8
  *    activations, integer ids): y has x's dtype and trailing dims, sc and rc are
- *    integer [P, n] and [P, m] with the same P; the row counts R and C are free.
+ *    i32 [P, n] and [P, m] with the same P (i32, not i64: the program executor reads
+ *    them as such); the row counts R and C are free.
  *  - ep_counts, ep_offsets and ep_regroup: counts are integer inputs (i32 or i64) and
  *    i32 outputs; P and El are read from rc's shape (ep_offsets, ep_regroup) or from
  *    the ranks attribute and offsets (ep_counts); ep_regroup moves float rows of an
@@ -681,9 +682,11 @@ static void check_op(struct vctx *c, const struct ir_op *op)
 		const struct ir_value *sc = IN(1), *rc = IN(2);
 		if (!attr_str(c, op, "group"))
 			return;
-		if (!want_rank(c, op, sc, 2, "sc [P, n]") || !want_int(c, op, sc, "sc") ||
-		    !want_rank(c, op, rc, 2, "rc [P, m]") || !want_int(c, op, rc, "rc"))
+		if (!want_rank(c, op, sc, 2, "sc [P, n]") || !want_rank(c, op, rc, 2, "rc [P, m]"))
 			return;
+		if (sc->dtype != IR_I32 || rc->dtype != IR_I32)
+			FAIL("sc %s and rc %s must be i32 (the program executor reads them so)",
+			     ty(c, sc), ty(c, rc));
 		if (sc->shape.dim[0] != rc->shape.dim[0])
 			FAIL("sc %s and rc %s must have the same P", ty(c, sc), ty(c, rc));
 		if (x->shape.rank < 1 || y->shape.rank != x->shape.rank)

@@ -542,6 +542,11 @@ static void test_expert_parallel(void)
 	OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 4), x, sc, sc);
 	EXPECT_FAIL(g, "missing string attribute 'group'");
 	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	sc = input(g, "sc", IR_I64, S(2, 1, 2));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 4), x, sc, sc)->def, "group", "ep");
+	EXPECT_FAIL(g, "sc i64[1, 2] and rc i64[1, 2] must be i32");
+	g = new_graph();
 	x = input(g, "x", IR_F32, S(2, 2, 4));
 	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALL, IR_F32, S(2, 4, 2), x)->def, "group", "ep");
 	EXPECT_FAIL(g, "output f32[4, 2] must have the input's shape and dtype f32[2, 4]");
