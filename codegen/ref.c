@@ -605,6 +605,64 @@ static void moe_combine_backward_gate(double *dgates, const double *dy, const do
 	}
 }
 
+/* --- expert parallelism ------------------------------------------------------------------ */
+
+/* counts[p, j] = offsets[p*El + j + 1] - offsets[p*El + j]: rows for expert p*El + j */
+static void ep_counts_forward(int64_t *counts, const int64_t *offsets, int64_t P, int64_t El)
+{
+	for (int64_t q = 0; q < P * El; q++)
+		counts[q] = offsets[q + 1] - offsets[q];
+}
+
+/* off[e+1] = off[e] + sum_p rc[p, e]: the local experts' segments, expert-major */
+static void ep_offsets_forward(int64_t *off, const int64_t *rc, int64_t P, int64_t El)
+{
+	off[0] = 0;
+	for (int64_t e = 0; e < El; e++) {
+		int64_t n = 0;
+		for (int64_t p = 0; p < P; p++)
+			n += rc[p * El + e];
+		off[e + 1] = off[e] + n;
+	}
+}
+
+/* Rows in blocks (p, e) of rc[p, e] rows of D numbers: peer-major in x, expert-major in y
+ * (inverse: the other way); y zero past the total.  Counts are >= 0 and sum to <= C. */
+static void ep_regroup_forward(double *y, const double *x, const int64_t *rc, int64_t P,
+			       int64_t El, int64_t C, int64_t D, int inverse)
+{
+	int64_t *pm = rt_malloc(sizeof *pm * (size_t)(P * El > 0 ? P * El : 1));
+	int64_t *em = rt_malloc(sizeof *em * (size_t)(P * El > 0 ? P * El : 1));
+	int64_t at = 0;
+	for (int64_t p = 0; p < P; p++)
+		for (int64_t e = 0; e < El; e++) {
+			pm[p * El + e] = at;
+			at += rc[p * El + e];
+		}
+	at = 0;
+	for (int64_t e = 0; e < El; e++)
+		for (int64_t p = 0; p < P; p++) {
+			em[p * El + e] = at;
+			at += rc[p * El + e];
+		}
+	memset(y, 0, sizeof *y * (size_t)(C * D));
+	for (int64_t b = 0; b < P * El; b++) {
+		int64_t from = inverse ? em[b] : pm[b], to = inverse ? pm[b] : em[b];
+		memcpy(y + to * D, x + from * D, sizeof *y * (size_t)(rc[b] * D));
+	}
+	free(pm);
+	free(em);
+}
+
+/* ALL_TO_ALLV (and ALL_TO_ALL) on a group of one rank: the first T rows of x, then zeros.
+ * Rows of D elements of `size` bytes (doubles or int64_t, the executor's storage). */
+static void all_to_allv_single(void *y, const void *x, int64_t T, int64_t C, int64_t D,
+			       size_t size)
+{
+	memcpy(y, x, size * (size_t)(T * D));
+	memset((char *)y + size * (size_t)(T * D), 0, size * (size_t)((C - T) * D));
+}
+
 /* --- FP8 --------------------------------------------------------------------------------- */
 
 /* x [M,K] in tiles of tr x tc: scale = max-abs / 448 per tile, q = x / scale in e4m3 */
@@ -706,6 +764,21 @@ static int check_offsets(struct ref_exec *e, const int64_t *off, int64_t E, int6
 	for (int64_t i = 0; i < E; i++)
 		if (off[i + 1] < off[i])
 			return fail(e, "expert offsets decrease at expert %lld", (long long)i);
+	return 0;
+}
+
+/* the sum of an integer value's entries, all of which must be >= 0 (row counts) */
+static int count_total(struct ref_exec *e, const struct ir_value *v, const char *what,
+		       int64_t *total)
+{
+	const int64_t *c = e->iv[v->id];
+	*total = 0;
+	for (int64_t i = 0, n = numel(&v->shape); i < n; i++) {
+		if (c[i] < 0)
+			return fail(e, "%s %lld at position %lld is negative", what, (long long)c[i],
+				    (long long)i);
+		*total += c[i];
+	}
 	return 0;
 }
 
@@ -1053,7 +1126,72 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 				    M, K, tr, tc);
 		break;
 	}
-	case IR_OP_SEND: case IR_OP_RECV: case IR_OP_ALL_TO_ALL: case IR_OP_ALL_REDUCE:
+	case IR_OP_EP_COUNTS: {
+		int64_t P = ys->rank == 2 ? ys->dim[0] : 0, El = last_dim(ys);
+		if (!is_int(x->dtype) || !is_int(y->dtype) || ys->rank != 2 ||
+		    numel(xs) != P * El + 1)
+			return fail(e, "offsets must be integers [P*El+1] for counts [P, El]");
+		ep_counts_forward(ibuf(e, y), e->iv[x->id], P, El);
+		break;
+	}
+	case IR_OP_EP_OFFSETS: {
+		int64_t El = last_dim(xs), P = El ? numel(xs) / El : 0;
+		if (!is_int(x->dtype) || !is_int(y->dtype) || xs->rank != 2 || numel(ys) != El + 1)
+			return fail(e, "rc must be integers [P, El] and the output [El+1]");
+		ep_offsets_forward(ibuf(e, y), e->iv[x->id], P, El);
+		break;
+	}
+	case IR_OP_EP_REGROUP: {
+		const struct ir_value *cv = op->in[1];
+		if (!is_int(cv->dtype) || cv->shape.rank != 2 || is_int(x->dtype) ||
+		    is_int(y->dtype) || xs->rank < 1 || numel(xs) != n)
+			return fail(e, "needs float rows x and y of one shape and integer rc [P, El]");
+		int64_t P = cv->shape.dim[0], El = cv->shape.dim[1], C = xs->dim[0];
+		int64_t D = dims_prod(xs, 1, xs->rank), T;
+		if (count_total(e, cv, "count", &T))
+			return -1;
+		if (T > C)
+			return fail(e, "the counts total %lld rows, the buffer holds %lld",
+				    (long long)T, (long long)C);
+		ep_regroup_forward(fbuf(e, y), e->d[x->id], e->iv[cv->id], P, El, C, D,
+				   ir_op_int(op, "inverse", 0) != 0);
+		break;
+	}
+	case IR_OP_ALL_TO_ALL: case IR_OP_ALL_TO_ALLV: {
+		int v = op->kind == IR_OP_ALL_TO_ALLV;
+		int64_t P = v ? op->in[1]->shape.dim[0] : xs->dim[0];
+		if (xs->rank < 1 || ys->rank != xs->rank || is_int(x->dtype) != is_int(y->dtype) ||
+		    (v && (op->in[1]->shape.rank != 2 || op->in[2]->shape.rank != 2 ||
+			   !is_int(op->in[1]->dtype) || !is_int(op->in[2]->dtype))))
+			return fail(e, "shapes or dtypes of x, the counts and y do not agree");
+		if (P != 1)
+			return fail(e, "a group of %lld ranks needs the program executor; the "
+				       "reference runs one rank (a group of one)", (long long)P);
+		int64_t R = xs->dim[0], C = ys->dim[0], D = dims_prod(xs, 1, xs->rank), T = R;
+		if (dims_prod(ys, 1, ys->rank) != D)
+			return fail(e, "x and y rows differ in size");
+		if (v) {
+			int64_t ts, tr;
+			if (count_total(e, op->in[1], "send count", &ts) ||
+			    count_total(e, op->in[2], "receive count", &tr))
+				return -1;
+			if (ts != tr)
+				return fail(e, "a rank alone sends %lld rows to itself but receives "
+					       "%lld", (long long)ts, (long long)tr);
+			if (ts > R || ts > C)
+				return fail(e, "%lld rows do not fit: x has %lld, y %lld", (long long)ts,
+					    (long long)R, (long long)C);
+			T = ts;
+		} else if (R != C) {
+			return fail(e, "x and y differ in shape");
+		}
+		if (is_int(x->dtype))
+			all_to_allv_single(ibuf(e, y), e->iv[x->id], T, C, D, sizeof(int64_t));
+		else
+			all_to_allv_single(fbuf(e, y), e->d[x->id], T, C, D, sizeof(double));
+		break;
+	}
+	case IR_OP_SEND: case IR_OP_RECV: case IR_OP_ALL_REDUCE:
 	case IR_OP_REDUCE_SCATTER: case IR_OP_ALL_GATHER:
 		return fail(e, "communication needs ranks; the reference executor runs one "
 			       "graph on one rank (run the graph before the parallel passes)");

@@ -392,7 +392,8 @@ static void put_type(FILE *out, const struct ir_value *v)
 static int is_comm(enum ir_opkind k)
 {
 	return k == IR_OP_SEND || k == IR_OP_RECV || k == IR_OP_ALL_TO_ALL ||
-	       k == IR_OP_ALL_REDUCE || k == IR_OP_REDUCE_SCATTER || k == IR_OP_ALL_GATHER;
+	       k == IR_OP_ALL_TO_ALLV || k == IR_OP_ALL_REDUCE || k == IR_OP_REDUCE_SCATTER ||
+	       k == IR_OP_ALL_GATHER;
 }
 
 static void put_attrs(FILE *out, const struct ir_op *op)

@@ -71,8 +71,33 @@
  *  RELU_BWD x, dy                              -> dy where x > 0, else 0
  *  REDUCE_MAX_BWD x, dy (attrs axis, keepdim like REDUCE_MAX) -> dx shaped like x: dy at
  *          the first maximal entry of each reduced line, 0 elsewhere
- *  SEND/RECV attrs peer:int, tag:int;  ALL_TO_ALL/ALL_REDUCE/REDUCE_SCATTER/ALL_GATHER
- *          attrs group:str (e.g. "ep", "dp", "pp")
+ *  EP_COUNTS offsets int[E+1] (as MOE_DISPATCH's), attrs ranks:int (P, dividing E)
+ *          -> i32[P, El] (El = E/P experts per rank): counts[p, j] = offsets[p*El+j+1] -
+ *          offsets[p*El+j], the rows routed to expert p*El+j (which rank p holds); no
+ *          gradient
+ *  EP_OFFSETS rc int[P, El] -> i32[El+1]: off[0] = 0, off[e+1] = off[e] + sum_p rc[p, e],
+ *          the segments of the local experts once the received rows are regrouped
+ *          expert-major; no gradient
+ *  EP_REGROUP x[C, ...], rc int[P, El], attrs inverse:int (default 0) -> y[C, ...] (x's
+ *          shape and dtype; a row is everything past the first dim).  Rows come in
+ *          blocks (p, e) of rc[p, e] rows.  inverse = 0: x holds the blocks peer-major
+ *          (p = 0..P-1, within p e = 0..El-1), y the same rows expert-major (e, then p);
+ *          inverse = 1: x expert-major -> y peer-major.  Rows of y past the total
+ *          T = sum(rc) are zero.  A count < 0 or T > C is an error of the run (the LLVM
+ *          backend clamps instead: a negative count is 0, a row whose source or
+ *          destination would be at or past C is not moved, see codegen/llvm/lower.c).
+ *          Backward: EP_REGROUP with the other inverse (rows past T get no gradient)
+ *  SEND/RECV attrs peer:int, tag:int;  ALL_TO_ALL/ALL_TO_ALLV/ALL_REDUCE/REDUCE_SCATTER/
+ *          ALL_GATHER attrs group:str (e.g. "ep", "dp", "pp"): P below is the group's size
+ *  ALL_TO_ALL x[P, ...] -> y[P, ...] (x's shape and dtype): block p of y is block (this
+ *          rank) of peer p's x.  With P = 1 a copy.  Backward: ALL_TO_ALL
+ *  ALL_TO_ALLV x[R, ...], sc i32[P, n], rc i32[P, m] -> y[C, ...] (C from the out shape,
+ *          x's trailing dims and dtype): this rank sends peer p the next sum_j sc[p, j]
+ *          rows of x (x packed in peer order) and receives sum_j rc[p, j] rows from peer
+ *          p, packed in peer order in y; rows of y past them are zero.  The program
+ *          executor runs it; with P = 1 it is a copy of the first sum(sc) rows (sum(sc)
+ *          must equal sum(rc)), which the chunk executors run too.  Backward: ALL_TO_ALLV
+ *          of dy with sc and rc swapped (into R rows)
  *  QUANT_FP8 x[M,K], attrs tile_r:int, tile_c:int (1x128 activations, 128x128 weights)
  *          -> q f8e4m3[M,K], scale f32[M/tile_r, K/tile_c] (max-abs / 448)
  *  DEQUANT_FP8 q, scale -> f32

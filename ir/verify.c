@@ -23,8 +23,15 @@
  *    ops must be N*k (the layout moe_dispatch makes); moe_undispatch's N is from its
  *    output shape.
  *  - reduce_scatter / all_gather change the size of a dim by the group size, which
- *    the IR does not know: only rank and dtype are checked; all_to_all gets the
- *    structural checks and a group attribute.
+ *    the IR does not know: only rank and dtype are checked.  all_to_all keeps x's
+ *    shape and dtype (x at least 1-D).  all_to_allv moves rows of any dtype (FP8
+ *    activations, integer ids): y has x's dtype and trailing dims, sc and rc are
+ *    i32 [P, n] and [P, m] with the same P (i32, not i64: the program executor reads
+ *    them as such); the row counts R and C are free.
+ *  - ep_counts, ep_offsets and ep_regroup: counts are integer inputs (i32 or i64) and
+ *    i32 outputs; P and El are read from rc's shape (ep_offsets, ep_regroup) or from
+ *    the ranks attribute and offsets (ep_counts); ep_regroup moves float rows of an
+ *    at least 1-D x, inverse is 0 or 1.
  *  - PARAM needs a non-empty path and an init in "normal", "zeros", "ones",
  *    "uniform"; INPUT needs a name; CONST needs a value.
  */
@@ -629,9 +636,68 @@ static void check_op(struct vctx *c, const struct ir_op *op)
 		attr_int(c, op, "peer", 1, 0, &v);
 		attr_int(c, op, "tag", 1, 0, &v);
 		break;
-	case IR_OP_ALL_TO_ALL:
-		attr_str(c, op, "group");
+	case IR_OP_EP_COUNTS:
+		if (!attr_int(c, op, "ranks", 1, 0, &v))
+			return;
+		if (!want_rank(c, op, x, 1, "offsets [E+1]") || !want_int(c, op, x, "offsets"))
+			return;
+		w = x->shape.dim[0] - 1;
+		if (w < 1 || v < 1 || w % v)
+			FAIL("ranks=%lld must be positive and divide the %lld experts of offsets %s",
+			     (long long)v, (long long)w, ty(c, x));
+		if (y->dtype != IR_I32 || y->shape.rank != 2 || y->shape.dim[0] != v ||
+		    y->shape.dim[1] != w / v)
+			FAIL("output %s must be i32[%lld, %lld] (ranks=%lld, offsets %s)", ty(c, y),
+			     (long long)v, (long long)(w / v), (long long)v, ty(c, x));
 		break;
+	case IR_OP_EP_OFFSETS:
+		if (!want_rank(c, op, x, 2, "rc [P, El]") || !want_int(c, op, x, "rc"))
+			return;
+		if (y->dtype != IR_I32 || y->shape.rank != 1 || y->shape.dim[0] != x->shape.dim[1] + 1)
+			FAIL("output %s must be i32[%lld] (rc %s)", ty(c, y),
+			     (long long)(x->shape.dim[1] + 1), ty(c, x));
+		break;
+	case IR_OP_EP_REGROUP: {
+		const struct ir_value *rc = IN(1);
+		if (!attr_int(c, op, "inverse", 0, 0, &v))
+			return;
+		if (v != 0 && v != 1)
+			FAIL("inverse=%lld must be 0 or 1", (long long)v);
+		if (!want_float(c, op, x, "x") || !want_rank(c, op, rc, 2, "rc [P, El]") ||
+		    !want_int(c, op, rc, "rc"))
+			return;
+		if (x->shape.rank < 1)
+			FAIL("x %s needs a row dim", ty(c, x));
+		same_as_input(c, op, 1);
+		break;
+	}
+	case IR_OP_ALL_TO_ALL:
+		if (!attr_str(c, op, "group"))
+			return;
+		if (x->shape.rank < 1)
+			FAIL("x %s needs a peer dim [P, ...]", ty(c, x));
+		same_as_input(c, op, 0);
+		break;
+	case IR_OP_ALL_TO_ALLV: {
+		const struct ir_value *sc = IN(1), *rc = IN(2);
+		if (!attr_str(c, op, "group"))
+			return;
+		if (!want_rank(c, op, sc, 2, "sc [P, n]") || !want_rank(c, op, rc, 2, "rc [P, m]"))
+			return;
+		if (sc->dtype != IR_I32 || rc->dtype != IR_I32)
+			FAIL("sc %s and rc %s must be i32 (the program executor reads them so)",
+			     ty(c, sc), ty(c, rc));
+		if (sc->shape.dim[0] != rc->shape.dim[0])
+			FAIL("sc %s and rc %s must have the same P", ty(c, sc), ty(c, rc));
+		if (x->shape.rank < 1 || y->shape.rank != x->shape.rank)
+			FAIL("output %s must have the rank of x %s (at least 1)", ty(c, y), ty(c, x));
+		for (int d = 1; d < x->shape.rank; d++)
+			if (x->shape.dim[d] != y->shape.dim[d])
+				FAIL("output %s must have the row shape of x %s", ty(c, y), ty(c, x));
+		if (x->dtype != y->dtype)
+			FAIL("output %s must have x's dtype %s", ty(c, y), ty(c, x));
+		break;
+	}
 	case IR_OP_ALL_REDUCE:
 		if (attr_str(c, op, "group"))
 			same_as_input(c, op, 0);

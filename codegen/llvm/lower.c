@@ -907,6 +907,151 @@ static void emit_combine_bwd(struct cg_plan *p, const struct ir_op *op, const ch
 	kb_end(&kb, grain_rows(D));
 }
 
+/* --- expert parallelism ------------------------------------------------------------------ */
+
+/* EP_COUNTS: counts[q] = offsets[q+1] - offsets[q], q = p*El + j, one entry per point */
+static void emit_ep_counts(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *off = op->in[0];
+	struct kb kb = kb_begin(p, op, NULL, ir_shape_numel(&op->out[0]->shape), prefix);
+	kx *q = var(&kb, 0);
+	st(&kb, &kb.k->body, op->out[0]->id, q,
+	   kir_bin(kb.k, KIR_SUB, ldv(&kb, off, iadd(&kb, q, c64(&kb, 1))), ldv(&kb, off, q)));
+	kb_end(&kb, 4096);
+}
+
+/* EP_OFFSETS: the running sum over e of sum_p rc[p, e], in one point */
+static void emit_ep_offsets(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *rc = op->in[0];
+	int64_t P = rc->shape.dim[0], El = rc->shape.dim[1];
+	struct kb kb = kb_begin(p, op, NULL, 1, prefix);
+	struct kir_block *b = &kb.k->body;
+	int acc = local(&kb, b, "acc", c64(&kb, 0));
+	st(&kb, b, op->out[0]->id, c64(&kb, 0), var(&kb, acc));
+	int e = kir_index(kb.k, "e"), q = kir_index(kb.k, "p");
+	struct kir_block *eb = kir_loop(kb.k, b, e, c64(&kb, 0), c64(&kb, El));
+	struct kir_block *qb = kir_loop(kb.k, eb, q, c64(&kb, 0), c64(&kb, P));
+	kir_set(kb.k, qb, acc, iadd(&kb, var(&kb, acc),
+				    ldv(&kb, rc, iadd(&kb, imul(&kb, var(&kb, q), El), var(&kb, e)))));
+	st(&kb, eb, op->out[0]->id, iadd(&kb, var(&kb, e), c64(&kb, 1)), var(&kb, acc));
+	kb_end(&kb, 1);
+}
+
+/* Loops over the blocks (p, e) of an rc[P, El] in peer-major (p outer) or expert-major
+ * order; returns the innermost block and sets *blk to the block's index p*El + e. */
+static struct kir_block *ep_blocks(struct kb *kb, struct kir_block *b, int peer_major,
+				   int64_t P, int64_t El, kx **blk)
+{
+	int o = kir_index(kb->k, "o"), i = kir_index(kb->k, "i");
+	b = kir_loop(kb->k, b, o, c64(kb, 0), c64(kb, peer_major ? P : El));
+	b = kir_loop(kb->k, b, i, c64(kb, 0), c64(kb, peer_major ? El : P));
+	*blk = peer_major ? iadd(kb, imul(kb, var(kb, o), El), var(kb, i))
+			  : iadd(kb, imul(kb, var(kb, i), El), var(kb, o));
+	return b;
+}
+
+/* EP_REGROUP: one point maps every row of y to its row of x (-1: zero), then the rows
+ * move in parallel.  Bad counts are clamped, not reported: a count < 0 counts as 0, and
+ * a row whose place in x or in y is at or past C is not moved, so nothing is read or
+ * written out of bounds and rows of y that no row reaches are zero. */
+static void emit_ep_regroup(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *rc = op->in[1], *y = op->out[0];
+	int64_t P = rc->shape.dim[0], El = rc->shape.dim[1], C = x->shape.dim[0];
+	int64_t D = ir_shape_numel(&x->shape) / C;
+	int inv = ir_op_int(op, "inverse", 0) != 0;
+	int start = scratch(p, KIR_I64, P * El > 0 ? P * El : 1), row = scratch(p, KIR_I64, C);
+	struct kb kb = kb_begin(p, op, "map", 1, prefix);
+	struct kir_block *b = &kb.k->body, *lb;
+	kx *blk;
+	/* where each block starts in x */
+	int at = local(&kb, b, "at", c64(&kb, 0));
+	lb = ep_blocks(&kb, b, !inv, P, El, &blk);
+	int bv = local(&kb, lb, "blk", blk);
+	st(&kb, lb, start, var(&kb, bv), var(&kb, at));
+	kir_set(kb.k, lb, at, iadd(&kb, var(&kb, at), kir_bin(kb.k, KIR_MAX, ldv(&kb, rc, var(&kb, bv)), c64(&kb, 0))));
+	/* the blocks in y's order: row[dst + r] = start + r for the rows that fit */
+	int dst = local(&kb, b, "dst", c64(&kb, 0));
+	lb = ep_blocks(&kb, b, inv, P, El, &blk);
+	bv = local(&kb, lb, "blk", blk);
+	int cnt = local(&kb, lb, "cnt", kir_bin(kb.k, KIR_MAX, ldv(&kb, rc, var(&kb, bv)), c64(&kb, 0)));
+	int src = local(&kb, lb, "src", ld(&kb, start, var(&kb, bv), KIR_I64));
+	int r = kir_index(kb.k, "r");
+	kx *lim = kir_bin(kb.k, KIR_MIN, var(&kb, cnt), kir_bin(kb.k, KIR_SUB, c64(&kb, C), var(&kb, dst)));
+	struct kir_block *rb = kir_loop(kb.k, lb, r, c64(&kb, 0), lim);
+	kx *from = iadd(&kb, var(&kb, src), var(&kb, r));
+	st(&kb, rb, row, iadd(&kb, var(&kb, dst), var(&kb, r)),
+	   kir_select(kb.k, fbin(&kb, KIR_LT, from, c64(&kb, C)), from, c64(&kb, -1)));
+	kir_set(kb.k, lb, dst, iadd(&kb, var(&kb, dst), var(&kb, cnt)));
+	rb = kir_loop(kb.k, b, r, kir_bin(kb.k, KIR_MIN, var(&kb, dst), c64(&kb, C)), c64(&kb, C));
+	st(&kb, rb, row, var(&kb, r), c64(&kb, -1));
+	kb_end(&kb, 1);
+
+	kb = kb_begin(p, op, "rows", C, prefix);
+	b = &kb.k->body;
+	int sv = local(&kb, b, "s", ld(&kb, row, var(&kb, 0), KIR_I64));
+	int base = local(&kb, b, "base", imul(&kb, kir_bin(kb.k, KIR_MAX, var(&kb, sv), c64(&kb, 0)), D));
+	int d = kir_index(kb.k, "d");
+	lb = kir_loop(kb.k, b, d, c64(&kb, 0), c64(&kb, D));
+	st(&kb, lb, y->id, iadd(&kb, imul(&kb, var(&kb, 0), D), var(&kb, d)),
+	   kir_select(kb.k, fbin(&kb, KIR_LE, c64(&kb, 0), var(&kb, sv)),
+		      ldv(&kb, x, iadd(&kb, var(&kb, base), var(&kb, d))), fc(&kb, 0)));
+	kb_end(&kb, grain_rows(D));
+}
+
+/* ALL_TO_ALL and ALL_TO_ALLV over a group of one rank (P = 1, read from the shapes):
+ * the first T rows of x, zeros past them; T = all rows for ALL_TO_ALL, and for
+ * ALL_TO_ALLV min(sum sc, sum rc, R, C) with counts < 0 as 0 (clamped like EP_REGROUP;
+ * the reference reports sum sc != sum rc).  A larger group is the program executor's:
+ * refused here. */
+static int emit_all_to_all_single(struct cg_plan *p, const struct ir_op *op, const char *prefix,
+				  FILE *err)
+{
+	int v = op->kind == IR_OP_ALL_TO_ALLV;
+	const struct ir_value *x = op->in[0], *y = op->out[0];
+	int64_t P = v ? op->in[1]->shape.dim[0] : x->shape.dim[0];
+	if (P != 1) {
+		if (op->loc.file)
+			fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
+		fprintf(err, "error: the LLVM CPU backend cannot run op %s over a group of %lld "
+			"ranks (the program executor runs communication; a chunk runs only a "
+			"group of one)\n", ir_op_name(op->kind), (long long)P);
+		return 1;
+	}
+	int64_t R = x->shape.dim[0], C = y->shape.dim[0];
+	int64_t D = C ? ir_shape_numel(&y->shape) / C : 0;
+	int total = scratch(p, KIR_I64, 1);
+	struct kb kb = kb_begin(p, op, "total", 1, prefix);
+	struct kir_block *b = &kb.k->body;
+	int t = local(&kb, b, "t", c64(&kb, R < C ? R : C));
+	for (int k = 1; v && k <= 2; k++) {
+		const struct ir_value *cv = op->in[k];
+		int s = local(&kb, b, k == 1 ? "sent" : "received", c64(&kb, 0));
+		int j = kir_index(kb.k, "j");
+		struct kir_block *lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, ir_shape_numel(&cv->shape)));
+		kir_set(kb.k, lb, s, iadd(&kb, var(&kb, s),
+					  kir_bin(kb.k, KIR_MAX, ldv(&kb, cv, var(&kb, j)), c64(&kb, 0))));
+		kir_set(kb.k, b, t, kir_bin(kb.k, KIR_MIN, var(&kb, t), var(&kb, s)));
+	}
+	st(&kb, b, total, c64(&kb, 0), var(&kb, t));
+	kb_end(&kb, 1);
+
+	kb = kb_begin(p, op, "rows", C, prefix);
+	b = &kb.k->body;
+	struct kir_block *other;
+	struct kir_block *tb = kir_if(kb.k, b, fbin(&kb, KIR_LT, var(&kb, 0), ld(&kb, total, c64(&kb, 0), KIR_I64)),
+				      &other);
+	int d = kir_index(kb.k, "d");
+	kx *at = iadd(&kb, imul(&kb, var(&kb, 0), D), var(&kb, d));
+	struct kir_block *lb = kir_loop(kb.k, tb, d, c64(&kb, 0), c64(&kb, D));
+	st(&kb, lb, y->id, at, ldv(&kb, x, at));
+	lb = kir_loop(kb.k, other, d, c64(&kb, 0), c64(&kb, D));
+	st(&kb, lb, y->id, at, kir_cvt(kb.k, compute_type(y->dtype), fc(&kb, 0)));
+	kb_end(&kb, grain_rows(D));
+	return 0;
+}
+
 /* REDUCE_MAX_BWD: dy to the first maximal entry of each line, one line per point */
 static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
@@ -1098,6 +1243,13 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 			emit_combine_bwd(p, op, prefix);
 			break;
 		case IR_OP_REDUCE_MAX_BWD: emit_reduce_max_bwd(p, op, prefix); break;
+		case IR_OP_EP_COUNTS: emit_ep_counts(p, op, prefix); break;
+		case IR_OP_EP_OFFSETS: emit_ep_offsets(p, op, prefix); break;
+		case IR_OP_EP_REGROUP: emit_ep_regroup(p, op, prefix); break;
+		case IR_OP_ALL_TO_ALL: case IR_OP_ALL_TO_ALLV:
+			if (emit_all_to_all_single(p, op, prefix, err))
+				return 1;
+			break;
 		default:
 			if (op->loc.file)
 				fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);

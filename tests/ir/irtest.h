@@ -61,5 +61,6 @@ static inline char *ir_print_str(const struct ir_graph *g)
 
 /* the hand-built op-level graph of sample.c: small, valid, and using most ops */
 struct ir_graph *sample_graph(void);
+struct ir_graph *ep_sample_graph(void);
 
 #endif

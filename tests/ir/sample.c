@@ -1,7 +1,9 @@
 /* sample.c - a small op-level graph that uses most ops of ops.def: an embedding, one
  * attention step with rope and a causal softmax, a 4-expert MoE with sigmoid routing,
  * FP8 quantisation, a cross-entropy loss and a send.  Valid by construction; the
- * golden file tests/ir/golden/sample.ir is its printed form. */
+ * golden file tests/ir/golden/sample.ir is its printed form.  ep_sample_graph() is the
+ * expert-parallel exchange of a MoE layer's rows as the expert_parallel pass makes it
+ * (tests/ir/golden/ep_sample.ir). */
 #include "irtest.h"
 
 struct ir_graph *sample_graph(void)
@@ -128,5 +130,35 @@ struct ir_graph *sample_graph(void)
 	snd->stage = 1;
 	ir_graph_add_output(g, "loss", tot);
 	ir_graph_add_output(g, "grad.layers.0.moe.router", gw);
+	return g;
+}
+
+/* 2 EP ranks, 4 experts (2 per rank), 6 routed rows, a receive buffer of 8 rows: counts
+ * from the dispatch offsets, the exchange of counts and rows, the regrouping by local
+ * expert and its inverse, and the way back. */
+struct ir_graph *ep_sample_graph(void)
+{
+	struct ir_graph *g = ir_graph_new("ep_sample");
+	ir_graph_set_context(g, (struct ir_loc){ "ep.sl", 1, 1 }, "layers.1.moe");
+	struct ir_value *xs = OP0(g, IR_OP_INPUT, IR_F32, S(2, 6, 4));
+	ir_op_set_str(g, xs->def, "name", "xs");
+	struct ir_value *off = OP0(g, IR_OP_INPUT, IR_I32, S(1, 5));
+	ir_op_set_str(g, off->def, "name", "offsets");
+	struct ir_value *sc = OP(g, IR_OP_EP_COUNTS, IR_I32, S(2, 2, 2), off);
+	ir_op_set_int(g, sc->def, "ranks", 2);
+	struct ir_value *rc = OP(g, IR_OP_ALL_TO_ALL, IR_I32, S(2, 2, 2), sc);
+	ir_op_set_str(g, rc->def, "group", "ep");
+	struct ir_value *xr = OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 8, 4), xs, sc, rc);
+	ir_op_set_str(g, xr->def, "group", "ep");
+	struct ir_value *lo = OP(g, IR_OP_EP_OFFSETS, IR_I32, S(1, 3), rc);
+	struct ir_value *xe = OP(g, IR_OP_EP_REGROUP, IR_F32, S(2, 8, 4), xr, rc);
+	ir_op_set_int(g, xe->def, "inverse", 0);
+	struct ir_value *ye = OP(g, IR_OP_SQUARE, IR_F32, S(2, 8, 4), xe);
+	struct ir_value *yp = OP(g, IR_OP_EP_REGROUP, IR_F32, S(2, 8, 4), ye, rc);
+	ir_op_set_int(g, yp->def, "inverse", 1);
+	struct ir_value *ys = OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 6, 4), yp, rc, sc);
+	ir_op_set_str(g, ys->def, "group", "ep");
+	ir_graph_add_output(g, "ys", ys);
+	ir_graph_add_output(g, "local_offsets", lo);
 	return g;
 }

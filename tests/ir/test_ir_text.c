@@ -73,6 +73,16 @@ static void test_sample_golden(void)
 	ir_graph_free(g);
 }
 
+static void test_ep_golden(void)
+{
+	struct ir_graph *g = ep_sample_graph();
+	char *text = ir_print_str(g);
+	CHECK(golden_compare("tests/ir/golden/ep_sample.ir", text));
+	check_round_trip(g, "ep_sample");
+	free(text);
+	ir_graph_free(g);
+}
+
 static void test_hard_values(void)
 {
 	struct ir_graph *g = ir_graph_new("odd model name");
@@ -360,6 +370,7 @@ static void test_mutations(void)
 int main(void)
 {
 	test_sample_golden();
+	test_ep_golden();
 	test_hard_values();
 	test_float_values_exact();
 	test_sparse_ids();

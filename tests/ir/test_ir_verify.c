@@ -475,6 +475,87 @@ static void test_fp8_and_comm(void)
 	EXPECT_FAIL(g, "send (op 1) in layers.1: missing integer attribute 'tag'");
 }
 
+static void test_expert_parallel(void)
+{
+	struct ir_graph *g = ep_sample_graph();
+	int n;
+	char *m = verify_msgs(g, &n);
+	CHECKF(n == 0, "%s", m);
+	free(m);
+	ir_graph_free(g);
+
+	g = new_graph();
+	struct ir_value *off = input(g, "off", IR_I32, S(1, 13));
+	ir_op_set_int(g, OP(g, IR_OP_EP_COUNTS, IR_I32, S(2, 5, 2), off)->def, "ranks", 5);
+	EXPECT_FAIL(g, "ranks=5 must be positive and divide the 12 experts of offsets i32[13]");
+	g = new_graph();
+	off = input(g, "off", IR_I32, S(1, 13));
+	ir_op_set_int(g, OP(g, IR_OP_EP_COUNTS, IR_I32, S(2, 3, 4), off)->def, "ranks", 4);
+	EXPECT_FAIL(g, "output i32[3, 4] must be i32[4, 3] (ranks=4");
+	g = new_graph();
+	OP(g, IR_OP_EP_COUNTS, IR_I32, S(2, 3, 4), input(g, "off", IR_I32, S(1, 13)));
+	EXPECT_FAIL(g, "missing integer attribute 'ranks'");
+	g = new_graph();
+	OP(g, IR_OP_EP_OFFSETS, IR_I64, S(1, 4), input(g, "rc", IR_I32, S(2, 4, 3)));
+	EXPECT_FAIL(g, "output i64[4] must be i32[4] (rc i32[4, 3])");
+	g = new_graph();
+	OP(g, IR_OP_EP_OFFSETS, IR_I32, S(1, 3), input(g, "rc", IR_F32, S(1, 2)));
+	EXPECT_FAIL(g, "rc [P, El] f32[2] must have rank 2");
+
+	g = new_graph();
+	struct ir_value *x = input(g, "x", IR_F32, S(2, 8, 4));
+	OP(g, IR_OP_EP_REGROUP, IR_F32, S(2, 8, 5), x, input(g, "rc", IR_I32, S(2, 2, 2)));
+	EXPECT_FAIL(g, "ep_regroup %2 in layers.1: output f32[8, 5] must have the input's shape");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	OP(g, IR_OP_EP_REGROUP, IR_F32, S(2, 8, 4), x, input(g, "rc", IR_F32, S(2, 2, 2)));
+	EXPECT_FAIL(g, "rc f32[2, 2] must have an integer dtype");
+	g = new_graph();
+	x = input(g, "x", IR_I32, S(2, 8, 4));
+	OP(g, IR_OP_EP_REGROUP, IR_I32, S(2, 8, 4), x, input(g, "rc", IR_I32, S(2, 2, 2)));
+	EXPECT_FAIL(g, "x i32[8, 4] must have a float dtype");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	struct ir_value *y = OP(g, IR_OP_EP_REGROUP, IR_F32, S(2, 8, 4), x,
+				input(g, "rc", IR_I32, S(2, 2, 2)));
+	ir_op_set_int(g, y->def, "inverse", 2);
+	EXPECT_FAIL(g, "inverse=2 must be 0 or 1");
+
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	struct ir_value *sc = input(g, "sc", IR_I32, S(2, 2, 3)), *rc = input(g, "rc", IR_I32, S(2, 4, 3));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 4), x, sc, rc)->def, "group", "ep");
+	EXPECT_FAIL(g, "sc i32[2, 3] and rc i32[4, 3] must have the same P");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	sc = input(g, "sc", IR_I32, S(2, 2, 3));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 5), x, sc, sc)->def, "group", "ep");
+	EXPECT_FAIL(g, "output f32[9, 5] must have the row shape of x f32[8, 4]");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	sc = input(g, "sc", IR_I32, S(2, 2, 3));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALLV, IR_BF16, S(2, 9, 4), x, sc, sc)->def, "group", "ep");
+	EXPECT_FAIL(g, "output bf16[9, 4] must have x's dtype");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	sc = input(g, "sc", IR_I32, S(1, 2));
+	OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 4), x, sc, sc);
+	EXPECT_FAIL(g, "missing string attribute 'group'");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 8, 4));
+	sc = input(g, "sc", IR_I64, S(2, 1, 2));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALLV, IR_F32, S(2, 9, 4), x, sc, sc)->def, "group", "ep");
+	EXPECT_FAIL(g, "sc i64[1, 2] and rc i64[1, 2] must be i32");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 2, 4));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALL, IR_F32, S(2, 4, 2), x)->def, "group", "ep");
+	EXPECT_FAIL(g, "output f32[4, 2] must have the input's shape and dtype f32[2, 4]");
+	g = new_graph();
+	x = input(g, "x", IR_F32, S(2, 2, 4));
+	ir_op_set_str(g, OP(g, IR_OP_ALL_TO_ALL, IR_F32, S(2, 2, 4), x, x)->def, "group", "ep");
+	EXPECT_FAIL(g, "all_to_all %1 in layers.1: takes 1 input, has 2");
+}
+
 static void test_no_location(void)
 {
 	struct ir_graph *g = ir_graph_new("t");
@@ -508,6 +589,7 @@ int main(void)
 	test_routing();
 	test_moe();
 	test_fp8_and_comm();
+	test_expert_parallel();
 	test_no_location();
 	return CHECK_DONE();
 }

@@ -1,6 +1,7 @@
-/* test_ops.c - every op of ir/ops.def that the CPU backend runs (all but communication
- * and FP8), alone or in small fused chains, on random inputs, against the reference
- * executor (cg_backend_ref), in the manner of ggml's test-backend-ops.
+/* test_ops.c - every op of ir/ops.def that the CPU backend runs (all but FP8, and
+ * communication but over a group of one), alone or in small fused chains, on random
+ * inputs, against the reference executor (cg_backend_ref), in the manner of ggml's
+ * test-backend-ops.
  *
  * The measure is the normalised error sum|a - b| / sum|b| over an output, with a bound
  * of 1e-5 for f32.  Why that bound: the reference computes in double, so its result is
@@ -18,11 +19,12 @@
 #include "check.h"
 #include "codegen/backend.h"
 
-enum gen { G_F, G_POS, G_IDX, G_TGT, G_PERM, G_OFF, G_ROUTE };
+enum gen { G_F, G_POS, G_IDX, G_TGT, G_PERM, G_OFF, G_ROUTE, G_CNT };
 
 struct spec {
 	enum gen gen;
-	int64_t hi;   /* G_IDX: [0, hi); G_TGT: [-1, hi); G_OFF: rows; G_ROUTE: experts */
+	int64_t hi;   /* G_IDX: [0, hi); G_TGT: [-1, hi); G_OFF: rows; G_ROUTE: experts;
+		       * G_CNT: rows */
 };
 
 static struct ir_graph *G;
@@ -125,6 +127,10 @@ static void fill(const struct ir_value *v, void *buf)
 			}
 		break;
 	}
+	case G_CNT: /* row counts, every third one 0, summing to less than rows */
+		for (int64_t i = 0; i < n; i++)
+			tmp[i] = i % 3 == 1 ? 0 : rand() % (sp.hi / n + 1);
+		break;
 	}
 	for (int64_t i = 0; i < n; i++) {
 		if (v->dtype == IR_I32)
@@ -544,6 +550,127 @@ static void routing_ops(void)
 	run("grouped_matmul given offsets");
 }
 
+/* Expert parallelism: counts from dispatch offsets, local offsets from received counts,
+ * regrouping in both directions on random counts (zeros, a total below the rows: zero
+ * padding) and the round trip, and the all-to-alls on a group of one. */
+static void ep_ops(void)
+{
+	static const int64_t pe[][2] = { { 4, 3 }, { 1, 5 }, { 3, 1 }, { 8, 4 } };
+	for (int c = 0; c < 4; c++) {
+		int64_t P = pe[c][0], El = pe[c][1], E = P * El, C = 37;
+		char label[64];
+		begin();
+		struct ir_value *off = in(IR_I32, S(E + 1), G_OFF, 50);
+		struct ir_value *cnt = ir_op1(G, IR_OP_EP_COUNTS, 1, &off, IR_I32, S(P, El));
+		ir_op_set_int(G, cnt->def, "ranks", P);
+		struct ir_value *rc = in(IR_I32, S(P, El), G_CNT, C);
+		struct ir_value *lo = ir_op1(G, IR_OP_EP_OFFSETS, 1, &rc, IR_I32, S(El + 1));
+		struct ir_value *lo2 = ir_op1(G, IR_OP_EP_OFFSETS, 1, &cnt, IR_I32, S(El + 1));
+		OUT(cnt);
+		OUT(lo);
+		OUT(lo2);
+		snprintf(label, sizeof label, "ep_counts ep_offsets P%lld El%lld", (long long)P,
+			 (long long)El);
+		run(label);
+
+		begin();
+		struct ir_value *x = fin(S(C, 3, 5));
+		rc = in(IR_I32, S(P, El), G_CNT, C);
+		struct ir_value *y = op2(IR_OP_EP_REGROUP, x, rc, IR_F32, x->shape);
+		struct ir_value *yi = op2(IR_OP_EP_REGROUP, x, rc, IR_F32, x->shape);
+		ir_op_set_int(G, yi->def, "inverse", 1);
+		struct ir_value *back = op2(IR_OP_EP_REGROUP, y, rc, IR_F32, x->shape);
+		ir_op_set_int(G, back->def, "inverse", 1);
+		OUT(y);
+		OUT(yi);
+		OUT(back);
+		snprintf(label, sizeof label, "ep_regroup P%lld El%lld", (long long)P, (long long)El);
+		run(label);
+	}
+	/* bf16 rows, 2-D */
+	begin();
+	struct ir_value *x = in(IR_BF16, S(300, 70), G_F, 0);
+	struct ir_value *rc = in(IR_I64, S(4, 2), G_CNT, 300);
+	struct ir_value *y = op2(IR_OP_EP_REGROUP, x, rc, IR_BF16, x->shape);
+	OUT(y);
+	run("ep_regroup bf16 i64 counts");
+
+	/* a group of one: all_to_allv copies sum(sc) rows into a larger buffer, all_to_all
+	 * its one block; integer rows too */
+	begin();
+	x = fin(S(20, 6));
+	struct ir_value *sc = in(IR_I32, S(1, 3), G_CNT, 20);
+	struct ir_value *a2a = op3(IR_OP_ALL_TO_ALLV, x, sc, sc, IR_F32, S(31, 6));
+	ir_op_set_str(G, a2a->def, "group", "ep");
+	struct ir_value *ids = in(IR_I32, S(20), G_IDX, 1000);
+	struct ir_value *a2ai = op3(IR_OP_ALL_TO_ALLV, ids, sc, sc, IR_I32, S(25));
+	ir_op_set_str(G, a2ai->def, "group", "ep");
+	struct ir_value *xb = fin(S(1, 4, 5));
+	struct ir_value *blk = op1(IR_OP_ALL_TO_ALL, xb, xb->shape);
+	ir_op_set_str(G, blk->def, "group", "ep");
+	OUT(a2a);
+	OUT(a2ai);
+	OUT(blk);
+	run("all_to_allv all_to_all P1");
+}
+
+/* The round trip regroup -> inverse regroup on the LLVM backend alone: the first total
+ * rows come back exactly, the rest are zero; and bad counts are clamped, not run out of
+ * bounds (a negative count is 0, rows past the buffer are dropped). */
+static void ep_regroup_round_trip(void)
+{
+	enum { P = 3, El = 2, C = 11, W = 4 };
+	static const int32_t counts[][P * El] = {
+		{ 2, 1, 1, 3, 0, 2 },    /* total 9 < C */
+		{ 4, 0, 3, 2, 1, 1 },    /* total 11 = C */
+		{ 5, -2, 4, 6, 0, 3 },   /* a negative count, total past C: clamped */
+	};
+	for (int t = 0; t < 3; t++) {
+		begin();
+		struct ir_value *x = fin(S(C, W)), *rc = in(IR_I32, S(P, El), G_CNT, C);
+		struct ir_value *y = op2(IR_OP_EP_REGROUP, x, rc, IR_F32, x->shape);
+		struct ir_value *back = op2(IR_OP_EP_REGROUP, y, rc, IR_F32, x->shape);
+		ir_op_set_int(G, back->def, "inverse", 1);
+		OUT(y);
+		OUT(back);
+		REQUIRE(ir_verify(G, stderr) == 0);
+		struct cg_exec *jit = cg_backend_llvm.compile(G, stderr);
+		REQUIRE(jit);
+		float xv[C * W];
+		for (int i = 0; i < C * W; i++)
+			xv[i] = (float)(i + 1);
+		int32_t cv[P * El];
+		memcpy(cv, counts[t], sizeof cv);
+		cg_backend_llvm.bind(jit, x->id, xv);
+		cg_backend_llvm.bind(jit, rc->id, cv);
+		REQUIRE(cg_backend_llvm.run(jit) == 0);
+		const float *yv = cg_backend_llvm.tensor(jit, y->id);
+		const float *bv = cg_backend_llvm.tensor(jit, back->id);
+		REQUIRE(yv && bv);
+		int64_t total = 0;
+		for (int i = 0; i < P * El; i++)
+			total += cv[i] > 0 ? cv[i] : 0;
+		int64_t keep = total < C ? total : C;
+		for (int r = 0; r < C; r++)
+			for (int d = 0; d < W; d++) {
+				float want = r < keep && t < 2 ? xv[r * W + d] : 0;
+				if (t == 2 && r < keep) /* clamped: a row comes back or is zero */
+					want = bv[r * W + d] == 0 ? 0 : xv[r * W + d];
+				CHECKF(bv[r * W + d] == want, "round trip %d: row %d col %d is %g, want %g",
+				       t, r, d, bv[r * W + d], want);
+			}
+		/* x peer-major: (0,0) rows 0-1, (0,1) 2, (1,0) 3, (1,1) 4-6, (2,1) 7-8; y
+		 * expert-major: (0,0) (1,0) (0,1) (1,1) (2,1) */
+		if (t == 0)
+			CHECK(yv[W] == xv[W] && yv[2 * W] == xv[3 * W] && yv[3 * W] == xv[2 * W] &&
+			      yv[6 * W] == xv[6 * W] && yv[8 * W + 1] == xv[8 * W + 1] &&
+			      yv[9 * W] == 0 && yv[10 * W + 3] == 0);
+		n_cases++;
+		cg_backend_llvm.free(jit);
+		ir_graph_free(G);
+	}
+}
+
 /* bf16 and f16 values: rounded after every op, fused or not, GEMM outputs included */
 static void low_precision(void)
 {
@@ -578,6 +705,8 @@ int main(void)
 	attention_ops();
 	embedding_and_loss();
 	routing_ops();
+	ep_ops();
+	ep_regroup_round_trip();
 	/* FP8 and communication ops are refused with a message, not run wrongly */
 	begin();
 	struct ir_value *x = fin(S(4, 128));
@@ -593,6 +722,20 @@ int main(void)
 	fclose(err);
 	CHECK(!e);
 	CHECKF(strstr(msg, "cannot run op quant_fp8"), "message: %s", msg);
+	free(msg);
+	ir_graph_free(G);
+	begin();
+	x = fin(S(6, 4));
+	struct ir_value *sc = in(IR_I32, S(2, 3), G_CNT, 6);
+	struct ir_value *a2a = op3(IR_OP_ALL_TO_ALLV, x, sc, sc, IR_F32, S(9, 4));
+	ir_op_set_str(G, a2a->def, "group", "ep");
+	OUT(a2a);
+	REQUIRE(ir_verify(G, stderr) == 0);
+	err = open_memstream(&msg, &len);
+	e = cg_backend_llvm.compile(G, err);
+	fclose(err);
+	CHECK(!e);
+	CHECKF(strstr(msg, "cannot run op all_to_allv over a group of 2 ranks"), "message: %s", msg);
 	free(msg);
 	ir_graph_free(G);
 	printf("%d op cases against the reference executor\n", n_cases);

@@ -236,6 +236,151 @@ static void test_routing(void)
 	end();
 }
 
+/* the count ops against a direct reading of their definition, on random offsets and
+ * counts, for every P dividing E; the regrouping on a hand example and on random
+ * counts against a direct computation, and its round trip */
+static void test_expert_parallel(void)
+{
+	begin("ep");
+	struct ir_value *x = in(F, SH(6), D(10, 20, 30, 40, 50, 60));
+	struct ir_value *rc = in(I, SH(2, 2), D(1, 2, 1, 1));
+	/* peer-major (0,0)=10 (0,1)=20,30 (1,0)=40 (1,1)=50 -> (0,0) (1,0) (0,1) (1,1) */
+	expect(OP(g, EP_REGROUP, F, SH(6), x, rc), D(10, 40, 20, 30, 50, 0), "ep_regroup");
+	/* expert-major (0,0)=10 (1,0)=20 (0,1)=30,40 (1,1)=50 -> peer-major */
+	expect(ai(OP(g, EP_REGROUP, F, SH(6), x, rc), "inverse", 1), D(10, 30, 40, 20, 50, 0),
+	       "ep_regroup inverse");
+	struct ir_value *x2 = in(F, SH(3, 2), D(1, 2, 3, 4, 5, 6));
+	expect(OP(g, EP_REGROUP, F, SH(3, 2), x2, in(I, SH(2, 1), D(1, 1))), D(1, 2, 3, 4, 0, 0),
+	       "ep_regroup El=1 keeps peer order");
+	expect(OP(g, EP_REGROUP, F, SH(3, 2), x2, in(I, SH(1, 2), D(0, 2))), D(1, 2, 3, 4, 0, 0),
+	       "ep_regroup P=1 keeps expert order");
+	expect(ai(OP(g, EP_COUNTS, I, SH(2, 2), in(I, SH(5), D(0, 2, 2, 5, 9))), "ranks", 2),
+	       D(2, 0, 3, 4), "ep_counts");
+	expect(OP(g, EP_OFFSETS, I, SH(3), in(I, SH(3, 2), D(1, 0, 2, 5, 0, 1))), D(0, 3, 9),
+	       "ep_offsets");
+	end();
+
+	enum { E = 12, C = 40, W = 3 };
+	static const int ranks[] = { 1, 2, 3, 4, 6, 12 };
+	for (int t = 0; t < 6; t++) {
+		int P = ranks[t], El = E / P;
+		char what[64];
+		double off[E + 1], cnt[E], rcv[E], loc[E + 1], xv[C * W], y[C * W], back[C * W];
+		off[0] = 0;
+		for (int e = 0; e < E; e++)
+			off[e + 1] = off[e] + (e % 5 == 2 ? 0 : (int)(rnd_uniform() * 6));
+		for (int q = 0; q < E; q++) /* counts[p, j] = offsets[p*El+j+1] - offsets[p*El+j] */
+			cnt[q] = off[q + 1] - off[q];
+		double total = 0;
+		for (int q = 0; q < E; q++) {
+			rcv[q] = q % 4 == 1 ? 0 : (int)(rnd_uniform() * (C / E + 1));
+			total += rcv[q];
+		}
+		loc[0] = 0;
+		for (int e = 0; e < El; e++) {
+			loc[e + 1] = loc[e];
+			for (int p = 0; p < P; p++)
+				loc[e + 1] += rcv[p * El + e];
+		}
+		for (int i = 0; i < C * W; i++)
+			xv[i] = rnd_normal();
+		/* y, expert-major: block (p, e) starts in x after the blocks before it
+		 * peer-major, and in y after the blocks before it expert-major */
+		memset(y, 0, sizeof y);
+		int at = 0;
+		for (int e = 0; e < El; e++)
+			for (int p = 0; p < P; p++) {
+				int src = 0;
+				for (int q = 0; q < p * El + e; q++)
+					src += (int)rcv[q];
+				for (int i = 0; i < (int)rcv[p * El + e]; i++, at++)
+					memcpy(y + at * W, xv + (src + i) * W, sizeof(double) * W);
+			}
+		memcpy(back, xv, sizeof back);
+		for (int i = (int)total * W; i < C * W; i++)
+			back[i] = 0;
+
+		begin("ep random");
+		struct ir_value *ov = in(I, SH(E + 1), off);
+		snprintf(what, sizeof what, "ep_counts P=%d", P);
+		expect(ai(OP(g, EP_COUNTS, I, SH(P, El), ov), "ranks", P), cnt, what);
+		struct ir_value *r = in(I, SH(P, El), rcv);
+		snprintf(what, sizeof what, "ep_offsets P=%d", P);
+		expect(OP(g, EP_OFFSETS, I, SH(El + 1), r), loc, what);
+		struct ir_value *xin = in(F, SH(C, W), xv);
+		struct ir_value *yv = OP(g, EP_REGROUP, F, SH(C, W), xin, r);
+		snprintf(what, sizeof what, "ep_regroup P=%d", P);
+		expect(yv, y, what);
+		snprintf(what, sizeof what, "ep_regroup round trip P=%d", P);
+		expect(ai(OP(g, EP_REGROUP, F, SH(C, W), yv, r), "inverse", 1), back, what);
+		snprintf(what, sizeof what, "ep_regroup inverse P=%d", P);
+		expect(ai(OP(g, EP_REGROUP, F, SH(C, W), in(F, SH(C, W), y), r), "inverse", 1), back,
+		       what);
+		end();
+	}
+
+	/* a group of one: all_to_allv copies the sum(sc) = sum(rc) first rows, all_to_all
+	 * its one block */
+	begin("ep comm");
+	struct ir_value *xa = in(F, SH(4, 2), D(1, 2, 3, 4, 5, 6, 7, 8));
+	struct ir_value *a2a = OP(g, ALL_TO_ALLV, F, SH(5, 2), xa, in(I, SH(1, 2), D(1, 2)),
+				  in(I, SH(1, 3), D(2, 0, 1)));
+	ir_op_set_str(g, a2a->def, "group", "ep");
+	expect(a2a, D(1, 2, 3, 4, 5, 6, 0, 0, 0, 0), "all_to_allv P=1");
+	struct ir_value *ids = OP(g, ALL_TO_ALLV, I, SH(3), in(I, SH(2), D(7, 9)),
+				  in(I, SH(1, 1), D(2)), in(I, SH(1, 1), D(2)));
+	ir_op_set_str(g, ids->def, "group", "ep");
+	expect(ids, D(7, 9, 0), "all_to_allv P=1 integer rows");
+	struct ir_value *blk = OP(g, ALL_TO_ALL, F, SH(1, 3), in(F, SH(1, 3), D(4, 5, 6)));
+	ir_op_set_str(g, blk->def, "group", "ep");
+	expect(blk, D(4, 5, 6), "all_to_all P=1");
+	end();
+}
+
+/* a graph whose run must fail with a message naming `want` */
+static void expect_fail(const char *want, const char *what)
+{
+	CHECKF(ir_verify(g, stderr) == 0, "%s: graph does not verify", what);
+	char *msg = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&msg, &len);
+	REQUIRE(err);
+	struct ref_exec *e = ref_new(g);
+	tdata_bind(&data, g, e);
+	CHECKF(ref_run(e, err) != 0, "%s: the run did not fail", what);
+	fclose(err);
+	CHECKF(msg && strstr(msg, want), "%s: message: %s", what, msg ? msg : "");
+	free(msg);
+	ref_free(e);
+	end();
+}
+
+static void test_expert_parallel_errors(void)
+{
+	begin("negative count");
+	OP(g, EP_REGROUP, F, SH(3), in(F, SH(3), D(1, 2, 3)), in(I, SH(1, 2), D(2, -1)));
+	expect_fail("is negative", "ep_regroup negative count");
+	begin("too many rows");
+	OP(g, EP_REGROUP, F, SH(3), in(F, SH(3), D(1, 2, 3)), in(I, SH(2, 1), D(2, 2)));
+	expect_fail("total 4 rows, the buffer holds 3", "ep_regroup total past C");
+	begin("a2av sums");
+	ir_op_set_str(g, OP(g, ALL_TO_ALLV, F, SH(3), in(F, SH(3), D(1, 2, 3)),
+			    in(I, SH(1, 1), D(2)), in(I, SH(1, 1), D(1)))->def, "group", "ep");
+	expect_fail("sends 2 rows to itself but receives 1", "all_to_allv sums differ");
+	begin("a2av rows");
+	ir_op_set_str(g, OP(g, ALL_TO_ALLV, F, SH(4), in(F, SH(2), D(1, 2)),
+			    in(I, SH(1, 1), D(3)), in(I, SH(1, 1), D(3)))->def, "group", "ep");
+	expect_fail("3 rows do not fit", "all_to_allv past x");
+	begin("a2av ranks");
+	ir_op_set_str(g, OP(g, ALL_TO_ALLV, F, SH(3), in(F, SH(3), D(1, 2, 3)),
+			    in(I, SH(2, 1), D(1, 1)), in(I, SH(2, 1), D(1, 1)))->def, "group", "ep");
+	expect_fail("a group of 2 ranks needs the program executor", "all_to_allv P=2");
+	begin("a2a ranks");
+	ir_op_set_str(g, OP(g, ALL_TO_ALL, F, SH(2, 1), in(F, SH(2, 1), D(1, 2)))->def, "group",
+		      "ep");
+	expect_fail("a group of 2 ranks needs the program executor", "all_to_all P=2");
+}
+
 static void test_backward_helpers(void)
 {
 	begin("helpers");
@@ -369,6 +514,8 @@ int main(void)
 	test_matmul_softmax_rope();
 	test_rows_and_loss();
 	test_routing();
+	test_expert_parallel();
+	test_expert_parallel_errors();
 	test_backward_helpers();
 	test_fp8();
 	test_rounding();
