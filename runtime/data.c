@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "rt.h"
 
 void rt_rng_seed(struct rt_rng *r, uint64_t seed)
@@ -43,6 +44,67 @@ double rt_rng_normal(struct rt_rng *r)
 	double u1 = 1.0 - rt_rng_uniform(r); /* (0, 1] */
 	double u2 = rt_rng_uniform(r);
 	return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+/* --- initial values, drawn in parallel ---------------------------------------- */
+
+struct fill {
+	float *w;
+	double a;               /* std, bound or value */
+	uint64_t seed;
+	int kind;               /* 0 normal, 1 uniform, 2 constant */
+};
+
+/* Block k of every fill draws from its own stream, seeded from (seed, k): the values
+ * depend on the seed and the position only, never on the threads. */
+static void fill_blocks(void *ctx, int64_t lo, int64_t hi)
+{
+	const struct fill *f = ctx;
+	for (int64_t b = lo; b < hi; b += RT_FILL_BLOCK) {
+		int64_t e = b + RT_FILL_BLOCK < hi ? b + RT_FILL_BLOCK : hi;
+		struct rt_rng r;
+		rt_rng_seed(&r, f->seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(b / RT_FILL_BLOCK + 1)));
+		rt_rng_next(&r);
+		float *w = f->w;
+		if (f->kind == 2) {
+			for (int64_t i = b; i < e; i++)
+				w[i] = (float)f->a;
+		} else if (f->kind == 1) {
+			for (int64_t i = b; i < e; i++)
+				w[i] = (float)((2.0 * rt_rng_uniform(&r) - 1.0) * f->a);
+		} else {
+			/* Box-Muller, both values of each pair */
+			for (int64_t i = b; i < e; i += 2) {
+				double u1 = 1.0 - rt_rng_uniform(&r), u2 = rt_rng_uniform(&r);
+				double rad = f->a * sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
+				w[i] = (float)(rad * cos(th));
+				if (i + 1 < e)
+					w[i + 1] = (float)(rad * sin(th));
+			}
+		}
+	}
+}
+
+static void fill(struct rt_pool *p, float *w, int64_t n, struct fill f)
+{
+	f.w = w;
+	/* chunks are whole blocks, so a block is never split between threads */
+	rt_pool_run(p, n, RT_FILL_BLOCK * 16, fill_blocks, &f);
+}
+
+void rt_fill_normal(struct rt_pool *p, float *w, int64_t n, double std, uint64_t seed)
+{
+	fill(p, w, n, (struct fill){ .a = std, .seed = seed, .kind = 0 });
+}
+
+void rt_fill_uniform(struct rt_pool *p, float *w, int64_t n, double bound, uint64_t seed)
+{
+	fill(p, w, n, (struct fill){ .a = bound, .seed = seed, .kind = 1 });
+}
+
+void rt_fill_const(struct rt_pool *p, float *w, int64_t n, float value)
+{
+	fill(p, w, n, (struct fill){ .a = value, .kind = 2 });
 }
 
 static void put_le32(unsigned char *p, uint32_t v)
@@ -97,7 +159,7 @@ int rt_shard_read(const char *path, int vocab, struct rt_shard *out, FILE *err)
 	}
 	size_t hdr = RT_SHARD_HEADER_INTS * 4;
 	const char *why = NULL;
-	char whybuf[160];
+	char whybuf[256];
 	uint32_t magic = len >= 4 ? get_le32(buf) : 0;
 	if (len < hdr) {
 		snprintf(whybuf, sizeof whybuf,
@@ -135,8 +197,12 @@ int rt_shard_read(const char *path, int vocab, struct rt_shard *out, FILE *err)
 				if (vocab > 0 && t >= vocab) {
 					snprintf(whybuf, sizeof whybuf,
 						 "token %u at position %u is outside the model's "
-						 "vocabulary of %d (was the shard made with another "
-						 "tokenizer, e.g. GPT-2's?)", t, i, vocab);
+						 "vocabulary of %d (%s)", t, i, vocab,
+						 t >= RT_FIM_BEGIN && t <= RT_FIM_END
+							 ? "a FIM sentinel: the shard was made with "
+							   "'sluice data --fim'; the model needs vocab >= 259"
+							 : "was the shard made with another tokenizer, "
+							   "e.g. GPT-2's?");
 					why = whybuf;
 					break;
 				}
@@ -165,6 +231,54 @@ void rt_tokenize_bytes(const unsigned char *text, size_t n, uint16_t *out)
 {
 	for (size_t i = 0; i < n; i++)
 		out[i] = text[i];
+}
+
+size_t rt_fim_document(const uint16_t *doc, size_t n, double rate, uint64_t seed,
+		       uint64_t index, uint16_t *out)
+{
+	struct rt_rng r;
+	rt_rng_seed(&r, seed ^ (0x9e3779b97f4a7c15ull * (index + 1)));
+	rt_rng_next(&r);
+	/* one draw decides, whatever n, so the rate holds over documents of any size */
+	int fim = rt_rng_uniform(&r) < rate && n > 0;
+	if (!fim) {
+		memcpy(out, doc, n * sizeof *doc);
+		return n;
+	}
+	size_t i = (size_t)rt_rng_below(&r, (uint64_t)n + 1);
+	size_t j = (size_t)rt_rng_below(&r, (uint64_t)n + 1);
+	if (i > j) {
+		size_t x = i;
+		i = j;
+		j = x;
+	}
+	/* prefix [0, i), middle [i, j), suffix [j, n) */
+	uint16_t *o = out;
+	*o++ = RT_FIM_BEGIN;
+	memcpy(o, doc, i * sizeof *doc);
+	o += i;
+	*o++ = RT_FIM_HOLE;
+	memcpy(o, doc + j, (n - j) * sizeof *doc);
+	o += n - j;
+	*o++ = RT_FIM_END;
+	memcpy(o, doc + i, (j - i) * sizeof *doc);
+	return n + 3;
+}
+
+int rt_fim_check(int vocab, double rate, FILE *err)
+{
+	if (!(rate >= 0.0 && rate <= 1.0)) {
+		fprintf(err, "sluice: fim is a rate in [0, 1] (DeepSeek-V3: 0.1), got %g\n", rate);
+		return -1;
+	}
+	if (rate > 0.0 && vocab < RT_FIM_VOCAB) {
+		fprintf(err, "sluice: fim %g needs a vocabulary of at least %d (the 256 bytes and "
+			"the sentinels <|fim_begin|> %d, <|fim_hole|> %d, <|fim_end|> %d); the "
+			"model's vocab is %d: set vocab = %d or more, or fim = 0\n", rate,
+			RT_FIM_VOCAB, RT_FIM_BEGIN, RT_FIM_HOLE, RT_FIM_END, vocab, RT_FIM_VOCAB);
+		return -1;
+	}
+	return 0;
 }
 
 static void copy_window(const struct rt_shard *t, int64_t start, int seq, int32_t *tokens,

@@ -33,6 +33,18 @@ uint64_t rt_rng_below(struct rt_rng *r, uint64_t n);   /* uniform in [0, n), n >
 double rt_rng_uniform(struct rt_rng *r);                /* uniform in [0, 1) */
 double rt_rng_normal(struct rt_rng *r);                 /* standard normal */
 
+/* --- initial values ------------------------------------------------------------------
+ * Parameter initialisers that run on a pool's threads and give the same values
+ * whatever its size: element i belongs to block i / RT_FILL_BLOCK, and each block
+ * draws from its own stream seeded from (seed, block index).  Normal draws use both
+ * values of each Box-Muller pair.  The caller picks seed per tensor (e.g. a hash of
+ * the run's seed and the parameter's path), so adding a tensor leaves the others. */
+#define RT_FILL_BLOCK 4096
+struct rt_pool;
+void rt_fill_normal(struct rt_pool *p, float *w, int64_t n, double std, uint64_t seed);
+void rt_fill_uniform(struct rt_pool *p, float *w, int64_t n, double bound, uint64_t seed);
+void rt_fill_const(struct rt_pool *p, float *w, int64_t n, float value);
+
 /* --- shards --------------------------------------------------------------------- */
 struct rt_shard {
 	uint16_t *tok;
@@ -49,6 +61,37 @@ void rt_shard_free(struct rt_shard *s);
 /* The byte-level tokenizer: one token per byte of text, vocabulary 256. */
 #define RT_BYTE_VOCAB 256
 void rt_tokenize_bytes(const unsigned char *text, size_t n, uint16_t *out);
+
+/* --- Fill-In-the-Middle --------------------------------------------------------------
+ * DeepSeek-V3 (after Bavarian et al., 2022) trains 10% of documents in FIM form,
+ * prefix-suffix-middle: a document cut at two uniform random points into prefix P,
+ * middle M and suffix S becomes
+ *     <|fim_begin|> P <|fim_hole|> S <|fim_end|> M
+ * so that next-token prediction learns to fill a hole from both sides.  The three
+ * sentinels extend the byte vocabulary: 256, 257, 258; a model trained on such data
+ * needs vocab >= 259.  There is no end-of-document token today: documents (the files
+ * given to 'sluice data', the fortunes of the default data) are concatenated, the
+ * fortunes with a blank line between them.
+ *
+ * FIM is applied per document when shards are made, not when batches are sampled:
+ * DeepSeek applies it at the document level in data preparation, and a shard keeps
+ * no document boundaries, so a sampled window could not be cut at a document's ends.
+ * A document's fate depends on (seed, its index) only: the same data and seed give
+ * the same shard, and documents can be transformed in any order. */
+#define RT_FIM_BEGIN 256
+#define RT_FIM_HOLE 257
+#define RT_FIM_END 258
+#define RT_FIM_VOCAB 259 /* the smallest vocabulary that holds the sentinels */
+
+/* Document `index` (n tokens) into out, which holds n + 3: with probability rate (in
+ * [0, 1]) in PSM form, else unchanged.  An empty document stays empty.  Returns the
+ * tokens written: n or n + 3. */
+size_t rt_fim_document(const uint16_t *doc, size_t n, double rate, uint64_t seed,
+		       uint64_t index, uint16_t *out);
+/* 0 when a model of this vocabulary can train on FIM data at this rate; -1 with a
+ * message when rate is outside [0, 1] or rate > 0 and vocab < RT_FIM_VOCAB.  The
+ * training setting `fim` goes through here before any data is made. */
+int rt_fim_check(int vocab, double rate, FILE *err);
 
 /* --- batches -------------------------------------------------------------------- */
 /* Fill tokens and targets (int32, batch x seq, row-major) with `batch` random windows

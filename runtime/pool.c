@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "rt.h"
 
@@ -140,4 +142,28 @@ void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, voi
 	while (atomic_load(&p->finished) < p->n_chunks || p->active > 0)
 		pthread_cond_wait(&p->done, &p->mu);
 	pthread_mutex_unlock(&p->mu);
+}
+
+/* --- memory faulted in by the pool ------------------------------------------------ */
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void zero_range(void *ctx, int64_t lo, int64_t hi)
+{
+	memset((char *)ctx + lo, 0, (size_t)(hi - lo));
+}
+
+void *rt_pool_alloc_zeroed(struct rt_pool *p, size_t n)
+{
+	if (n < HUGE_PAGE)
+		return rt_calloc(n ? n : 1, 1);
+	size_t size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+	void *m = aligned_alloc(HUGE_PAGE, size);
+	if (!m)
+		RT_BUG("out of memory allocating %zu bytes", size);
+	/* Huge pages where the kernel gives them on request (transparent_hugepage =
+	 * madvise, as on Debian and Ubuntu): a 512th of the faults; advice only. */
+	madvise(m, size, MADV_HUGEPAGE);
+	rt_pool_run(p, (int64_t)size, (int64_t)HUGE_PAGE * 8, zero_range, m);
+	return m;
 }

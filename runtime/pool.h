@@ -8,6 +8,7 @@
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct rt_pool;
@@ -19,5 +20,11 @@ struct rt_pool *rt_pool_new(int n_threads);
 void rt_pool_free(struct rt_pool *p);
 int rt_pool_threads(const struct rt_pool *p);
 void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, void *ctx);
+
+/* n zeroed bytes (free with free()) whose pages are already faulted in, by the pool's
+ * threads, on huge pages where the kernel allows: large arrays (weights, AdamW
+ * moments, gradients, the arena) then cost nothing at their first touch in the first
+ * step, and the faults are taken in parallel.  Small sizes are a plain calloc. */
+void *rt_pool_alloc_zeroed(struct rt_pool *p, size_t n);
 
 #endif

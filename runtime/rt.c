@@ -86,44 +86,89 @@ static int write_all(int fd, const void *data, size_t n)
 	return 0;
 }
 
-int rt_write_file_atomic(const char *path, const void *data, size_t n)
+int rt_fsync_dir_of(const char *path)
 {
-	size_t len = strlen(path) + 32;
-	char *tmp = rt_malloc(len);
-	snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0) {
-		free(tmp);
-		return -1;
-	}
-	if (write_all(fd, data, n) || fsync(fd)) {
-		int e = errno;
-		close(fd);
-		unlink(tmp);
-		free(tmp);
-		errno = e;
-		return -1;
-	}
-	if (close(fd) || rename(tmp, path)) {
-		int e = errno;
-		unlink(tmp);
-		free(tmp);
-		errno = e;
-		return -1;
-	}
-	free(tmp);
-	/* make the rename itself durable */
 	char *dir = rt_strdup(path);
 	char *slash = strrchr(dir, '/');
 	if (slash)
 		*(slash == dir ? slash + 1 : slash) = 0;
 	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+	int rc = -1;
 	if (dfd >= 0) {
-		fsync(dfd);
+		rc = fsync(dfd);
 		close(dfd);
 	}
 	free(dir);
+	return rc;
+}
+
+int rt_afile_open(struct rt_afile *f, const char *path)
+{
+	size_t len = strlen(path) + 32;
+	f->path = rt_strdup(path);
+	f->tmp = rt_malloc(len);
+	snprintf(f->tmp, len, "%s.tmp.%ld", path, (long)getpid());
+	f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (f->fd < 0) {
+		int e = errno;
+		free(f->path);
+		free(f->tmp);
+		f->path = f->tmp = NULL;
+		errno = e;
+		return -1;
+	}
 	return 0;
+}
+
+int rt_afile_write(struct rt_afile *f, const void *data, size_t n)
+{
+	return write_all(f->fd, data, n);
+}
+
+void rt_afile_abort(struct rt_afile *f)
+{
+	int e = errno;
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->tmp)
+		unlink(f->tmp);
+	free(f->tmp);
+	free(f->path);
+	f->fd = -1;
+	f->tmp = f->path = NULL;
+	errno = e;
+}
+
+int rt_afile_commit(struct rt_afile *f)
+{
+	if (fsync(f->fd)) {
+		rt_afile_abort(f);
+		return -1;
+	}
+	int fd = f->fd;
+	f->fd = -1;
+	if (close(fd) || rename(f->tmp, f->path)) {
+		rt_afile_abort(f);
+		return -1;
+	}
+	/* make the rename itself durable */
+	rt_fsync_dir_of(f->path);
+	free(f->tmp);
+	free(f->path);
+	f->tmp = f->path = NULL;
+	return 0;
+}
+
+int rt_write_file_atomic(const char *path, const void *data, size_t n)
+{
+	struct rt_afile f;
+	if (rt_afile_open(&f, path))
+		return -1;
+	if (rt_afile_write(&f, data, n)) {
+		rt_afile_abort(&f);
+		return -1;
+	}
+	return rt_afile_commit(&f);
 }
 
 int rt_mkdir_p(const char *dir)

@@ -23,6 +23,20 @@ int rt_num_cpus(void);
 /* Write a whole file safely: to PATH.tmp.PID, fsync, rename over PATH, fsync the
  * directory.  Returns 0, or -1 with errno set and nothing left behind. */
 int rt_write_file_atomic(const char *path, const void *data, size_t n);
+/* The same, written piece by piece: open makes PATH.tmp.PID, write appends, commit
+ * fsyncs, renames over PATH and fsyncs the directory; abort (or a failed write's
+ * caller) closes and removes the temp file.  Each returns 0, or -1 with errno set;
+ * a failed commit has already removed the temp file. */
+struct rt_afile {
+	int fd;
+	char *path, *tmp;
+};
+int rt_afile_open(struct rt_afile *f, const char *path);
+int rt_afile_write(struct rt_afile *f, const void *data, size_t n);
+int rt_afile_commit(struct rt_afile *f);
+void rt_afile_abort(struct rt_afile *f);
+/* fsync the folder holding PATH (after a rename or an unlink in it). */
+int rt_fsync_dir_of(const char *path);
 /* mkdir -p: make DIR and its missing parents.  0, or -1 with errno set. */
 int rt_mkdir_p(const char *dir);
 /* Make the missing folders above the file PATH.  0, or -1 with errno set. */

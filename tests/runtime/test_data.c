@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "runtime/data.h"
+#include "runtime/pool.h"
 #include "runtime/rt.h"
 
 static char dir[64];
@@ -163,6 +164,146 @@ static void test_sampling(void)
 	CHECK(x[0] == 0 && x[8] == 0 && y[15] == 8);
 }
 
+/* --- Fill-In-the-Middle -------------------------------------------------------- */
+
+/* out must be BEGIN P HOLE S END M with P M S == doc: a permutation of the document's
+ * tokens plus exactly three sentinels, in PSM order */
+static int is_psm(const uint16_t *doc, size_t n, const uint16_t *out, size_t m)
+{
+	if (m != n + 3 || out[0] != RT_FIM_BEGIN)
+		return 0;
+	size_t hole = 0, end = 0;
+	for (size_t i = 1; i < m; i++) {
+		if (out[i] == RT_FIM_HOLE && !hole)
+			hole = i;
+		else if (out[i] == RT_FIM_END && !end)
+			end = i;
+		else if (out[i] >= RT_FIM_BEGIN)
+			return 0; /* a sentinel twice */
+	}
+	if (!hole || !end || hole > end)
+		return 0;
+	size_t np = hole - 1, ns = end - hole - 1, nm = m - end - 1;
+	return !memcmp(doc, out + 1, np * 2) && !memcmp(doc + np, out + end + 1, nm * 2) &&
+	       !memcmp(doc + np + nm, out + hole + 1, ns * 2);
+}
+
+static void test_fim(void)
+{
+	enum { DOCS = 20000, MAXN = 64 };
+	uint16_t doc[MAXN], out[MAXN + 3], again[MAXN + 3];
+	int n_fim = 0, bad = 0, ident = 1, empty_mid = 0, whole_mid = 0;
+	for (int k = 0; k < DOCS; k++) {
+		size_t n = (size_t)(k % MAXN) + 1;
+		for (size_t i = 0; i < n; i++)
+			doc[i] = (uint16_t)((k * 7 + (int)i * 13) & 255);
+		size_t m = rt_fim_document(doc, n, 0.1, 42, (uint64_t)k, out);
+		if (m == n) {
+			bad += memcmp(doc, out, n * 2) != 0;
+		} else {
+			n_fim++;
+			bad += !is_psm(doc, n, out, m);
+			size_t hole = 1;
+			while (out[hole] != RT_FIM_HOLE)
+				hole++;
+			empty_mid += out[m - 1] == RT_FIM_END;
+			whole_mid += hole == 1 && out[hole + 1] == RT_FIM_END;
+		}
+		/* deterministic from (seed, index) */
+		size_t m2 = rt_fim_document(doc, n, 0.1, 42, (uint64_t)k, again);
+		bad += m2 != m || memcmp(out, again, m * 2) != 0;
+		/* rate 0 is the identity */
+		m2 = rt_fim_document(doc, n, 0.0, 42, (uint64_t)k, again);
+		ident &= m2 == n && !memcmp(doc, again, n * 2);
+	}
+	/* Binomial(20000, 0.1): mean 2000, sd sqrt(20000 * 0.1 * 0.9) = 42.4; the bound is
+	 * 5 sd (212), which a fair coin passes but with probability 1 - 6e-7 (and the draws
+	 * are fixed by the seed, so the test is not flaky) */
+	CHECKF(n_fim >= 2000 - 212 && n_fim <= 2000 + 212, "%d of %d documents in FIM form",
+	       n_fim, DOCS);
+	CHECKF(bad == 0, "%d documents not unchanged nor in PSM form", bad);
+	CHECK(ident);
+	CHECK(empty_mid > 0 && whole_mid > 0); /* cut points reach both ends */
+	/* rate 1: every non-empty document; an empty one stays empty */
+	CHECK(rt_fim_document(doc, 5, 1.0, 1, 3, out) == 8 && is_psm(doc, 5, out, 8));
+	CHECK(rt_fim_document(doc, 0, 1.0, 1, 3, out) == 0);
+	/* another seed, other choices */
+	int differ = 0;
+	for (int k = 0; k < 200; k++)
+		differ += rt_fim_document(doc, 10, 0.5, 1, (uint64_t)k, out) !=
+			  rt_fim_document(doc, 10, 0.5, 2, (uint64_t)k, again);
+	CHECK(differ > 0);
+	/* the vocabulary check */
+	char *msg = NULL;
+	size_t mlen = 0;
+	FILE *err = open_memstream(&msg, &mlen);
+	CHECK(rt_fim_check(256, 0.1, err) == -1);
+	CHECK(rt_fim_check(300, 1.5, err) == -1);
+	CHECK(rt_fim_check(256, 0.0, err) == 0);
+	CHECK(rt_fim_check(259, 0.1, err) == 0);
+	fclose(err);
+	CHECKF(strstr(msg, "fim 0.1 needs a vocabulary of at least 259") &&
+	       strstr(msg, "the model's vocab is 256"), "%s", msg);
+	CHECKF(strstr(msg, "rate in [0, 1]"), "%s", msg);
+	free(msg);
+	/* a FIM shard read by a model of vocabulary 256 says why */
+	uint16_t tok[8];
+	size_t m = rt_fim_document(doc, 5, 1.0, 1, 0, tok);
+	REQUIRE(rt_shard_write(path_in("fim.bin"), tok, (int64_t)m, stderr) == 0);
+	struct rt_shard sh;
+	msg = NULL;
+	err = open_memstream(&msg, &mlen);
+	CHECK(rt_shard_read(path_in("fim.bin"), 256, &sh, err) == -1);
+	fclose(err);
+	CHECKF(strstr(msg, "a FIM sentinel") && strstr(msg, "vocab >= 259"), "%s", msg);
+	free(msg);
+	CHECK(rt_shard_read(path_in("fim.bin"), 259, &sh, stderr) == 0 && sh.n == (int64_t)m);
+	rt_shard_free(&sh);
+	unlink(path_in("fim.bin"));
+}
+
+/* --- parallel initialisers: the same values whatever the threads ----------------- */
+
+static void test_fill(void)
+{
+	enum { N = 3 * RT_FILL_BLOCK * 16 + 777 };
+	float *a = rt_malloc(N * sizeof *a), *b = rt_malloc(N * sizeof *b);
+	struct rt_pool *p1 = rt_pool_new(1), *p3 = rt_pool_new(3);
+	rt_fill_normal(p1, a, N, 0.02, 99);
+	rt_fill_normal(p3, b, N, 0.02, 99);
+	CHECK(!memcmp(a, b, N * sizeof *a));
+	double s = 0, s2 = 0;
+	for (int i = 0; i < N; i++) {
+		s += a[i];
+		s2 += (double)a[i] * a[i];
+	}
+	double mean = s / N, sd = sqrt(s2 / N - mean * mean);
+	/* mean within 5 standard errors (0.02 / sqrt(N)), sd within 1% */
+	CHECKF(fabs(mean) < 5 * 0.02 / sqrt((double)N) && fabs(sd - 0.02) < 2e-4,
+	       "mean %g sd %g", mean, sd);
+	rt_fill_normal(p3, b, N, 0.02, 100);
+	CHECK(memcmp(a, b, N * sizeof *a) != 0);
+	rt_fill_uniform(p1, a, N, 0.5, 7);
+	rt_fill_uniform(p3, b, N, 0.5, 7);
+	CHECK(!memcmp(a, b, N * sizeof *a));
+	int in = 1;
+	for (int i = 0; i < N; i++)
+		in &= a[i] >= -0.5f && a[i] < 0.5f;
+	CHECK(in);
+	rt_fill_const(p3, a, N, 1.0f);
+	CHECK(a[0] == 1.0f && a[N - 1] == 1.0f);
+	float *z = rt_pool_alloc_zeroed(p3, (size_t)N * 4 * 20);
+	int zero = 1;
+	for (size_t i = 0; i < (size_t)N * 20; i += 997)
+		zero &= z[i] == 0.0f;
+	CHECK(zero);
+	free(z);
+	rt_pool_free(p1);
+	rt_pool_free(p3);
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/sluice-test-data-XXXXXX");
@@ -170,6 +311,8 @@ int main(void)
 	test_round_trip();
 	test_corrupt();
 	test_sampling();
+	test_fim();
+	test_fill();
 	rmdir(dir);
 	return CHECK_DONE();
 }
