@@ -50,61 +50,84 @@ double rt_rng_normal(struct rt_rng *r)
 
 struct fill {
 	float *w;
+	int64_t first;          /* w[i] is element first + i of the tensor */
 	double a;               /* std, bound or value */
 	uint64_t seed;
 	int kind;               /* 0 normal, 1 uniform, 2 constant */
 };
 
 /* Block k of every fill draws from its own stream, seeded from (seed, k): the values
- * depend on the seed and the position only, never on the threads. */
+ * depend on the seed and the position in the tensor only, never on the threads or on
+ * which slice of the tensor is filled (a block cut by the slice is drawn from its
+ * start and the values before the slice thrown away). */
 static void fill_blocks(void *ctx, int64_t lo, int64_t hi)
 {
 	const struct fill *f = ctx;
-	for (int64_t b = lo; b < hi; b += RT_FILL_BLOCK) {
+	lo += f->first;
+	hi += f->first;
+	float *w = f->w;
+	for (int64_t b = lo - lo % RT_FILL_BLOCK; b < hi; b += RT_FILL_BLOCK) {
 		int64_t e = b + RT_FILL_BLOCK < hi ? b + RT_FILL_BLOCK : hi;
 		struct rt_rng r;
 		rt_rng_seed(&r, f->seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(b / RT_FILL_BLOCK + 1)));
 		rt_rng_next(&r);
-		float *w = f->w;
 		if (f->kind == 2) {
-			for (int64_t i = b; i < e; i++)
-				w[i] = (float)f->a;
+			for (int64_t i = b > lo ? b : lo; i < e; i++)
+				w[i - f->first] = (float)f->a;
 		} else if (f->kind == 1) {
-			for (int64_t i = b; i < e; i++)
-				w[i] = (float)((2.0 * rt_rng_uniform(&r) - 1.0) * f->a);
+			for (int64_t i = b; i < e; i++) {
+				float v = (float)((2.0 * rt_rng_uniform(&r) - 1.0) * f->a);
+				if (i >= lo)
+					w[i - f->first] = v;
+			}
 		} else {
 			/* Box-Muller, both values of each pair */
 			for (int64_t i = b; i < e; i += 2) {
 				double u1 = 1.0 - rt_rng_uniform(&r), u2 = rt_rng_uniform(&r);
 				double rad = f->a * sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
-				w[i] = (float)(rad * cos(th));
-				if (i + 1 < e)
-					w[i + 1] = (float)(rad * sin(th));
+				if (i >= lo)
+					w[i - f->first] = (float)(rad * cos(th));
+				if (i + 1 < e && i + 1 >= lo)
+					w[i + 1 - f->first] = (float)(rad * sin(th));
 			}
 		}
 	}
 }
 
-static void fill(struct rt_pool *p, float *w, int64_t n, struct fill f)
+static void fill(struct rt_pool *p, float *w, int64_t first, int64_t n, struct fill f)
 {
 	f.w = w;
-	/* chunks are whole blocks, so a block is never split between threads */
+	f.first = first;
+	/* chunks are whole blocks, so a block is never split between threads (but at the
+	 * ends of a slice) */
 	rt_pool_run(p, n, RT_FILL_BLOCK * 16, fill_blocks, &f);
 }
 
 void rt_fill_normal(struct rt_pool *p, float *w, int64_t n, double std, uint64_t seed)
 {
-	fill(p, w, n, (struct fill){ .a = std, .seed = seed, .kind = 0 });
+	fill(p, w, 0, n, (struct fill){ .a = std, .seed = seed, .kind = 0 });
 }
 
 void rt_fill_uniform(struct rt_pool *p, float *w, int64_t n, double bound, uint64_t seed)
 {
-	fill(p, w, n, (struct fill){ .a = bound, .seed = seed, .kind = 1 });
+	fill(p, w, 0, n, (struct fill){ .a = bound, .seed = seed, .kind = 1 });
 }
 
 void rt_fill_const(struct rt_pool *p, float *w, int64_t n, float value)
 {
-	fill(p, w, n, (struct fill){ .a = value, .kind = 2 });
+	fill(p, w, 0, n, (struct fill){ .a = value, .kind = 2 });
+}
+
+void rt_fill_normal_at(struct rt_pool *p, float *w, int64_t first, int64_t n, double std,
+		       uint64_t seed)
+{
+	fill(p, w, first, n, (struct fill){ .a = std, .seed = seed, .kind = 0 });
+}
+
+void rt_fill_uniform_at(struct rt_pool *p, float *w, int64_t first, int64_t n, double bound,
+			uint64_t seed)
+{
+	fill(p, w, first, n, (struct fill){ .a = bound, .seed = seed, .kind = 1 });
 }
 
 static void put_le32(unsigned char *p, uint32_t v)

@@ -44,6 +44,11 @@ struct rt_pool;
 void rt_fill_normal(struct rt_pool *p, float *w, int64_t n, double std, uint64_t seed);
 void rt_fill_uniform(struct rt_pool *p, float *w, int64_t n, double bound, uint64_t seed);
 void rt_fill_const(struct rt_pool *p, float *w, int64_t n, float value);
+/* A slice: w[i] gets element first + i of the tensor the call without _at fills. */
+void rt_fill_normal_at(struct rt_pool *p, float *w, int64_t first, int64_t n, double std,
+		       uint64_t seed);
+void rt_fill_uniform_at(struct rt_pool *p, float *w, int64_t first, int64_t n, double bound,
+			uint64_t seed);
 
 /* --- shards --------------------------------------------------------------------- */
 struct rt_shard {

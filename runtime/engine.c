@@ -114,33 +114,24 @@ static void sum_world(struct engine *e, double *v, int n)
 
 /* --- parameters ------------------------------------------------------------------ */
 
-/* Initial values: each parameter draws from its own stream (seed and path), over the
- * global tensor in order, so a rank holding some rows gets the values those rows have
- * on one rank, and adding a parameter does not change the others. */
+/* Initial values: each parameter draws from its own stream (seed and path) in blocks
+ * of the global tensor (runtime/data.c's parallel initialisers), so a rank holding some
+ * rows gets the values those rows have on one rank, the thread count changes nothing,
+ * and adding a parameter does not change the others. */
 static void init_params(struct engine *e)
 {
 	for (int k = 0; k < e->p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
 		const struct rt_param *r = q->r;
-		size_t row = (size_t)(r->numel / (r->shape[0] ? r->shape[0] : 1));
-		size_t skip = (size_t)r->row0 * row;
-		struct rt_rng g;
-		rt_rng_seed(&g, fnv1a(e->seed * 0x9e3779b97f4a7c15ull + 1, r->path, strlen(r->path)));
-		if (r->init == RT_INIT_ZEROS) {
-			memset(q->w, 0, q->n * sizeof *q->w);
-			continue;
-		}
+		int64_t row = r->numel / (r->shape[0] ? r->shape[0] : 1);
+		int64_t first = r->row0 * row, n = (int64_t)q->n;
+		uint64_t seed = fnv1a(e->seed * 0x9e3779b97f4a7c15ull + 1, r->path, strlen(r->path));
 		double bound = r->std_given || r->fan_in <= 0 ? r->std : 1.0 / sqrt((double)r->fan_in);
-		for (size_t i = 0; i < skip + q->n; i++) {
-			float val;
-			if (r->init == RT_INIT_ONES)
-				val = 1.0f;
-			else if (r->init == RT_INIT_UNIFORM)
-				val = (float)((2.0 * rt_rng_uniform(&g) - 1.0) * bound);
-			else
-				val = (float)(r->std * rt_rng_normal(&g));
-			if (i >= skip)
-				q->w[i - skip] = val;
+		switch (r->init) {
+		case RT_INIT_ZEROS: rt_fill_const(e->pool, q->w, n, 0.0f); break;
+		case RT_INIT_ONES: rt_fill_const(e->pool, q->w, n, 1.0f); break;
+		case RT_INIT_UNIFORM: rt_fill_uniform_at(e->pool, q->w, first, n, bound, seed); break;
+		case RT_INIT_NORMAL: rt_fill_normal_at(e->pool, q->w, first, n, r->std, seed); break;
 		}
 	}
 }
@@ -584,6 +575,7 @@ static int setup(struct engine *e)
 	e->lead = p->rank == 0;
 	e->total = c->steps;
 	e->seed = c->seed;
+	e->pool = rt_pool_new(0);
 	e->ps = rt_calloc((size_t)p->n_params + 1, sizeof *e->ps);
 	size_t scratch = 0;
 	for (int k = 0; k < p->n_params; k++) {
@@ -606,8 +598,8 @@ static int setup(struct engine *e)
 		}
 		if (q->r->trainable) {
 			q->g = p->bufs[q->r->grad].data;
-			q->m = rt_calloc(states, sizeof *q->m);
-			q->v = rt_calloc(states, sizeof *q->v);
+			q->m = rt_pool_alloc_zeroed(e->pool, states * sizeof *q->m);
+			q->v = rt_pool_alloc_zeroed(e->pool, states * sizeof *q->v);
 		}
 		if (q->r->load >= 0)
 			e->n_biases++;
@@ -632,7 +624,6 @@ static int setup(struct engine *e)
 	size_t bt = (size_t)e->gbatch * (size_t)p->seq;
 	e->gtok = rt_calloc(bt, sizeof *e->gtok);
 	e->gtgt = rt_calloc(bt, sizeof *e->gtgt);
-	e->pool = rt_pool_new(0);
 	e->grads = rt_calloc((size_t)p->n_params + 1, sizeof *e->grads);
 	e->grad_n = rt_calloc((size_t)p->n_params + 1, sizeof *e->grad_n);
 	if (e->lead) {
