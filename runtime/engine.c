@@ -150,67 +150,265 @@ static char *ckpt_path(const char *dir_or_file)
 	return s;
 }
 
-/* every parameter whole on this rank? */
-static int holds_all(const struct engine *e)
+/* A piece of a checkpoint tensor that this rank holds: rows [row0, row0 + rows) of
+ * the global tensor `name`. */
+struct piece {
+	const char *name;
+	int rank;
+	int64_t shape[RT_MAX_RANK];
+	int64_t row0, rows;
+	const float *data;
+};
+
+#define PIECE_INTS (5 + RT_MAX_RANK)
+
+/* This rank's pieces: the weights, and AdamW's moments, of the parameters it owns
+ * (ZeRO-1's moments gathered from the group first: every member takes part). */
+static int my_pieces(struct engine *e, struct piece *out, char **names, float **tmp)
 {
-	return e->p->world == 1;
+	int n = 0;
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		const struct rt_param *r = q->r;
+		const float *m = q->m, *v = q->v;
+		if (r->trainable && r->zero) {
+			size_t P = (size_t)rt_comm_size(q->zc);
+			for (int j = 0; j < 2; j++) {
+				tmp[2 * k + j] = rt_calloc(P * q->chunk, sizeof **tmp);
+				rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)(j ? q->v : q->m),
+						   (uint64_t)(uintptr_t)tmp[2 * k + j], q->chunk,
+						   RT_COMM_F32, NULL);
+				rt_comm_sync(q->zc, NULL);
+			}
+			m = tmp[2 * k];
+			v = tmp[2 * k + 1];
+		}
+		if (!r->owner)
+			continue;
+		const float *data[3] = { q->w, m, v };
+		const char *prefix[3] = { "", "adamw.m.", "adamw.v." };
+		for (int j = 0; j < (r->trainable ? 3 : 1); j++) {
+			size_t len = strlen(prefix[j]) + strlen(r->path) + 1;
+			names[n] = rt_malloc(len);
+			snprintf(names[n], len, "%s%s", prefix[j], r->path);
+			out[n] = (struct piece){ .name = names[n], .rank = r->rank, .row0 = r->row0,
+						 .rows = r->rows, .data = data[j] };
+			memcpy(out[n].shape, r->shape, sizeof r->shape[0] * (size_t)r->rank);
+			n++;
+		}
+	}
+	return n;
+}
+
+static int64_t piece_numel(const struct piece *pc)
+{
+	int64_t n = pc->rows;
+	for (int i = 1; i < pc->rank; i++)
+		n *= pc->shape[i];
+	return pc->rank ? n : 1;
+}
+
+/* Rank 0 gathers every rank's pieces into whole tensors; the others send theirs. */
+static int gather_pieces(struct engine *e, struct piece *mine, int n_mine,
+			 struct rt_ckpt_tensor **tensors, float ***bufs, char ***tnames)
+{
+	struct rt_comm *c = rt_exec_group(e->x, e->p->loss_group);
+	int world = e->p->world, nt = 0, cap = 0;
+	struct rt_ckpt_tensor *ts = NULL;
+	float **data = NULL;
+	char **tn = NULL;
+	if (e->p->rank != 0) {
+		/* header, names, data */
+		int64_t hdr[3] = { n_mine, 0, 0 };
+		int64_t *meta = rt_calloc((size_t)n_mine * PIECE_INTS + 1, sizeof *meta);
+		for (int i = 0; i < n_mine; i++) {
+			int64_t *m = meta + (size_t)i * PIECE_INTS;
+			m[0] = hdr[1];
+			m[1] = mine[i].rank;
+			m[2] = mine[i].row0;
+			m[3] = mine[i].rows;
+			m[4] = hdr[2];
+			memcpy(m + 5, mine[i].shape, sizeof mine[i].shape);
+			hdr[1] += (int64_t)strlen(mine[i].name) + 1;
+			hdr[2] += piece_numel(&mine[i]);
+		}
+		char *nb = rt_malloc((size_t)hdr[1] + 1);
+		float *db = rt_malloc(sizeof *db * (size_t)(hdr[2] + 1));
+		for (int i = 0; i < n_mine; i++) {
+			const int64_t *m = meta + (size_t)i * PIECE_INTS;
+			strcpy(nb + m[0], mine[i].name);
+			memcpy(db + m[4], mine[i].data, sizeof *db * (size_t)piece_numel(&mine[i]));
+		}
+		rt_comm_send(c, (uint64_t)(uintptr_t)hdr, 3, RT_COMM_I64, 0, NULL);
+		rt_comm_sync(c, NULL);
+		if (n_mine) {
+			rt_comm_send(c, (uint64_t)(uintptr_t)meta, (size_t)n_mine * PIECE_INTS,
+				     RT_COMM_I64, 0, NULL);
+			rt_comm_send(c, (uint64_t)(uintptr_t)nb, (size_t)hdr[1], RT_COMM_U8, 0, NULL);
+			rt_comm_send(c, (uint64_t)(uintptr_t)db, (size_t)hdr[2], RT_COMM_F32, 0, NULL);
+			rt_comm_sync(c, NULL);
+		}
+		free(meta);
+		free(nb);
+		free(db);
+		return 0;
+	}
+	for (int src = 0; src < world; src++) {
+		struct piece *pcs = mine;
+		int np = n_mine;
+		int64_t *meta = NULL;
+		char *nb = NULL;
+		float *db = NULL;
+		if (src) {
+			int64_t hdr[3];
+			rt_comm_recv(c, (uint64_t)(uintptr_t)hdr, 3, RT_COMM_I64, src, NULL);
+			rt_comm_sync(c, NULL);
+			np = (int)hdr[0];
+			pcs = rt_calloc((size_t)np + 1, sizeof *pcs);
+			meta = rt_calloc((size_t)np * PIECE_INTS + 1, sizeof *meta);
+			nb = rt_malloc((size_t)hdr[1] + 1);
+			db = rt_malloc(sizeof *db * (size_t)(hdr[2] + 1));
+			if (np) {
+				rt_comm_recv(c, (uint64_t)(uintptr_t)meta, (size_t)np * PIECE_INTS,
+					     RT_COMM_I64, src, NULL);
+				rt_comm_recv(c, (uint64_t)(uintptr_t)nb, (size_t)hdr[1], RT_COMM_U8, src,
+					     NULL);
+				rt_comm_recv(c, (uint64_t)(uintptr_t)db, (size_t)hdr[2], RT_COMM_F32,
+					     src, NULL);
+				rt_comm_sync(c, NULL);
+			}
+			for (int i = 0; i < np; i++) {
+				const int64_t *m = meta + (size_t)i * PIECE_INTS;
+				pcs[i] = (struct piece){ .name = nb + m[0], .rank = (int)m[1],
+							 .row0 = m[2], .rows = m[3], .data = db + m[4] };
+				memcpy(pcs[i].shape, m + 5, sizeof pcs[i].shape);
+			}
+		}
+		for (int i = 0; i < np; i++) {
+			const struct piece *pc = &pcs[i];
+			int t = 0;
+			while (t < nt && strcmp(tn[t], pc->name))
+				t++;
+			if (t == nt) {
+				if (nt == cap) {
+					cap = cap ? 2 * cap : 64;
+					ts = rt_realloc(ts, sizeof *ts * (size_t)cap);
+					data = rt_realloc(data, sizeof *data * (size_t)cap);
+					tn = rt_realloc(tn, sizeof *tn * (size_t)cap);
+				}
+				int64_t numel = 1;
+				for (int d = 0; d < pc->rank; d++)
+					numel *= pc->shape[d];
+				tn[nt] = rt_strdup(pc->name);
+				data[nt] = rt_calloc((size_t)numel + 1, sizeof **data);
+				ts[nt] = (struct rt_ckpt_tensor){ .name = tn[nt], .dtype = RT_CKPT_F32,
+								  .rank = pc->rank, .data = data[nt] };
+				memcpy(ts[nt].shape, pc->shape, sizeof pc->shape);
+				nt++;
+			}
+			int64_t row = piece_numel(pc) / (pc->rank ? pc->rows : 1);
+			memcpy(data[t] + pc->row0 * row, pc->data,
+			       sizeof **data * (size_t)piece_numel(pc));
+		}
+		if (src) {
+			free(pcs);
+			free(meta);
+			free(nb);
+			free(db);
+		}
+	}
+	*tensors = ts;
+	*bufs = data;
+	*tnames = tn;
+	return nt;
 }
 
 static int save_checkpoint(struct engine *e)
 {
 	const struct rt_train_config *c = e->c;
-	if (!holds_all(e)) {
-		/* partial on purpose: the tensors of a job of several ranks live on several
-		 * ranks; writing them by global name is not built yet */
-		if (e->lead)
-			fprintf(stderr, "train: note: checkpoints of a job of %d ranks are not written "
-				"yet\n", e->p->world);
-		return 0;
+	struct rt_program *p = e->p;
+	int np = p->n_params, rc = 0;
+	struct piece *mine = rt_calloc(3 * (size_t)np + 1, sizeof *mine);
+	char **names = rt_calloc(3 * (size_t)np + 1, sizeof *names);
+	float **tmp = rt_calloc(2 * (size_t)np + 1, sizeof *tmp);
+	int n_mine = my_pieces(e, mine, names, tmp);
+	struct rt_ckpt_tensor *ts = NULL;
+	float **bufs = NULL;
+	char **tn = NULL;
+	int n = 0;
+	if (p->world == 1) {
+		/* one rank: every tensor straight from where it lives */
+		ts = rt_calloc((size_t)n_mine + 2, sizeof *ts);
+		for (int i = 0; i < n_mine; i++) {
+			ts[i] = (struct rt_ckpt_tensor){ .name = mine[i].name, .dtype = RT_CKPT_F32,
+							 .rank = mine[i].rank, .data = mine[i].data };
+			memcpy(ts[i].shape, mine[i].shape, sizeof mine[i].shape);
+		}
+		n = n_mine;
+	} else {
+		n = gather_pieces(e, mine, n_mine, &ts, &bufs, &tn);
+		if (p->rank == 0)
+			ts = rt_realloc(ts, sizeof *ts * (size_t)(n + 2));
 	}
-	if (rt_mkdir_p(c->out_dir)) {
-		fprintf(stderr, "sluice train: cannot make the checkpoint directory %s: %s\n",
-			c->out_dir, strerror(errno));
-		return -1;
+	if (p->rank == 0) {
+		ts[n++] = (struct rt_ckpt_tensor){ .name = "rng.state", .dtype = RT_CKPT_U64,
+						   .rank = 1, .shape = { 1 }, .data = &e->rng.s };
+		char step[32], total[32], seed[32], gb[32], seq[32], lr[96], layout[96];
+		snprintf(step, sizeof step, "%" PRId64, e->step);
+		snprintf(total, sizeof total, "%" PRId64, e->total);
+		snprintf(seed, sizeof seed, "%" PRIu64, e->seed);
+		snprintf(gb, sizeof gb, "%d", e->gbatch);
+		snprintf(seq, sizeof seq, "%d", p->seq);
+		snprintf(lr, sizeof lr, "%g %g %" PRId64, (double)c->sched.lr_max,
+			 (double)c->sched.lr_min, c->sched.warmup);
+		snprintf(layout, sizeof layout, "pp %d dp %d ep %d microbatches %d",
+			 p->layout.pp, p->layout.dp, p->layout.ep, p->microbatches);
+		struct rt_ckpt_meta meta[] = {
+			{ "format", "sluice" },
+			{ "format_version", CKPT_FORMAT_VERSION },
+			{ "model", c->model_name ? c->model_name : "" },
+			{ "config_hash", c->config_hash },
+			{ "step", step },
+			{ "total_steps", total },
+			{ "seed", seed },
+			{ "global_batch", gb },
+			{ "seq", seq },
+			{ "lr_schedule", lr },
+			{ "layout", layout },
+		};
+		char *path = ckpt_path(c->out_dir);
+		if (rt_mkdir_p(c->out_dir)) {
+			fprintf(stderr, "sluice train: cannot make the checkpoint directory %s: %s\n",
+				c->out_dir, strerror(errno));
+			rc = -1;
+		} else {
+			rc = rt_ckpt_write(path, ts, n, meta, (int)(sizeof meta / sizeof meta[0]),
+					   stderr);
+		}
+		free(path);
 	}
-	int np = e->p->n_params, cap = 3 * np + 1, n = 0;
-	struct rt_ckpt_tensor *ts = rt_calloc((size_t)cap, sizeof *ts);
-	char **names = rt_calloc((size_t)cap, sizeof *names);
-	for (int k = 0; k < np; k++) {
-		const struct eparam *q = &e->ps[k];
-		const float *data[3] = { q->w, q->m, q->v };
-		const char *prefix[3] = { "", "adamw.m.", "adamw.v." };
-		for (int j = 0; j < (q->r->trainable ? 3 : 1); j++) {
-			size_t len = strlen(prefix[j]) + strlen(q->r->path) + 1;
-			names[n] = rt_malloc(len);
-			snprintf(names[n], len, "%s%s", prefix[j], q->r->path);
-			ts[n] = (struct rt_ckpt_tensor){ .name = names[n], .dtype = RT_CKPT_F32,
-							 .rank = q->r->rank, .data = data[j] };
-			memcpy(ts[n].shape, q->r->shape, sizeof ts[n].shape[0] * (size_t)q->r->rank);
-			n++;
+	if (p->world > 1) {
+		/* every rank learns whether the save held, and none goes on before it did */
+		double v = rc ? 1 : 0;
+		sum_world(e, &v, 1);
+		rc = v > 0 ? -1 : 0;
+	}
+	for (int i = 0; i < n_mine; i++)
+		free(names[i]);
+	for (int i = 0; i < 2 * np; i++)
+		free(tmp[i]);
+	if (bufs) {
+		for (int i = 0; i < n - 1; i++) {
+			free(bufs[i]);
+			free(tn[i]);
 		}
 	}
-	ts[n++] = (struct rt_ckpt_tensor){ .name = "rng.state", .dtype = RT_CKPT_U64, .rank = 1,
-					   .shape = { 1 }, .data = &e->rng.s };
-	char step[32], total[32], seed[32];
-	snprintf(step, sizeof step, "%" PRId64, e->step);
-	snprintf(total, sizeof total, "%" PRId64, e->total);
-	snprintf(seed, sizeof seed, "%" PRIu64, e->seed);
-	struct rt_ckpt_meta meta[] = {
-		{ "format", "sluice" },
-		{ "format_version", CKPT_FORMAT_VERSION },
-		{ "model", c->model_name ? c->model_name : "" },
-		{ "config_hash", c->config_hash },
-		{ "step", step },
-		{ "total_steps", total },
-		{ "seed", seed },
-	};
-	char *path = ckpt_path(c->out_dir);
-	int rc = rt_ckpt_write(path, ts, n, meta, (int)(sizeof meta / sizeof meta[0]), stderr);
-	for (int k = 0; k < n; k++)
-		free(names[k]);
-	free(names);
+	free(bufs);
+	free(tn);
 	free(ts);
-	free(path);
+	free(names);
+	free(tmp);
+	free(mine);
 	return rc;
 }
 
@@ -225,6 +423,37 @@ static int parse_i64(const char *s, int64_t *out)
 		return 0;
 	*out = v;
 	return 1;
+}
+
+/* What a resume changes against the run that saved: said, not refused.  Another layout
+ * with the same global batch trains the same model (within rounding). */
+static void resume_notes(struct engine *e, const struct rt_ckpt *ck)
+{
+	const struct rt_program *p = e->p;
+	const char *gb = rt_ckpt_meta_get(ck, "global_batch");
+	const char *seq = rt_ckpt_meta_get(ck, "seq");
+	const char *lr = rt_ckpt_meta_get(ck, "lr_schedule");
+	const char *layout = rt_ckpt_meta_get(ck, "layout");
+	int gbatch = p->batch * p->microbatches * p->layout.dp;
+	char now[96];
+	if (gb && atoi(gb) != gbatch)
+		fprintf(stderr, "resume: note: the global batch changes from %s to %d sequences a "
+			"step: the data and the gradients differ from an uninterrupted run\n", gb,
+			gbatch);
+	if (seq && atoi(seq) != p->seq)
+		fprintf(stderr, "resume: note: seq changes from %s to %d: the data differ from an "
+			"uninterrupted run\n", seq, p->seq);
+	snprintf(now, sizeof now, "%g %g %" PRId64, (double)e->c->sched.lr_max,
+		 (double)e->c->sched.lr_min, e->c->sched.warmup);
+	if (lr && strcmp(lr, now))
+		fprintf(stderr, "resume: note: the learning-rate schedule (lr, min_lr, warmup) "
+			"changes from %s to %s\n", lr, now);
+	snprintf(now, sizeof now, "pp %d dp %d ep %d microbatches %d", p->layout.pp,
+		 p->layout.dp, p->layout.ep, p->microbatches);
+	if (layout && strcmp(layout, now))
+		fprintf(stderr, "resume: saved at %s, now %s%s\n", layout, now,
+			gb && atoi(gb) == gbatch ? ": the same global batch, the same training "
+			"(within rounding)" : "");
 }
 
 static int load_checkpoint(struct engine *e, const char *where)
@@ -267,22 +496,33 @@ static int load_checkpoint(struct engine *e, const char *where)
 	for (int k = 0; k < e->p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
 		const struct rt_param *r = q->r;
-		if (r->rows != r->shape[0]) {
-			fprintf(stderr, "sluice train: %s: a resume of a parameter held in slices "
-				"(%s) is not supported yet\n", path, r->path);
-			goto done;
-		}
-		if (rt_ckpt_load(ck, r->path, RT_CKPT_F32, r->rank, r->shape, q->w, stderr))
+		/* this rank's rows of the global tensors, whatever layout saved them */
+		int64_t r0 = r->row0, r1 = r->row0 + r->rows;
+		if (rt_ckpt_load_rows(ck, r->path, RT_CKPT_F32, r->rank, r->shape, r0, r1, q->w,
+				      stderr))
 			goto done;
 		if (!r->trainable)
 			continue;
-		char name[512];
-		snprintf(name, sizeof name, "adamw.m.%s", r->path);
-		if (rt_ckpt_load(ck, name, RT_CKPT_F32, r->rank, r->shape, q->m, stderr))
-			goto done;
-		snprintf(name, sizeof name, "adamw.v.%s", r->path);
-		if (rt_ckpt_load(ck, name, RT_CKPT_F32, r->rank, r->shape, q->v, stderr))
-			goto done;
+		for (int j = 0; j < 2; j++) {
+			char name[512];
+			snprintf(name, sizeof name, "adamw.%c.%s", j ? 'v' : 'm', r->path);
+			float *dst = j ? q->v : q->m;
+			if (!r->zero) {
+				if (rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
+						      dst, stderr))
+					goto done;
+				continue;
+			}
+			/* ZeRO-1: this rank's shard of the elements */
+			float *whole = rt_calloc(q->n + 1, sizeof *whole);
+			int bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
+						    whole, stderr);
+			if (!bad)
+				memcpy(dst, whole + q->off, q->len * sizeof *dst);
+			free(whole);
+			if (bad)
+				goto done;
+		}
 	}
 	int64_t one = 1;
 	if (rt_ckpt_load(ck, "rng.state", RT_CKPT_U64, 1, &one, &e->rng.s, stderr))
@@ -291,6 +531,8 @@ static int load_checkpoint(struct engine *e, const char *where)
 		goto done;
 	e->step = step;
 	e->seed = (uint64_t)seed;
+	if (e->lead)
+		resume_notes(e, ck);
 	if (!c->steps_given)
 		e->total = total;
 	else if (c->steps != total && e->lead)
@@ -762,7 +1004,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		if (stop || e.step % e.ckpt_every == 0 || e.step == e.total) {
 			if (save_checkpoint(&e))
 				goto restore;
-			saved = holds_all(&e);
+			saved = 1;
 		}
 		if (stop) {
 			if (!quiet)

@@ -114,6 +114,88 @@ layout dp2 2 1 2
 layout pp2dp2 4 2 2
 layout pp2dp2zero 4 2 2 --set zero=1
 
+# a checkpoint moved between layouts: saved at step 5 by 4 ranks (pp 2 x dp 2, ZeRO-1),
+# resumed on one rank, and saved by one rank, resumed on 2 stages: the later steps
+# give the losses of the uninterrupted one-rank run, within the bound above
+resume_check() {
+	local name=$1 ref=$2
+	python3 - "$name" "$ref" <<'PY'
+import json, sys
+name, ref = sys.argv[1], sys.argv[2]
+a = [json.loads(l)["loss"] for l in open(name + ".jsonl")]
+b = [json.loads(l)["loss"] for l in open(ref + ".jsonl")][5:]
+if len(a) != len(b) or not a:
+    sys.exit("%d steps after the resume, %d expected" % (len(a), len(b)))
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+if worst > 2e-5:
+    sys.exit("resumed losses differ by %.3g relative: %s against %s" % (worst, a, b))
+print("steps 6-%d within %.2g relative of the uninterrupted run" % (5 + len(a), worst))
+PY
+}
+moved() {
+	local name=$1 save_ranks=$2 resume_ranks=$3
+	shift 3
+	local save=() resume=() r
+	while [ "$1" != "--" ]; do save+=("$1"); shift; done
+	shift
+	resume=("$@")
+	rm -rf "$T/ck-$name"
+	if ! run "$name-a" "$save_ranks" "${save[@]}" --stop-at 5 --out "$T/ck-$name"; then
+		fail "$name: the save run: $(tail -3 $name-a.out)"; return
+	fi
+	if ! run "$name" "$resume_ranks" "${resume[@]}" --resume "$T/ck-$name" --out "$T/ck-$name"; then
+		fail "$name: the resumed run: $(tail -3 $name.out)"; return
+	fi
+	if r=$(resume_check "$name" ref-mb4 2>&1); then
+		ok "$name: $r"
+	else
+		fail "$name: $r"
+	fi
+}
+moved move-4to1 4 1 --set pp=2 --set microbatches=2 --set zero=1 -- --set microbatches=4
+moved move-1to2 1 2 --set microbatches=4 -- --set pp=2 --set microbatches=4
+grep -q "saved at pp 2 dp 2 ep 1 microbatches 2, now pp 1 dp 1 ep 1 microbatches 4: the same global batch" \
+	move-4to1.out && ok "the resume says the layout changed and the training did not" ||
+	fail "the resume did not say what changed: $(grep resume move-4to1.out)"
+
+# a rank that dies: every rank ends within seconds, the last checkpoint intact
+rm -rf "$T/ck-kill"
+"$SLUICE" train "$MODEL" --ranks 2 --data text.bin --steps 100000 --eval-every 0 --quiet \
+	--set seq=32 --set batch=2 --set pp=2 --ckpt-every 2 --out "$T/ck-kill" >kill.out 2>&1 &
+job=$!
+victim=""
+for _ in $(seq 100); do
+	sleep 0.2
+	[ -f "$T/ck-kill/checkpoint.safetensors" ] || continue
+	for pid in $(pgrep -f "ck-kill"); do
+		if tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+			victim=$pid
+		fi
+	done
+	[ -n "$victim" ] && break
+done
+if [ -z "$victim" ]; then
+	fail "no rank 1 to kill: $(tail -3 kill.out)"
+	kill $job 2>/dev/null
+else
+	kill -9 "$victim"
+	t0=$(date +%s)
+	wait $job
+	rc=$?
+	dt=$(( $(date +%s) - t0 ))
+	if [ "$rc" -eq 0 ] || [ "$dt" -gt 15 ]; then
+		fail "after rank 1 was killed the job exited $rc in $dt s: $(tail -3 kill.out)"
+	elif ! grep -q "rank 1" kill.out; then
+		fail "the job did not name rank 1: $(tail -5 kill.out)"
+	elif ! "$SLUICE" train "$MODEL" --data text.bin --steps 1 --eval-every 0 --quiet \
+		--set seq=32 --set batch=2 --resume "$T/ck-kill" --out "$T/ck-kill2" >kill2.out 2>&1 &&
+		! grep -q "nothing left to do\|past --stop-at" kill2.out; then
+		fail "the last checkpoint does not load: $(tail -3 kill2.out)"
+	else
+		ok "rank 1 killed: the job ended in $dt s with status $rc naming it, the checkpoint loads"
+	fi
+fi
+
 # bad layouts: refused before any rank starts
 expect() {
 	local pat=$1
