@@ -29,8 +29,12 @@
  * alternates one forward and one backward, then drains the backwards; so it keeps at
  * most P-s micro-batches in flight, which sizes its slots.
  *
- * Left alone on purpose: expert parallelism (the dispatch and combine all-to-all) and
- * the other schedules are not built yet; the caller refuses those layouts. */
+ * Communication inside a stage (expert parallelism's all-to-alls, placed by
+ * passes/expert_parallel.c) cuts the stage's forward and backward into more chunks:
+ * see "Items" below.
+ *
+ * Left alone on purpose: the other schedules are not built yet; the caller refuses
+ * them. */
 #include "program.h"
 
 #include <inttypes.h>
@@ -225,13 +229,15 @@ struct builder {
 	int *unit_of_val;         /* per value: the unit of its op, -1 sources */
 	int *key_of_val;          /* per value: unit*SEG_MAX + seg of its op, -1 sources */
 	int *buf_of_val;          /* per value: this rank's buffer, -1 none */
+	int *obuf_of_val;         /* per value: the OUTPUT or GRAD buffer of a graph output
+				     that other chunks read too (then buf_of_val is SAVED) */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
 	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
 };
 
 static int is_comm(const struct ir_op *op)
 {
-	return op->kind == IR_OP_ALL_TO_ALL || !strcmp(ir_op_name(op->kind), "all_to_allv");
+	return op->kind == IR_OP_ALL_TO_ALL || op->kind == IR_OP_ALL_TO_ALLV;
 }
 
 static int unit_stage(const struct builder *b, int unit)
@@ -358,8 +364,13 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 			no->out[o]->shape = v->shape;
 			no->out[o]->name = v->name ? ir_strdup(cg->arena, v->name) : NULL;
 			map[v->id] = no->out[o];
+			if (b->obuf_of_val[v->id] >= 0) {
+				ir_graph_add_output(cg, g->output_names[b->out_name[v->id]], no->out[o]);
+				out_bufs[n_out] = b->obuf_of_val[v->id];
+				out_ids[n_out++] = no->out[o]->id;
+			}
 			if (b->buf_of_val[v->id] >= 0) {
-				const char *nm = b->out_name[v->id] >= 0
+				const char *nm = b->out_name[v->id] >= 0 && b->obuf_of_val[v->id] < 0
 							 ? g->output_names[b->out_name[v->id]]
 							 : ir_sprintf(cg->arena, "v%d", v->id);
 				ir_graph_add_output(cg, nm, no->out[o]);
@@ -559,7 +570,8 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 					"(autodiff makes one: a bug in sluice)\n", gname, r.path);
 				return -1;
 			}
-			r.grad = b->buf_of_val[gv->id];
+			r.grad = b->obuf_of_val[gv->id] >= 0 ? b->obuf_of_val[gv->id]
+							     : b->buf_of_val[gv->id];
 			if (r.grad < 0) /* made on another stage: this copy adds zeros */
 				r.grad = add_value_buffer(b, gv, gname, RT_BUF_GRAD, 1, p->n_params);
 			p->bufs[r.grad].param = p->n_params;
@@ -576,7 +588,8 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 						ln, r.numel, r.path);
 					return -1;
 				}
-				r.load = b->buf_of_val[lv->id];
+				r.load = b->obuf_of_val[lv->id] >= 0 ? b->obuf_of_val[lv->id]
+								     : b->buf_of_val[lv->id];
 				if (r.load < 0) {
 					fprintf(err, "error: load.%s is made on another stage than its "
 						"routing bias\n", r.scope);
@@ -677,6 +690,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.unit_of_val = rt_calloc((size_t)nv + 1, sizeof *b.unit_of_val);
 	b.key_of_val = rt_calloc((size_t)nv + 1, sizeof *b.key_of_val);
 	b.buf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.buf_of_val);
+	b.obuf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.obuf_of_val);
 	b.out_name = rt_calloc((size_t)nv + 1, sizeof *b.out_name);
 	uint64_t *holders = rt_calloc((size_t)g->n_ops + 1, sizeof *holders);
 	int *param_op = rt_calloc((size_t)nv + 1, sizeof *param_op);
@@ -689,7 +703,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	struct item *items = NULL;
 	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
-		b.unit_of_val[i] = b.key_of_val[i] = b.buf_of_val[i] = b.out_name[i] = param_op[i] = -1;
+		b.unit_of_val[i] = b.key_of_val[i] = b.buf_of_val[i] = b.obuf_of_val[i] =
+			b.out_name[i] = param_op[i] = -1;
 	for (int i = 0; i < l->pp * l->pp; i++)
 		first_reader[i] = -1;
 	for (int i = 0; i < g->n_outputs; i++)
@@ -807,11 +822,6 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			}
 			int on = b.out_name[v->id];
 			if (on >= 0) {
-				if (outside) {
-					fprintf(err, "error: graph output '%s' is also read by another "
-						"chunk; not supported\n", g->output_names[on]);
-					goto done;
-				}
 				const char *nm = g->output_names[on];
 				enum rt_buf_role role = !strncmp(nm, "grad.", 5) ? RT_BUF_GRAD
 										: RT_BUF_OUTPUT;
@@ -820,11 +830,20 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 					goto done;
 				}
 				int bi = add_value_buffer(&b, v, nm, role, 1, -1);
-				b.buf_of_val[v->id] = bi;
 				if (!strcmp(nm, "loss"))
 					p->loss = bi;
 				else if (!strcmp(nm, "lm_loss"))
 					p->lm_loss = bi;
+				if (!outside) {
+					b.buf_of_val[v->id] = bi;
+					continue;
+				}
+				/* read by other chunks too: those read a SAVED copy */
+				b.obuf_of_val[v->id] = bi;
+				char sn[32];
+				snprintf(sn, sizeof sn, "v%d", v->id);
+				b.buf_of_val[v->id] = add_value_buffer(&b, v, sn, RT_BUF_SAVED,
+								       inflight(&b, b.stage), -1);
 			} else if (outside) {
 				char nm[32];
 				snprintf(nm, sizeof nm, "v%d", v->id);
@@ -1001,6 +1020,7 @@ done:
 	free(b.unit_of_val);
 	free(b.key_of_val);
 	free(b.buf_of_val);
+	free(b.obuf_of_val);
 	free(b.out_name);
 	free(holders);
 	free(param_op);

@@ -16,6 +16,11 @@
  * output named "grad.P".  Returns 0, or non-zero with a message on err. */
 int pass_autodiff(struct ir_graph *g, FILE *err);
 
+/* expert_parallel: with the train setting ep > 1, each MoE layer's experts sharded
+ * over the "ep" group: dispatch and combine become all-to-alls around the local
+ * experts (see expert_parallel.c).  0, or non-zero with a message on err. */
+int pass_expert_parallel(struct ir_graph *g, FILE *err);
+
 /* Run the pipeline of passes in order, stopping after the pass named `after`
  * (NULL: run all).  Returns 0, or non-zero with a message (unknown pass name, a pass
  * failed, verification failed) on err. */

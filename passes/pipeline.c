@@ -27,6 +27,7 @@ static const struct pass {
 } passes[] = {
 	{ "verify", pass_verify },
 	{ "autodiff", pass_autodiff },
+	{ "expert_parallel", pass_expert_parallel },
 };
 
 #define N_PASSES ((int)(sizeof passes / sizeof passes[0]))

@@ -690,8 +690,8 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 }
 
 /* SLUICE_GRAD_DUMP=PREFIX: the gradients of the first step (the mean over the global
- * batch, before clipping) that this rank owns, by global name, to
- * PREFIX.rankR.safetensors; the tests compare layouts with them. */
+ * batch, before clipping) that this rank owns, by global name (a slice of rows as
+ * NAME#ROW0), to PREFIX.rankR.safetensors; the tests compare layouts with them. */
 static void dump_grads(struct engine *e)
 {
 	const char *prefix = getenv("SLUICE_GRAD_DUMP");
@@ -714,7 +714,13 @@ static void dump_grads(struct engine *e)
 		}
 		if (!q->r->trainable || !q->r->owner)
 			continue;
-		ts[n] = (struct rt_ckpt_tensor){ .name = q->r->path, .dtype = RT_CKPT_F32,
+		/* a slice of rows is named PATH#ROW0 */
+		char *nm = rt_malloc(strlen(q->r->path) + 32);
+		if (q->r->rows != q->r->shape[0])
+			sprintf(nm, "%s#%" PRId64, q->r->path, q->r->row0);
+		else
+			strcpy(nm, q->r->path);
+		ts[n] = (struct rt_ckpt_tensor){ .name = nm, .dtype = RT_CKPT_F32,
 						 .rank = q->r->rank, .data = g };
 		memcpy(ts[n].shape, q->r->shape, sizeof ts[n].shape[0] * (size_t)q->r->rank);
 		ts[n].shape[0] = q->r->rows;
@@ -726,6 +732,8 @@ static void dump_grads(struct engine *e)
 		fprintf(stderr, "sluice train: warning: SLUICE_GRAD_DUMP: %s not written\n", path);
 	for (int k = 0; k < e->p->n_params; k++)
 		free(whole[k]);
+	for (int k = 0; k < n; k++)
+		free((char *)ts[k].name);
 	free(whole);
 	free(ts);
 }
@@ -879,8 +887,9 @@ static int setup(struct engine *e)
 			(double)e->sched.lr_min, (double)c->adamw.weight_decay, (double)c->clip,
 			c->backend ? c->backend : "?", e->seed);
 		if (p->world > 1)
-			fprintf(stderr, "layout: %d ranks = pp %d x dp %d, schedule %s\n", p->world,
-				p->layout.pp, p->layout.dp, p->schedule);
+			fprintf(stderr, "layout: %d ranks = pp %d x dp %d (ep %d inside dp), schedule "
+				"%s%s\n", p->world, p->layout.pp, p->layout.dp, p->layout.ep,
+				p->schedule, c->zero_note ? ", AdamW states sharded (zero 1)" : "");
 		if (c->resume)
 			fprintf(stderr, "resume: from %s at step %" PRId64 " of %" PRId64 "\n",
 				c->resume, e->step, e->total);

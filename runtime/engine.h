@@ -35,6 +35,7 @@ struct rt_train_config {
 	int quiet;
 	const char *backend;        /* for the report line */
 	double flops_per_token;
+	int zero_note;              /* say that ZeRO-1 is on */
 };
 
 /* Trains; every rank of the program's world calls it (x: the program's executor).

@@ -236,11 +236,6 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 			"1f1b (--set schedule=1f1b)\n", model, pl.schedule);
 		return -1;
 	}
-	if (pl.ep > 1) {
-		fprintf(stderr, "sluice train: %s: expert parallelism (ep = %d) is not built yet "
-			"in training; use ep = 1\n", model, pl.ep);
-		return -1;
-	}
 	l->zero = pl.zero;
 	if (pl.pp > 1) {
 		/* the layers cut by the partition pass's cost model */
@@ -346,9 +341,10 @@ int train_run(const struct train_opts *o)
 		goto done;
 	}
 	mark_lm_loss(g);
+	/* of the global model: before the passes cut it over ranks */
+	config_hash(g, hash, sizeof hash);
 	if (pass_pipeline_run(g, NULL, stderr))
 		goto done;
-	config_hash(g, hash, sizeof hash);
 	if (world > 1) {
 		/* every rank must run the same model at the same layout */
 		char what[256];
@@ -370,6 +366,7 @@ int train_run(const struct train_opts *o)
 		goto done;
 	if (cg_assign_stages(g, &layout, stderr))
 		goto done;
+	c.zero_note = layout.zero;
 	if (rank == 0) {
 		fprintf(stderr, "compile: %s backend ...", be->name);
 		fflush(stderr);
