@@ -243,7 +243,7 @@ static void test_model(const char *path)
 	/* op->stage on the whole training step */
 	l.pp = L < 3 ? L : 3;
 	REQUIRE(pass_partition_plan(g, &l, &r, &p, stderr) == 0);
-	REQUIRE(pass_pipeline_run(g, NULL, stderr) == 0);
+	REQUIRE(pass_pipeline_run(g, "autodiff", stderr) == 0);
 	/* planned after autodiff, the same stages and figures */
 	struct pass_partition q;
 	REQUIRE(pass_partition_plan(g, &l, &r, &q, stderr) == 0);
