@@ -396,9 +396,20 @@ int train_run(const struct train_opts *o)
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
+	/* FIM (DeepSeek-V3's fill-in-the-middle) is applied per document when data is
+	 * prepared: to the default text here; a shard given with --data has it or not */
+	double fim = SETTING(g, 0, "fim");
+	if (rt_fim_check(prog->vocab, fim, stderr))
+		goto done;
+	if (fim > 0 && o->data) {
+		fprintf(stderr, "sluice train: %s: fim = %g applies when data is prepared: make the "
+			"shard with 'sluice data --fim %g ...' and drop the setting, or train on the "
+			"default text\n", o->model, fim, fim);
+		goto done;
+	}
 	if (!o->data) {
 		/* rank 0 prepares the default data on first use, the others then read it */
-		int bad = rank == 0 && train_default_data(&def_train, &def_val, stderr);
+		int bad = rank == 0 && train_default_data(&def_train, &def_val, fim, c.seed, stderr);
 		if (world > 1) {
 			double v = bad;
 			rt_exec_sum(x, prog->loss_group, &v, 1);
@@ -406,7 +417,8 @@ int train_run(const struct train_opts *o)
 		}
 		if (!bad && rank != 0) {
 			FILE *quiet = fopen("/dev/null", "w");
-			bad = train_default_data(&def_train, &def_val, quiet ? quiet : stderr);
+			bad = train_default_data(&def_train, &def_val, fim, c.seed,
+						 quiet ? quiet : stderr);
 			if (quiet)
 				fclose(quiet);
 		}
@@ -467,9 +479,10 @@ static char *cache_dir(void)
 }
 
 /* Append one file's fortunes to train or val: entries are separated by lines holding
- * "%"; every 20th entry goes to validation, so both see every topic. */
+ * "%"; every 20th entry goes to validation, so both see every topic.  The end of each
+ * training fortune (a document, for FIM) goes to *ends. */
 static void split_fortunes(const char *text, size_t len, int *counter, char **tr, size_t *ntr,
-			   char **va, size_t *nva)
+			   char **va, size_t *nva, size_t **ends, int *n_ends)
 {
 	size_t i = 0;
 	while (i < len) {
@@ -497,10 +510,40 @@ static void split_fortunes(const char *text, size_t len, int *counter, char **tr
 		memcpy(*dst + *n, text + start, end - start);
 		*n += end - start;
 		(*dst)[(*n)++] = '\n'; /* a blank line between fortunes */
+		if (!to_val) {
+			*ends = rt_realloc(*ends, sizeof **ends * (size_t)(*n_ends + 1));
+			(*ends)[(*n_ends)++] = *n;
+		}
 	}
 }
 
-int train_default_data(char **train_path, char **val_path, FILE *log)
+/* The training text as a shard with FIM applied per fortune (runtime/data.c). */
+static int write_fim_shard(const char *text, size_t len, const size_t *ends, int n_ends,
+			   double fim, uint64_t seed, const char *path, FILE *log)
+{
+	uint16_t *bytes = rt_malloc(2 * (len + 1));
+	uint16_t *tok = rt_malloc(2 * (len + 3 * (size_t)n_ends + 1));
+	rt_tokenize_bytes((const unsigned char *)text, len, bytes);
+	size_t n = 0, start = 0;
+	int n_fim = 0;
+	for (int k = 0; k < n_ends; k++) {
+		size_t dn = ends[k] - start;
+		size_t w = rt_fim_document(bytes + start, dn, fim, seed, (uint64_t)k, tok + n);
+		n_fim += w != dn;
+		n += w;
+		start = ends[k];
+	}
+	int rc = rt_shard_write(path, tok, (int64_t)n, log);
+	if (!rc)
+		fprintf(log, "data: FIM: %d of %d fortunes in prefix-suffix-middle order (rate %g)\n",
+			n_fim, n_ends, fim);
+	free(bytes);
+	free(tok);
+	return rc;
+}
+
+int train_default_data(char **train_path, char **val_path, double fim, uint64_t seed,
+		       FILE *log)
 {
 	const char *src = getenv("SLUICE_FORTUNES_DIR");
 	if (!src || !*src)
@@ -509,7 +552,13 @@ int train_default_data(char **train_path, char **val_path, FILE *log)
 	size_t n = strlen(dir) + 32;
 	*train_path = rt_malloc(n);
 	*val_path = rt_malloc(n);
-	snprintf(*train_path, n, "%s/fortunes_train.bin", dir);
+	n += 64;
+	*train_path = rt_realloc(*train_path, n);
+	if (fim > 0)
+		snprintf(*train_path, n, "%s/fortunes_train_fim%g_seed%" PRIu64 ".bin", dir, fim,
+			 seed);
+	else
+		snprintf(*train_path, n, "%s/fortunes_train.bin", dir);
 	snprintf(*val_path, n, "%s/fortunes_val.bin", dir);
 	struct stat st;
 	if (stat(*train_path, &st) == 0 && stat(*val_path, &st) == 0) {
@@ -543,14 +592,14 @@ int train_default_data(char **train_path, char **val_path, FILE *log)
 	}
 	qsort(names, (size_t)nn, sizeof *names, cmp_str);
 	char *tr = NULL, *va = NULL;
-	size_t ntr = 0, nva = 0;
-	int counter = 0;
+	size_t ntr = 0, nva = 0, *ends = NULL;
+	int counter = 0, n_ends = 0;
 	for (int k = 0; k < nn; k++) {
 		size_t len;
 		char *text = rt_read_file(names[k], &len);
 		if (!text)
 			continue;
-		split_fortunes(text, len, &counter, &tr, &ntr, &va, &nva);
+		split_fortunes(text, len, &counter, &tr, &ntr, &va, &nva, &ends, &n_ends);
 		free(text);
 	}
 	fprintf(log, "data: no --data given: preparing English text from Debian's fortunes "
@@ -560,12 +609,15 @@ int train_default_data(char **train_path, char **val_path, FILE *log)
 		fprintf(log, "sluice train: cannot make %s: %s\n", dir, strerror(errno));
 	} else if (ntr < 2 || nva < 2) {
 		fprintf(log, "sluice train: %s holds too little text\n", src);
-	} else if (!train_write_text_shards((unsigned char *)tr, ntr, 0.0, *train_path, NULL, log) &&
+	} else if (!(fim > 0 ? write_fim_shard(tr, ntr, ends, n_ends, fim, seed, *train_path, log)
+			     : train_write_text_shards((unsigned char *)tr, ntr, 0.0, *train_path,
+						       NULL, log)) &&
 		   !train_write_text_shards((unsigned char *)va, nva, 0.0, *val_path, NULL, log)) {
 		rc = 0;
 	}
 	free(tr);
 	free(va);
+	free(ends);
 done:
 	for (int k = 0; k < nn; k++)
 		free(names[k]);

@@ -44,9 +44,12 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 int train_run(const struct train_opts *o);
 
 /* The default training data: English text from Debian's fortunes, turned into byte
- * shards in the cache directory on first use (said on log).  Returns 0 and malloc'd
+ * shards in the cache directory on first use (said on log); with fim > 0, the training
+ * shard has that share of fortunes in FIM's prefix-suffix-middle order (seeded by
+ * seed; the validation shard stays plain text).  Returns 0 and malloc'd
  * paths, or -1 with a message saying what to install. */
-int train_default_data(char **train_path, char **val_path, FILE *log);
+int train_default_data(char **train_path, char **val_path, double fim, uint64_t seed,
+		       FILE *log);
 
 /* --- shared with 'sluice data' (tools/cmd_data.c) ------------------------------- */
 /* "out.bin" -> "out_val.bin" (malloc'd). */

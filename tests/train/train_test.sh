@@ -238,6 +238,28 @@ expect 0 "prepared in" train --steps 3 --out d2
 [ -s cache/fortunes_train.bin ] && [ -s cache/fortunes_val.bin ] || fail "no cached shards"
 SLUICE_FORTUNES_DIR=$T/none SLUICE_CACHE_DIR=$T/cache2 \
 	expect 1 "install Debian's fortunes package" train --steps 3
+# fim: the share of fortunes in prefix-suffix-middle order, in a shard of its own; a
+# vocabulary without room for the sentinels, or a --data shard, refused
+GPT=$ROOT/models/tiny_gpt.sl
+expect 1 "needs a vocabulary of at least 259" "$SLUICE" train "$GPT" --set fim=0.5 --steps 1 --quiet
+expect 0 "FIM: [0-9]* of 114 fortunes in prefix-suffix-middle order (rate 0.5)" "$SLUICE" train "$GPT" \
+	--set fim=0.5 --set vocab=259 --set seq=16 --set batch=2 --steps 2 --quiet --out dfim
+[ -s cache/fortunes_train_fim0.5_seed1337.bin ] || fail "no FIM shard in the cache"
+python3 - cache/fortunes_train_fim0.5_seed1337.bin cache/fortunes_train.bin <<'PY' || fail "FIM shard"
+import struct, sys
+def toks(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<i", raw[8:12])[0]
+    return struct.unpack("<%dH" % n, raw[1024:1024 + 2 * n])
+a, b = toks(sys.argv[1]), toks(sys.argv[2])
+k = sum(t == 256 for t in a)
+# every FIM document adds its three sentinels once; the bytes are the same multiset
+assert k == sum(t == 257 for t in a) == sum(t == 258 for t in a) and 0 < k < 114, k
+assert sorted(t for t in a if t < 256) == sorted(b), "bytes differ"
+print("ok: FIM shard: %d of 114 fortunes in PSM order, the same bytes" % k)
+PY
+expect 1 "applies when data is prepared" "$SLUICE" train "$GPT" --set fim=0.5 --set vocab=259 \
+	--data "$T/text.bin" --steps 1 --quiet
 unset SLUICE_FORTUNES_DIR SLUICE_CACHE_DIR
 
 # --- the checkpoint through Python's safetensors and numpy ---------------------------------
