@@ -252,6 +252,26 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 	return 0;
 }
 
+/* Every rank's program (without code) checked against the others before this rank
+ * runs its own: sends against receives, collectives in the same order. */
+static int verify_programs(const char *model, const struct ir_graph *g,
+			   const struct cg_layout *l, int world)
+{
+	struct rt_program **all = rt_calloc((size_t)world, sizeof *all);
+	int bad = 0;
+	for (int r = 0; r < world && !bad; r++)
+		bad = !(all[r] = cg_program_build(g, l, r, NULL, stderr));
+	if (!bad && rt_program_verify(all, world, stderr)) {
+		fprintf(stderr, "sluice train: %s: the programs of the %d ranks do not match "
+			"(above): a bug in sluice\n", model, world);
+		bad = 1;
+	}
+	for (int r = 0; r < world; r++)
+		rt_program_free(all[r]);
+	free(all);
+	return bad ? -1 : 0;
+}
+
 int train_run(const struct train_opts *o)
 {
 	if (o->device && strcmp(o->device, "cpu")) {
@@ -372,6 +392,8 @@ int train_run(const struct train_opts *o)
 		fflush(stderr);
 	}
 	double t0 = rt_now();
+	if (world > 1 && world <= 64 && verify_programs(o->model, g, &layout, world))
+		goto done;
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;

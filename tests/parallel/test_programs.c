@@ -21,9 +21,10 @@ static struct ir_graph *model(void)
 	return g;
 }
 
-static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program **progs)
+static int build_ep(struct ir_graph *g, int pp, int dp, int ep, int mb,
+		    struct rt_program **progs)
 {
-	struct cg_layout l = { .pp = pp, .dp = dp, .ep = 1, .microbatches = mb,
+	struct cg_layout l = { .pp = pp, .dp = dp, .ep = ep, .microbatches = mb,
 			       .schedule = "1f1b" };
 	REQUIRE(cg_assign_stages(g, &l, stderr) == 0);
 	for (int r = 0; r < pp * dp; r++) {
@@ -31,6 +32,11 @@ static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program *
 		REQUIRE(progs[r]);
 	}
 	return pp * dp;
+}
+
+static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program **progs)
+{
+	return build_ep(g, pp, dp, 1, mb, progs);
 }
 
 static void free_all(struct rt_program **progs, int n)
@@ -82,6 +88,36 @@ int main(void)
 			for (int a = 0; a < p->n_actions; a++)
 				runs += p->actions[a].kind == RT_ACT_CHUNK;
 			CHECK(runs == (pp == 1 ? mb : 2 * mb));
+		}
+		free_all(progs, n);
+		ir_graph_free(g);
+	}
+
+	/* expert parallelism: the all-to-alls of every MoE layer, the same on every rank of
+	 * an ep group, between the chunks; expert weights sliced by rows */
+	int ep_layouts[][4] = { { 1, 2, 2, 1 }, { 1, 4, 4, 1 }, { 2, 2, 2, 2 }, { 2, 4, 2, 1 } };
+	for (size_t k = 0; k < sizeof ep_layouts / sizeof ep_layouts[0]; k++) {
+		struct ir_graph *g = sl_compile_file("models/tiny_moe.sl", 0, NULL, stderr);
+		REQUIRE(g);
+		int pp = ep_layouts[k][0], dp = ep_layouts[k][1], ep = ep_layouts[k][2];
+		ir_graph_set(g, "ep", ep, NULL);
+		REQUIRE(pass_pipeline_run(g, NULL, stderr) == 0);
+		int n = build_ep(g, pp, dp, ep, ep_layouts[k][3], progs);
+		CHECKF(rt_program_verify(progs, n, stderr) == 0, "pp %d dp %d ep %d", pp, dp, ep);
+		for (int r = 0; r < n; r++) {
+			const struct rt_program *p = progs[r];
+			int a2a = 0, sliced = 0;
+			for (int i = 0; i < p->n_comms; i++)
+				a2a += p->comms[i].kind == RT_COP_ALL_TO_ALLV;
+			for (int i = 0; i < p->n_params; i++)
+				if (p->params[i].rows != p->params[i].shape[0]) {
+					sliced++;
+					CHECK(p->params[i].rows * ep == p->params[i].shape[0]);
+					CHECK(p->params[i].row0 == (r % dp) % ep * p->params[i].rows);
+				}
+			/* every MoE layer on the rank: two exchanges forward, two backward */
+			CHECKF(a2a > 0 && a2a % 4 == 0, "rank %d: %d all_to_allv", r, a2a);
+			CHECKF(sliced > 0 && sliced % 3 == 0, "rank %d: %d sliced", r, sliced);
 		}
 		free_all(progs, n);
 		ir_graph_free(g);
