@@ -233,6 +233,7 @@ struct builder {
 				     that other chunks read too (then buf_of_val is SAVED) */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
 	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
+	int *use_start, *use_op; /* the ops reading value v: use_op[use_start[v] .. [v+1]) */
 };
 
 static int is_comm(const struct ir_op *op)
@@ -269,16 +270,33 @@ static int add_value_buffer(struct builder *b, const struct ir_value *v, const c
 /* does an op of unit u read value v? */
 static int unit_reads(const struct builder *b, int u, const struct ir_value *v)
 {
-	const struct ir_graph *g = b->g;
-	for (int i = 0; i < g->n_ops; i++) {
-		if (b->unit_of_op[i] != u)
-			continue;
-		const struct ir_op *op = g->ops[i];
-		for (int k = 0; k < op->n_in; k++)
-			if (op->in[k] == v)
-				return 1;
-	}
+	for (int k = b->use_start[v->id]; k < b->use_start[v->id + 1]; k++)
+		if (b->unit_of_op[b->use_op[k]] == u)
+			return 1;
 	return 0;
+}
+
+/* who reads each value, once for the whole build */
+static void index_uses(struct builder *b)
+{
+	const struct ir_graph *g = b->g;
+	int nv = g->n_values, total = 0;
+	b->use_start = rt_calloc((size_t)nv + 2, sizeof *b->use_start);
+	for (int i = 0; i < g->n_ops; i++)
+		for (int k = 0; k < g->ops[i]->n_in; k++) {
+			b->use_start[g->ops[i]->in[k]->id + 1]++;
+			total++;
+		}
+	for (int v = 0; v < nv; v++)
+		b->use_start[v + 1] += b->use_start[v];
+	b->use_op = rt_calloc((size_t)total + 1, sizeof *b->use_op);
+	int *fill = rt_calloc((size_t)nv + 1, sizeof *fill);
+	for (int i = 0; i < g->n_ops; i++)
+		for (int k = 0; k < g->ops[i]->n_in; k++) {
+			int v = g->ops[i]->in[k]->id;
+			b->use_op[b->use_start[v] + fill[v]++] = i;
+		}
+	free(fill);
 }
 
 static void copy_attrs(struct ir_graph *dst, struct ir_op *to, const struct ir_op *from)
@@ -685,6 +703,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	p->loss_group = b.g_world;
 
 	int nv = g->n_values, nu = l->pp == 1 ? 1 : 2 * l->pp;
+	index_uses(&b);
 	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
 	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
 	b.unit_of_val = rt_calloc((size_t)nv + 1, sizeof *b.unit_of_val);
@@ -809,16 +828,13 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		for (int o = 0; o < op->n_out; o++) {
 			const struct ir_value *v = op->out[o];
 			int outside = is_comm(op);
-			for (int j = i + 1; j < g->n_ops && !outside; j++) {
-				const struct ir_op *w = g->ops[j];
+			for (int k = b.use_start[v->id]; k < b.use_start[v->id + 1] && !outside; k++) {
+				int j = b.use_op[k];
 				if (b.unit_of_op[j] < 0)
 					continue;
 				int wkey = b.unit_of_op[j] * SEG_MAX + b.seg_of_op[j];
-				if (wkey == key && !is_comm(w))
-					continue;
-				for (int k = 0; k < w->n_in; k++)
-					if (w->in[k] == v)
-						outside = 1;
+				if (wkey != key || is_comm(g->ops[j]))
+					outside = 1;
 			}
 			int on = b.out_name[v->id];
 			if (on >= 0) {
@@ -1017,6 +1033,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 done:
 	free(b.unit_of_op);
 	free(b.seg_of_op);
+	free(b.use_start);
+	free(b.use_op);
 	free(b.unit_of_val);
 	free(b.key_of_val);
 	free(b.buf_of_val);

@@ -284,7 +284,8 @@ int pass_layout_read(const struct ir_graph *g, int ranks, struct pass_layout *l,
 }
 
 /* The experts of the model's MoE layers (the first dimension of a grouped matmul's
- * weights); 0 when it has none. */
+ * weights, or the global one when expert_parallel has sliced them); 0 when it has
+ * none. */
 static int64_t count_experts(const struct ir_graph *g, int64_t *mismatch)
 {
 	int64_t e = 0;
@@ -294,6 +295,8 @@ static int64_t count_experts(const struct ir_graph *g, int64_t *mismatch)
 		if (op->kind != IR_OP_GROUPED_MATMUL || op->phase != IR_PHASE_FWD)
 			continue;
 		int64_t n = op->in[1]->shape.rank ? op->in[1]->shape.dim[0] : 1;
+		if (op->in[1]->def && op->in[1]->def->kind == IR_OP_PARAM)
+			n = ir_op_int(op->in[1]->def, "ep_global_rows", n);
 		if (e && n != e)
 			*mismatch = n;
 		if (!e)
