@@ -21,7 +21,7 @@
  *
  * The inner products are in attention_kernel.inc, compiled for AVX-512, AVX2+FMA and
  * plain SSE and picked once (SLUICE_GEMM_ISA forces one, as for the GEMM).  Accumulation
- * in f32; the exponentials are libm's expf. */
+ * in f32; the exponentials of the tiles are a vector exp of about 2 ulp. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +37,9 @@ struct att_isa {
 		       float alpha, float *s);
 	void (*accum)(int64_t n, int64_t m, const float *w, const float *x, int64_t ldx,
 		      int64_t D, float *c, int64_t ldc);
+	float (*fwd_row)(const float *s, int64_t lim, float *m, float *p);
+	void (*bwd_row)(const float *s, const float *dp, const float *lse, const float *delta,
+			int per_col, int64_t lo, int64_t hi, float *p, float *ds);
 };
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -108,16 +111,17 @@ static struct att_scratch scratch_new(const struct cg_attn *a)
 	return w;
 }
 
-/* bt[d*ATT_T + t] = x[t*ld + d] for t < n, zero for n <= t < ATT_T */
-static void pack_t(float *bt, const float *x, int64_t ld, int64_t n, int64_t D)
+/* bt[d*ATT_T + t] = x[t*ld + d] for t < n, zero for n <= t < ATT_T; read along the rows
+ * of x, where they are contiguous */
+static void pack_t(float *restrict bt, const float *restrict x, int64_t ld, int64_t n,
+		   int64_t D)
 {
-	for (int64_t d = 0; d < D; d++) {
-		float *row = bt + d * ATT_T;
-		for (int64_t t = 0; t < n; t++)
-			row[t] = x[t * ld + d];
-		for (int64_t t = n; t < ATT_T; t++)
-			row[t] = 0.0f;
-	}
+	for (int64_t t = 0; t < n; t++)
+		for (int64_t d = 0; d < D; d++)
+			bt[d * ATT_T + t] = x[t * ld + d];
+	if (n < ATT_T)
+		for (int64_t d = 0; d < D; d++)
+			memset(bt + d * ATT_T + n, 0, sizeof *bt * (size_t)(ATT_T - n));
 }
 
 /* Items are numbered with the last tiles first: under the causal mask they hold the
@@ -163,15 +167,8 @@ static void fwd_items(void *ctx, int64_t lo, int64_t hi)
 					continue;
 				}
 				float mx = m[r];
-				for (int64_t t = 0; t < lim; t++)
-					mx = s[t] > mx ? s[t] : mx;
-				float corr = expf(m[r] - mx), sum = 0;
-				for (int64_t t = 0; t < lim; t++) {
-					p[t] = expf(s[t] - mx);
-					sum += p[t];
-				}
-				for (int64_t t = lim; t < ATT_T; t++)
-					p[t] = 0;
+				float sum = job->isa->fwd_row(s, lim, &mx, p);
+				float corr = expf(m[r] - mx);
 				l[r] = l[r] * corr + sum;
 				m[r] = mx;
 				if (corr != 1.0f)
@@ -228,8 +225,7 @@ static void dq_items(void *ctx, int64_t lo, int64_t hi)
 				float *s = w.s + r * ATT_T, *dp = w.p + r * ATT_T;
 				int64_t lim = a->causal ? i0 + r - j0 + 1 : nc;
 				lim = lim < nc ? lim : nc;
-				for (int64_t t = 0; t < ATT_T; t++)
-					s[t] = t < lim ? expf(s[t] - lse[r]) * (dp[t] - delta[r]) : 0.0f;
+				job->isa->bwd_row(s, dp, lse + r, delta + r, 0, 0, lim, NULL, s);
 			}
 			job->isa->accum(nr, nc, w.s, k, ldk, Dk, dq, ldq);
 		}
@@ -269,6 +265,11 @@ static void dkv_items(void *ctx, int64_t lo, int64_t hi)
 				int64_t nr = S - i0 < ATT_T ? S - i0 : ATT_T;
 				const float *q = a->q + (b * S + i0) * ldq + h * Dk;
 				const float *dout = a->dout + (b * S + i0) * ldo + h * Dv;
+				float lv[ATT_T], dl[ATT_T];
+				for (int64_t r = 0; r < ATT_T; r++) {
+					lv[r] = r < nr ? lse[i0 + r] : 0.0f;
+					dl[r] = r < nr ? delta[i0 + r] : 0.0f;
+				}
 				pack_t(w.bt0, q, ldq, nr, Dk);
 				pack_t(w.bt1, dout, ldo, nr, Dv);
 				job->isa->scores(nc, k, ldk, Dk, w.bt0, (float)a->scale, w.s);
@@ -277,12 +278,7 @@ static void dkv_items(void *ctx, int64_t lo, int64_t hi)
 					float *s = w.s + t * ATT_T, *dp = w.p + t * ATT_T;
 					/* query i0 + r sees key j0 + t when r >= j0 + t - i0 */
 					int64_t first = a->causal ? j0 + t - i0 : 0;
-					first = first > 0 ? first : 0;
-					for (int64_t r = 0; r < ATT_T; r++) {
-						float p = r >= first && r < nr ? expf(s[r] - lse[i0 + r]) : 0.0f;
-						s[r] = p;
-						dp[r] = r >= first && r < nr ? p * (dp[r] - delta[i0 + r]) : 0.0f;
-					}
+					job->isa->bwd_row(s, dp, lv, dl, 1, first > 0 ? first : 0, nr, s, dp);
 				}
 				job->isa->accum(nc, nr, w.s, dout, ldo, Dv, dv, ldv);
 				job->isa->accum(nc, nr, w.p, q, ldq, Dk, dk, ldk);
