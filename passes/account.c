@@ -489,29 +489,25 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 			if (x->rank < 1)
 				continue;
 			fwd = 2.0 * (double)ir_shape_numel(y) * (double)x->dim[x->rank - 1];
-		} else if (op->kind == IR_OP_ATTENTION) {
-			const int64_t *q = op->in[0]->shape.dim, *v = op->in[2]->shape.dim;
-			double sq = 2.0 * (double)q[0] * (double)q[2] * (double)q[1] * (double)q[1];
-			int no = A.rg[op->out[0]->id] && A.reach[op->out[0]->id];
-			int nq = A.rg[op->in[0]->id] && A.reach[op->in[0]->id];
-			int nk = A.rg[op->in[1]->id] && A.reach[op->in[1]->id];
-			int nv = A.rg[op->in[2]->id] && A.reach[op->in[2]->id];
-			/* the two products q k^T and p v, as the three-op lowering counted them */
-			double f = sq * (double)q[3] * (1 + no * (nq + nk)) +
-				   sq * (double)v[3] * (1 + no * ((nq || nk) + nv));
-			f /= (double)A.tokens;
-			out->flops_per_token += f;
-			layer_of(&A, A.key[op->out[0]->id])->flops_per_token += f;
-			continue;
-		} else {
+		} else if (op->kind != IR_OP_ATTENTION) {
 			continue;
 		}
-		double mult = 1;
-		if (A.rg[op->out[0]->id] && A.reach[op->out[0]->id])
-			for (int j = 0; j < 2; j++)
-				if (A.rg[op->in[j]->id] && A.reach[op->in[j]->id])
-					mult += 1;
-		double f = fwd * mult / (double)A.tokens;
+		int need[3] = { 0, 0, 0 };
+		for (int j = 0; j < 3 && j < op->n_in; j++)
+			need[j] = A.rg[op->out[0]->id] && A.reach[op->out[0]->id] &&
+				  A.rg[op->in[j]->id] && A.reach[op->in[j]->id];
+		double f;
+		if (op->kind == IR_OP_ATTENTION) {
+			/* its two products q k^T and p v, as the three-op lowering counted them:
+			 * p needs a gradient when q or k does */
+			const int64_t *q = op->in[0]->shape.dim, *v = op->in[2]->shape.dim;
+			double sq = 2.0 * (double)q[0] * (double)q[2] * (double)q[1] * (double)q[1];
+			f = sq * (double)q[3] * (1 + need[0] + need[1]) +
+			    sq * (double)v[3] * (1 + (need[0] || need[1]) + need[2]);
+		} else {
+			f = fwd * (1 + need[0] + need[1]);
+		}
+		f /= (double)A.tokens;
 		out->flops_per_token += f;
 		if (flops)
 			flops[op->out[0]->id] += f;
