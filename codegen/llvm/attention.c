@@ -42,6 +42,13 @@ struct att_isa {
 			int per_col, int64_t lo, int64_t hi, float *p, float *ds);
 };
 
+/* 0, 1, ..., ATT_T - 1: the lane indices of the kernels' masks */
+static _Alignas(64) const int att_iota[ATT_T] = {
+	0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+	22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+	44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+};
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AK_VL 16
 #define AK_SFX avx512
