@@ -366,6 +366,96 @@ static void softmax_backward(double *dx, const double *y, const double *dy, int6
 	}
 }
 
+/* --- attention ----------------------------------------------------------------------------- */
+
+/* q [B,S,H,Dk], k [B,S,Hkv,Dk], v [B,S,Hkv,Dv]; query head h reads kv head h / (H/Hkv).
+ * One row of scores at a time (s, S long): the S x S matrix is never stored. */
+static double attention_scores(double *s, const double *q, const double *k, int64_t b,
+			       int64_t i, int64_t h, int64_t S, int64_t H, int64_t Hkv,
+			       int64_t Dk, double scale, int64_t n)
+{
+	const double *qi = q + ((b * S + i) * H + h) * Dk;
+	int64_t kh = h / (H / Hkv);
+	double mx = -INFINITY;
+	for (int64_t j = 0; j < n; j++) {
+		const double *kj = k + ((b * S + j) * Hkv + kh) * Dk;
+		double acc = 0;
+		for (int64_t d = 0; d < Dk; d++)
+			acc += qi[d] * kj[d];
+		s[j] = scale * acc;
+		mx = s[j] > mx ? s[j] : mx;
+	}
+	return mx;
+}
+
+static void attention_forward(double *out, double *lse, const double *q, const double *k,
+			      const double *v, int64_t B, int64_t S, int64_t H, int64_t Hkv,
+			      int64_t Dk, int64_t Dv, double scale, int causal)
+{
+	double *s = rt_malloc(sizeof *s * (size_t)(S ? S : 1));
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++)
+			for (int64_t i = 0; i < S; i++) {
+				int64_t n = causal ? i + 1 : S, kh = h / (H / Hkv);
+				double mx = attention_scores(s, q, k, b, i, h, S, H, Hkv, Dk, scale, n);
+				double sum = 0;
+				for (int64_t j = 0; j < n; j++)
+					sum += exp(s[j] - mx);
+				double l = mx + log(sum);
+				lse[(b * H + h) * S + i] = l;
+				double *o = out + ((b * S + i) * H + h) * Dv;
+				for (int64_t c = 0; c < Dv; c++)
+					o[c] = 0;
+				for (int64_t j = 0; j < n; j++) {
+					double pj = exp(s[j] - l);
+					const double *vj = v + ((b * S + j) * Hkv + kh) * Dv;
+					for (int64_t c = 0; c < Dv; c++)
+						o[c] += pj * vj[c];
+				}
+			}
+	free(s);
+}
+
+/* p = exp(s - lse) from the saved lse; D = dout . out per row; ds = p (dp - D) */
+static void attention_backward(double *dq, double *dk, double *dv, const double *q,
+			       const double *k, const double *v, const double *out,
+			       const double *lse, const double *dout, int64_t B, int64_t S,
+			       int64_t H, int64_t Hkv, int64_t Dk, int64_t Dv, double scale,
+			       int causal)
+{
+	double *s = rt_malloc(sizeof *s * (size_t)(S ? S : 1));
+	memset(dq, 0, sizeof *dq * (size_t)(B * S * H * Dk));
+	memset(dk, 0, sizeof *dk * (size_t)(B * S * Hkv * Dk));
+	memset(dv, 0, sizeof *dv * (size_t)(B * S * Hkv * Dv));
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t h = 0; h < H; h++)
+			for (int64_t i = 0; i < S; i++) {
+				int64_t n = causal ? i + 1 : S, kh = h / (H / Hkv);
+				int64_t qo = ((b * S + i) * H + h);
+				attention_scores(s, q, k, b, i, h, S, H, Hkv, Dk, scale, n);
+				double l = lse[(b * H + h) * S + i];
+				const double *doi = dout + qo * Dv, *oi = out + qo * Dv;
+				double D = 0;
+				for (int64_t c = 0; c < Dv; c++)
+					D += doi[c] * oi[c];
+				for (int64_t j = 0; j < n; j++) {
+					int64_t ko = (b * S + j) * Hkv + kh;
+					const double *vj = v + ko * Dv;
+					double pj = exp(s[j] - l), dp = 0;
+					for (int64_t c = 0; c < Dv; c++)
+						dp += doi[c] * vj[c];
+					double ds = pj * (dp - D);
+					for (int64_t c = 0; c < Dv; c++)
+						dv[ko * Dv + c] += pj * doi[c];
+					for (int64_t d = 0; d < Dk; d++) {
+						dq[qo * Dk + d] += scale * ds * k[ko * Dk + d];
+						dk[ko * Dk + d] += scale * ds * q[qo * Dk + d];
+					}
+				}
+			}
+	free(s);
+}
+
 /* --- rope ------------------------------------------------------------------------------ */
 
 /* x [B,S,H,D]: pairs (i, i+D/2) rotated by s * theta^(-2i/D) (negated when inverse) */
@@ -1189,6 +1279,25 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 			all_to_allv_single(ibuf(e, y), e->iv[x->id], T, C, D, sizeof(int64_t));
 		else
 			all_to_allv_single(fbuf(e, y), e->d[x->id], T, C, D, sizeof(double));
+		break;
+	}
+	case IR_OP_ATTENTION: case IR_OP_ATTENTION_BWD: {
+		const struct ir_shape *ks = &op->in[1]->shape, *vs = &op->in[2]->shape;
+		if (xs->rank != 4 || ks->rank != 4 || vs->rank != 4 || ks->dim[2] < 1 ||
+		    xs->dim[2] % ks->dim[2])
+			return fail(e, "attention needs q[B,S,H,Dqk], k and v [B,S,Hkv,D], Hkv | H");
+		int64_t B = xs->dim[0], S = xs->dim[1], H = xs->dim[2], Dk = xs->dim[3];
+		int64_t Hkv = ks->dim[2], Dv = vs->dim[3];
+		double scale = ir_op_float(op, "scale", 1);
+		int causal = (int)ir_op_int(op, "causal", 1);
+		const double *q = e->d[x->id], *k = e->d[op->in[1]->id], *v = e->d[op->in[2]->id];
+		if (op->kind == IR_OP_ATTENTION)
+			attention_forward(fbuf(e, y), fbuf(e, op->out[1]), q, k, v, B, S, H, Hkv, Dk,
+					  Dv, scale, causal);
+		else
+			attention_backward(fbuf(e, y), fbuf(e, op->out[1]), fbuf(e, op->out[2]), q, k,
+					   v, e->d[op->in[3]->id], e->d[op->in[4]->id],
+					   e->d[op->in[5]->id], B, S, H, Hkv, Dk, Dv, scale, causal);
 		break;
 	}
 	case IR_OP_SEND: case IR_OP_RECV: case IR_OP_ALL_REDUCE:

@@ -252,44 +252,25 @@ static struct ir_value *ffn(struct fe *f, struct ir_value *x, int64_t hidden, do
 	return fe_matmul(f, h, w2, 0);
 }
 
-/* Causal attention over q[B,S,H,dq], k[B,S,KV,dq], v[B,S,KV,dv] -> [B,S,H*dv].
- * With KV < H (grouped-query attention), the H/KV query heads of a group are stacked
- * along the sequence axis so that each group is one batched matmul against its K. */
+/* Causal attention over q[B,S,H,dq], k[B,S,KV,dq], v[B,S,KV,dv] -> [B,S,H*dv]: one
+ * ATTENTION op (grouped-query when KV < H) on the heads where the projections put them,
+ * scaled by 1/sqrt(dq); its row log-sum-exp (output 1) is kept for the backward. */
 static struct ir_value *attend(struct fe *f, struct ir_value *q, struct ir_value *k,
 			       struct ir_value *v)
 {
 	int64_t B = q->shape.dim[0], S = q->shape.dim[1], H = q->shape.dim[2];
-	int64_t KV = k->shape.dim[2], dq = q->shape.dim[3], dv = v->shape.dim[3];
-	int64_t G = H / KV;
-	static const int64_t p0213[] = { 0, 2, 1, 3 };
-	struct ir_value *kt = fe_transpose(f, k, 4, p0213);
-	struct ir_value *vt = fe_transpose(f, v, 4, p0213);
-	struct ir_value *qt;
-	if (G == 1) {
-		qt = fe_transpose(f, q, 4, p0213);
-	} else {
-		static const int64_t p5[] = { 0, 2, 3, 1, 4 };
-		qt = reshape(f, q, 5, (int64_t[]){ B, S, KV, G, dq });
-		qt = fe_transpose(f, qt, 5, p5);
-		qt = reshape(f, qt, 4, (int64_t[]){ B, KV, G * S, dq });
-	}
-	struct ir_value *sc = fe_scale(f, fe_matmul(f, qt, kt, 1), 1.0 / sqrt((double)dq), 0);
-	struct ir_value *p;
-	if (G == 1) {
-		p = fe_softmax(f, sc, 1);
-	} else {
-		p = fe_softmax(f, reshape(f, sc, 5, (int64_t[]){ B, KV, G, S, S }), 1);
-		p = reshape(f, p, 4, (int64_t[]){ B, KV, G * S, S });
-	}
-	struct ir_value *o = fe_matmul(f, p, vt, 0);
-	if (G == 1) {
-		o = fe_transpose(f, o, 4, p0213);
-	} else {
-		static const int64_t p5[] = { 0, 3, 1, 2, 4 };
-		o = reshape(f, o, 5, (int64_t[]){ B, KV, G, S, dv });
-		o = fe_transpose(f, o, 5, p5);
-	}
-	return reshape(f, o, 3, (int64_t[]){ B, S, H * dv });
+	int64_t dq = q->shape.dim[3], dv = v->shape.dim[3];
+	struct ir_value *in[3] = { q, k, v };
+	struct ir_shape os = fe_shape_checked(f, ir_shape_of(4, B, S, H, dv));
+	struct ir_op *op = ir_op_new(f->g, IR_OP_ATTENTION, 3, in, 2);
+	fe_count_op(f);
+	op->out[0]->dtype = q->dtype;
+	op->out[0]->shape = os;
+	op->out[1]->dtype = IR_F32;
+	op->out[1]->shape = ir_shape_of(3, B, H, S);
+	ir_op_set_int(f->g, op, "causal", 1);
+	ir_op_set_float(f->g, op, "scale", 1.0 / sqrt((double)dq));
+	return reshape(f, op->out[0], 3, (int64_t[]){ B, S, H * dv });
 }
 
 /* --- the intrinsics ----------------------------------------------------------------- */

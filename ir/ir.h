@@ -101,6 +101,23 @@
  *  QUANT_FP8 x[M,K], attrs tile_r:int, tile_c:int (1x128 activations, 128x128 weights)
  *          -> q f8e4m3[M,K], scale f32[M/tile_r, K/tile_c] (max-abs / 448)
  *  DEQUANT_FP8 q, scale -> f32
+ *  ATTENTION q[B,S,H,Dqk], k[B,S,Hkv,Dqk], v[B,S,Hkv,Dv], attrs causal:int, scale:float
+ *          -> out[B,S,H,Dv], lse f32[B,H,S]: softmax attention with one kv head per group
+ *          of H/Hkv query heads (query head h reads kv head h / (H/Hkv)):
+ *            s[b,h,i,j] = scale * q[b,i,h,:] . k[b,j,h/(H/Hkv),:], j <= i when causal
+ *            lse[b,h,i] = log sum_j exp(s[b,h,i,j]);  p = exp(s - lse)
+ *            out[b,i,h,:] = sum_j p[b,h,i,j] v[b,j,h/(H/Hkv),:]
+ *          Heads are kept where the projections and ROPE put them, [B,S,H,D] ("sequence
+ *          major"): q, k and v come from a matmul's [B,S,H*D] by a reshape that moves no
+ *          data, ROPE takes that layout, and out reshapes back to [B,S,H*Dv] for the
+ *          output projection; a kernel reads a head's rows at a stride of H*D, which
+ *          costs it nothing, where [B,H,S,D] would need four transposes per layer and
+ *          their gradients.  lse (the row log-sum-exp) is what the backward needs to
+ *          recompute p, so the S x S probabilities are never stored.
+ *  ATTENTION_BWD q, k, v, out, lse, dout (attrs as ATTENTION) -> dq, dk, dv shaped as q, k,
+ *          v: with dp = dout . v^T and D[i] = dout[i,:] . out[i,:] (FlashAttention-2),
+ *          ds = p (dp - D), dq = scale ds k, dk = scale ds^T q (summed over the group's
+ *          query heads), dv = p^T dout (likewise)
  */
 #ifndef SLUICE_IR_H
 #define SLUICE_IR_H

@@ -32,6 +32,8 @@
  *    i32 outputs; P and El are read from rc's shape (ep_offsets, ep_regroup) or from
  *    the ranks attribute and offsets (ep_counts); ep_regroup moves float rows of an
  *    at least 1-D x, inverse is 0 or 1.
+ *  - attention: causal is 0 or 1 (absent: 1); scale is required; q, k, v, out and
+ *    dout share one float dtype; lse is f32 whatever that dtype is.
  *  - PARAM needs a non-empty path and an init in "normal", "zeros", "ones",
  *    "uniform"; INPUT needs a name; CONST needs a value.
  */
@@ -248,6 +250,53 @@ static void check_reduce(struct vctx *c, const struct ir_op *op)
 		FAIL("output %s must be %s%s (input %s reduced over axis %lld%s)", ty(c, y),
 		     ir_dtype_name(x->dtype), shs(c, &s), ty(c, x), (long long)axis,
 		     keep ? ", kept" : "");
+}
+
+/* q[B,S,H,Dqk] k[B,S,Hkv,Dqk] v[B,S,Hkv,Dv] of one float dtype, Hkv dividing H; the
+ * forward gives out[B,S,H,Dv] (q's dtype) and lse f32[B,H,S]; the backward reads out,
+ * lse and dout as the forward made them and gives dq, dk, dv shaped and typed as q, k, v */
+static void check_attention(struct vctx *c, const struct ir_op *op)
+{
+	int64_t causal;
+	if (!attr_int(c, op, "causal", 0, 1, &causal) || !attr_float(c, op, "scale", 1))
+		return;
+	if (causal != 0 && causal != 1)
+		FAIL("causal must be 0 or 1, got %lld", (long long)causal);
+	const struct ir_value *q = IN(0), *k = IN(1), *v = IN(2);
+	if (!want_rank(c, op, q, 4, "q [B, S, H, Dqk]") ||
+	    !want_rank(c, op, k, 4, "k [B, S, Hkv, Dqk]") ||
+	    !want_rank(c, op, v, 4, "v [B, S, Hkv, Dv]") || !want_float(c, op, q, "q"))
+		return;
+	if (k->dtype != q->dtype || v->dtype != q->dtype)
+		FAIL("q %s, k %s and v %s must have one dtype", ty(c, q), ty(c, k), ty(c, v));
+	const int64_t *qd = q->shape.dim, *kd = k->shape.dim, *vd = v->shape.dim;
+	if (kd[0] != qd[0] || kd[1] != qd[1] || kd[3] != qd[3])
+		FAIL("k %s must be [%lld, %lld, Hkv, %lld] (q %s)", ty(c, k), (long long)qd[0],
+		     (long long)qd[1], (long long)qd[3], ty(c, q));
+	if (vd[0] != qd[0] || vd[1] != qd[1] || vd[2] != kd[2])
+		FAIL("v %s must be [%lld, %lld, %lld, Dv] (q %s, k %s)", ty(c, v), (long long)qd[0],
+		     (long long)qd[1], (long long)kd[2], ty(c, q), ty(c, k));
+	if (kd[2] < 1 || qd[2] % kd[2])
+		FAIL("the kv heads of k %s must divide the heads of q %s", ty(c, k), ty(c, q));
+	struct ir_shape os = ir_shape_of(4, qd[0], qd[1], qd[2], vd[3]);
+	struct ir_shape ls = ir_shape_of(3, qd[0], qd[2], qd[1]);
+	if (op->kind == IR_OP_ATTENTION) {
+		if (!ir_shape_eq(&OUT(0)->shape, &os) || OUT(0)->dtype != q->dtype)
+			FAIL("out %s must be %s%s", ty(c, OUT(0)), ir_dtype_name(q->dtype), shs(c, &os));
+		if (!ir_shape_eq(&OUT(1)->shape, &ls) || OUT(1)->dtype != IR_F32)
+			FAIL("lse %s must be f32%s", ty(c, OUT(1)), shs(c, &ls));
+		return;
+	}
+	if (!ir_shape_eq(&IN(3)->shape, &os) || IN(3)->dtype != q->dtype)
+		FAIL("out %s must be %s%s", ty(c, IN(3)), ir_dtype_name(q->dtype), shs(c, &os));
+	if (!ir_shape_eq(&IN(4)->shape, &ls) || IN(4)->dtype != IR_F32)
+		FAIL("lse %s must be f32%s", ty(c, IN(4)), shs(c, &ls));
+	if (!same_shape(IN(5), IN(3)) || IN(5)->dtype != q->dtype)
+		FAIL("dout %s must have out's shape and dtype %s", ty(c, IN(5)), ty(c, IN(3)));
+	for (int i = 0; i < 3; i++)
+		if (!same_shape(OUT(i), IN(i)) || OUT(i)->dtype != IN(i)->dtype)
+			FAIL("output %d %s must have the shape and dtype of input %d %s", i,
+			     ty(c, OUT(i)), i, ty(c, IN(i)));
 }
 
 static void check_matmul(struct vctx *c, const struct ir_op *op)
@@ -740,6 +789,9 @@ static void check_op(struct vctx *c, const struct ir_op *op)
 			FAIL("output %s must be a non-FP8 float with q's shape %s", ty(c, y), ty(c, x));
 		break;
 	}
+	case IR_OP_ATTENTION: case IR_OP_ATTENTION_BWD:
+		check_attention(c, op);
+		break;
 	default:
 		break; /* no rule: structural checks only */
 	}

@@ -24,14 +24,16 @@
  *    The last rule is why V2-Lite comes out at 2.45B, as DeepSeek reports (2.4B),
  *    rather than 2.66B.  A parameter used several ways takes its largest fraction
  *    (tied embeddings: the head's matmul makes the whole table active).
- *  - Training FLOPs per token: matrix products only (MATMUL, including attention's
- *    score and value products, and GROUPED_MATMUL); elementwise ops, softmax and
+ *  - Training FLOPs per token: matrix products only (MATMUL, GROUPED_MATMUL, and
+ *    ATTENTION's score and value products q k^T and p v); elementwise ops, softmax and
  *    norms are left out (under 1% of a transformer's work).  A product of M x K by
  *    K x N is 2MNK in the forward pass, and the backward repeats that work once for
  *    each operand that needs a gradient: 3x for almost every product, 2x when one
  *    operand is an input or a constant.  Grouped matmuls count the rows they actually
  *    hold, tokens x k, so a token pays for its k experts, not for all E.  The causal
- *    mask does not halve the attention products: the IR computes the full square.
+ *    mask does not halve the attention products (the full square is counted, as the
+ *    three-op lowering computed it; the kernels skip the masked tiles), nor does the
+ *    backward's recomputation of q k^T add to them.
  *    Per token means divided by the tokens of one micro-batch (the "tokens" input).
  *  - Activation memory per micro-batch: the bytes of forward values that the backward
  *    reads, each counted once.  In a forward graph that is decided per op by what its
@@ -306,6 +308,12 @@ static void saved_inputs(struct acct *A, const struct ir_op *op)
 	case IR_OP_DEQUANT_FP8:
 		mark_saved(A, op->in[1]);
 		break;
+	case IR_OP_ATTENTION: /* the backward recomputes the probabilities from lse */
+		for (int i = 0; i < 3; i++)
+			mark_saved(A, op->in[i]);
+		mark_saved(A, op->out[0]);
+		mark_saved(A, op->out[1]);
+		break;
 	default:
 		/* anything else: assume the backward reads every input */
 		for (int i = 0; i < op->n_in; i++)
@@ -481,15 +489,25 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 			if (x->rank < 1)
 				continue;
 			fwd = 2.0 * (double)ir_shape_numel(y) * (double)x->dim[x->rank - 1];
-		} else {
+		} else if (op->kind != IR_OP_ATTENTION) {
 			continue;
 		}
-		double mult = 1;
-		if (A.rg[op->out[0]->id] && A.reach[op->out[0]->id])
-			for (int j = 0; j < 2; j++)
-				if (A.rg[op->in[j]->id] && A.reach[op->in[j]->id])
-					mult += 1;
-		double f = fwd * mult / (double)A.tokens;
+		int need[3] = { 0, 0, 0 };
+		for (int j = 0; j < 3 && j < op->n_in; j++)
+			need[j] = A.rg[op->out[0]->id] && A.reach[op->out[0]->id] &&
+				  A.rg[op->in[j]->id] && A.reach[op->in[j]->id];
+		double f;
+		if (op->kind == IR_OP_ATTENTION) {
+			/* its two products q k^T and p v, as the three-op lowering counted them:
+			 * p needs a gradient when q or k does */
+			const int64_t *q = op->in[0]->shape.dim, *v = op->in[2]->shape.dim;
+			double sq = 2.0 * (double)q[0] * (double)q[2] * (double)q[1] * (double)q[1];
+			f = sq * (double)q[3] * (1 + need[0] + need[1]) +
+			    sq * (double)v[3] * (1 + (need[0] || need[1]) + need[2]);
+		} else {
+			f = fwd * (1 + need[0] + need[1]);
+		}
+		f /= (double)A.tokens;
 		out->flops_per_token += f;
 		if (flops)
 			flops[op->out[0]->id] += f;

@@ -227,6 +227,8 @@ static int backward_op(struct ad *a, struct ir_op *op)
 	struct ir_value *y = op->out[0], *dy = a->grad[y->id];
 	struct ir_value *x = op->n_in ? op->in[0] : NULL, *x1 = op->n_in > 1 ? op->in[1] : NULL;
 
+	if (op->kind == IR_OP_ATTENTION && a->grad[op->out[1]->id])
+		return no_rule(a, op); /* a use of lse on the way to the loss */
 	if (!dy) /* e.g. MOE_DISPATCH: only its rows xs (output 0) carry a gradient */
 		return 0;
 
@@ -496,6 +498,31 @@ static int backward_op(struct ad *a, struct ir_op *op)
 			acc(a, gates, mk(a, IR_OP_MOE_COMBINE_BWD_GATE, 3, in, gates->dtype,
 					 gates->shape));
 		}
+		return 0;
+	}
+	case IR_OP_ATTENTION: {
+		/* one op gives all three gradients (FlashAttention-2's backward) */
+		int any = 0, wside = 0;
+		for (int i = 0; i < 3; i++)
+			if (a->req[op->in[i]->id]) {
+				any = 1;
+				wside |= a->wside[op->in[i]->id];
+			}
+		if (!any)
+			return 0;
+		a->phase = wside ? IR_PHASE_BWD_W : IR_PHASE_BWD_B;
+		struct ir_value *in[6] = { op->in[0], op->in[1], op->in[2], y, op->out[1],
+					   cast_to(a, dy, y->dtype) };
+		struct ir_op *b = ir_op_new(g, IR_OP_ATTENTION_BWD, 6, in, 3);
+		b->phase = a->phase;
+		for (int i = 0; i < 3; i++) {
+			b->out[i]->dtype = op->in[i]->dtype;
+			b->out[i]->shape = op->in[i]->shape;
+		}
+		with_attrs_of(a, b->out[0], op);
+		for (int i = 0; i < 3; i++)
+			if (want(a, op, i))
+				acc(a, op->in[i], b->out[i]);
 		return 0;
 	}
 	default:

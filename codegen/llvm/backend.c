@@ -455,6 +455,30 @@ static void run_wgrad(struct cg_exec *e, const struct ir_op *op)
 	free(o);
 }
 
+/* ATTENTION's inputs and outputs (and ATTENTION_BWD's) through the step's buffers */
+static void run_attention(struct cg_exec *e, const struct cg_step *st)
+{
+	const struct ir_op *op = st->op;
+	const struct ir_shape *q = &op->in[0]->shape, *k = &op->in[1]->shape;
+	struct cg_attn a = {
+		.B = q->dim[0], .S = q->dim[1], .H = q->dim[2], .Hkv = k->dim[2], .Dk = q->dim[3],
+		.Dv = op->in[2]->shape.dim[3], .scale = ir_op_float(op, "scale", 1),
+		.causal = (int)ir_op_int(op, "causal", 1),
+	};
+	float *b[12];
+	for (int i = 0; i < st->n_bufs && i < 12; i++)
+		b[i] = e->ptr[st->bufs[i]];
+	a.q = b[0], a.k = b[1], a.v = b[2];
+	if (op->kind == IR_OP_ATTENTION) {
+		a.out = b[3], a.lse = b[4];
+		cg_attention_fwd(e->pool, &a);
+		return;
+	}
+	a.o = b[3], a.l = b[4], a.dout = b[5];
+	a.dq = b[6], a.dk = b[7], a.dv = b[8], a.delta = b[9];
+	cg_attention_bwd(e->pool, &a);
+}
+
 static int llvm_run(struct cg_exec *e)
 {
 	const struct cg_plan *p = &e->plan;
@@ -481,6 +505,7 @@ static int llvm_run(struct cg_exec *e)
 		case CG_STEP_MATMUL: run_matmul(e, st->op); break;
 		case CG_STEP_GROUPED: run_grouped(e, st->op); break;
 		case CG_STEP_WGRAD: run_wgrad(e, st->op); break;
+		case CG_STEP_ATTENTION: case CG_STEP_ATTENTION_BWD: run_attention(e, st); break;
 		}
 		if (e->prof)
 			e->prof[st->op->kind] += rt_now() - t0;

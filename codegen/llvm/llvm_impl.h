@@ -56,10 +56,29 @@ void cg_gemm_run(struct rt_pool *pool, struct cg_gemm_ws *ws, const struct cg_ge
 /* The plain triple loop in double, for tests. */
 void cg_gemm_ref(const struct cg_gemm *g);
 
+/* --- attention.c: ATTENTION and ATTENTION_BWD, flash-style ------------------------- */
+struct cg_attn {
+	int64_t B, S, H, Hkv, Dk, Dv;
+	double scale;
+	int causal;
+	const float *q, *k, *v;      /* [B,S,H,Dk], [B,S,Hkv,Dk], [B,S,Hkv,Dv] */
+	float *out, *lse;            /* forward: [B,S,H,Dv], [B,H,S] */
+	const float *o, *l, *dout;   /* backward: the forward's out and lse, and dout */
+	float *dq, *dk, *dv;         /* backward: shaped as q, k, v */
+	float *delta;                /* backward: scratch of B*H floats per position */
+};
+/* Split over the pool's threads (pool NULL: on the caller); the results do not depend
+ * on the number of threads. */
+void cg_attention_fwd(struct rt_pool *pool, const struct cg_attn *a);
+void cg_attention_bwd(struct rt_pool *pool, const struct cg_attn *a);
+
 /* --- lower.c: a graph to kernels and library calls ---------------------------------- */
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are
  * scratch buffers that some ops need (e.g. the inverse permutation of MOE_COMBINE). */
-enum cg_step_kind { CG_STEP_KERNEL, CG_STEP_MATMUL, CG_STEP_GROUPED, CG_STEP_WGRAD };
+enum cg_step_kind {
+	CG_STEP_KERNEL, CG_STEP_MATMUL, CG_STEP_GROUPED, CG_STEP_WGRAD, CG_STEP_ATTENTION,
+	CG_STEP_ATTENTION_BWD
+};
 
 struct cg_step {
 	enum cg_step_kind kind;
@@ -67,7 +86,9 @@ struct cg_step {
 	int kernel;               /* CG_STEP_KERNEL: index in plan->ks */
 	int64_t extent, grain;    /* parallel points, points per chunk */
 	int n_bufs;
-	int *bufs;                /* buffer ids; for a kernel, in the kernel's order */
+	int *bufs;                /* buffer ids; for a kernel, in the kernel's order; for
+				   * a library step the op's inputs, then its outputs, then
+				   * its scratch buffers */
 	unsigned char *writes;    /* per buffer: the step writes it */
 };
 

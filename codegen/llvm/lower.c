@@ -19,7 +19,8 @@
  * Pointwise kernels run over the rows of the output (all dims but the last) in parallel
  * and over the last dim in an inner loop, so the inner loop is contiguous and vectorises.
  * The other ops (softmax, cross entropy, routing, MoE permutations) get one or two
- * kernels each, written out below; MATMUL and the grouped matmuls call gemm.c.
+ * kernels each, written out below; MATMUL and the grouped matmuls call gemm.c,
+ * ATTENTION and its backward attention.c.
  *
  * Floats of every dtype are stored as f32; values of dtype bf16 or f16 are rounded to
  * that format after each op, as the reference does, so such graphs agree with it.
@@ -1086,15 +1087,20 @@ static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const
 /* after an op whose output is bf16 or f16: round it in place */
 static void emit_round(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
-	const struct ir_value *v = op->out[0];
-	if (v->dtype != IR_BF16 && v->dtype != IR_F16)
-		return;
-	struct kb kb = kb_begin(p, op, "round", ir_shape_numel(&v->shape), prefix);
-	st(&kb, &kb.k->body, v->id, var(&kb, 0), ldv(&kb, v, var(&kb, 0)));
-	kb_end(&kb, 8192);
+	for (int i = 0; i < op->n_out; i++) {
+		const struct ir_value *v = op->out[i];
+		if (v->dtype != IR_BF16 && v->dtype != IR_F16)
+			continue;
+		struct kb kb = kb_begin(p, op, "round", ir_shape_numel(&v->shape), prefix);
+		st(&kb, &kb.k->body, v->id, var(&kb, 0), ldv(&kb, v, var(&kb, 0)));
+		kb_end(&kb, 8192);
+	}
 }
 
-static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step_kind kind)
+/* A step that calls a library routine: it reads the op's inputs and writes its outputs
+ * and n_scratch scratch buffers (ids given). */
+static void add_lib_step_scratch(struct cg_plan *p, const struct ir_op *op,
+				 enum cg_step_kind kind, int n_scratch, const int *scratch_ids)
 {
 	p->steps = grow(p->steps, &p->cap_steps, p->n_steps + 1, sizeof *p->steps);
 	struct cg_step *s = &p->steps[p->n_steps++];
@@ -1102,15 +1108,30 @@ static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step
 	s->kind = kind;
 	s->op = op;
 	s->kernel = -1;
-	s->n_bufs = op->n_in + 1;
+	s->n_bufs = op->n_in + op->n_out + n_scratch;
 	s->bufs = rt_malloc(sizeof *s->bufs * (size_t)s->n_bufs);
 	s->writes = rt_calloc((size_t)s->n_bufs, 1);
 	for (int i = 0; i < op->n_in; i++) {
 		int id = op->in[i]->id;
 		s->bufs[i] = p->alias[p->view_of[id] >= 0 ? p->view_of[id] : id];
 	}
-	s->bufs[op->n_in] = op->out[0]->id;
-	s->writes[op->n_in] = 1;
+	for (int i = 0; i < op->n_out + n_scratch; i++) {
+		s->bufs[op->n_in + i] = i < op->n_out ? op->out[i]->id : scratch_ids[i - op->n_out];
+		s->writes[op->n_in + i] = 1;
+	}
+}
+
+static void add_lib_step(struct cg_plan *p, const struct ir_op *op, enum cg_step_kind kind)
+{
+	add_lib_step_scratch(p, op, kind, 0, NULL);
+}
+
+/* ATTENTION_BWD keeps D = rowsum(dout * out), [B, H, S], between its two passes */
+static void add_attention_bwd(struct cg_plan *p, const struct ir_op *op)
+{
+	const struct ir_shape *q = &op->in[0]->shape;
+	int d = scratch(p, KIR_F32, q->dim[0] * q->dim[1] * q->dim[2]);
+	add_lib_step_scratch(p, op, CG_STEP_ATTENTION_BWD, 1, &d);
 }
 
 /* --- the plan ---------------------------------------------------------------------------- */
@@ -1231,6 +1252,8 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 		case IR_OP_MATMUL: add_lib_step(p, op, CG_STEP_MATMUL); break;
 		case IR_OP_GROUPED_MATMUL: add_lib_step(p, op, CG_STEP_GROUPED); break;
 		case IR_OP_GROUPED_MATMUL_WGRAD: add_lib_step(p, op, CG_STEP_WGRAD); break;
+		case IR_OP_ATTENTION: add_lib_step(p, op, CG_STEP_ATTENTION); break;
+		case IR_OP_ATTENTION_BWD: add_attention_bwd(p, op); break;
 		case IR_OP_SOFTMAX: case IR_OP_SOFTMAX_BWD: emit_softmax(p, op, prefix); break;
 		case IR_OP_CROSS_ENTROPY: emit_cross_entropy(p, op, prefix); break;
 		case IR_OP_CROSS_ENTROPY_BWD: emit_cross_entropy_bwd(p, op, prefix); break;

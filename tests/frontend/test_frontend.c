@@ -224,8 +224,11 @@ static void test_tiny_gpt(void)
 	CHECK((p = param(g, "layers.3.ffn.w2")) && SHAPE(p->out[0], 512, 192));
 	CHECK((p = param(g, "layers.0.attn_norm.weight")) && !strcmp(ir_op_str(p, "init", ""), "ones"));
 	CHECK(!param(g, "layers.4.attn.wq"));
-	const struct ir_op *sm = first_op(g, IR_OP_SOFTMAX, "layers.2.attn");
-	CHECK(sm && SHAPE(sm->out[0], 8, 6, 128, 128) && ir_op_int(sm, "causal", 0) == 1);
+	const struct ir_op *at = first_op(g, IR_OP_ATTENTION, "layers.2.attn");
+	CHECK(at && SHAPE(at->out[0], 8, 128, 6, 32) && SHAPE(at->out[1], 8, 6, 128) &&
+	      ir_op_int(at, "causal", 0) == 1 &&
+	      fabs(ir_op_float(at, "scale", 0) - 1 / sqrt(32.0)) < 1e-15);
+	CHECK(!first_op(g, IR_OP_SOFTMAX, "layers.2.attn"));
 	const struct ir_op *rope = first_op(g, IR_OP_ROPE, "layers.0.attn");
 	CHECK(rope && SHAPE(rope->out[0], 8, 128, 6, 32));
 	/* rmsnorm: square, reduce_mean(keepdim), scale(beta = eps), rsqrt, mul, mul */
@@ -361,9 +364,9 @@ static void test_zoo(void)
 			if (g->ops[i]->kind == IR_OP_PARAM)
 				n += (double)ir_shape_numel(&g->ops[i]->out[0]->shape);
 		CHECKF(fabs(n / zoo[z].params - 1) < 0.01, "%s: %.4gB parameters", zoo[z].path, n / 1e9);
-		if (z == 1) { /* GQA: 8 query heads per KV head, stacked along the sequence */
-			const struct ir_op *sm = first_op(g, IR_OP_SOFTMAX, "layers.0.attn");
-			CHECK(sm && SHAPE(sm->out[0], 1, 8, 8, 4096, 4096));
+		if (z == 1) { /* GQA: 8 query heads per KV head, one attention op */
+			const struct ir_op *at = first_op(g, IR_OP_ATTENTION, "layers.0.attn");
+			CHECK(at && SHAPE(at->in[0], 1, 4096, 64, 128) && SHAPE(at->in[1], 1, 4096, 8, 128));
 			CHECK(param(g, "layers.0.attn.wk") && SHAPE(param(g, "layers.0.attn.wk")->out[0], 8192, 1024));
 		}
 		if (z == 2) { /* no query compression, softmax gate, no bias */

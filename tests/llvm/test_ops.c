@@ -11,7 +11,10 @@
  * elementwise op adds about one ulp (6e-8).  1e-5 leaves a margin of ten over that and
  * still catches any wrong index, missing term or wrong formula, which give errors of
  * order 1.  Integer outputs (top-k choices, dispatch permutation and offsets) must be
- * equal. */
+ * equal.  Attention keeps the same 1e-5: its kernels sum over at most S keys and D head
+ * dims in f32 and their exp is within 2 ulp; on the shapes below the worst of out, lse,
+ * dq, dk, dv is 4e-7 (SLUICE_TEST_VERBOSE=1 prints every figure).  Attention's results
+ * must also be bit-identical from run to run and from many threads to one. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,6 +438,105 @@ static void matmuls(void)
 	run("matmul shared b");
 }
 
+/* ATTENTION and ATTENTION_BWD: out and lse, then dq, dk, dv from them and a random dout */
+static void attention_graph(int64_t B, int64_t Sq, int64_t H, int64_t Hkv, int64_t Dk,
+			    int64_t Dv, int causal)
+{
+	begin();
+	struct ir_value *x[6] = { fin(S(B, Sq, H, Dk)), fin(S(B, Sq, Hkv, Dk)), fin(S(B, Sq, Hkv, Dv)) };
+	struct ir_op *f = ir_op_new(G, IR_OP_ATTENTION, 3, x, 2);
+	f->out[0]->shape = S(B, Sq, H, Dv);
+	f->out[1]->shape = S(B, H, Sq);
+	ir_op_set_int(G, f, "causal", causal);
+	ir_op_set_float(G, f, "scale", 1 / sqrt((double)Dk));
+	x[3] = f->out[0];
+	x[4] = f->out[1];
+	x[5] = fin(S(B, Sq, H, Dv));
+	struct ir_op *b = ir_op_new(G, IR_OP_ATTENTION_BWD, 6, x, 3);
+	for (int i = 0; i < 3; i++)
+		b->out[i]->shape = x[i]->shape;
+	ir_op_set_int(G, b, "causal", causal);
+	ir_op_set_float(G, b, "scale", 1 / sqrt((double)Dk));
+	ir_graph_add_output(G, "out", f->out[0]);
+	ir_graph_add_output(G, "lse", f->out[1]);
+	ir_graph_add_output(G, "dq", b->out[0]);
+	ir_graph_add_output(G, "dk", b->out[1]);
+	ir_graph_add_output(G, "dv", b->out[2]);
+}
+
+/* Shapes around the kernels' 64-wide tiles (S = 1, 63, 64, 65, 130) and their vector
+ * widths (head sizes that are not multiples of 16 or 8), GQA, Dqk != Dv, not causal. */
+static void attention_op(void)
+{
+	static const struct { int64_t B, S, H, Hkv, Dk, Dv; int causal; } cs[] = {
+		{ 2, 1, 2, 2, 8, 8, 1 },     { 2, 7, 3, 3, 16, 16, 1 },  { 1, 63, 2, 2, 32, 32, 1 },
+		{ 1, 64, 2, 1, 32, 32, 1 },  { 2, 65, 4, 2, 24, 20, 1 }, { 1, 130, 4, 1, 48, 32, 1 },
+		{ 1, 100, 2, 2, 40, 24, 0 }, { 1, 70, 3, 1, 5, 3, 0 },
+	};
+	for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+		attention_graph(cs[i].B, cs[i].S, cs[i].H, cs[i].Hkv, cs[i].Dk, cs[i].Dv,
+				cs[i].causal);
+		char label[96];
+		snprintf(label, sizeof label, "attention S=%lld H=%lld/%lld D=%lld/%lld%s",
+			 (long long)cs[i].S, (long long)cs[i].H, (long long)cs[i].Hkv,
+			 (long long)cs[i].Dk, (long long)cs[i].Dv, cs[i].causal ? "" : " full");
+		run(label);
+	}
+}
+
+/* The same inputs give the same bits: twice in a row, and on one thread as on many
+ * (every sum of the attention kernels runs in an order fixed by the shapes alone). */
+static void attention_determinism(void)
+{
+	attention_graph(2, 150, 4, 2, 32, 16, 1);
+	REQUIRE(!ir_verify(G, stderr));
+	float *res[3][5] = { { 0 } };
+	void *bufs[8] = { 0 };
+	int nb = 0;
+	srand(777);
+	for (int i = 0; i < G->n_ops; i++)
+		if (G->ops[i]->kind == IR_OP_INPUT) {
+			const struct ir_value *v = G->ops[i]->out[0];
+			bufs[nb] = calloc((size_t)ir_shape_numel(&v->shape) + 1, 8);
+			fill(v, bufs[nb++]);
+		}
+	const char *threads = getenv("SLUICE_THREADS");
+	char *saved = threads ? strdup(threads) : NULL;
+	for (int run_i = 0; run_i < 3; run_i++) {
+		if (run_i == 2)
+			setenv("SLUICE_THREADS", "1", 1);
+		struct cg_exec *e = cg_backend_llvm.compile(G, stderr);
+		REQUIRE(e);
+		for (int i = 0, k = 0; i < G->n_ops; i++)
+			if (G->ops[i]->kind == IR_OP_INPUT)
+				cg_backend_llvm.bind(e, G->ops[i]->out[0]->id, bufs[k++]);
+		CHECK(cg_backend_llvm.run(e) == 0);
+		for (int o = 0; o < G->n_outputs; o++) {
+			size_t n = (size_t)ir_shape_numel(&G->outputs[o]->shape);
+			res[run_i][o] = malloc(n * sizeof(float));
+			memcpy(res[run_i][o], cg_backend_llvm.tensor(e, G->outputs[o]->id),
+			       n * sizeof(float));
+			if (run_i)
+				CHECKF(!memcmp(res[0][o], res[run_i][o], n * sizeof(float)),
+				       "attention: output %s differs between runs (%s)",
+				       G->output_names[o], run_i == 1 ? "twice" : "one thread");
+		}
+		cg_backend_llvm.free(e);
+	}
+	if (saved)
+		setenv("SLUICE_THREADS", saved, 1);
+	else
+		unsetenv("SLUICE_THREADS");
+	free(saved);
+	for (int r = 0; r < 3; r++)
+		for (int o = 0; o < G->n_outputs; o++)
+			free(res[r][o]);
+	for (int i = 0; i < nb; i++)
+		free(bufs[i]);
+	ir_graph_free(G);
+	n_cases++;
+}
+
 static void attention_ops(void)
 {
 	for (int causal = 0; causal < 2; causal++) {
@@ -703,6 +805,8 @@ int main(void)
 	shape_ops();
 	matmuls();
 	attention_ops();
+	attention_op();
+	attention_determinism();
 	embedding_and_loss();
 	routing_ops();
 	ep_ops();

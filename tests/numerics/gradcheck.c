@@ -1,6 +1,7 @@
 /* gradcheck.c - finite-difference checks (float64, reference executor) of the gradient
  * autodiff builds for every differentiable primitive op, alone (with broadcasting
- * cases) and in the chains models use: rmsnorm, causal attention with rope, MoE
+ * cases) and in the chains models use: rmsnorm, causal attention with rope (and the
+ * ATTENTION op alone: MHA, GQA, Dqk != Dv, not causal), MoE
  * routing (sigmoid, top-k on score + bias, normalised gates, dispatch, grouped
  * matmuls, combine), cross entropy with ignored targets.  The bound and its reason
  * are in numerics.h.  Also: what gets no gradient, and the B/W split. */
@@ -396,6 +397,42 @@ static void build_attention(struct ir_graph *g)
 	ir_graph_add_output(g, "loss", t_weighted_sum(g, y));
 }
 
+/* The ATTENTION op alone: q, k and v are parameters; cases MHA, GQA (two query heads per
+ * kv head), Dqk != Dv (as MLA's 192 and 128) with one kv head, and not causal. */
+static const struct { int64_t B, S, H, Hkv, Dk, Dv; int causal; } att_cases[] = {
+	{ 2, 5, 2, 2, 3, 3, 1 },
+	{ 1, 6, 4, 2, 4, 2, 1 },
+	{ 2, 4, 2, 1, 6, 4, 1 },
+	{ 1, 4, 2, 1, 3, 2, 0 },
+};
+
+static void build_attention_op(struct ir_graph *g)
+{
+	int64_t B = att_cases[cur_case].B, S = att_cases[cur_case].S, H = att_cases[cur_case].H;
+	int64_t Hkv = att_cases[cur_case].Hkv, Dk = att_cases[cur_case].Dk;
+	int64_t Dv = att_cases[cur_case].Dv;
+	struct ir_value *in[3] = { t_param(g, "q", SH(B, S, H, Dk)), t_param(g, "k", SH(B, S, Hkv, Dk)),
+				   t_param(g, "v", SH(B, S, Hkv, Dv)) };
+	struct ir_op *op = ir_op_new(g, IR_OP_ATTENTION, 3, in, 2);
+	op->out[0]->dtype = F;
+	op->out[0]->shape = SH(B, S, H, Dv);
+	op->out[1]->dtype = F;
+	op->out[1]->shape = SH(B, H, S);
+	ir_op_set_int(g, op, "causal", att_cases[cur_case].causal);
+	ir_op_set_float(g, op, "scale", 0.8);
+	ir_graph_add_output(g, "loss", t_weighted_sum(g, op->out[0]));
+}
+
+static void test_attention_op(void)
+{
+	for (cur_case = 0; cur_case < (int)(sizeof att_cases / sizeof att_cases[0]); cur_case++) {
+		struct tdata d = { 0 };
+		gradcheck((const char *[]){ "attention MHA causal", "attention GQA causal",
+					    "attention Dqk != Dv causal", "attention not causal" }[cur_case],
+			  build_attention_op, &d, 100);
+	}
+}
+
 /* log-sum-exp written with reduce_max, as a stable softmax would be */
 static void build_lse(struct ir_graph *g)
 {
@@ -698,6 +735,7 @@ int main(void)
 	test_rows_softmax_ce();
 	test_routing();
 	test_chains();
+	test_attention_op();
 	test_no_gradient();
 	test_phases();
 	test_mixed_precision();
