@@ -224,8 +224,9 @@ int cmd_dot(int argc, char **argv)
 	if (status < 0 && ranks_s) {
 		char *end;
 		long v = strtol(ranks_s, &end, 10);
-		if (!*ranks_s || *end || v < 1 || v > 4096 || !stages) {
-			fprintf(stderr, "sluice dot: --ranks takes 1 to 4096 and goes with --stages\n");
+		if (!*ranks_s || *end || v < 1 || v > CMD_VERIFY_RANKS || !stages) {
+			fprintf(stderr, "sluice dot: --ranks takes 1 to %d (a picture of more is "
+				"no help) and goes with --stages\n", CMD_VERIFY_RANKS);
 			status = EXIT_USAGE;
 		}
 		ranks = (int)v;
@@ -247,7 +248,7 @@ int cmd_dot(int argc, char **argv)
 			job.opt.title = title;
 			if (stages) {
 				snprintf(title, sizeof title, "model %s: pipeline stages", g->model);
-				status = cmd_programs(file, g, ranks, &job.progs, &job.n_progs);
+				status = cmd_programs(file, g, ranks, -1, &job.progs, &job.n_progs);
 			}
 			if (status == EXIT_OK)
 				status = draw(&job, outp);

@@ -35,10 +35,12 @@ int cmd_ir_take_option(int argc, char **argv, int *i, const char *cmd,
 struct rt_program;
 /* Every rank's compiled program (no code: for printing and pictures) for the layout
  * of g's settings on `ranks` ranks (0: pp x ep), checked together; g after the
- * passes.  An exit status; on success *out holds n_out programs (free each, then
- * the array). */
-int cmd_programs(const char *file, struct ir_graph *g, int ranks, struct rt_program ***out,
-		 int *n_out);
+ * passes.  Past CMD_VERIFY_RANKS ranks and with only >= 0, rank `only`'s program
+ * alone (the others NULL).  An exit status; on success *out holds n_out programs
+ * (free each, then the array). */
+#define CMD_VERIFY_RANKS 64
+int cmd_programs(const char *file, struct ir_graph *g, int ranks, int only,
+		 struct rt_program ***out, int *n_out);
 /* 0 when `after` names a pass (or is NULL); else prints the names, returns EXIT_USAGE. */
 int cmd_ir_check_pass(const char *cmd, const char *after);
 /* Write PATH through write() to a temporary file, fsync, rename; returns an exit status. */
