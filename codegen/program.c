@@ -208,7 +208,16 @@ static int64_t chunk_arena(const void *code)
 	return c->be->arena_bytes && c->ex ? c->be->arena_bytes(c->ex) : 0;
 }
 
-static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, chunk_arena };
+/* an output's storage, when the backend fixed it at compile time (the LLVM backend
+ * does; the reference allocates on run, and says NULL then) */
+static void *chunk_output(void *code, int i)
+{
+	struct chunk_code *c = code;
+	return c->be == &cg_backend_ref ? NULL : c->be->tensor(c->ex, c->out_ids[i]);
+}
+
+static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, chunk_arena,
+						 chunk_output };
 
 /* ---- the builder ------------------------------------------------------------- */
 

@@ -96,7 +96,8 @@ static void keep_output(struct rt_exec *x, int b, int mb, const void *src)
 		return;
 	}
 	if (x->fresh[b]) {
-		memcpy(dst, src, (size_t)buf->bytes);
+		if (dst != src) /* not when the buffer lives in the chunk's output */
+			memcpy(dst, src, (size_t)buf->bytes);
 		x->fresh[b] = 0;
 		return;
 	}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "rt.h"
 
 size_t rt_dtype_size(enum rt_dtype t)
@@ -122,11 +123,41 @@ int rt_program_add_group(struct rt_program *p, const char *name, int color, int 
 	return p->n_groups++;
 }
 
-int rt_program_alloc(struct rt_program *p, char *err, size_t errlen)
+/* The fixed place of buffer b when one chunk action writes it once a step; else NULL. */
+static void *in_place(const struct rt_program *p, int b)
+{
+	const struct rt_buffer *buf = &p->bufs[b];
+	if ((buf->role != RT_BUF_GRAD && buf->role != RT_BUF_OUTPUT) || buf->slots != 1 ||
+	    p->microbatches != 1)
+		return NULL;
+	void *where = NULL;
+	int writes = 0;
+	for (int a = 0; a < p->n_actions; a++) {
+		if (p->actions[a].kind != RT_ACT_CHUNK)
+			continue;
+		const struct rt_chunk *c = &p->chunks[p->actions[a].index];
+		for (int k = 0; k < c->n_out; k++) {
+			if (c->out[k] != b)
+				continue;
+			writes++;
+			where = c->impl && c->impl->output ? c->impl->output(c->code, k) : NULL;
+		}
+	}
+	return writes == 1 ? where : NULL;
+}
+
+int rt_program_alloc(struct rt_program *p, struct rt_pool *pool, char *err, size_t errlen)
 {
 	int64_t off = 0;
+	p->aliased_bytes = 0;
 	for (int i = 0; i < p->n_bufs; i++) {
 		struct rt_buffer *b = &p->bufs[i];
+		b->data = in_place(p, i);
+		if (b->data) {
+			b->offset = -1;
+			p->aliased_bytes += b->bytes;
+			continue;
+		}
 		b->offset = off;
 		off += ((b->bytes * b->slots) + 63) / 64 * 64;
 	}
@@ -134,16 +165,16 @@ int rt_program_alloc(struct rt_program *p, char *err, size_t errlen)
 	free(p->arena);
 	p->arena = NULL;
 	if (off) {
-		p->arena = aligned_alloc(64, (size_t)off);
+		p->arena = rt_pool_alloc_zeroed(pool, (size_t)off);
 		if (!p->arena) {
 			snprintf(err, errlen, "cannot allocate the program's arena of %.1f MiB",
 				 (double)off / 1048576.0);
 			return -1;
 		}
-		memset(p->arena, 0, (size_t)off);
 	}
 	for (int i = 0; i < p->n_bufs; i++)
-		p->bufs[i].data = (char *)p->arena + p->bufs[i].offset;
+		if (p->bufs[i].offset >= 0)
+			p->bufs[i].data = (char *)p->arena + p->bufs[i].offset;
 	return 0;
 }
 

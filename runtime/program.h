@@ -72,6 +72,9 @@ struct rt_chunk_impl {
 	void (*free)(void *code);
 	/* Bytes of the code's own working memory (its arena), for reports. */
 	int64_t (*arena_bytes)(const void *code);
+	/* Where output i lands on every run, when that is fixed once the code is built
+	 * (else NULL): a buffer written only there, once a step, can live in place. */
+	void *(*output)(void *code, int i);
 };
 
 enum rt_chunk_kind { RT_CHUNK_FWD, RT_CHUNK_BWD, RT_CHUNK_FWD_BWD };
@@ -170,8 +173,9 @@ struct rt_program {
 	int tokens, targets;        /* INPUT buffers, -1 when this stage reads none */
 	int loss, lm_loss;          /* OUTPUT buffers (micro-batch means, summed), -1: not here */
 	int loss_group;             /* the group the losses are summed over to reach every rank */
-	int64_t arena_bytes;        /* set by rt_program_layout */
+	int64_t arena_bytes;        /* set by rt_program_alloc */
 	void *arena;
+	int64_t aliased_bytes;      /* buffers living in the chunks' own outputs */
 	char *strings;              /* owns names (see rt_program_strdup) */
 };
 
@@ -186,8 +190,12 @@ int rt_program_add_param(struct rt_program *p, const struct rt_param *prm);
 int rt_program_add_group(struct rt_program *p, const char *name, int color, int key);
 
 /* Place every buffer in one arena (all slots; parameters and gradients too) and
- * allocate it: 0, or -1 with a message when it cannot be allocated. */
-int rt_program_alloc(struct rt_program *p, char *err, size_t errlen);
+ * allocate it, its pages faulted in on pool's threads (NULL: this thread).  A GRAD or
+ * OUTPUT buffer that one chunk writes once a step (one micro-batch) lives where that
+ * chunk's code puts the output (rt_chunk_impl.output), so nothing is copied.  0, or
+ * -1 with a message when it cannot be allocated. */
+struct rt_pool;
+int rt_program_alloc(struct rt_program *p, struct rt_pool *pool, char *err, size_t errlen);
 static inline void *rt_buf_slot(const struct rt_program *p, int buf, int mb)
 {
 	const struct rt_buffer *b = &p->bufs[buf];

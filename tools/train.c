@@ -27,6 +27,7 @@
 #include "runtime/comm.h"
 #include "runtime/data.h"
 #include "runtime/engine.h"
+#include "runtime/pool.h"
 #include "runtime/rt.h"
 
 /* A train setting by any of its names (the train section or --set), else dflt. */
@@ -397,7 +398,10 @@ int train_run(const struct train_opts *o)
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;
-	if (rt_program_alloc(prog, err, sizeof err)) {
+	struct rt_pool *pool = rt_pool_new(0);
+	int bad_alloc = rt_program_alloc(prog, pool, err, sizeof err);
+	rt_pool_free(pool);
+	if (bad_alloc) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
