@@ -10,6 +10,7 @@
 #include <llvm-c/Core.h>
 
 #include "codegen/kir.h"
+#include "codegen/plan.h"
 #include "ir/ir.h"
 
 /* A compiled kernel: fn(bufs, lo, hi) runs points lo..hi-1 of the parallel space. */
@@ -71,48 +72,5 @@ struct cg_attn {
  * on the number of threads. */
 void cg_attention_fwd(struct rt_pool *pool, const struct cg_attn *a);
 void cg_attention_bwd(struct rt_pool *pool, const struct cg_attn *a);
-
-/* --- lower.c: a graph to kernels and library calls ---------------------------------- */
-/* Buffers are numbered: ids below the graph's n_values are its values, ids above are
- * scratch buffers that some ops need (e.g. the inverse permutation of MOE_COMBINE). */
-enum cg_step_kind {
-	CG_STEP_KERNEL, CG_STEP_MATMUL, CG_STEP_GROUPED, CG_STEP_WGRAD, CG_STEP_ATTENTION,
-	CG_STEP_ATTENTION_BWD
-};
-
-struct cg_step {
-	enum cg_step_kind kind;
-	const struct ir_op *op;   /* the op the step belongs to */
-	int kernel;               /* CG_STEP_KERNEL: index in plan->ks */
-	int64_t extent, grain;    /* parallel points, points per chunk */
-	int n_bufs;
-	int *bufs;                /* buffer ids; for a kernel, in the kernel's order; for
-				   * a library step the op's inputs, then its outputs, then
-				   * its scratch buffers */
-	unsigned char *writes;    /* per buffer: the step writes it */
-};
-
-struct cg_plan {
-	const struct ir_graph *g;
-	int n_values;
-	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
-	int *alias;               /* per value: the value whose buffer it uses (itself
-				   * unless a RESHAPE/STOP_GRAD shares its input's) */
-	int *view_of;             /* per value: for a TRANSPOSE that MATMULs read in place,
-				   * its input; else -1 */
-	unsigned char *is_output;
-	int *rope_table;          /* per ROPE value: the buffer of its cos/sin table */
-	int n_bufs, cap_bufs;     /* values + scratch */
-	enum kir_type *buf_type;  /* storage type per buffer */
-	int64_t *buf_numel;
-	struct kir_kernel **ks;
-	int n_ks, cap_ks;
-	struct cg_step *steps;
-	int n_steps, cap_steps;
-};
-
-/* 0, or non-zero with a message on err (an op the backend cannot run). */
-int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefix, FILE *err);
-void cg_plan_free(struct cg_plan *p);
 
 #endif

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llvm_impl.h"
+#include "plan.h"
 #include "runtime/rt.h"
 
 typedef struct kir_expr kx;
