@@ -2,6 +2,7 @@
  * go: a kernel that is built is well typed, so renderers need not check again. */
 #include "kir.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@ void kir_kernel_free(struct kir_kernel *k)
 		return;
 	free(k->bufs);
 	free(k->vars);
+	free(k->shared);
 	ir_arena_free(k->arena);
 }
 
@@ -62,7 +64,28 @@ static int new_var(struct kir_kernel *k, const char *name, enum kir_type t, int 
 
 int kir_local(struct kir_kernel *k, const char *name, enum kir_type t)
 {
+	RT_ASSERT(t == kir_value_type(t));
 	return new_var(k, name, t, 0);
+}
+
+void kir_kernel_block(struct kir_kernel *k, int threads)
+{
+	RT_ASSERT(threads >= 0 && threads % 32 == 0 && threads <= 1024);
+	k->launch.map = KIR_MAP_BLOCK;
+	k->launch.threads = threads;
+}
+
+int kir_shared(struct kir_kernel *k, const char *name, enum kir_type t, int64_t count)
+{
+	RT_ASSERT(t != KIR_BOOL && count > 0);
+	k->shared = grow(k->shared, &k->cap_shared, k->n_shared + 1, sizeof *k->shared);
+	k->shared[k->n_shared] = (struct kir_shared){ ir_strdup(k->arena, name), t, count };
+	return k->n_shared++;
+}
+
+enum kir_type kir_value_type(enum kir_type t)
+{
+	return t == KIR_BF16 || t == KIR_F16 ? KIR_F32 : t;
 }
 
 int kir_index(struct kir_kernel *k, const char *name)
@@ -77,8 +100,8 @@ int kir_type_is_float(enum kir_type t)
 
 const char *kir_type_name(enum kir_type t)
 {
-	static const char *const n[] = { "f32", "f64", "i32", "i64", "bool" };
-	return (unsigned)t < 5 ? n[t] : "?";
+	static const char *const n[] = { "f32", "f64", "i32", "i64", "bool", "bf16", "f16" };
+	return (unsigned)t < 7 ? n[t] : "?";
 }
 
 static struct kir_expr *node(struct kir_kernel *k, enum kir_op op, enum kir_type t)
@@ -120,8 +143,17 @@ struct kir_expr *kir_var(struct kir_kernel *k, int var)
 struct kir_expr *kir_load(struct kir_kernel *k, int buf, struct kir_expr *idx)
 {
 	RT_ASSERT(buf >= 0 && buf < k->n_bufs && idx->type == KIR_I64);
-	struct kir_expr *e = node(k, KIR_LOAD, k->bufs[buf].type);
+	struct kir_expr *e = node(k, KIR_LOAD, kir_value_type(k->bufs[buf].type));
 	e->buf = buf;
+	e->a = idx;
+	return e;
+}
+
+struct kir_expr *kir_load_shared(struct kir_kernel *k, int sh, struct kir_expr *idx)
+{
+	RT_ASSERT(sh >= 0 && sh < k->n_shared && idx->type == KIR_I64);
+	struct kir_expr *e = node(k, KIR_SLOAD, kir_value_type(k->shared[sh].type));
+	e->buf = sh;
 	e->a = idx;
 	return e;
 }
@@ -162,6 +194,7 @@ struct kir_expr *kir_bin(struct kir_kernel *k, enum kir_op op, struct kir_expr *
 
 struct kir_expr *kir_cvt(struct kir_kernel *k, enum kir_type t, struct kir_expr *a)
 {
+	RT_ASSERT(t == kir_value_type(t));
 	if (a->type == t)
 		return a;
 	struct kir_expr *e = node(k, KIR_CVT, t);
@@ -194,6 +227,15 @@ struct kir_expr *kir_reduce(struct kir_kernel *k, enum kir_red red, int var,
 	return e;
 }
 
+struct kir_expr *kir_reduce_spread(struct kir_kernel *k, enum kir_red red, int var,
+				   struct kir_expr *lo, struct kir_expr *hi, struct kir_expr *body)
+{
+	RT_ASSERT(k->launch.map == KIR_MAP_BLOCK);
+	struct kir_expr *e = kir_reduce(k, red, var, lo, hi, body);
+	e->spread = 1;
+	return e;
+}
+
 static struct kir_stmt *append(struct kir_kernel *k, struct kir_block *b,
 			       enum kir_stmt_kind kind)
 {
@@ -218,11 +260,22 @@ struct kir_block *kir_loop(struct kir_kernel *k, struct kir_block *b, int var,
 	return &s->body;
 }
 
+struct kir_block *kir_loop_spread(struct kir_kernel *k, struct kir_block *b, int var,
+				  struct kir_expr *lo, struct kir_expr *hi)
+{
+	RT_ASSERT(k->launch.map == KIR_MAP_BLOCK);
+	struct kir_block *body = kir_loop(k, b, var, lo, hi);
+	/* the statement holding body */
+	struct kir_stmt *s = (struct kir_stmt *)((char *)body - offsetof(struct kir_stmt, body));
+	s->spread = 1;
+	return body;
+}
+
 static void store(struct kir_kernel *k, struct kir_block *b, enum kir_stmt_kind kind,
 		  int buf, struct kir_expr *idx, struct kir_expr *val)
 {
 	RT_ASSERT(buf >= 0 && buf < k->n_bufs && idx->type == KIR_I64);
-	if (val->type != k->bufs[buf].type)
+	if (val->type != kir_value_type(k->bufs[buf].type))
 		RT_BUG("kir: store of %s into %s buffer %s", kir_type_name(val->type),
 		       kir_type_name(k->bufs[buf].type), k->bufs[buf].name);
 	struct kir_stmt *s = append(k, b, kind);
@@ -242,6 +295,24 @@ void kir_store_add(struct kir_kernel *k, struct kir_block *b, int buf,
 		   struct kir_expr *idx, struct kir_expr *val)
 {
 	store(k, b, KIR_S_STORE_ADD, buf, idx, val);
+}
+
+void kir_store_shared(struct kir_kernel *k, struct kir_block *b, int sh,
+		      struct kir_expr *idx, struct kir_expr *val)
+{
+	RT_ASSERT(sh >= 0 && sh < k->n_shared && idx->type == KIR_I64);
+	if (val->type != kir_value_type(k->shared[sh].type))
+		RT_BUG("kir: store of %s into %s shared array %s", kir_type_name(val->type),
+		       kir_type_name(k->shared[sh].type), k->shared[sh].name);
+	struct kir_stmt *s = append(k, b, KIR_S_SSTORE);
+	s->buf = sh;
+	s->idx = idx;
+	s->val = val;
+}
+
+void kir_barrier(struct kir_kernel *k, struct kir_block *b)
+{
+	append(k, b, KIR_S_BARRIER);
 }
 
 void kir_set(struct kir_kernel *k, struct kir_block *b, int var, struct kir_expr *val)
@@ -268,7 +339,7 @@ struct kir_block *kir_if(struct kir_kernel *k, struct kir_block *b, struct kir_e
 static const char *op_name(enum kir_op op)
 {
 	static const char *const n[] = {
-		"const", "var", "load", "neg", "exp", "log", "sqrt", "tanh", "sin", "cos",
+		"const", "var", "load", "sload", "neg", "exp", "log", "sqrt", "tanh", "sin", "cos",
 		"abs", "round_bf16", "round_f16", "cvt", "not", "+", "-", "*", "/", "%", "max", "min", "pow",
 		"<", "<=", "==", "!=", "&&", "||", "select", "reduce",
 	};
@@ -288,7 +359,8 @@ static void print_expr(const struct kir_kernel *k, const struct kir_expr *e, FIL
 		fprintf(out, "%s", k->vars[e->var].name);
 		return;
 	case KIR_LOAD:
-		fprintf(out, "%s[", k->bufs[e->buf].name);
+	case KIR_SLOAD:
+		fprintf(out, "%s[", e->op == KIR_LOAD ? k->bufs[e->buf].name : k->shared[e->buf].name);
 		print_expr(k, e->a, out);
 		fputc(']', out);
 		return;
@@ -312,7 +384,7 @@ static void print_expr(const struct kir_kernel *k, const struct kir_expr *e, FIL
 		print_expr(k, e->a, out);
 		fputs("..", out);
 		print_expr(k, e->b, out);
-		fputs(": ", out);
+		fputs(e->spread ? " spread: " : ": ", out);
 		print_expr(k, e->c, out);
 		fputc(')', out);
 		return;
@@ -351,9 +423,19 @@ static void print_block(const struct kir_kernel *k, const struct kir_block *b, i
 			print_expr(k, s->lo, out);
 			fputs("..", out);
 			print_expr(k, s->hi, out);
-			fputs(" {\n", out);
+			fputs(s->spread ? " spread {\n" : " {\n", out);
 			print_block(k, &s->body, depth + 1, out);
 			fprintf(out, "%*s}\n", 2 * depth, "");
+			break;
+		case KIR_S_SSTORE:
+			fprintf(out, "%s[", k->shared[s->buf].name);
+			print_expr(k, s->idx, out);
+			fputs("] = ", out);
+			print_expr(k, s->val, out);
+			fputc('\n', out);
+			break;
+		case KIR_S_BARRIER:
+			fputs("barrier\n", out);
 			break;
 		case KIR_S_STORE:
 		case KIR_S_STORE_ADD:
@@ -397,7 +479,15 @@ void kir_print(const struct kir_kernel *k, FILE *out)
 		if (!k->vars[i].is_index)
 			fprintf(out, "  var %s: %s\n", k->vars[i].name,
 				kir_type_name(k->vars[i].type));
-	fprintf(out, "  parallel p in 0..%lld {\n", (long long)k->extent);
+	for (int i = 0; i < k->n_shared; i++)
+		fprintf(out, "  shared %s: %s[%lld]\n", k->shared[i].name,
+			kir_type_name(k->shared[i].type), (long long)k->shared[i].count);
+	fprintf(out, "  parallel p in 0..%lld", (long long)k->extent);
+	if (k->launch.map == KIR_MAP_BLOCK)
+		fprintf(out, " block %d", k->launch.threads);
+	else if (k->launch.threads)
+		fprintf(out, " threads %d", k->launch.threads);
+	fputs(" {\n", out);
 	print_block(k, &k->body, 2, out);
 	fputs("  }\n", out);
 }

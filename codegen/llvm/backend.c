@@ -40,12 +40,13 @@ struct cg_exec {
 
 static size_t type_size(enum kir_type t)
 {
-	return t == KIR_I64 || t == KIR_F64 ? 8 : 4;
+	return t == KIR_I64 || t == KIR_F64 ? 8 : t == KIR_BF16 || t == KIR_F16 ? 2 : 4;
 }
 
 static enum ir_dtype shadow_dtype(enum kir_type t)
 {
-	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : IR_F32;
+	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : t == KIR_BF16 ? IR_BF16
+	       : t == KIR_F16 ? IR_F16 : IR_F32;
 }
 
 /* The layout of the plan's buffers in one arena: off[b] is buffer b's offset, -1 for

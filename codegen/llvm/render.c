@@ -11,7 +11,11 @@
  * polynomial, about 1 ulp) rather than calling expf, so that loops containing it
  * vectorise; arguments are clamped to [-87, 88], so results below e^-87 (denormals and
  * zero) come out as e^-87 ~ 1.6e-38.  Other transcendental functions call the C
- * library through LLVM's intrinsics or by name. */
+ * library through LLVM's intrinsics or by name.
+ *
+ * A block kernel (kir.h) runs as one thread per point: spread loops and reductions are
+ * plain ones, barriers nothing, shared arrays arrays on the stack.  bf16 buffers are
+ * arrays of i16 (the upper half of an f32), f16 ones arrays of half. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +33,7 @@ struct rd {
 	const struct kir_kernel *k;
 	LLVMValueRef *bufs;   /* typed pointers */
 	LLVMValueRef *slots;  /* one alloca per variable */
+	LLVMValueRef *shared; /* one alloca per shared array */
 	unsigned md_loop;
 };
 
@@ -40,6 +45,8 @@ static LLVMTypeRef ty(struct rd *r, enum kir_type t)
 	case KIR_I32: return LLVMInt32TypeInContext(r->c);
 	case KIR_I64: return LLVMInt64TypeInContext(r->c);
 	case KIR_BOOL: return LLVMInt1TypeInContext(r->c);
+	case KIR_BF16: return LLVMInt16TypeInContext(r->c);
+	case KIR_F16: return LLVMHalfTypeInContext(r->c);
 	}
 	RT_BUG("kir: bad type %d", (int)t);
 }
@@ -113,6 +120,47 @@ static LLVMValueRef exp_f32(struct rd *r, LLVMValueRef x)
 }
 
 static LLVMValueRef expr(struct rd *r, const struct kir_expr *e);
+
+/* f32 rounded to the nearest bf16 (ties to even), as the bits of an f32; NaNs pass */
+static LLVMValueRef round_bf16_bits(struct rd *r, LLVMValueRef a)
+{
+	LLVMBuilderRef b = r->b;
+	LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c);
+	LLVMValueRef bits = LLVMBuildBitCast(b, a, i32, "");
+	LLVMValueRef odd = LLVMBuildAnd(b, LLVMBuildLShr(b, bits, LLVMConstInt(i32, 16, 0), ""),
+					LLVMConstInt(i32, 1, 0), "");
+	LLVMValueRef rnd = LLVMBuildAdd(b, bits, LLVMBuildAdd(b, odd, LLVMConstInt(i32, 0x7fff, 0), ""), "");
+	rnd = LLVMBuildAnd(b, rnd, LLVMConstInt(i32, 0xffff0000u, 0), "");
+	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, a, a, ""), bits, rnd, "");
+}
+
+/* An element of storage type t at p, as a value (bf16 and f16 widen to f32). */
+static LLVMValueRef load_elem(struct rd *r, enum kir_type t, LLVMValueRef p)
+{
+	LLVMBuilderRef b = r->b;
+	LLVMValueRef v = LLVMBuildLoad2(b, ty(r, t), p, "");
+	LLVMTypeRef f32 = LLVMFloatTypeInContext(r->c), i32 = LLVMInt32TypeInContext(r->c);
+	if (t == KIR_BF16) {
+		v = LLVMBuildShl(b, LLVMBuildZExt(b, v, i32, ""), LLVMConstInt(i32, 16, 0), "");
+		return LLVMBuildBitCast(b, v, f32, "");
+	}
+	if (t == KIR_F16)
+		return LLVMBuildFPExt(b, v, f32, "");
+	return v;
+}
+
+static void store_elem(struct rd *r, enum kir_type t, LLVMValueRef p, LLVMValueRef v)
+{
+	LLVMBuilderRef b = r->b;
+	if (t == KIR_BF16) {
+		LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c);
+		v = LLVMBuildLShr(b, round_bf16_bits(r, v), LLVMConstInt(i32, 16, 0), "");
+		v = LLVMBuildTrunc(b, v, ty(r, t), "");
+	} else if (t == KIR_F16) {
+		v = LLVMBuildFPTrunc(b, v, ty(r, t), "");
+	}
+	LLVMBuildStore(b, v, p);
+}
 
 /* llvm.loop metadata with llvm.loop.vectorize.enable = true on the back edge br. */
 static void mark_vectorize(struct rd *r, LLVMValueRef br)
@@ -220,10 +268,14 @@ static LLVMValueRef expr(struct rd *r, const struct kir_expr *e)
 			  : LLVMConstInt(ty(r, e->type), (unsigned long long)e->i, 1);
 	case KIR_VAR:
 		return LLVMBuildLoad2(b, ty(r, e->type), r->slots[e->var], "");
-	case KIR_LOAD: {
+	case KIR_LOAD:
+	case KIR_SLOAD: {
+		int sh = e->op == KIR_SLOAD;
+		enum kir_type t = sh ? r->k->shared[e->buf].type : r->k->bufs[e->buf].type;
 		LLVMValueRef idx = expr(r, e->a);
-		LLVMValueRef p = LLVMBuildGEP2(b, ty(r, e->type), r->bufs[e->buf], &idx, 1, "");
-		return LLVMBuildLoad2(b, ty(r, e->type), p, "");
+		LLVMValueRef p = LLVMBuildGEP2(b, ty(r, t), sh ? r->shared[e->buf] : r->bufs[e->buf],
+					       &idx, 1, "");
+		return load_elem(r, t, p);
 	}
 	case KIR_CVT:
 		return convert(r, expr(r, e->a), e->a->type, e->type);
@@ -253,17 +305,9 @@ static LLVMValueRef expr(struct rd *r, const struct kir_expr *e)
 				b, LLVMBuildICmp(b, LLVMIntSLT, a, LLVMConstInt(ty(r, e->type), 0, 0), ""),
 				LLVMBuildNeg(b, a, ""), a, "");
 		case KIR_NOT: return LLVMBuildNot(b, a, "");
-		case KIR_RBF16: {
+		case KIR_RBF16:
 			/* round to nearest even on the upper 16 bits; NaNs pass unchanged */
-			LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c);
-			LLVMValueRef bits = LLVMBuildBitCast(b, a, i32, "");
-			LLVMValueRef odd = LLVMBuildAnd(b, LLVMBuildLShr(b, bits, LLVMConstInt(i32, 16, 0), ""),
-							LLVMConstInt(i32, 1, 0), "");
-			LLVMValueRef rnd = LLVMBuildAdd(b, bits, LLVMBuildAdd(b, odd, LLVMConstInt(i32, 0x7fff, 0), ""), "");
-			rnd = LLVMBuildAnd(b, rnd, LLVMConstInt(i32, 0xffff0000u, 0), "");
-			LLVMValueRef v = LLVMBuildBitCast(b, rnd, LLVMTypeOf(a), "");
-			return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, a, a, ""), a, v, "");
-		}
+			return LLVMBuildBitCast(b, round_bf16_bits(r, a), LLVMTypeOf(a), "");
 		case KIR_RF16: {
 			LLVMValueRef h = LLVMBuildFPTrunc(b, a, LLVMHalfTypeInContext(r->c), "");
 			return LLVMBuildFPExt(b, h, LLVMTypeOf(a), "");
@@ -316,13 +360,22 @@ static void block(struct rd *r, const struct kir_block *bl)
 			LLVMValueRef v = expr(r, s->val);
 			LLVMValueRef p = LLVMBuildGEP2(b, ty(r, t), r->bufs[s->buf], &idx, 1, "");
 			if (s->kind == KIR_S_STORE_ADD) {
-				LLVMValueRef old = LLVMBuildLoad2(b, ty(r, t), p, "");
-				v = kir_type_is_float(t) ? LLVMBuildFAdd(b, old, v, "")
-							 : LLVMBuildAdd(b, old, v, "");
+				LLVMValueRef old = load_elem(r, t, p);
+				v = kir_type_is_float(kir_value_type(t)) ? LLVMBuildFAdd(b, old, v, "")
+									 : LLVMBuildAdd(b, old, v, "");
 			}
-			LLVMBuildStore(b, v, p);
+			store_elem(r, t, p, v);
 			break;
 		}
+		case KIR_S_SSTORE: {
+			enum kir_type t = r->k->shared[s->buf].type;
+			LLVMValueRef idx = expr(r, s->idx);
+			LLVMValueRef v = expr(r, s->val);
+			store_elem(r, t, LLVMBuildGEP2(b, ty(r, t), r->shared[s->buf], &idx, 1, ""), v);
+			break;
+		}
+		case KIR_S_BARRIER: /* one thread per block */
+			break;
 		case KIR_S_SET:
 			LLVMBuildStore(b, expr(r, s->val), r->slots[s->var]);
 			break;
@@ -390,6 +443,11 @@ static void render_one(struct rd *r, const struct kir_kernel *k, const char *cpu
 	r->slots = rt_calloc((size_t)k->n_vars + 1, sizeof *r->slots);
 	for (int v = 0; v < k->n_vars; v++)
 		r->slots[v] = LLVMBuildAlloca(r->b, ty(r, k->vars[v].type), k->vars[v].name);
+	r->shared = rt_calloc((size_t)k->n_shared + 1, sizeof *r->shared);
+	for (int i = 0; i < k->n_shared; i++)
+		r->shared[i] = LLVMBuildArrayAlloca(r->b, ty(r, k->shared[i].type),
+						    LLVMConstInt(i64, (unsigned long long)k->shared[i].count, 0),
+						    k->shared[i].name);
 	for (int i = 0; i < k->n_bufs; i++)
 		r->bufs[i] = LLVMGetParam(body, (unsigned)i);
 	struct loop l = loop_begin(r, 0, LLVMGetParam(body, (unsigned)k->n_bufs),
@@ -421,6 +479,7 @@ static void render_one(struct rd *r, const struct kir_kernel *k, const char *cpu
 	free(bp);
 	free(r->bufs);
 	free(r->slots);
+	free(r->shared);
 }
 
 void cg_render_kernels(LLVMModuleRef m, struct kir_kernel *const *ks, int n,

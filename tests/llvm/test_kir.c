@@ -1,7 +1,8 @@
 /* test_kir.c - kernel IR built by hand, JIT-compiled through LLVM and run over the
  * thread pool, against plain C loops: elementwise with exp (the inline expansion),
  * a reduction (vectorised with reassociation), locals, conditionals, integer buffers,
- * store-add; and the text form of a kernel. */
+ * store-add; and the text form of a kernel.  A block kernel (spread loop and reduction,
+ * a shared array, a barrier, a bf16 buffer) runs one thread per point on the CPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,51 @@ int main(void)
 		CHECK(c[r] == wc);
 	}
 	CHECK(h[0] == hist_neg && h[1] == R * C - hist_neg);
+	/* k3, a block kernel: stage the row in a shared array, subtract its mean from the
+	 * row reversed, store as bf16 */
+	struct kir_kernel *k3 = kir_kernel_new("t_block", R);
+	kir_kernel_block(k3, 128);
+	int qx = kir_buf(k3, "x", KIR_F32), qy = kir_buf(k3, "y", KIR_BF16);
+	int sh = kir_shared(k3, "row", KIR_F32, C);
+	int j3 = kir_index(k3, "j");
+	struct kir_expr *row3 = kir_bin(k3, KIR_MUL, kir_var(k3, 0), kir_i64(k3, C));
+	struct kir_block *sb = kir_loop_spread(k3, &k3->body, j3, kir_i64(k3, 0), kir_i64(k3, C));
+	kir_store_shared(k3, sb, sh, kir_var(k3, j3), kir_load(k3, qx, kir_bin(k3, KIR_ADD, row3, kir_var(k3, j3))));
+	kir_barrier(k3, &k3->body);
+	int mean = kir_local(k3, "mean", KIR_F32);
+	kir_set(k3, &k3->body, mean,
+		kir_bin(k3, KIR_DIV, kir_reduce_spread(k3, KIR_RED_SUM, j3, kir_i64(k3, 0), kir_i64(k3, C),
+						       kir_load_shared(k3, sh, kir_var(k3, j3))),
+			kir_f32(k3, C)));
+	sb = kir_loop_spread(k3, &k3->body, j3, kir_i64(k3, 0), kir_i64(k3, C));
+	struct kir_expr *rev = kir_load_shared(k3, sh, kir_bin(k3, KIR_SUB, kir_i64(k3, C - 1), kir_var(k3, j3)));
+	kir_store(k3, sb, qy, kir_bin(k3, KIR_ADD, row3, kir_var(k3, j3)),
+		  kir_bin(k3, KIR_SUB, rev, kir_var(k3, mean)));
+	cg_kernel_fn fn3;
+	REQUIRE(cg_jit_compile(jit, &k3, 1, &fn3, NULL, stderr) == 0);
+	uint16_t *yb = malloc(sizeof(uint16_t) * R * C);
+	void *a3[] = { x, yb };
+	struct call c3 = { fn3, a3 };
+	rt_pool_run(pool, R, 1, trampoline, &c3);
+	int bad = 0;
+	for (int r = 0; r < R; r++) {
+		float ms = 0;
+		for (int q = 0; q < C; q++)
+			ms += x[r * C + q];
+		for (int q = 0; q < C; q++) {
+			float want = x[r * C + C - 1 - q] - ms / C;
+			uint32_t bits;
+			memcpy(&bits, &want, 4);
+			bits = (bits + 0x7fff + ((bits >> 16) & 1)) >> 16; /* to nearest even */
+			uint32_t got = yb[r * C + q];
+			/* the sum's order is the renderer's: allow one bf16 ulp */
+			bad += got != bits && got + 1 != bits && got != bits + 1;
+		}
+	}
+	CHECKF(bad == 0, "block kernel: %d bf16 results off by more than one ulp", bad);
+	free(yb);
+	kir_kernel_free(k3);
+
 	printf("kernel IR: inline exp max rel err %.3g, host CPU %s\n", maxrel, cg_jit_cpu(jit));
 
 	free(x);
