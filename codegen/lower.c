@@ -19,11 +19,19 @@
  * Pointwise kernels run over the rows of the output (all dims but the last) in parallel
  * and over the last dim in an inner loop, so the inner loop is contiguous and vectorises.
  * The other ops (softmax, cross entropy, routing, MoE permutations) get one or two
- * kernels each, written out below; MATMUL and the grouped matmuls call gemm.c,
- * ATTENTION and its backward attention.c.
+ * kernels each, written out below; MATMUL, the grouped matmuls, ATTENTION and its
+ * backward are library steps, which each backend supplies.
  *
- * Floats of every dtype are stored as f32; values of dtype bf16 or f16 are rounded to
- * that format after each op, as the reference does, so such graphs agree with it.
+ * Targets.  On a target that asks for blocks (cg_target.block_threads, a GPU), the
+ * kernels over rows run a row per block: the loops over the row are spread over the
+ * block's threads and the reductions over it are cooperative.  That is the case for
+ * softmax, cross entropy, pointwise kernels with rows of a warp or more, and
+ * pointwise kernels whose rows are short but which reduce (the mean square of a norm);
+ * other kernels keep a point per thread.
+ *
+ * Floats of every dtype are stored as f32 unless the target keeps bf16 and f16 in 16
+ * bits; values of dtype bf16 or f16 are rounded to that format after each op (by the
+ * store, in 16-bit buffers), as the reference does, so such graphs agree with it.
  * Simplifications, on purpose: f8 dtypes are not rounded (FP8 is the GPU's); INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
  * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
@@ -56,8 +64,10 @@ static void *grow(void *ptr, int *cap, int need, size_t elem)
 	return rt_realloc(ptr, (size_t)c * elem);
 }
 
-static enum kir_type storage_type(enum ir_dtype t)
+static enum kir_type storage_type(const struct cg_target *tg, enum ir_dtype t)
 {
+	if (tg->half_storage && (t == IR_BF16 || t == IR_F16))
+		return t == IR_BF16 ? KIR_BF16 : KIR_F16;
 	return t == IR_I32 ? KIR_I32 : t == IR_I64 ? KIR_I64 : KIR_F32;
 }
 
@@ -234,14 +244,61 @@ static kx *ldv(struct kb *kb, const struct ir_value *v, kx *i)
 
 static void st(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
 {
-	if (gid < kb->p->n_values)
+	enum kir_type t = kb->p->buf_type[gid];
+	if (gid < kb->p->n_values && t == kir_value_type(t)) /* a 16-bit store rounds */
 		val = round_to(kb, val, kb->p->g->values[gid]->dtype);
-	kir_store(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kb->p->buf_type[gid], val));
+	kir_store(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kir_value_type(t), val));
 }
 
 static void st_add(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
 {
-	kir_store_add(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kb->p->buf_type[gid], val));
+	kir_store_add(kb->k, b, kb_buf(kb, gid), i,
+		      kir_cvt(kb->k, kir_value_type(kb->p->buf_type[gid]), val));
+}
+
+/* --- rows over blocks of threads (targets with block_threads) ------------------------ */
+
+/* Make kb's kernel a block kernel for rows of len elements, if the target wants
+ * blocks: up to block_threads threads, no more warps than the row fills.  1 if so. */
+static int kb_rows(struct kb *kb, int64_t len)
+{
+	int max = kb->p->target->block_threads;
+	if (max <= 0)
+		return 0;
+	int64_t t = (len + 31) / 32 * 32;
+	kir_kernel_block(kb->k, (int)(t < 32 ? 32 : t > max ? max : t));
+	return 1;
+}
+
+static struct kir_block *row_loop(struct kb *kb, struct kir_block *b, int var, kx *lo, kx *hi)
+{
+	if (kb->k->launch.map == KIR_MAP_BLOCK)
+		return kir_loop_spread(kb->k, b, var, lo, hi);
+	return kir_loop(kb->k, b, var, lo, hi);
+}
+
+static kx *row_reduce(struct kb *kb, enum kir_red red, int var, kx *lo, kx *hi, kx *body)
+{
+	if (kb->k->launch.map == KIR_MAP_BLOCK)
+		return kir_reduce_spread(kb->k, red, var, lo, hi, body);
+	return kir_reduce(kb->k, red, var, lo, hi, body);
+}
+
+/* The reductions of e that every thread of a block evaluates alike (not those inside
+ * another reduction's body), counted; with set, made cooperative.  The longest range
+ * of a constant length goes to *len. */
+static int spread_reductions(kx *e, int set, int64_t *len)
+{
+	if (!e)
+		return 0;
+	if (e->op == KIR_REDUCE) {
+		e->spread |= set;
+		if (e->a->op == KIR_CONST && e->b->op == KIR_CONST && e->b->i - e->a->i > *len)
+			*len = e->b->i - e->a->i;
+		return 1 + spread_reductions(e->a, set, len) + spread_reductions(e->b, set, len);
+	}
+	return spread_reductions(e->a, set, len) + spread_reductions(e->b, set, len) +
+	       spread_reductions(e->c, set, len);
 }
 
 /* --- pointwise ops ------------------------------------------------------------------- */
@@ -551,12 +608,19 @@ static void emit_pointwise(struct cg_plan *p, const struct ir_op *op, const char
 		lead.rank--;
 	unflat(&kb, &lead, kir_var(kb.k, 0), idx);
 	struct kir_block *b = &kb.k->body;
+	if (last >= 32)
+		kb_rows(&kb, last);
 	if (s->rank) {
 		int j = kir_index(kb.k, "j");
-		b = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, last));
+		b = row_loop(&kb, b, j, c64(&kb, 0), c64(&kb, last));
 		idx[s->rank - 1] = kir_var(kb.k, j);
 	}
 	kx *val = op_at(&kb, op, idx);
+	/* short rows that reduce a warp or more: the block reduces, once per element */
+	int64_t rlen = 0;
+	if (kb.k->launch.map != KIR_MAP_BLOCK && spread_reductions(val, 0, &rlen) && rlen >= 32 &&
+	    kb_rows(&kb, rlen))
+		spread_reductions(val, 1, &rlen);
 	st(&kb, b, v->id, flat(&kb, s, idx), kir_cvt(kb.k, compute_type(v->dtype), val));
 	kb_end(&kb, last ? (16384 + last - 1) / last : 1);
 }
@@ -607,6 +671,7 @@ static void emit_softmax(struct cg_plan *p, const struct ir_op *op, const char *
 	int causal = (int)ir_op_int(op, "causal", 0);
 	int bwd = op->kind == IR_OP_SOFTMAX_BWD;
 	struct kb kb = kb_begin(p, op, NULL, R, prefix);
+	kb_rows(&kb, V);
 	struct kir_block *b = &kb.k->body;
 	kx *row = imul(&kb, var(&kb, 0), V);
 	kx *n = c64(&kb, V);
@@ -618,19 +683,19 @@ static void emit_softmax(struct cg_plan *p, const struct ir_op *op, const char *
 	struct kir_block *lb;
 	if (!bwd) {
 		const struct ir_value *x = op->in[0];
-		int m = local(&kb, b, "m", kir_reduce(kb.k, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, nv), ldv(&kb, x, at)));
+		int m = local(&kb, b, "m", row_reduce(&kb, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, nv), ldv(&kb, x, at)));
 		kx *e = kir_un(kb.k, KIR_EXP, fbin(&kb, KIR_SUB, ldv(&kb, x, at), var(&kb, m)));
-		int sum = local(&kb, b, "s", kir_reduce(kb.k, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), e));
+		int sum = local(&kb, b, "s", row_reduce(&kb, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), e));
 		int inv = local(&kb, b, "inv", fbin(&kb, KIR_DIV, fc(&kb, 1), var(&kb, sum)));
-		lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+		lb = row_loop(&kb, b, j, c64(&kb, 0), c64(&kb, V));
 		kx *y = fbin(&kb, KIR_MUL, e, var(&kb, inv));
 		st(&kb, lb, op->out[0]->id, at,
 		   kir_select(kb.k, fbin(&kb, KIR_LT, var(&kb, j), var(&kb, nv)), y, fc(&kb, 0)));
 	} else {
 		const struct ir_value *y = op->in[0], *dy = op->in[1];
 		kx *prod = fbin(&kb, KIR_MUL, ldv(&kb, dy, at), ldv(&kb, y, at));
-		int dot = local(&kb, b, "dot", kir_reduce(kb.k, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), prod));
-		lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+		int dot = local(&kb, b, "dot", row_reduce(&kb, KIR_RED_SUM, j, c64(&kb, 0), var(&kb, nv), prod));
+		lb = row_loop(&kb, b, j, c64(&kb, 0), c64(&kb, V));
 		kx *dx = fbin(&kb, KIR_MUL, ldv(&kb, y, at), fbin(&kb, KIR_SUB, ldv(&kb, dy, at), var(&kb, dot)));
 		st(&kb, lb, op->out[0]->id, at,
 		   kir_select(kb.k, fbin(&kb, KIR_LT, var(&kb, j), var(&kb, nv)), dx, fc(&kb, 0)));
@@ -644,9 +709,9 @@ static kx *row_lse(struct kb *kb, struct kir_block *b, const struct ir_value *x,
 {
 	int j = kir_index(kb->k, "j");
 	kx *at = iadd(kb, row, var(kb, j));
-	int m = local(kb, b, "m", kir_reduce(kb->k, KIR_RED_MAX, j, c64(kb, 0), c64(kb, V), ldv(kb, x, at)));
+	int m = local(kb, b, "m", row_reduce(kb, KIR_RED_MAX, j, c64(kb, 0), c64(kb, V), ldv(kb, x, at)));
 	kx *e = kir_un(kb->k, KIR_EXP, fbin(kb, KIR_SUB, ldv(kb, x, at), var(kb, m)));
-	int s = local(kb, b, "s", kir_reduce(kb->k, KIR_RED_SUM, j, c64(kb, 0), c64(kb, V), e));
+	int s = local(kb, b, "s", row_reduce(kb, KIR_RED_SUM, j, c64(kb, 0), c64(kb, V), e));
 	return fbin(kb, KIR_ADD, var(kb, m), kir_un(kb->k, KIR_LOG, var(kb, s)));
 }
 
@@ -657,6 +722,7 @@ static void emit_cross_entropy(struct cg_plan *p, const struct ir_op *op, const 
 	int loss = scratch(p, KIR_F32, N), valid = scratch(p, KIR_F32, N);
 	/* per row: loss and whether it counts */
 	struct kb kb = kb_begin(p, op, "rows", N, prefix);
+	kb_rows(&kb, V);
 	struct kir_block *b = &kb.k->body;
 	kx *n = var(&kb, 0);
 	int tv = local(&kb, b, "t", ldv(&kb, t, n));
@@ -669,11 +735,12 @@ static void emit_cross_entropy(struct cg_plan *p, const struct ir_op *op, const 
 	kb_end(&kb, grain_rows(V));
 	/* the mean over counted rows, summed in double */
 	kb = kb_begin(p, op, "mean", 1, prefix);
+	kb_rows(&kb, N);
 	b = &kb.k->body;
 	int i = kir_index(kb.k, "i");
-	kx *tot = kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
+	kx *tot = row_reduce(&kb, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
 			     kir_cvt(kb.k, KIR_F64, ld(&kb, loss, var(&kb, i), KIR_F32)));
-	kx *cnt = kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
+	kx *cnt = row_reduce(&kb, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N),
 			     kir_cvt(kb.k, KIR_F64, ld(&kb, valid, var(&kb, i), KIR_F32)));
 	int tv2 = local(&kb, b, "tot", tot), cv = local(&kb, b, "cnt", cnt);
 	kx *mean = kir_select(kb.k, kir_bin(kb.k, KIR_LT, kir_f64(kb.k, 0), var(&kb, cv)),
@@ -688,17 +755,19 @@ static void emit_cross_entropy_bwd(struct cg_plan *p, const struct ir_op *op, co
 	int64_t N = ir_shape_numel(&t->shape), V = last_of(&x->shape);
 	int scale = scratch(p, KIR_F32, 1);
 	struct kb kb = kb_begin(p, op, "scale", 1, prefix);
+	kb_rows(&kb, N);
 	struct kir_block *b = &kb.k->body;
 	int i = kir_index(kb.k, "i");
 	kx *okf = kir_select(kb.k, fbin(&kb, KIR_LE, c64(&kb, 0), ldv(&kb, t, var(&kb, i))),
 			     kir_f64(kb.k, 1), kir_f64(kb.k, 0));
-	int cv = local(&kb, b, "cnt", kir_reduce(kb.k, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N), okf));
+	int cv = local(&kb, b, "cnt", row_reduce(&kb, KIR_RED_SUM, i, c64(&kb, 0), c64(&kb, N), okf));
 	kx *sc = kir_bin(kb.k, KIR_DIV, kir_cvt(kb.k, KIR_F64, ldv(&kb, dl, c64(&kb, 0))),
 			 kir_bin(kb.k, KIR_MAX, var(&kb, cv), kir_f64(kb.k, 1)));
 	st(&kb, b, scale, c64(&kb, 0), kir_cvt(kb.k, KIR_F32, sc));
 	kb_end(&kb, 1);
 
 	kb = kb_begin(p, op, "rows", N, prefix);
+	kb_rows(&kb, V);
 	b = &kb.k->body;
 	kx *n = var(&kb, 0);
 	int tv = local(&kb, b, "t", ldv(&kb, t, n));
@@ -707,7 +776,7 @@ static void emit_cross_entropy_bwd(struct cg_plan *p, const struct ir_op *op, co
 	int lse = local(&kb, b, "lse", row_lse(&kb, b, x, row, V));
 	int g = local(&kb, b, "g", kir_select(kb.k, ok, ld(&kb, scale, c64(&kb, 0), KIR_F32), fc(&kb, 0)));
 	int j = kir_index(kb.k, "v");
-	struct kir_block *lb = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, V));
+	struct kir_block *lb = row_loop(&kb, b, j, c64(&kb, 0), c64(&kb, V));
 	kx *at = iadd(&kb, row, var(&kb, j));
 	kx *pr = kir_un(kb.k, KIR_EXP, fbin(&kb, KIR_SUB, ldv(&kb, x, at), var(&kb, lse)));
 	kx *hot = kir_select(kb.k, fbin(&kb, KIR_EQ, var(&kb, j), var(&kb, tv)), fc(&kb, 1), fc(&kb, 0));
@@ -1015,9 +1084,9 @@ static int emit_all_to_all_single(struct cg_plan *p, const struct ir_op *op, con
 	if (P != 1) {
 		if (op->loc.file)
 			fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
-		fprintf(err, "error: the LLVM CPU backend cannot run op %s over a group of %lld "
+		fprintf(err, "error: %s cannot run op %s over a group of %lld "
 			"ranks (the program executor runs communication; a chunk runs only a "
-			"group of one)\n", ir_op_name(op->kind), (long long)P);
+			"group of one)\n", p->target->name, ir_op_name(op->kind), (long long)P);
 		return 1;
 	}
 	int64_t R = x->shape.dim[0], C = y->shape.dim[0];
@@ -1087,6 +1156,8 @@ static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const
 /* after an op whose output is bf16 or f16: round it in place */
 static void emit_round(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
+	if (p->target->half_storage) /* 16-bit buffers: every store rounds */
+		return;
 	for (int i = 0; i < op->n_out; i++) {
 		const struct ir_value *v = op->out[i];
 		if (v->dtype != IR_BF16 && v->dtype != IR_F16)
@@ -1136,10 +1207,12 @@ static void add_attention_bwd(struct cg_plan *p, const struct ir_op *op)
 
 /* --- the plan ---------------------------------------------------------------------------- */
 
-int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefix, FILE *err)
+int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
+		  const char *prefix, FILE *err)
 {
 	memset(p, 0, sizeof *p);
 	p->g = g;
+	p->target = t;
 	p->n_values = g->n_values;
 	p->inlined = rt_calloc((size_t)g->n_values + 1, 1);
 	p->alias = rt_calloc((size_t)g->n_values + 1, sizeof *p->alias);
@@ -1151,7 +1224,7 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 	for (int i = 0; i < g->n_values; i++) {
 		const struct ir_value *v = g->values[i];
 		int64_t n = ir_shape_numel(&v->shape);
-		add_buf(p, storage_type(v->dtype), n > 0 ? n : 0);
+		add_buf(p, storage_type(t, v->dtype), n > 0 ? n : 0);
 	}
 	for (int i = 0; i < g->n_outputs; i++)
 		if (g->outputs[i])
@@ -1276,9 +1349,9 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefi
 		default:
 			if (op->loc.file)
 				fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
-			fprintf(err, "error: the LLVM CPU backend cannot run op %s (communication "
+			fprintf(err, "error: %s cannot run op %s (communication "
 				"ops run in the parallel runtime, FP8 ops on the GPU)\n",
-				ir_op_name(op->kind));
+				p->target->name, ir_op_name(op->kind));
 			return 1;
 		}
 		/* library GEMMs and accumulating kernels store unrounded f32 */

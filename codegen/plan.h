@@ -1,7 +1,8 @@
 /* plan.h - an IR graph lowered to a plan (codegen/lower.c): the buffers, the fused
  * kernels in kernel IR (kir.h), and the steps that run them or call a library routine
  * (GEMM, grouped GEMM, attention), in the graph's order.  Target-neutral: a backend
- * renders the kernels (codegen/llvm/render.c) and supplies the library steps. */
+ * says what it wants (struct cg_target), renders the kernels (codegen/llvm/render.c,
+ * codegen/cuda/render.c) and supplies the library steps. */
 #ifndef SLUICE_PLAN_H
 #define SLUICE_PLAN_H
 
@@ -10,6 +11,18 @@
 
 #include "codegen/kir.h"
 #include "ir/ir.h"
+
+/* What a backend asks of the lowering. */
+struct cg_target {
+	const char *name;     /* in messages: "the LLVM CPU backend" */
+	/* bf16 and f16 values in buffers of 16 bits (KIR_BF16, KIR_F16); else in f32
+	 * buffers holding values of that format, rounded after every op */
+	int half_storage;
+	/* > 0: kernels over rows (norms, softmax, cross entropy, wide elementwise rows)
+	 * run a row per block of up to this many threads, loops over the row spread over
+	 * them and reductions cooperative; 0: a row per point */
+	int block_threads;
+};
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are
  * scratch buffers that some ops need (e.g. the inverse permutation of MOE_COMBINE). */
@@ -22,7 +35,7 @@ struct cg_step {
 	enum cg_step_kind kind;
 	const struct ir_op *op;   /* the op the step belongs to */
 	int kernel;               /* CG_STEP_KERNEL: index in plan->ks */
-	int64_t extent, grain;    /* parallel points, points per chunk */
+	int64_t extent, grain;    /* parallel points, points per chunk of a CPU thread */
 	int n_bufs;
 	int *bufs;                /* buffer ids; for a kernel, in the kernel's order; for
 				   * a library step the op's inputs, then its outputs, then
@@ -32,6 +45,7 @@ struct cg_step {
 
 struct cg_plan {
 	const struct ir_graph *g;
+	const struct cg_target *target;
 	int n_values;
 	unsigned char *inlined;   /* per value: computed inside its consumer's kernel */
 	int *alias;               /* per value: the value whose buffer it uses (itself
@@ -50,7 +64,8 @@ struct cg_plan {
 };
 
 /* 0, or non-zero with a message on err (an op the backend cannot run). */
-int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const char *prefix, FILE *err);
+int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
+		  const char *prefix, FILE *err);
 void cg_plan_free(struct cg_plan *p);
 
 #endif

@@ -38,6 +38,11 @@ struct cg_exec {
 	double *prof;           /* SLUICE_LLVM_PROFILE: seconds per op kind */
 };
 
+/* f32 buffers for every float dtype, a row per point: what vector loops want */
+const struct cg_target cg_target_llvm = {
+	.name = "the LLVM CPU backend", .half_storage = 0, .block_threads = 0,
+};
+
 static size_t type_size(enum kir_type t)
 {
 	return t == KIR_I64 || t == KIR_F64 ? 8 : t == KIR_BF16 || t == KIR_F16 ? 2 : 4;
@@ -151,7 +156,7 @@ int cg_llvm_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err)
 {
 	struct cg_plan plan;
 	memset(&plan, 0, sizeof plan);
-	int rc = cg_plan_graph(&plan, g, "k", err);
+	int rc = cg_plan_graph(&plan, g, &cg_target_llvm, "k", err);
 	if (!rc) {
 		int64_t *off = rt_calloc((size_t)plan.n_bufs + 1, sizeof *off);
 		rc = layout_buffers(g, &plan, off, bytes, err);
@@ -211,7 +216,7 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 {
 	struct cg_exec *e = rt_calloc(1, sizeof *e);
 	e->g = g;
-	if (cg_plan_graph(&e->plan, g, "k", err)) {
+	if (cg_plan_graph(&e->plan, g, &cg_target_llvm, "k", err)) {
 		llvm_free(e);
 		return NULL;
 	}

@@ -13,6 +13,8 @@
 #include "codegen/plan.h"
 #include "ir/ir.h"
 
+extern const struct cg_target cg_target_llvm; /* backend.c: what the lowering makes for it */
+
 /* A compiled kernel: fn(bufs, lo, hi) runs points lo..hi-1 of the parallel space. */
 typedef void (*cg_kernel_fn)(void **bufs, int64_t lo, int64_t hi);
 

@@ -51,7 +51,7 @@ int main(void)
 	ir_graph_add_output(g, "y", s);
 
 	struct cg_plan p;
-	REQUIRE(cg_plan_graph(&p, g, "k", stderr) == 0);
+	REQUIRE(cg_plan_graph(&p, g, &cg_target_llvm, "k", stderr) == 0);
 	CHECK(p.n_ks == 2 && p.n_steps == 2);
 	char *text = NULL;
 	size_t len = 0;
