@@ -245,8 +245,10 @@ static kx *ldv(struct kb *kb, const struct ir_value *v, kx *i)
 static void st(struct kb *kb, struct kir_block *b, int gid, kx *i, kx *val)
 {
 	enum kir_type t = kb->p->buf_type[gid];
-	if (gid < kb->p->n_values && t == kir_value_type(t)) /* a 16-bit store rounds */
+	if (gid < kb->p->n_values && t == kir_value_type(t))
 		val = round_to(kb, val, kb->p->g->values[gid]->dtype);
+	else if ((t == KIR_BF16 && val->op == KIR_RBF16) || (t == KIR_F16 && val->op == KIR_RF16))
+		val = val->a; /* the 16-bit store rounds alike */
 	kir_store(kb->k, b, kb_buf(kb, gid), i, kir_cvt(kb->k, kir_value_type(t), val));
 }
 
