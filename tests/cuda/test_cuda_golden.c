@@ -1,0 +1,177 @@
+/* test_cuda_golden.c - golden CUDA C: what the lowering (planned for the GPU target) and
+ * the CUDA renderer make of a few graphs, compared with tests/cuda/golden/NAME.cu:
+ *   silu_mul   silu(x @ w) * y: the matmul listed as a library step, one kernel
+ *   rmsnorm    x * rsqrt(mean(x^2)) * w, then silu: a block reduction, a spread row
+ *   softmax    over the last axis: block max and sum
+ *   xent       cross entropy: the row log-sum-exp, the mean over rows in double
+ *   bf16       silu of a bf16 input into a bf16 output: loads widen, stores round
+ *   stage      by hand: a row staged in a shared array, a barrier, a block sum
+ * A change in what the compiler emits shows here in review.  When it is meant, rewrite
+ * the files with SLUICE_REGEN_GOLDEN=1 (from the source root:
+ * SLUICE_REGEN_GOLDEN=1 build/tests/cuda/test_cuda_golden) and review the diff;
+ * test_cuda_nvrtc then compiles every file in tests/cuda/golden/. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "codegen/cuda/cuda_impl.h"
+#include "ir/golden.h"
+
+#define SHAPE(...) ir_shape_make((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), \
+				 (int64_t[]){ __VA_ARGS__ })
+
+static struct ir_value *input(struct ir_graph *g, const char *name, enum ir_dtype t,
+			      struct ir_shape s)
+{
+	struct ir_value *v = ir_op1(g, IR_OP_INPUT, 0, NULL, t, s);
+	ir_op_set_str(g, v->def, "name", name);
+	return v;
+}
+
+static struct ir_value *op2(struct ir_graph *g, enum ir_opkind k, struct ir_value *a,
+			    struct ir_value *b, struct ir_shape s)
+{
+	struct ir_value *in[2] = { a, b };
+	return ir_op1(g, k, 2, in, a->dtype, s);
+}
+
+static struct ir_graph *silu_mul(void)
+{
+	struct ir_graph *g = ir_graph_new("silu_mul");
+	struct ir_value *x = input(g, "x", IR_F32, SHAPE(4, 64));
+	struct ir_value *w = ir_op1(g, IR_OP_PARAM, 0, NULL, IR_F32, SHAPE(64, 128));
+	struct ir_value *y = input(g, "y", IR_F32, SHAPE(4, 128));
+	struct ir_value *a = op2(g, IR_OP_MATMUL, x, w, SHAPE(4, 128));
+	struct ir_value *s = ir_op1(g, IR_OP_SILU, 1, &a, IR_F32, a->shape);
+	ir_graph_add_output(g, "out", op2(g, IR_OP_MUL, s, y, a->shape));
+	return g;
+}
+
+static struct ir_graph *rmsnorm(void)
+{
+	struct ir_graph *g = ir_graph_new("rmsnorm");
+	struct ir_value *x = input(g, "x", IR_F32, SHAPE(4, 8, 64));
+	struct ir_value *w = ir_op1(g, IR_OP_PARAM, 0, NULL, IR_F32, SHAPE(64));
+	struct ir_value *sq = ir_op1(g, IR_OP_SQUARE, 1, &x, IR_F32, x->shape);
+	struct ir_value *ms = ir_op1(g, IR_OP_REDUCE_MEAN, 1, &sq, IR_F32, SHAPE(4, 8, 1));
+	ir_op_set_int(g, ms->def, "axis", -1);
+	ir_op_set_int(g, ms->def, "keepdim", 1);
+	struct ir_value *r = ir_op1(g, IR_OP_RSQRT, 1, &ms, IR_F32, ms->shape);
+	struct ir_value *y = op2(g, IR_OP_MUL, op2(g, IR_OP_MUL, x, r, x->shape), w, x->shape);
+	ir_graph_add_output(g, "y", ir_op1(g, IR_OP_SILU, 1, &y, IR_F32, x->shape));
+	return g;
+}
+
+static struct ir_graph *softmax(void)
+{
+	struct ir_graph *g = ir_graph_new("softmax");
+	struct ir_value *x = input(g, "x", IR_F32, SHAPE(8, 100));
+	ir_graph_add_output(g, "y", ir_op1(g, IR_OP_SOFTMAX, 1, &x, IR_F32, x->shape));
+	return g;
+}
+
+static struct ir_graph *xent(void)
+{
+	struct ir_graph *g = ir_graph_new("xent");
+	struct ir_value *x = input(g, "logits", IR_F32, SHAPE(8, 50));
+	struct ir_value *t = input(g, "targets", IR_I32, SHAPE(8));
+	struct ir_value *in[2] = { x, t };
+	ir_graph_add_output(g, "loss", ir_op1(g, IR_OP_CROSS_ENTROPY, 2, in, IR_F32, ir_shape_of(0)));
+	return g;
+}
+
+static struct ir_graph *bf16(void)
+{
+	struct ir_graph *g = ir_graph_new("bf16");
+	struct ir_value *x = input(g, "x", IR_BF16, SHAPE(16, 48));
+	ir_graph_add_output(g, "y", ir_op1(g, IR_OP_SILU, 1, &x, IR_BF16, x->shape));
+	return g;
+}
+
+/* a block kernel by hand: y[p, j] = x[p, C-1-j] - mean(x[p, :]), stored as bf16 */
+static struct kir_kernel *stage(void)
+{
+	enum { C = 200 };
+	struct kir_kernel *k = kir_kernel_new("stage", 12);
+	kir_kernel_block(k, 64);
+	int x = kir_buf(k, "x", KIR_F32), y = kir_buf(k, "y", KIR_BF16);
+	int sh = kir_shared(k, "row", KIR_F32, C);
+	int j = kir_index(k, "j");
+	struct kir_expr *row = kir_bin(k, KIR_MUL, kir_var(k, 0), kir_i64(k, C));
+	struct kir_block *b = kir_loop_spread(k, &k->body, j, kir_i64(k, 0), kir_i64(k, C));
+	kir_store_shared(k, b, sh, kir_var(k, j), kir_load(k, x, kir_bin(k, KIR_ADD, row, kir_var(k, j))));
+	kir_barrier(k, &k->body);
+	int mean = kir_local(k, "mean", KIR_F32);
+	kir_set(k, &k->body, mean,
+		kir_bin(k, KIR_DIV, kir_reduce_spread(k, KIR_RED_SUM, j, kir_i64(k, 0), kir_i64(k, C),
+						      kir_load_shared(k, sh, kir_var(k, j))),
+			kir_f32(k, C)));
+	b = kir_loop_spread(k, &k->body, j, kir_i64(k, 0), kir_i64(k, C));
+	struct kir_expr *rev = kir_load_shared(k, sh, kir_bin(k, KIR_SUB, kir_i64(k, C - 1), kir_var(k, j)));
+	kir_store(k, b, y, kir_bin(k, KIR_ADD, row, kir_var(k, j)), kir_bin(k, KIR_SUB, rev, kir_var(k, mean)));
+	return k;
+}
+
+static char *render_graph(struct ir_graph *g, int *n_ks, int *n_block)
+{
+	struct cg_plan p;
+	char *text = NULL;
+	size_t len = 0;
+	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
+	FILE *f = open_memstream(&text, &len);
+	REQUIRE(f);
+	cg_cuda_render_plan(&p, f);
+	fclose(f);
+	*n_ks = p.n_ks;
+	*n_block = 0;
+	for (int i = 0; i < p.n_ks; i++)
+		*n_block += p.ks[i]->launch.map == KIR_MAP_BLOCK;
+	cg_plan_free(&p);
+	ir_graph_free(g);
+	return text;
+}
+
+static void golden(const char *name, const char *text)
+{
+	char path[256];
+	snprintf(path, sizeof path, "tests/cuda/golden/%s.cu", name);
+	CHECKF(golden_compare(path, text), "%s: the CUDA C differs from %s", name, path);
+}
+
+int main(void)
+{
+	struct { const char *name; struct ir_graph *(*make)(void); int ks, blocks; } cases[] = {
+		{ "silu_mul", silu_mul, 1, 1 },
+		{ "rmsnorm", rmsnorm, 2, 2 },
+		{ "softmax", softmax, 1, 1 },
+		{ "xent", xent, 2, 2 },
+		{ "bf16", bf16, 1, 1 },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int n, nb;
+		char *text = render_graph(cases[i].make(), &n, &nb);
+		CHECKF(n == cases[i].ks && nb == cases[i].blocks, "%s: %d kernels (%d block), want %d (%d)",
+		       cases[i].name, n, nb, cases[i].ks, cases[i].blocks);
+		golden(cases[i].name, text);
+		free(text);
+	}
+	/* a library step is listed, not generated */
+	int n, nb;
+	char *text = render_graph(silu_mul(), &n, &nb);
+	CHECK(strstr(text, ir_op_name(IR_OP_MATMUL)) && strstr(text, "cuBLASLt"));
+	free(text);
+
+	struct kir_kernel *k = stage();
+	text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	cg_cuda_render(&k, 1, f);
+	fclose(f);
+	golden("stage", text);
+	unsigned grid[3], block[3];
+	cg_cuda_launch(k, grid, block);
+	CHECK(grid[0] == 12 && block[0] == 64);
+	free(text);
+	kir_kernel_free(k);
+	return CHECK_DONE();
+}

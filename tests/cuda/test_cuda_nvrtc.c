@@ -1,0 +1,83 @@
+/* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/) compiles with
+ * NVRTC for sm_90, to a cubin, with no error and no warning.  NVRTC compiles without a
+ * GPU or driver, so this runs on any machine whose build found it (the runtime's
+ * rt_module_build needs a device to read the architecture from, so NVRTC is called
+ * directly here); elsewhere the test exits 77, skipped.  Running the kernels needs a
+ * GPU: that is the GPU backend's test. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef SLUICE_HAVE_NVRTC
+int main(void)
+{
+	printf("skipped: this build has no NVRTC\n");
+	return 77;
+}
+#else
+#include <dirent.h>
+#include <string.h>
+
+#include <nvrtc.h>
+
+#include "check.h"
+#include "ir/golden.h"
+
+#define GOLDEN "tests/cuda/golden"
+
+/* 0 when src compiles cleanly; else prints why */
+static int compile(const char *name, const char *src)
+{
+	nvrtcProgram prog;
+	nvrtcResult r = nvrtcCreateProgram(&prog, src, name, 0, NULL, NULL);
+	if (r != NVRTC_SUCCESS) {
+		fprintf(stderr, "%s: nvrtcCreateProgram: %s\n", name, nvrtcGetErrorString(r));
+		return 1;
+	}
+	const char *opts[] = { "--gpu-architecture=sm_90", "--std=c++17" };
+	r = nvrtcCompileProgram(prog, 2, opts);
+	size_t n = 0;
+	char *log = NULL;
+	if (nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+		log = malloc(n + 1);
+		if (log && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS)
+			log[0] = 0;
+	}
+	int bad = r != NVRTC_SUCCESS || (log && log[strspn(log, " \t\r\n")]);
+	if (bad)
+		fprintf(stderr, "%s: %s\n%s\n", name, nvrtcGetErrorString(r), log ? log : "");
+	size_t cubin = 0;
+	if (!bad && (nvrtcGetCUBINSize(prog, &cubin) != NVRTC_SUCCESS || cubin == 0)) {
+		fprintf(stderr, "%s: no cubin\n", name);
+		bad = 1;
+	}
+	free(log);
+	nvrtcDestroyProgram(&prog);
+	return bad;
+}
+
+int main(void)
+{
+	int major = 0, minor = 0;
+	nvrtcVersion(&major, &minor);
+	DIR *d = opendir(GOLDEN);
+	REQUIRE(d);
+	int files = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t l = strlen(e->d_name);
+		if (l < 4 || strcmp(e->d_name + l - 3, ".cu"))
+			continue;
+		char path[512];
+		snprintf(path, sizeof path, "%s/%s", GOLDEN, e->d_name);
+		char *src = read_file(path, NULL);
+		REQUIRE(src);
+		CHECKF(compile(e->d_name, src) == 0, "%s does not compile cleanly", path);
+		free(src);
+		files++;
+	}
+	closedir(d);
+	CHECKF(files >= 6, "only %d golden files", files);
+	printf("NVRTC %d.%d compiled %d golden files for sm_90\n", major, minor, files);
+	return CHECK_DONE();
+}
+#endif
