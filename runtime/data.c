@@ -81,14 +81,21 @@ static void fill_blocks(void *ctx, int64_t lo, int64_t hi)
 					w[i - f->first] = v;
 			}
 		} else {
-			/* Box-Muller, both values of each pair */
+			/* Marsaglia's polar method, both values of each pair: a point uniform in
+			 * the unit disc (about 1 in 4.7 rejected) gives two normals through one
+			 * log and one square root, no sine or cosine */
 			for (int64_t i = b; i < e; i += 2) {
-				double u1 = 1.0 - rt_rng_uniform(&r), u2 = rt_rng_uniform(&r);
-				double rad = f->a * sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
+				double u, v, q;
+				do {
+					u = 2.0 * rt_rng_uniform(&r) - 1.0;
+					v = 2.0 * rt_rng_uniform(&r) - 1.0;
+					q = u * u + v * v;
+				} while (q >= 1.0 || q == 0.0);
+				double m = f->a * sqrt(-2.0 * log(q) / q);
 				if (i >= lo)
-					w[i - f->first] = (float)(rad * cos(th));
+					w[i - f->first] = (float)(u * m);
 				if (i + 1 < e && i + 1 >= lo)
-					w[i + 1 - f->first] = (float)(rad * sin(th));
+					w[i + 1 - f->first] = (float)(v * m);
 			}
 		}
 	}

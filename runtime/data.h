@@ -37,8 +37,9 @@ double rt_rng_normal(struct rt_rng *r);                 /* standard normal */
  * Parameter initialisers that run on a pool's threads and give the same values
  * whatever its size: element i belongs to block i / RT_FILL_BLOCK, and each block
  * draws from its own stream seeded from (seed, block index).  Normal draws use both
- * values of each Box-Muller pair.  The caller picks seed per tensor (e.g. a hash of
- * the run's seed and the parameter's path), so adding a tensor leaves the others. */
+ * values of each pair of Marsaglia's polar method.  The caller picks seed per tensor
+ * (e.g. a hash of the run's seed and the parameter's path), so adding a tensor leaves
+ * the others. */
 #define RT_FILL_BLOCK 4096
 struct rt_pool;
 void rt_fill_normal(struct rt_pool *p, float *w, int64_t n, double std, uint64_t seed);
