@@ -41,7 +41,7 @@ PY
 	local split
 	split=$(grep -o "rank [0-9]* (stage [0-9]*): compute [0-9.]* s, communication [0-9.]* s, waiting [0-9.]* s" "$tmp/out" |
 		sort -t' ' -k2 -n | sed -E 's/rank ([0-9]+) \(stage ([0-9]+)\): compute ([0-9.]+) s, communication ([0-9.]+) s, waiting ([0-9.]+) s/r\1 (s\2): \3 \/ \4 \/ \5/' |
-		paste -sd ';' | sed 's/;/; /g')
+		paste -sd ";" | sed "s/;/; /g" || true)
 	echo "| $label | $ranks | $st | $(python3 -c "print('%.2fx' % ($st / $one))") | ${split:-one rank} |"
 }
 run "one rank, 4 micro-batches" 1 --set microbatches=4
