@@ -90,6 +90,12 @@ static void on_sigint(int sig)
 	signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process at once */
 }
 
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 {
 	const unsigned char *s = data;
@@ -950,9 +956,13 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		rc = 0;
 		goto done;
 	}
-	struct sigaction sa = { .sa_handler = on_sigint }, old;
+	struct sigaction sa = { .sa_handler = on_sigint }, old, old_usr1;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, &old);
+	/* SIGUSR1: Ctrl-C as mpirun passes it to the ranks of a job (runtime/launch.c) */
+	struct sigaction su = { .sa_handler = on_sigusr1 };
+	sigemptyset(&su.sa_mask);
+	sigaction(SIGUSR1, &su, &old_usr1);
 	struct rt_progress pg;
 	int quiet = c->quiet || !e.lead;
 	rt_progress_init(&pg, stderr, e.total, quiet ? 0 : -1);
@@ -1043,6 +1053,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 	rc = 0;
 restore:
 	sigaction(SIGINT, &old, NULL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
 done:
 	rt_metrics_close(mx);
 	teardown(&e);

@@ -461,6 +461,10 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	argv[a++] = "--oversubscribe";
 	argv[a++] = "--bind-to";
 	argv[a++] = "none";
+	/* mpirun runs in a process group of its own (below), away from the terminal: it
+	 * must not read it */
+	argv[a++] = "--stdin";
+	argv[a++] = "none";
 	argv[a++] = "-x";
 	argv[a++] = "SLUICE_THREADS";
 	argv[a++] = "-np";
@@ -489,6 +493,9 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	if (pid == 0) {
 		sigaction(SIGINT, &sa_int, NULL);
 		sigaction(SIGTERM, &sa_term, NULL);
+		/* Ctrl-C at the terminal reaches this process alone; mpirun would end the
+		 * ranks on a SIGINT of its own, where they should stop at a step's end */
+		setpgid(0, 0);
 		execv(mpirun, (char **)argv);
 		fprintf(stderr, "sluice: cannot run %s: %s\n", mpirun, strerror(errno));
 		_exit(127);
@@ -496,7 +503,10 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
 	} else {
-		/* mpirun passes a signal on to the ranks; wait for it to end them */
+		/* A first Ctrl-C becomes SIGUSR1, which mpirun passes on to the ranks and the
+		 * training engine takes as Ctrl-C (stop after the step, with a checkpoint);
+		 * a second one, or SIGTERM, goes to mpirun as it is, which ends the job. */
+		int interrupts = 0;
 		for (;;) {
 			int ws;
 			pid_t w = waitpid(pid, &ws, 0);
@@ -513,7 +523,8 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 				break;
 			}
 			if (forward_sig) {
-				kill(pid, forward_sig);
+				int sig = forward_sig == SIGINT && !interrupts++ ? SIGUSR1 : forward_sig;
+				kill(pid, sig);
 				forward_sig = 0;
 			}
 		}

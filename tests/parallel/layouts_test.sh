@@ -217,6 +217,38 @@ else
 	fi
 fi
 
+# Ctrl-C (SIGINT to the launcher): every rank stops after the same step with a
+# checkpoint, and the job exits 0
+rm -rf "$T/ck-int"
+"$SLUICE" train "$MODEL" --ranks 2 --data text.bin --steps 100000 --eval-every 0 --quiet \
+	--set seq=32 --set batch=2 --set pp=2 --out "$T/ck-int" >int.out 2>&1 &
+job=$!
+for _ in $(seq 150); do
+	sleep 0.2
+	grep -q "^layout:" int.out && break
+done
+sleep 2
+kill -INT $job
+wait $job
+rc=$?
+if [ "$rc" -ne 0 ] || ! grep -q "^interrupted after step" int.out ||
+	[ ! -s "$T/ck-int/checkpoint.safetensors" ]; then
+	fail "Ctrl-C of a job of 2 ranks: status $rc: $(tail -3 int.out)"
+else
+	ok "Ctrl-C of a job of 2 ranks: $(grep -o 'interrupted after step [0-9]*' int.out), checkpoint saved, status 0"
+fi
+
+# mpirun started by hand makes the same job as --ranks
+rm -f byhand.rank*.safetensors
+if SLUICE_GRAD_DUMP=$T/byhand mpirun --oversubscribe --bind-to none -np 2 "$SLUICE" train "$MODEL" \
+	--data text.bin --val-data text_val.bin --steps "$STEPS" --eval-every 0 --quiet \
+	--set seq=32 --set batch=2 --set pp=2 --set microbatches=4 --out "$T/ck-byhand" \
+	--metrics byhand.jsonl >byhand.out 2>&1 && r=$(compare byhand ref-mb4 2>&1); then
+	ok "mpirun -np 2 by hand, pp 2: $r"
+else
+	fail "mpirun -np 2 by hand: ${r:-$(tail -3 byhand.out)}"
+fi
+
 # bad layouts: refused before any rank starts
 expect() {
 	local pat=$1
