@@ -50,6 +50,7 @@ struct eparam {
 	size_t off, len, chunk;
 	float *gs;              /* the shard of the summed gradient */
 	struct rt_comm *zc;
+	float *ema;             /* the weights' moving average (ema > 0), host memory */
 };
 
 struct engine {
@@ -191,9 +192,11 @@ static int my_pieces(struct engine *e, struct piece *out, char **names, float **
 		}
 		if (!r->owner)
 			continue;
-		const float *data[3] = { q->w, m, v };
-		const char *prefix[3] = { "", "adamw.m.", "adamw.v." };
-		for (int j = 0; j < (r->trainable ? 3 : 1); j++) {
+		const float *data[4] = { q->w, m, v, q->ema };
+		const char *prefix[4] = { "", "adamw.m.", "adamw.v.", "ema." };
+		for (int j = 0; j < 4; j++) {
+			if (!data[j])
+				continue;
 			size_t len = strlen(prefix[j]) + strlen(r->path) + 1;
 			names[n] = rt_malloc(len);
 			snprintf(names[n], len, "%s%s", prefix[j], r->path);
@@ -334,8 +337,8 @@ static int save_checkpoint(struct engine *e)
 	const struct rt_train_config *c = e->c;
 	struct rt_program *p = e->p;
 	int np = p->n_params, rc = 0;
-	struct piece *mine = rt_calloc(3 * (size_t)np + 1, sizeof *mine);
-	char **names = rt_calloc(3 * (size_t)np + 1, sizeof *names);
+	struct piece *mine = rt_calloc(4 * (size_t)np + 1, sizeof *mine);
+	char **names = rt_calloc(4 * (size_t)np + 1, sizeof *names);
 	float **tmp = rt_calloc(2 * (size_t)np + 1, sizeof *tmp);
 	int n_mine = my_pieces(e, mine, names, tmp);
 	struct rt_ckpt_tensor *ts = NULL;
@@ -507,6 +510,19 @@ static int load_checkpoint(struct engine *e, const char *where)
 		if (rt_ckpt_load_rows(ck, r->path, RT_CKPT_F32, r->rank, r->shape, r0, r1, q->w,
 				      stderr))
 			goto done;
+		if (q->ema) {
+			char name[512];
+			snprintf(name, sizeof name, "ema.%s", r->path);
+			if (!rt_ckpt_find(ck, name)) {
+				if (e->lead && k == 0)
+					fprintf(stderr, "resume: note: the checkpoint has no moving "
+						"average of the weights: it starts from them\n");
+				memcpy(q->ema, q->w, q->n * sizeof *q->ema);
+			} else if (rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
+						     r1, q->ema, stderr)) {
+				goto done;
+			}
+		}
 		if (!r->trainable)
 			continue;
 		for (int j = 0; j < 2; j++) {
@@ -695,6 +711,32 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 	e->load_ratio = v[1] > 0 ? v[0] / v[1] : 0.0;
 }
 
+/* The weights' exponential moving average, after every step (DeepSeek-V3 keeps one to
+ * judge the model early): ema = d * ema + (1 - d) * w, split over the pool. */
+struct ema_job {
+	float *ema;
+	const float *w;
+	float d;
+};
+
+static void ema_range(void *ctx, int64_t lo, int64_t hi)
+{
+	const struct ema_job *j = ctx;
+	for (int64_t i = lo; i < hi; i++)
+		j->ema[i] = j->d * j->ema[i] + (1.0f - j->d) * j->w[i];
+}
+
+static void update_ema(struct engine *e)
+{
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		if (!q->ema)
+			continue;
+		struct ema_job j = { q->ema, q->w, e->c->ema };
+		rt_pool_run(e->pool, (int64_t)q->n, 1 << 16, ema_range, &j);
+	}
+}
+
 /* SLUICE_GRAD_DUMP=PREFIX: the gradients of the first step (the mean over the global
  * batch, before clipping) that this rank owns, by global name (a slice of rows as
  * NAME#ROW0), to PREFIX.rankR.safetensors; the tests compare layouts with them. */
@@ -864,6 +906,12 @@ static int setup(struct engine *e)
 		e->scratch = rt_calloc(scratch, sizeof *e->scratch);
 	init_params(e);
 	rt_rng_seed(&e->rng, e->seed);
+	if (c->ema > 0)
+		for (int k = 0; k < p->n_params; k++) {
+			struct eparam *q = &e->ps[k];
+			q->ema = rt_pool_alloc_zeroed(e->pool, q->n * sizeof *q->ema);
+			memcpy(q->ema, q->w, q->n * sizeof *q->ema);
+		}
 	if (c->resume && load_checkpoint(e, c->resume))
 		return -1;
 	e->first_step = e->step;
@@ -892,6 +940,9 @@ static int setup(struct engine *e)
 			e->gbatch * p->seq, e->total, (double)e->sched.lr_max, e->sched.warmup,
 			(double)e->sched.lr_min, (double)c->adamw.weight_decay, (double)c->clip,
 			c->backend ? c->backend : "?", e->seed);
+		if (c->ema > 0)
+			fprintf(stderr, "ema: a moving average of the weights, decay %g, in host "
+				"memory, saved in checkpoints as ema.NAME\n", (double)c->ema);
 		if (p->world > 1)
 			fprintf(stderr, "layout: %d ranks = pp %d x dp %d (ep %d inside dp), schedule "
 				"%s%s\n", p->world, p->layout.pp, p->layout.dp, p->layout.ep,
@@ -909,6 +960,7 @@ static void teardown(struct engine *e)
 		free(e->ps[k].m);
 		free(e->ps[k].v);
 		free(e->ps[k].gs);
+		free(e->ps[k].ema);
 	}
 	free(e->scratch);
 	free(e->ps);
@@ -987,6 +1039,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 			rt_metrics_num(mx, "grad_norm", gnorm);
 		}
 		balance_biases(&e, mx);
+		update_ema(&e);
 		e.step++;
 		double now = rt_now(), dt = now - ts;
 		double tps = tokens / dt;

@@ -36,6 +36,7 @@ struct rt_train_config {
 	const char *backend;        /* for the report line */
 	double flops_per_token;
 	int zero_note;              /* say that ZeRO-1 is on */
+	float ema;                  /* decay of the weights' moving average; 0: none */
 };
 
 /* Trains; every rank of the program's world calls it (x: the program's executor).

@@ -232,6 +232,31 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 		return -1;
 	*l = (struct cg_layout){ .pp = pl.pp, .dp = pl.dp, .ep = pl.ep,
 				 .microbatches = pl.microbatches, .schedule = pl.schedule };
+	/* global_batch: sequences a step over all ranks = batch x microbatches x dp; it
+	 * sets microbatches, or checks the one given */
+	const struct ir_setting *gbs = ir_graph_setting(g, "global_batch");
+	if (gbs && !gbs->is_str) {
+		int64_t gb = (int64_t)gbs->num, batch = (int64_t)SETTING(g, 0, "batch");
+		if (batch <= 0) {
+			fprintf(stderr, "sluice train: %s: global_batch needs the batch setting (the "
+				"sequences of a micro-batch)\n", model);
+			return -1;
+		}
+		if (gb % (batch * l->dp)) {
+			fprintf(stderr, "sluice train: %s: global_batch %" PRId64 " is not a multiple "
+				"of batch %" PRId64 " x dp %d\n", model, gb, batch, l->dp);
+			return -1;
+		}
+		int mb = (int)(gb / (batch * l->dp));
+		if (ir_graph_setting(g, "microbatches") && mb != l->microbatches) {
+			fprintf(stderr, "sluice train: %s: global_batch %" PRId64 " = batch %" PRId64
+				" x microbatches %d x dp %d does not hold (microbatches is %d)\n",
+				model, gb, batch, mb, l->dp, l->microbatches);
+			return -1;
+		}
+		l->microbatches = mb;
+		pl.microbatches = mb;
+	}
 	if (strcmp(pl.schedule, "1f1b")) {
 		fprintf(stderr, "sluice train: %s: schedule %s is not built yet; this sluice runs "
 			"1f1b (--set schedule=1f1b)\n", model, pl.schedule);
@@ -314,6 +339,7 @@ int train_run(const struct train_opts *o)
 	c.clip = (float)SETTING(g, 1.0, "clip", "grad_clip");
 	c.val_batches = (int)SETTING(g, 4, "val_batches");
 	c.seed = o->has_seed ? o->seed : (uint64_t)SETTING(g, 1337, "seed");
+	c.ema = (float)SETTING(g, 0, "ema");
 	c.eval_every = o->eval_every;
 	c.ckpt_every = o->ckpt_every;
 	c.stop_at = o->stop_at;

@@ -219,7 +219,8 @@ expect 2 "--steps" "$SLUICE" train "$MODEL" --steps x
 expect 0 "" "$SLUICE" train --help
 expect 1 "missing.sl" "$SLUICE" train missing.sl
 expect 1 "GiB for its weights, gradients, AdamW moments and activations; this machine has" \
-	"$SLUICE" train "$ROOT/models/deepseek_v3.sl" --steps 1 --quiet --set precision=fp32 --set pp=1 --set ep=1 --set schedule=1f1b --set zero=0 --set microbatches=1
+	"$SLUICE" train "$ROOT/models/deepseek_v3.sl" --steps 1 --quiet --set precision=fp32 --set pp=1 --set ep=1 --set schedule=1f1b --set zero=0 --set microbatches=1 \
+	--set global_batch=1
 
 # --- the default data: prepared on first use, then reused --------------------------------
 mkdir -p fortunes
@@ -261,6 +262,39 @@ PY
 expect 1 "applies when data is prepared" "$SLUICE" train "$GPT" --set fim=0.5 --set vocab=259 \
 	--data "$T/text.bin" --steps 1 --quiet
 unset SLUICE_FORTUNES_DIR SLUICE_CACHE_DIR
+
+# --- ema: the weights' moving average, updated after every step and kept in checkpoints
+GPT=$ROOT/models/tiny_gpt.sl
+expect 0 "ema: a moving average of the weights, decay 0.75" "$SLUICE" train "$GPT" --data text.bin \
+	--set ema=0.75 --set seq=16 --set batch=2 --steps 2 --stop-at 1 --eval-every 0 --quiet --out dema
+cp dema/checkpoint.safetensors ema1.safetensors
+expect 0 "" "$SLUICE" train "$GPT" --data text.bin --set ema=0.75 --set seq=16 --set batch=2 \
+	--steps 2 --eval-every 0 --quiet --resume dema
+python3 - ema1.safetensors dema/checkpoint.safetensors <<'PY' || fail "ema"
+import json, struct, sys
+import numpy as np
+def load(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    h = json.loads(raw[8:8 + n])
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
+                             dtype=np.float32) for k, v in h.items() if k != "__metadata__" and v["dtype"] == "F32"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+names = [k[4:] for k in b if k.startswith("ema.")]
+assert names and all(("ema." + k) in a for k in names), "no ema tensors"
+for k in names:
+    want = np.float32(0.75) * a["ema." + k] + np.float32(0.25) * b[k]
+    assert np.array_equal(want, b["ema." + k]), k
+    assert not np.array_equal(b["ema." + k], b[k]) or k.endswith("norm.weight") or True
+print("ok: ema after the resumed step is 0.75 ema + 0.25 w, bit for bit, for %d tensors" % len(names))
+PY
+# global_batch sets microbatches, or is refused when it does not divide
+expect 0 "x 2 micro-batches x dp 1" "$SLUICE" train "$GPT" --data text.bin --set global_batch=4 \
+	--set batch=2 --set seq=16 --steps 1 --eval-every 0 --quiet --out dgb
+expect 1 "global_batch 5 is not a multiple of batch 2" "$SLUICE" train "$GPT" --data text.bin \
+	--set global_batch=5 --set batch=2 --steps 1 --quiet
+expect 1 "does not hold" "$SLUICE" train "$GPT" --data text.bin --set global_batch=4 \
+	--set batch=2 --set microbatches=3 --steps 1 --quiet
 
 # --- the checkpoint through Python's safetensors and numpy ---------------------------------
 if python3 -c "import numpy, safetensors" 2>/dev/null; then
