@@ -158,7 +158,13 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 	x->n_ops_step = g->n_ops;
 	pass_memplan_free(&p);
 #ifdef SLUICE_HAVE_LLVM
-	x->have_cpu_plan = cg_llvm_arena_plan(g, &x->cpu_arena, stderr) == 0;
+	/* one rank's whole step: a graph already cut over ranks (read back from textual
+	 * IR after expert_parallel) runs as a program of several chunks, not as one */
+	int cut = 0;
+	for (int i = 0; i < g->n_ops; i++)
+		cut |= g->ops[i]->kind == IR_OP_ALL_TO_ALL || g->ops[i]->kind == IR_OP_ALL_TO_ALLV;
+	if (!cut)
+		x->have_cpu_plan = cg_llvm_arena_plan(g, &x->cpu_arena, stderr) == 0;
 #endif
 	return 0;
 }
