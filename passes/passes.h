@@ -155,4 +155,91 @@ double pass_partition_stage_mem(const struct pass_unit_costs *c, int first, int 
 int pass_partition_split(const struct pass_unit_costs *c, int pp, const int *inflight,
 			 double mem_limit, int *layer_stage, FILE *err);
 
+
+/* --- pipeline schedules (passes/schedule.c, passes/simulate.c) -------------------------- */
+/* A schedule: for each of `ranks` ranks the ordered list of what its compute stream runs.
+ * The model is cut into `stages` stages; a micro-batch runs every stage forward, in order,
+ * then every stage backward, in reverse.  Where each stage of a micro-batch runs:
+ * 1f1b, zb1p: stage r on rank r; dualpipe (stages = ranks): micro-batches 0..M/2-1 run
+ * down (stage s on rank s), M/2..M-1 enter at the last rank and run up (stage s on rank
+ * ranks-1-s): rank r holds stages r and ranks-1-r, two copies of the parameters;
+ * dualpipev (stages = 2 ranks): stage s on rank s, then on rank 2 ranks-1-s (down the
+ * ranks and back up), rank r holds stages r and 2 ranks-1-r, one copy. */
+enum pass_sched_kind {
+	PASS_SCHED_1F1B, PASS_SCHED_ZB1P, PASS_SCHED_DUALPIPE, PASS_SCHED_DUALPIPEV,
+};
+enum pass_act_kind {
+	PASS_ACT_F,      /* forward of (mb, stage) */
+	PASS_ACT_B,      /* input-grad part of the backward; its W comes later */
+	PASS_ACT_W,      /* weight-grad part of a backward whose B ran earlier */
+	PASS_ACT_BW,     /* full backward, B and W as one chunk (what 1F1B runs) */
+	PASS_ACT_FB,     /* forward of (mb, stage) overlapped with the full backward of
+			  * (mb2, stage2) */
+	PASS_ACT_SEND_F, /* simulated only: (mb, stage)'s forward output to the next stage */
+	PASS_ACT_SEND_B, /* simulated only: (mb, stage)'s input gradient to the stage before */
+};
+struct pass_act {
+	enum pass_act_kind kind;
+	int mb, stage;
+	int mb2, stage2;           /* FB: the backward's micro-batch and stage; else -1 */
+};
+struct pass_schedule {
+	enum pass_sched_kind kind;
+	int ranks, stages, microbatches;
+	int param_copies;          /* model copies the ranks hold between them: 2 for dualpipe */
+	int *n_acts;               /* [ranks] */
+	struct pass_act **acts;    /* [ranks][n_acts[r]] */
+};
+/* The schedule named `name` ("1f1b", "zb1p", "dualpipe", "dualpipev"); non-zero with a
+ * message when it is unknown or cannot run (dualpipe: odd ranks, fewer than 2 ranks
+ * micro-batches or an odd number; dualpipev: fewer than 2 ranks micro-batches; every
+ * schedule: at least one rank and one micro-batch). */
+int pass_schedule_build(const char *name, int ranks, int microbatches,
+			struct pass_schedule *out, FILE *err);
+void pass_schedule_free(struct pass_schedule *s);
+const char *pass_act_name(enum pass_act_kind k);
+/* the rank that runs stage `stage` of micro-batch `mb` */
+int pass_schedule_rank(const struct pass_schedule *s, int mb, int stage);
+/* Every rank runs the forward, the input-grad and the weight-grad of each (mb, stage) it
+ * holds exactly once and of no other, F before B before W in its list.  0, or non-zero
+ * with the first fault on err. */
+int pass_schedule_verify(const struct pass_schedule *s, FILE *err);
+
+/* Costs in seconds (or any unit).  f, b, w: per stage, the forward, the full backward and
+ * its weight-grad part (the input-grad part is b - w); fb > 0: an overlapped pair's cost,
+ * else f of its forward + b of its backward; transfer: one point-to-point send. */
+struct pass_sched_costs {
+	const double *f, *b, *w;   /* [stages] */
+	double fb, transfer;
+};
+/* One simulated action: on stream 0 (compute) the schedule's, on stream 1
+ * (communication) the sends between ranks. */
+struct pass_sim_event {
+	struct pass_act act;
+	int rank, stream;
+	double start, end;
+};
+struct pass_sim_rank {
+	double busy;               /* compute time */
+	double bubble;             /* step - busy: idle compute time inside the step */
+	double end;                /* when its last action ends */
+	int peak_acts;             /* most micro-batch stages whose forward ran and whose
+				    * input-grad (B, BW, or FB's backward) has not */
+	double params;             /* parameters held, in model / ranks (1: a 1f1b stage) */
+};
+struct pass_sim {
+	double step;               /* the last end over every rank and stream */
+	struct pass_sim_rank *ranks;
+	int n_events;
+	struct pass_sim_event *events; /* per rank in list order, sends after the compute */
+};
+/* Runs the schedule against the costs: each action starts when its stream is free and its
+ * inputs are there (F after the forward of the stage before plus a transfer between
+ * ranks; B, BW after the backward of the stage after, or the last stage's own forward;
+ * W after its B; FB's two parts each after their own inputs, the pair starting when both
+ * are).  Non-zero with the stuck actions on err when the lists wait on each other. */
+int pass_schedule_simulate(const struct pass_schedule *s, const struct pass_sched_costs *c,
+			   struct pass_sim *out, FILE *err);
+void pass_sim_free(struct pass_sim *sim);
+
 #endif
