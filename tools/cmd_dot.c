@@ -76,12 +76,6 @@ static void emit(const struct dot_job *j, FILE *f)
 		ir_dot_write(j->g, &j->opt, f);
 }
 
-static int write_dot(FILE *f, const void *ctx)
-{
-	emit(ctx, f);
-	return ferror(f) != 0;
-}
-
 static const char *extension(const char *path)
 {
 	const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
@@ -90,7 +84,7 @@ static const char *extension(const char *path)
 
 #ifdef SLUICE_HAVE_GRAPHVIZ
 /* render DOT text to path in format fmt through libgvc, via a temporary file */
-static int render(const char *dot, const char *fmt, const char *path)
+static int render(const char *cmd, const char *dot, const char *fmt, const char *path)
 {
 	size_t n = strlen(path) + 32;
 	char *tmp = malloc(n);
@@ -101,16 +95,16 @@ static int render(const char *dot, const char *fmt, const char *path)
 	GVC_t *gvc = gvContext();
 	Agraph_t *gg = gvc ? agmemread(dot) : NULL;
 	if (!gvc || !gg) {
-		fprintf(stderr, "sluice dot: Graphviz could not read the DOT text (a bug: please "
-				"report it with the .dot output)\n");
+		fprintf(stderr, "sluice %s: Graphviz could not read the DOT text (a bug: please "
+				"report it with the .dot output)\n", cmd);
 		status = EXIT_INPUT;
 	} else if (gvLayout(gvc, gg, "dot") != 0) {
-		fprintf(stderr, "sluice dot: Graphviz could not lay out the graph\n");
+		fprintf(stderr, "sluice %s: Graphviz could not lay out the graph\n", cmd);
 		status = EXIT_INPUT;
 	} else {
 		if (gvRenderFilename(gvc, gg, fmt, tmp) != 0) {
-			fprintf(stderr, "sluice dot: Graphviz could not render %s (is its %s plugin "
-					"installed? 'dot -c' registers plugins)\n", path, fmt);
+			fprintf(stderr, "sluice %s: Graphviz could not render %s (is its %s plugin "
+					"installed? 'dot -c' registers plugins)\n", cmd, path, fmt);
 			status = EXIT_INPUT;
 		}
 		gvFreeLayout(gvc, gg);
@@ -120,7 +114,7 @@ static int render(const char *dot, const char *fmt, const char *path)
 	if (gvc)
 		gvFreeContext(gvc);
 	if (status == EXIT_OK && rename(tmp, path)) {
-		fprintf(stderr, "sluice dot: cannot write '%s': %s\n", path, strerror(errno));
+		fprintf(stderr, "sluice %s: cannot write '%s': %s\n", cmd, path, strerror(errno));
 		status = EXIT_INPUT;
 	}
 	if (status != EXIT_OK)
@@ -130,12 +124,45 @@ static int render(const char *dot, const char *fmt, const char *path)
 }
 #endif
 
-static int draw(const struct dot_job *job, const char *outp)
+static int write_text(FILE *f, const void *text)
+{
+	fputs(text, f);
+	return ferror(f) != 0;
+}
+
+int cmd_draw_ext_ok(const char *outp)
+{
+	const char *ext = extension(outp);
+	return !strcmp(ext, "dot") || !strcmp(ext, "gv") || !strcmp(ext, "svg") ||
+	       !strcmp(ext, "png") || !strcmp(ext, "pdf");
+}
+
+int cmd_draw(const char *cmd, const char *dot, const char *outp)
 {
 	const char *ext = extension(outp);
 	if (!strcmp(ext, "dot") || !strcmp(ext, "gv"))
-		return cmd_ir_write_atomic("dot", outp, write_dot, job);
+		return cmd_ir_write_atomic(cmd, outp, write_text, dot);
 #ifdef SLUICE_HAVE_GRAPHVIZ
+	return render(cmd, dot, ext, outp);
+#else
+	size_t n = strlen(outp) + 8;
+	char *dotp = malloc(n);
+	if (!dotp)
+		abort();
+	snprintf(dotp, n, "%.*s.dot", (int)(strlen(outp) - strlen(ext) - 1), outp);
+	int status = cmd_ir_write_atomic(cmd, dotp, write_text, dot);
+	if (status == EXIT_OK)
+		fprintf(stderr,
+			"sluice %s: built without Graphviz: wrote %s instead of %s; render it with\n"
+			"  dot -T%s %s -o %s\n",
+			cmd, dotp, outp, ext, dotp, outp);
+	free(dotp);
+	return status;
+#endif
+}
+
+static int draw(const struct dot_job *job, const char *outp)
+{
 	char *text = NULL;
 	size_t len = 0;
 	FILE *m = open_memstream(&text, &len);
@@ -145,24 +172,9 @@ static int draw(const struct dot_job *job, const char *outp)
 	}
 	emit(job, m);
 	fclose(m);
-	int status = render(text, ext, outp);
+	int status = cmd_draw("dot", text, outp);
 	free(text);
 	return status;
-#else
-	size_t n = strlen(outp) + 8;
-	char *dotp = malloc(n);
-	if (!dotp)
-		abort();
-	snprintf(dotp, n, "%.*s.dot", (int)(strlen(outp) - strlen(ext) - 1), outp);
-	int status = cmd_ir_write_atomic("dot", dotp, write_dot, job);
-	if (status == EXIT_OK)
-		fprintf(stderr,
-			"sluice dot: built without Graphviz: wrote %s instead of %s; render it with\n"
-			"  dot -T%s %s -o %s\n",
-			dotp, outp, ext, dotp, outp);
-	free(dotp);
-	return status;
-#endif
 }
 
 int cmd_dot(int argc, char **argv)
@@ -212,9 +224,7 @@ int cmd_dot(int argc, char **argv)
 		status = EXIT_USAGE;
 	}
 	if (status < 0) {
-		const char *ext = extension(outp);
-		if (strcmp(ext, "dot") && strcmp(ext, "gv") && strcmp(ext, "svg") &&
-		    strcmp(ext, "png") && strcmp(ext, "pdf")) {
+		if (!cmd_draw_ext_ok(outp)) {
 			fprintf(stderr, "sluice dot: cannot tell the format of '%s' from its extension "
 					"(.svg, .png, .pdf, .dot or .gv)\n", outp);
 			status = EXIT_USAGE;

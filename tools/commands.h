@@ -17,6 +17,7 @@ int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_schedule(int argc, char **argv);
 
 /* The graph of FILE as read, no pass run: a model (.sl) compiled, or textual IR parsed
  * (its --set overrides and train settings checked).  NULL with *status set on failure. */
@@ -46,5 +47,10 @@ int cmd_ir_check_pass(const char *cmd, const char *after);
 /* Write PATH through write() to a temporary file, fsync, rename; returns an exit status. */
 int cmd_ir_write_atomic(const char *cmd, const char *path,
 			int (*write)(FILE *f, const void *ctx), const void *ctx);
+/* Write DOT text to OUT (tools/cmd_dot.c): .dot or .gv as text, .svg, .png or .pdf
+ * rendered through Graphviz (built without it: OUT.dot, and how to render it). */
+int cmd_draw(const char *cmd, const char *dot, const char *outp);
+/* 1 when OUT's extension is one cmd_draw writes */
+int cmd_draw_ext_ok(const char *outp);
 
 #endif

@@ -12,6 +12,7 @@ static const struct {
 	{ "check", cmd_check, "parameters, FLOPs and memory of a model" },
 	{ "ir", cmd_ir, "print the IR of a model (or of a textual IR file)" },
 	{ "dot", cmd_dot, "draw the graph of a model (SVG, PNG or DOT)" },
+	{ "schedule", cmd_schedule, "simulate a pipeline schedule: bubble, memory per rank" },
 	{ "train", cmd_train, "train a model on the CPU or a GPU" },
 	{ "data", cmd_data, "turn text into token shards" },
 	{ "devices", cmd_devices, "list the CPU and the CUDA devices" },

@@ -1,0 +1,79 @@
+#!/bin/bash
+# schedule_cli.sh SLUICE - 'sluice schedule': the table, JSON that parses and lists every
+# action once, a Chrome trace that parses, a DOT picture, and bad input refused (exit 1).
+set -u
+sluice=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+no() { echo "schedule_cli: $*" >&2; fail=1; }
+m=models/tiny_moe.sl
+
+# the README's command, and DESIGN.md's figure: DualPipe pp 8, bubble (8/2-1)(3+2-3) = 6
+out=$("$sluice" schedule $m --set pp=8 --set schedule=dualpipe --set microbatches=16 \
+	--costs F=1,B=2,W=1,FB=3) || no "dualpipe table failed"
+echo "$out" | grep -qE '^ +3 +48 +6 ' || no "dualpipe rank 3: want busy 48, bubble 6: $out"
+echo "$out" | grep -qE ' 9 +2x$' || no "dualpipe: want peak 9 and 2x parameters: $out"
+"$sluice" schedule $m --set pp=4 --set schedule=1f1b --set microbatches=8 \
+	--costs F=1,B=2,W=1 | grep -qE '^ +0 +24 +9 ' || no "1f1b: want bubble 9"
+"$sluice" schedule $m --set pp=4 --set schedule=zb1p --set microbatches=8 \
+	--costs F=1,B=2,W=1 | grep -qE '^ +0 +24 +3 ' || no "zb1p: want bubble 3"
+# costs from the model
+"$sluice" schedule $m --set pp=2 --set schedule=zb1p --set microbatches=4 | grep -q 'ms$' ||
+	no "costs from the model: no step in ms"
+
+for s in 1f1b zb1p dualpipe dualpipev; do
+	"$sluice" schedule $m --set pp=4 --set schedule=$s --set microbatches=8 \
+		--costs F=1,B=2,W=1,T=0.1 --json -o "$tmp/$s.json" --trace "$tmp/$s.trace.json" \
+		--dot "$tmp/$s.dot" || { no "$s: json/trace/dot failed"; continue; }
+	python3 - "$tmp/$s.json" "$tmp/$s.trace.json" "$s" <<'PY' || no "$s: bad JSON"
+import json, sys
+j = json.load(open(sys.argv[1])); t = json.load(open(sys.argv[2])); name = sys.argv[3]
+P, M, S = j["pp"], j["microbatches"], j["stages"]
+parts = {}
+for r in j["ranks"]:
+    last = 0
+    for a in r["actions"]:
+        assert a["end"] >= a["start"] >= 0 and a["end"] <= j["step"] + 1e-9
+        if a["stream"] != "compute":
+            continue
+        assert a["start"] >= last - 1e-9, "compute stream overlaps"
+        last = a["end"]
+        k = a["kind"]
+        got = {"F": ["F"], "B": ["B"], "W": ["W"], "BW": ["B", "W"], "FB": ["F"]}[k]
+        for p in got:
+            parts.setdefault((p, a["mb"], a["stage"]), []).append((r["rank"], a["start"], a["end"]))
+        if k == "FB":
+            for p in ("B", "W"):
+                parts.setdefault((p, a["mb2"], a["stage2"]), []).append((r["rank"], a["start"], a["end"]))
+for p in "FBW":
+    for m in range(M):
+        for s in range(S):
+            assert len(parts.get((p, m, s), [])) == 1, (p, m, s, parts.get((p, m, s)))
+# dependencies: forward of stage s+1 after that of s, backward of s after that of s+1
+for m in range(M):
+    for s in range(S - 1):
+        assert parts[("F", m, s + 1)][0][1] >= parts[("F", m, s)][0][2] - 1e-9
+        assert parts[("B", m, s)][0][1] >= parts[("B", m, s + 1)][0][2] - 1e-9
+    for s in range(S):
+        assert parts[("W", m, s)][0][2] >= parts[("B", m, s)][0][2] - 1e-9
+ev = t["traceEvents"]
+assert any(e.get("ph") == "X" and e["tid"] == 1 for e in ev), "no comm events"
+assert {e["pid"] for e in ev} == set(range(P))
+PY
+	grep -q '^digraph schedule' "$tmp/$s.dot" || no "$s: no DOT"
+done
+
+bad() {
+	"$sluice" schedule $m "$@" --costs F=1,B=2,W=1 >/dev/null 2>"$tmp/err"
+	rc=$?
+	[ $rc -eq 1 ] || no "want exit 1 for $*: $rc"
+	grep -q . "$tmp/err" || no "no message for $*"
+}
+bad --set pp=3 --set schedule=dualpipe --set microbatches=12
+bad --set pp=4 --set schedule=dualpipe --set microbatches=6
+bad --set pp=4 --set schedule=dualpipe --set microbatches=9
+bad --set pp=4 --set schedule=dualpipev --set microbatches=7
+bad --set schedule=nosuch
+"$sluice" schedule $m --costs F=1,B=2 >/dev/null 2>&1; [ $? -eq 2 ] || no "bad --costs: want 2"
+exit $fail
