@@ -311,6 +311,119 @@ static int same_shape(const struct rt_buffer *a, const struct rt_buffer *b)
 	return 1;
 }
 
+static int is_collective(enum rt_cop_kind k)
+{
+	return k == RT_COP_ALL_REDUCE || k == RT_COP_ALL_TO_ALL || k == RT_COP_ALL_TO_ALLV;
+}
+
+/* Every rank runs its actions in order, as the executor does, under the strictest
+ * rules a communication library may apply: a send completes only once its receive is
+ * posted, a collective only once every member of the communicator has reached it, a
+ * WAIT only once every operation this rank started on that group has its partner.
+ * The job must finish; if at some point no rank can move, the ranks and what each
+ * waits for form a cycle of waits, which is said.  0, or the number of blocked ranks. */
+static int check_progress(struct rt_program *const *progs, int n, FILE *err)
+{
+	int ng = progs[0]->n_groups;
+	size_t nn = (size_t)n * (size_t)n;
+	/* sent[g][r][q]: sends rank r started to world rank q on group g; recvd likewise */
+	int *sent = rt_calloc((size_t)ng * nn + 1, sizeof *sent);
+	int *recvd = rt_calloc((size_t)ng * nn + 1, sizeof *recvd);
+	int *coll = rt_calloc((size_t)ng * (size_t)n + 1, sizeof *coll); /* collectives reached */
+	int *pc = rt_calloc((size_t)n + 1, sizeof *pc);
+	int *mem = rt_calloc((size_t)n + 1, sizeof *mem);
+	unsigned char *arrived = rt_calloc((size_t)n + 1, 1); /* at a collective, counted */
+#define AT(arr, g, r, q) (arr)[((size_t)(g) * (size_t)n + (size_t)(r)) * (size_t)n + (size_t)(q)]
+	for (int moved = 1; moved;) {
+		moved = 0;
+		for (int r = 0; r < n; r++) {
+			const struct rt_program *p = progs[r];
+			while (pc[r] < p->n_actions) {
+				const struct rt_action *a = &p->actions[pc[r]];
+				if (a->kind == RT_ACT_CHUNK) {
+					pc[r]++;
+					moved = 1;
+					continue;
+				}
+				if (a->kind == RT_ACT_COMM) {
+					const struct rt_comm_op *o = &p->comms[a->index];
+					int g = o->group;
+					if (!is_collective(o->kind)) {
+						int m = group_members(progs, n, g, r, mem);
+						int q = o->peer < m ? mem[o->peer] : -1;
+						if (q < 0)
+							break; /* a peer outside the group: said by the pairing */
+						if (o->kind == RT_COP_SEND)
+							AT(sent, g, r, q)++;
+						else
+							AT(recvd, g, r, q)++;
+						pc[r]++;
+						moved = 1;
+						continue;
+					}
+					if (!arrived[r]) {
+						coll[(size_t)g * (size_t)n + (size_t)r]++;
+						arrived[r] = 1;
+					}
+					int k = coll[(size_t)g * (size_t)n + (size_t)r];
+					int m = group_members(progs, n, g, r, mem), all = 1;
+					for (int i = 0; i < m && all; i++)
+						all = coll[(size_t)g * (size_t)n + (size_t)mem[i]] >= k;
+					if (!all)
+						break;
+					arrived[r] = 0;
+					pc[r]++;
+					moved = 1;
+					continue;
+				}
+				/* WAIT on a group: every send and receive started there has its partner */
+				int g = a->index, ok = 1;
+				for (int q = 0; q < n && ok; q++)
+					ok = AT(sent, g, r, q) <= AT(recvd, g, q, r) &&
+					     AT(recvd, g, r, q) <= AT(sent, g, q, r);
+				if (!ok)
+					break;
+				pc[r]++;
+				moved = 1;
+			}
+		}
+	}
+	int stuck = 0;
+	for (int r = 0; r < n; r++) {
+		const struct rt_program *p = progs[r];
+		if (pc[r] >= p->n_actions)
+			continue;
+		if (!stuck++)
+			fprintf(err, "error: the programs cannot finish: no rank can move; a cycle of "
+				"waits among these:\n");
+		const struct rt_action *a = &p->actions[pc[r]];
+		if (a->kind == RT_ACT_WAIT) {
+			int g = a->index;
+			fprintf(err, "  rank %d, action %d: waits on group %s for", r, pc[r],
+				p->groups[g].name);
+			for (int q = 0; q < n; q++) {
+				if (AT(sent, g, r, q) > AT(recvd, g, q, r))
+					fprintf(err, " rank %d to receive", q);
+				if (AT(recvd, g, r, q) > AT(sent, g, q, r))
+					fprintf(err, " rank %d to send", q);
+			}
+			fputc('\n', err);
+		} else {
+			const struct rt_comm_op *o = &p->comms[a->index];
+			fprintf(err, "  rank %d, action %d: in %s over group %s, waiting for its other "
+				"members\n", r, pc[r], rt_cop_kind_name(o->kind), p->groups[o->group].name);
+		}
+	}
+#undef AT
+	free(sent);
+	free(recvd);
+	free(coll);
+	free(pc);
+	free(mem);
+	free(arrived);
+	return stuck;
+}
+
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 {
 	int bad = 0;
@@ -409,6 +522,8 @@ int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 		}
 	}
 	free(mem);
+	if (!bad)
+		bad = check_progress(progs, n, err);
 	return bad;
 }
 

@@ -207,8 +207,11 @@ void rt_program_print(const struct rt_program *p, FILE *out);
 
 /* The programs of every rank of a job, checked together: on every communicator, each
  * send has its receive (same shape and dtype, same micro-batch, in the same order)
- * and every member issues the same collectives in the same order.  Returns the
- * number of problems, each said on err. */
+ * and every member issues the same collectives in the same order; then every rank's
+ * actions are played in order under the strictest rules a library may apply (a send
+ * completes once its receive is posted, a collective once all members reach it), and
+ * the job must finish: a set of ranks that wait on each other is said, with what each
+ * waits for.  Returns the number of problems, each said on err. */
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err);
 
 /* The programs of a job as Graphviz DOT: ranks as clusters holding their chunks (in

@@ -152,6 +152,37 @@ int main(void)
 	CHECK(rt_program_verify(progs, n, quiet) > 0);
 	progs[0]->actions[s0].mb--;
 	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	/* a cycle of waits: stage 0 waits for its first gradient before sending its first
+	 * activation, while stage 1 waits for that activation; the pairs still match, so
+	 * only playing the actions finds it */
+	int r0 = first_comm(progs[0], RT_COP_RECV);
+	REQUIRE(r0 > 0);
+	struct rt_program *p0 = progs[0];
+	struct rt_action recv = p0->actions[r0];
+	int gpp = p0->comms[recv.index].group;
+	struct rt_action *na = calloc((size_t)p0->n_actions + 1, sizeof *na);
+	REQUIRE(na);
+	int k = 0;
+	na[k++] = recv;
+	na[k++] = (struct rt_action){ RT_ACT_WAIT, gpp, recv.mb };
+	for (int i = 0; i < p0->n_actions; i++)
+		if (i != r0)
+			na[k++] = p0->actions[i];
+	free(p0->actions);
+	p0->actions = na;
+	p0->n_actions = k;
+	FILE *msg = tmpfile();
+	REQUIRE(msg);
+	CHECK(rt_program_verify(progs, n, msg) > 0);
+	rewind(msg);
+	char line[512];
+	int said = 0;
+	while (fgets(line, sizeof line, msg)) {
+		said |= strstr(line, "cannot finish") != NULL;
+		fputs(line, stderr); /* shown in the test's log */
+	}
+	CHECKF(said, "the cycle of waits is not what was reported");
+	fclose(msg);
 	free_all(progs, n);
 	ir_graph_free(g);
 
