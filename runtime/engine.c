@@ -97,16 +97,6 @@ static void on_sigusr1(int sig)
 	interrupted = 1;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-	const unsigned char *s = data;
-	for (size_t i = 0; i < n; i++) {
-		h ^= s[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
 static int ends_with(const char *s, const char *suffix)
 {
 	size_t a = strlen(s), b = strlen(suffix);
@@ -132,7 +122,7 @@ static void init_params(struct engine *e)
 		const struct rt_param *r = q->r;
 		int64_t row = r->numel / (r->shape[0] ? r->shape[0] : 1);
 		int64_t first = r->row0 * row, n = (int64_t)q->n;
-		uint64_t seed = fnv1a(e->seed * 0x9e3779b97f4a7c15ull + 1, r->path, strlen(r->path));
+		uint64_t seed = rt_hash64(r->path, strlen(r->path), e->seed * 0x9e3779b97f4a7c15ull + 1);
 		double bound = r->std_given || r->fan_in <= 0 ? r->std : 1.0 / sqrt((double)r->fan_in);
 		switch (r->init) {
 		case RT_INIT_ZEROS: rt_fill_const(e->pool, q->w, n, 0.0f); break;

@@ -34,9 +34,6 @@ static void usage(FILE *f)
 		"  --seed N            the seed of the FIM choices and cut points (default 1337)\n");
 }
 
-static int write_fim_shards(const unsigned char *text, const size_t *doc_end, int n_docs,
-			    double fim, uint64_t seed, double val_fraction, const char *train_path,
-			    const char *val_path, FILE *log);
 
 int cmd_data(int argc, char **argv)
 {
@@ -122,7 +119,7 @@ int cmd_data(int argc, char **argv)
 	fprintf(stderr, "sluice data: %d file%s, %zu bytes of text, a token per byte\n", n_in,
 		n_in == 1 ? "" : "s", len);
 	if (fim > 0.0)
-		rc = write_fim_shards(text, doc_end, n_in, fim, seed, frac, out, val, stderr)
+		rc = train_write_fim_shards(text, doc_end, n_in, fim, seed, frac, out, val, stderr)
 			     ? EXIT_INPUT : EXIT_OK;
 	else
 		rc = train_write_text_shards(text, len, frac, out, val, stderr) ? EXIT_INPUT : EXIT_OK;
@@ -179,9 +176,9 @@ int train_write_text_shards(const unsigned char *text, size_t len, double val_fr
 
 /* FIM per document (each input file), then the shards as train_write_text_shards cuts
  * them: the validation shard is the last fraction of the tokens. */
-static int write_fim_shards(const unsigned char *text, const size_t *doc_end, int n_docs,
-			    double fim, uint64_t seed, double val_fraction, const char *train_path,
-			    const char *val_path, FILE *log)
+int train_write_fim_shards(const unsigned char *text, const size_t *doc_end, int n_docs,
+			   double fim, uint64_t seed, double val_fraction, const char *train_path,
+			   const char *val_path, FILE *log)
 {
 	size_t len = n_docs ? doc_end[n_docs - 1] : 0;
 	uint16_t *bytes = rt_malloc(2 * (len ? len : 1));

@@ -48,16 +48,6 @@ static const char *setting_str(const struct ir_graph *g, const char *name, const
 	return s && s->is_str ? s->str : dflt;
 }
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-	const unsigned char *p = data;
-	for (size_t i = 0; i < n; i++) {
-		h ^= p[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
 static int ends_with(const char *s, const char *suffix)
 {
 	size_t a = strlen(s), b = strlen(suffix);
@@ -150,8 +140,8 @@ static struct ir_graph *compile_model(const struct train_opts *o)
 /* The hash that ties a checkpoint to the model: name, parameter paths and shapes. */
 static void config_hash(const struct ir_graph *g, char *out, size_t n)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-	h = fnv1a(h, g->model ? g->model : "", strlen(g->model ? g->model : ""));
+	uint64_t h = RT_HASH64_INIT;
+	h = rt_hash64(g->model ? g->model : "", strlen(g->model ? g->model : ""), h);
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		if (op->kind != IR_OP_PARAM)
@@ -159,9 +149,9 @@ static void config_hash(const struct ir_graph *g, char *out, size_t n)
 		const char *path = op->path ? op->path : ir_sprintf(g->arena, "param%d", op->out[0]->id);
 		const struct ir_value *v = op->out[0];
 		int rank = v->shape.rank;
-		h = fnv1a(h, path, strlen(path) + 1);
-		h = fnv1a(h, &rank, sizeof rank);
-		h = fnv1a(h, v->shape.dim, sizeof v->shape.dim[0] * (size_t)rank);
+		h = rt_hash64(path, strlen(path) + 1, h);
+		h = rt_hash64(&rank, sizeof rank, h);
+		h = rt_hash64(v->shape.dim, sizeof v->shape.dim[0] * (size_t)rank, h);
 	}
 	snprintf(out, n, "%016" PRIx64, h);
 }
@@ -569,31 +559,6 @@ static void split_fortunes(const char *text, size_t len, int *counter, char **tr
 	}
 }
 
-/* The training text as a shard with FIM applied per fortune (runtime/data.c). */
-static int write_fim_shard(const char *text, size_t len, const size_t *ends, int n_ends,
-			   double fim, uint64_t seed, const char *path, FILE *log)
-{
-	uint16_t *bytes = rt_malloc(2 * (len + 1));
-	uint16_t *tok = rt_malloc(2 * (len + 3 * (size_t)n_ends + 1));
-	rt_tokenize_bytes((const unsigned char *)text, len, bytes);
-	size_t n = 0, start = 0;
-	int n_fim = 0;
-	for (int k = 0; k < n_ends; k++) {
-		size_t dn = ends[k] - start;
-		size_t w = rt_fim_document(bytes + start, dn, fim, seed, (uint64_t)k, tok + n);
-		n_fim += w != dn;
-		n += w;
-		start = ends[k];
-	}
-	int rc = rt_shard_write(path, tok, (int64_t)n, log);
-	if (!rc)
-		fprintf(log, "data: FIM: %d of %d fortunes in prefix-suffix-middle order (rate %g)\n",
-			n_fim, n_ends, fim);
-	free(bytes);
-	free(tok);
-	return rc;
-}
-
 int train_default_data(char **train_path, char **val_path, double fim, uint64_t seed,
 		       FILE *log)
 {
@@ -661,7 +626,8 @@ int train_default_data(char **train_path, char **val_path, double fim, uint64_t 
 		fprintf(log, "sluice train: cannot make %s: %s\n", dir, strerror(errno));
 	} else if (ntr < 2 || nva < 2) {
 		fprintf(log, "sluice train: %s holds too little text\n", src);
-	} else if (!(fim > 0 ? write_fim_shard(tr, ntr, ends, n_ends, fim, seed, *train_path, log)
+	} else if (!(fim > 0 ? train_write_fim_shards((unsigned char *)tr, ends, n_ends, fim, seed,
+						      0.0, *train_path, NULL, log)
 			     : train_write_text_shards((unsigned char *)tr, ntr, 0.0, *train_path,
 						       NULL, log)) &&
 		   !train_write_text_shards((unsigned char *)va, nva, 0.0, *val_path, NULL, log)) {

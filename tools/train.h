@@ -60,4 +60,10 @@ char *train_val_shard_name(const char *out);
 int train_write_text_shards(const unsigned char *text, size_t len, double val_fraction,
 			    const char *train_path, const char *val_path, FILE *log);
 
+/* The same with FIM applied per document first (documents end at doc_end[k] in text):
+ * that share of them in prefix-suffix-middle order, seeded by seed. */
+int train_write_fim_shards(const unsigned char *text, const size_t *doc_end, int n_docs,
+			   double fim, uint64_t seed, double val_fraction, const char *train_path,
+			   const char *val_path, FILE *log);
+
 #endif

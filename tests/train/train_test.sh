@@ -243,7 +243,7 @@ SLUICE_FORTUNES_DIR=$T/none SLUICE_CACHE_DIR=$T/cache2 \
 # vocabulary without room for the sentinels, or a --data shard, refused
 GPT=$ROOT/models/tiny_gpt.sl
 expect 1 "needs a vocabulary of at least 259" "$SLUICE" train "$GPT" --set fim=0.5 --steps 1 --quiet
-expect 0 "FIM: [0-9]* of 114 fortunes in prefix-suffix-middle order (rate 0.5)" "$SLUICE" train "$GPT" \
+expect 0 "[0-9]* of 114 documents in FIM form (rate 0.5" "$SLUICE" train "$GPT" \
 	--set fim=0.5 --set vocab=259 --set seq=16 --set batch=2 --steps 2 --quiet --out dfim
 [ -s cache/fortunes_train_fim0.5_seed1337.bin ] || fail "no FIM shard in the cache"
 python3 - cache/fortunes_train_fim0.5_seed1337.bin cache/fortunes_train.bin <<'PY' || fail "FIM shard"
