@@ -236,7 +236,6 @@ struct builder {
 	int *unit_of_op;          /* per op: stage*2 + backward (0 with one stage); -1 sources */
 	int *seg_of_op;           /* per op: its segment within the unit */
 	int *unit_of_val;         /* per value: the unit of its op, -1 sources */
-	int *key_of_val;          /* per value: unit*SEG_MAX + seg of its op, -1 sources */
 	int *buf_of_val;          /* per value: this rank's buffer, -1 none */
 	int *obuf_of_val;         /* per value: the OUTPUT or GRAD buffer of a graph output
 				     that other chunks read too (then buf_of_val is SAVED) */
@@ -716,7 +715,6 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
 	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
 	b.unit_of_val = rt_calloc((size_t)nv + 1, sizeof *b.unit_of_val);
-	b.key_of_val = rt_calloc((size_t)nv + 1, sizeof *b.key_of_val);
 	b.buf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.buf_of_val);
 	b.obuf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.obuf_of_val);
 	b.out_name = rt_calloc((size_t)nv + 1, sizeof *b.out_name);
@@ -727,11 +725,11 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	/* per (source stage, destination stage): the unit of the destination that first
 	 * reads what the source sends */
 	int *first_reader = rt_calloc((size_t)(l->pp * l->pp) + 1, sizeof *first_reader);
-	int *units = NULL, *mbs = NULL, *chunk_of_key = NULL;
+	int *units = NULL, *mbs = NULL;
 	struct item *items = NULL;
 	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
-		b.unit_of_val[i] = b.key_of_val[i] = b.buf_of_val[i] = b.obuf_of_val[i] =
+		b.unit_of_val[i] = b.buf_of_val[i] = b.obuf_of_val[i] =
 			b.out_name[i] = param_op[i] = -1;
 	for (int i = 0; i < l->pp * l->pp; i++)
 		first_reader[i] = -1;
@@ -767,7 +765,6 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		for (int k = 0; k < op->n_out; k++) {
 			int vid = op->out[k]->id;
 			b.unit_of_val[vid] = u;
-			b.key_of_val[vid] = u * SEG_MAX + seg;
 			seg_of_val[vid] = seg;
 			from_comm[vid] = (unsigned char)is_comm(op);
 		}
@@ -1045,7 +1042,6 @@ done:
 	free(b.use_start);
 	free(b.use_op);
 	free(b.unit_of_val);
-	free(b.key_of_val);
 	free(b.buf_of_val);
 	free(b.obuf_of_val);
 	free(b.out_name);
@@ -1057,7 +1053,6 @@ done:
 	free(units);
 	free(mbs);
 	free(items);
-	free(chunk_of_key);
 	if (!ok) {
 		rt_program_free(p);
 		return NULL;
