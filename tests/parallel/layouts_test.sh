@@ -188,7 +188,7 @@ rm -rf "$T/ck-kill"
 	--set seq=32 --set batch=2 --set pp=2 --ckpt-every 2 --out "$T/ck-kill" >kill.out 2>&1 &
 job=$!
 victim=""
-for _ in $(seq 100); do
+for _ in $(seq 900); do # the sanitizer build compiles slowly: up to 3 minutes
 	sleep 0.2
 	[ -f "$T/ck-kill/checkpoint.safetensors" ] || continue
 	for pid in $(pgrep -f "ck-kill"); do
@@ -226,7 +226,7 @@ rm -rf "$T/ck-int"
 "$SLUICE" train "$MODEL" --ranks 2 --data text.bin --steps 100000 --eval-every 0 --quiet \
 	--set seq=32 --set batch=2 --set pp=2 --out "$T/ck-int" >int.out 2>&1 &
 job=$!
-for _ in $(seq 150); do
+for _ in $(seq 900); do
 	sleep 0.2
 	grep -q "^layout:" int.out && break
 done
