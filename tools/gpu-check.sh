@@ -65,7 +65,7 @@ S=$BUILD/sluice
 
 step "sluice devices" devices.txt "$S" devices
 step "GPU tests (ctest)" tests-gpu.log ctest --test-dir "$BUILD" --output-on-failure \
-	-R '^(test_kcache|test_gpu_.*|devices_.*|bench_bad_args)$'
+	-R '^(test_kcache|test_gpu_.*|test_cuda_lib|devices_.*|bench_bad_args)$'
 
 # GEMMs: every row timed by sluice and by PyTorch in turn, each in its own process,
 # the order swapped from row to row and round to round.  (Timing a whole table in one

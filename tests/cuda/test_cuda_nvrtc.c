@@ -1,6 +1,7 @@
 /* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/) compiles with
  * NVRTC for sm_90, to a cubin, with no error and no warning.  NVRTC compiles without a
- * GPU or driver, so this runs on any machine whose build found it (the runtime's
+ * GPU or driver, so this runs on any machine whose build found it; so do the library
+ * kernels of codegen/cuda/lib_kernels.cu (the runtime's
  * rt_module_build needs a device to read the architecture from, so NVRTC is called
  * directly here); elsewhere the test exits 77, skipped.  Running the kernels needs a
  * GPU: that is the GPU backend's test. */
@@ -20,6 +21,7 @@ int main(void)
 #include <nvrtc.h>
 
 #include "check.h"
+#include "codegen/cuda/lib.h"
 #include "ir/golden.h"
 
 #define GOLDEN "tests/cuda/golden"
@@ -78,6 +80,9 @@ int main(void)
 	closedir(d);
 	CHECKF(files >= 6, "only %d golden files", files);
 	printf("NVRTC %d.%d compiled %d golden files for sm_90\n", major, minor, files);
+	/* the library kernels (codegen/cuda/lib_kernels.cu), as cg_cuda_lib_load builds them */
+	CHECKF(compile("sluice_lib.cu", cg_cuda_lib_source()) == 0,
+	       "the library kernels do not compile cleanly");
 	return CHECK_DONE();
 }
 #endif
