@@ -2,7 +2,15 @@
  * the kernels' header comment for how each works).  The source is embedded by the
  * build (lib_kernels.inc: the .cu file's bytes as a C array, made by CMakeLists.txt).
  *
- * Launch shapes: 256 threads per block everywhere.  Attention: a block per (64-row
+ * Which kernels: bf16 with 16-byte aligned rows goes to the tensor-core kernels (the
+ * attention forward for head sizes 64/64, 128/128 and 192/128; the grouped GEMM and
+ * its weight gradient when K and N are multiples of 8 and E <= 2047); everything else
+ * to the SIMT kernels.  The tensor-core attention backward (same head sizes) is only
+ * taken with $SLUICE_CUDA_ATTN_BWD_MMA=1: not yet verified on a GPU (its first run
+ * was given half the shared memory it needs, since corrected; the SIMT backward is
+ * the default until tests/cuda/test_cuda_lib passes with the variable set).
+ *
+ * Launch shapes (SIMT): 256 threads per block.  Attention: a block per (64-row
  * tile, head, batch) with grid (tiles, H, B) (the backward's second kernel per kv
  * head); the variant is picked by the larger head size: columns per thread NC = 8
  * (heads up to 128) or 16 (up to 256).  Delta: a warp per row, 8 rows a block.
@@ -36,7 +44,9 @@ struct cg_cuda_lib {
 	struct rt_kernel *fwd[N_TYPES][N_NC], *dq[N_TYPES][N_NC], *dkv[N_TYPES][N_NC];
 	struct rt_kernel *delta[N_TYPES], *grouped[N_TYPES], *wgrad[N_TYPES];
 	/* bf16 on tensor cores */
-	struct rt_kernel *fwd_mma[N_MMA_HEADS], *grouped_mma, *wgrad_mma;
+	struct rt_kernel *fwd_mma[N_MMA_HEADS], *dq_mma[N_MMA_HEADS], *dkv_mma[N_MMA_HEADS];
+	struct rt_kernel *grouped_mma, *wgrad_mma;
+	int bwd_mma; /* $SLUICE_CUDA_ATTN_BWD_MMA=1: the tensor-core attention backward */
 };
 
 static const char *const type_name[N_TYPES] = { "f32", "bf16" };
@@ -65,6 +75,8 @@ struct cg_cuda_lib *cg_cuda_lib_load(struct rt_gpu *g)
 	struct rt_module_src src = { "sluice_lib.cu", lib_source, opts, 1 };
 	struct cg_cuda_lib *l = rt_calloc(1, sizeof *l);
 	l->g = g;
+	const char *bm = getenv("SLUICE_CUDA_ATTN_BWD_MMA");
+	l->bwd_mma = bm && atoi(bm) > 0;
 	if (rt_module_build(g, &src, 1, &l->m, NULL)) {
 		fprintf(stderr, "sluice: CUDA library: the kernels did not build\n");
 		free(l);
@@ -83,9 +95,12 @@ struct cg_cuda_lib *cg_cuda_lib_load(struct rt_gpu *g)
 		l->grouped[t] = kernel(l, &bad, "sl_grouped_%s", tn);
 		l->wgrad[t] = kernel(l, &bad, "sl_wgrad_%s", tn);
 	}
-	for (int i = 0; i < N_MMA_HEADS; i++)
-		l->fwd_mma[i] = kernel(l, &bad, "sl_attn_fwd_mma_bf16_d%d_%d", mma_heads[i][0],
-				       mma_heads[i][1]);
+	for (int i = 0; i < N_MMA_HEADS; i++) {
+		int dk = mma_heads[i][0], dv = mma_heads[i][1];
+		l->fwd_mma[i] = kernel(l, &bad, "sl_attn_fwd_mma_bf16_d%d_%d", dk, dv);
+		l->dq_mma[i] = kernel(l, &bad, "sl_attn_dq_mma_bf16_d%d_%d", dk, dv);
+		l->dkv_mma[i] = kernel(l, &bad, "sl_attn_dkv_mma_bf16_d%d_%d", dk, dv);
+	}
 	l->grouped_mma = kernel(l, &bad, "sl_grouped_mma_bf16");
 	l->wgrad_mma = kernel(l, &bad, "sl_wgrad_mma_bf16");
 	if (bad) {
@@ -197,16 +212,31 @@ int cg_cuda_attention_bwd(struct cg_cuda_lib *l, const struct cg_cuda_attn *a, r
 	unsigned dgrid[3] = { (unsigned)((rows + 7) / 8), 1, 1 };
 	if (rt_kernel_launch(l->g, l->delta[t], dgrid, block, 0, s, dargs))
 		return -1;
+	unsigned grid[3] = { 0, 1, (unsigned)a->B };
+	int mma = attn_mma(a, q, k, v, o);
+	if (l->bwd_mma && mma >= 0 && aligned16(dout) && aligned16(dq) && aligned16(dk) &&
+	    aligned16(dv)) {
+		/* 2 warps; four 32-row tiles of halves: q and k (Dk + 8), dout and v (Dv + 8) */
+		unsigned mblock[3] = { 64, 1, 1 }, smem = (unsigned)(4 * 32 * (Dk + 8 + Dv + 8));
+		void *qargs[] = { &q, &k, &v, &lse, &scratch, &dout, &dq, &S, &H, &Hkv, &scale,
+				  &causal };
+		grid[0] = (unsigned)((S + 31) / 32), grid[1] = (unsigned)H;
+		if (rt_kernel_launch(l->g, l->dq_mma[mma], grid, mblock, smem, s, qargs))
+			return -1;
+		void *kargs[] = { &q, &k, &v, &lse, &scratch, &dout, &dk, &dv, &S, &H, &Hkv, &scale,
+				  &causal };
+		grid[1] = (unsigned)Hkv;
+		return rt_kernel_launch(l->g, l->dkv_mma[mma], grid, mblock, smem, s, kargs);
+	}
 	void *qargs[] = { &q, &k, &v, &lse, &scratch, &dout, &dq, &S, &H, &Hkv, &Dk, &Dv, &scale,
 			  &causal };
-	unsigned tiles = (unsigned)((S + ATT_T - 1) / ATT_T);
-	unsigned qgrid[3] = { tiles, (unsigned)H, (unsigned)a->B };
-	if (rt_kernel_launch(l->g, l->dq[t][nc], qgrid, block, 0, s, qargs))
+	grid[0] = (unsigned)((S + ATT_T - 1) / ATT_T), grid[1] = (unsigned)H;
+	if (rt_kernel_launch(l->g, l->dq[t][nc], grid, block, 0, s, qargs))
 		return -1;
 	void *kargs[] = { &q, &k, &v, &lse, &scratch, &dout, &dk, &dv, &S, &H, &Hkv, &Dk, &Dv,
 			  &scale, &causal };
-	unsigned kgrid[3] = { tiles, (unsigned)Hkv, (unsigned)a->B };
-	return rt_kernel_launch(l->g, l->dkv[t][nc], kgrid, block, 0, s, kargs);
+	grid[1] = (unsigned)Hkv;
+	return rt_kernel_launch(l->g, l->dkv[t][nc], grid, block, 0, s, kargs);
 }
 
 /* --- grouped GEMM ------------------------------------------------------------------- */

@@ -7,7 +7,8 @@
  *
  * Every call queues its kernels on stream S and returns at once (no host
  * synchronisation, nothing read back: the expert offsets are read on the device); it
- * returns 0, or -1 after printing why (bad arguments or a failed launch).  All tensors
+ * returns 0, or -1 after printing why (bad arguments or a failed launch).  bf16 runs
+ * on tensor cores where the shapes allow (see lib.c), the rest on SIMT f32 kernels.  All tensors
  * of a call share one storage type: f32, or bf16 (16 bits, the upper half of an f32,
  * as the generated kernels store it); arithmetic and accumulation are f32, lse and the
  * backward's scratch f32.  Tensors are dense and row-major. */
@@ -32,7 +33,9 @@ void cg_cuda_lib_free(struct cg_cuda_lib *l);
  *   q [B,S,H,Dk], k [B,S,Hkv,Dk], v [B,S,Hkv,Dv], o [B,S,H,Dv], lse [B,H,S] (f32);
  *   query head h attends with kv head h / (H / Hkv); scores scale * q.k; causal: query
  *   i sees keys j <= i.  Needs H a multiple of Hkv, 1 <= Dk, Dv <= 256, B <= 65535.
- * The forward writes o and lse = log sum_j exp(score_ij) (natural log) per row.
+ * The forward writes o and lse = log sum_j exp(score_ij) (natural log) per row.  On
+ * tensor cores the probabilities are rounded to bf16 before their product with v
+ * (and, in the backward, p and ds before theirs), as FlashAttention does.
  * The backward reads the forward's o and lse and dout (shaped as o) and writes dq, dk,
  * dv (shaped as q, k, v; each written whole, not accumulated into); scratch holds
  * cg_cuda_attention_bwd_scratch(a) bytes of device memory (the CPU backend's delta

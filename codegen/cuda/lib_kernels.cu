@@ -951,6 +951,227 @@ __device__ __forceinline__ void attn_fwd_mma(const sl_bf16 *__restrict__ q,
 		lb[qi1] = (m1 + log2f(l1)) * 0.6931471805599453f;
 }
 
+/* Attention backward in bf16 on tensor cores: the two passes of the SIMT kernels (dq
+ * per query tile; dk and dv per key tile over the group's heads and the query tiles
+ * from the diagonal), with tiles of 32 rows against 32 so that the four operand tiles
+ * (q, dout, k, v) fit the 48 KiB of shared memory a block gets without opting in.  Two
+ * warps of 16 rows each.  Per pair of tiles: s = q k^T and dp = dout v^T on tensor
+ * cores, p = exp(s - lse) and ds = p (dp - D) in f32 registers, then p and ds, rounded
+ * to bf16, are the A operand of dq += ds k, dv += p^T dout, dk += ds^T q (in the second
+ * pass the tiles are transposed: rows are keys).  Not yet verified on a GPU: lib.c
+ * takes it only with $SLUICE_CUDA_ATTN_BWD_MMA=1. */
+
+/* rows 0 .. n - 1 of a 32-row tile of D columns into shared memory (row stride SD),
+ * zero past n */
+template <int D, int SD>
+__device__ __forceinline__ void stage32(sl_bf16 *s, const sl_bf16 *base, long long ld, int n)
+{
+	for (int c = threadIdx.x; c < 32 * D / 8; c += blockDim.x) {
+		int r = c / (D / 8), col = c % (D / 8) * 8, ok = r < n;
+		cp16(smem_u32(s + r * SD + col), ok ? base + r * ld + col : base, ok);
+	}
+}
+
+/* c[4][4] += a (the warp's 16 rows of a K-major tile, stride SA) times b^T (32 rows of a
+ * K-major tile, stride SB), over D */
+template <int D, int SA, int SB>
+__device__ __forceinline__ void mma_abt32(float c[4][4], const sl_bf16 *a, const sl_bf16 *b)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j8 = lane >> 3, r8 = lane & 7;
+#pragma unroll
+	for (int kk = 0; kk < D / 16; kk++) {
+		unsigned af[4];
+		ldsm4(a + (warp * 16 + (lane & 15)) * SA + kk * 16 + (lane >> 4) * 8, af);
+#pragma unroll
+		for (int nj = 0; nj < 2; nj++) {
+			unsigned r[4];
+			ldsm4(b + (nj * 16 + r8 + (j8 >> 1) * 8) * SB + kk * 16 + (j8 & 1) * 8, r);
+			mma16816(c[2 * nj], af, r[0], r[1]);
+			mma16816(c[2 * nj + 1], af, r[2], r[3]);
+		}
+	}
+}
+
+/* acc[D/8][4] += w (the warp's 16 x 32 in C fragments, rounded to bf16) times x (32 rows
+ * of an MN-major tile of D columns, stride SX) */
+template <int D, int SX>
+__device__ __forceinline__ void mma_wx32(float acc[][4], const float w[4][4], const sl_bf16 *x)
+{
+	int lane = threadIdx.x & 31, j8 = lane >> 3, r8 = lane & 7;
+#pragma unroll
+	for (int kq = 0; kq < 2; kq++) {
+		unsigned pa[4] = { pack_bf16(w[2 * kq][0], w[2 * kq][1]),
+				   pack_bf16(w[2 * kq][2], w[2 * kq][3]),
+				   pack_bf16(w[2 * kq + 1][0], w[2 * kq + 1][1]),
+				   pack_bf16(w[2 * kq + 1][2], w[2 * kq + 1][3]) };
+#pragma unroll
+		for (int nd = 0; nd < D / 16; nd++) {
+			unsigned r[4];
+			ldsm4t(x + (kq * 16 + r8 + (j8 & 1) * 8) * SX + nd * 16 + (j8 >> 1) * 8, r);
+			mma16816(acc[2 * nd], pa, r[0], r[1]);
+			mma16816(acc[2 * nd + 1], pa, r[2], r[3]);
+		}
+	}
+}
+
+template <int DK, int DV>
+__device__ __forceinline__ void attn_dq_mma(const sl_bf16 *__restrict__ q,
+					    const sl_bf16 *__restrict__ k,
+					    const sl_bf16 *__restrict__ v,
+					    const float *__restrict__ lse,
+					    const float *__restrict__ delta,
+					    const sl_bf16 *__restrict__ dout, sl_bf16 *__restrict__ dq,
+					    int S, int H, int Hkv, float scale, int causal)
+{
+	extern __shared__ __align__(16) unsigned char att_smem[];
+	const int SK = DK + 8, SV = DV + 8;
+	sl_bf16 *qs = (sl_bf16 *)att_smem, *gs = qs + 32 * SK, *ks = gs + 32 * SV, *vs = ks + 32 * SK;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+	int b = blockIdx.z, h = blockIdx.y;
+	int i0 = (gridDim.x - 1 - blockIdx.x) * 32;
+	int kh = h / (H / Hkv);
+	long long ldq = (long long)H * DK, ldk = (long long)Hkv * DK;
+	long long ldv = (long long)Hkv * DV, ldo = (long long)H * DV;
+	const sl_bf16 *kb = k + (long long)b * S * ldk + (long long)kh * DK;
+	const sl_bf16 *vb = v + (long long)b * S * ldv + (long long)kh * DV;
+	int nq = min(32, S - i0);
+	stage32<DK, DK + 8>(qs, q + ((long long)b * S + i0) * ldq + (long long)h * DK, ldq, nq);
+	stage32<DV, DV + 8>(gs, dout + ((long long)b * S + i0) * ldo + (long long)h * DV, ldo, nq);
+	cp_commit();
+	const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
+	int qi0 = i0 + warp * 16 + g, qi1 = qi0 + 8;
+	const float *lb = lse + ((long long)b * H + h) * S, *db = delta + ((long long)b * H + h) * S;
+	float l0 = qi0 < S ? lb[qi0] * log2e : 0.0f, l1 = qi1 < S ? lb[qi1] * log2e : 0.0f;
+	float d0 = qi0 < S ? db[qi0] : 0.0f, d1 = qi1 < S ? db[qi1] : 0.0f;
+	float acc[DK / 8][4] = {};
+	int jend = causal ? i0 + nq : S;
+	for (int j0 = 0; j0 < jend; j0 += 32) {
+		int nk = min(32, S - j0);
+		__syncthreads();
+		stage32<DK, DK + 8>(ks, kb + j0 * ldk, ldk, nk);
+		stage32<DV, DV + 8>(vs, vb + j0 * ldv, ldv, nk);
+		cp_commit();
+		cp_wait<0>();
+		__syncthreads();
+		float sc[4][4] = {}, dp[4][4] = {};
+		mma_abt32<DK, DK + 8, DK + 8>(sc, qs, ks);
+		mma_abt32<DV, DV + 8, DV + 8>(dp, gs, vs);
+#pragma unroll
+		for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				int kj = j0 + nb * 8 + 2 * t + e;
+				int ok0 = qi0 < S && kj < S && (!causal || kj <= qi0);
+				int ok1 = qi1 < S && kj < S && (!causal || kj <= qi1);
+				float p0 = ok0 ? exp2f(sc[nb][e] * sl2 - l0) : 0.0f;
+				float p1 = ok1 ? exp2f(sc[nb][2 + e] * sl2 - l1) : 0.0f;
+				sc[nb][e] = p0 * (dp[nb][e] - d0);
+				sc[nb][2 + e] = p1 * (dp[nb][2 + e] - d1);
+			}
+		mma_wx32<DK, DK + 8>(acc, sc, ks);
+	}
+	sl_bf16 *ob = dq + (long long)b * S * ldq + (long long)h * DK;
+#pragma unroll
+	for (int nd = 0; nd < DK / 8; nd++) {
+		int col = nd * 8 + 2 * t;
+		if (qi0 < S)
+			*(unsigned *)(ob + qi0 * ldq + col) =
+				pack_bf16(acc[nd][0] * scale, acc[nd][1] * scale);
+		if (qi1 < S)
+			*(unsigned *)(ob + qi1 * ldq + col) =
+				pack_bf16(acc[nd][2] * scale, acc[nd][3] * scale);
+	}
+}
+
+template <int DK, int DV>
+__device__ __forceinline__ void attn_dkv_mma(const sl_bf16 *__restrict__ q,
+					     const sl_bf16 *__restrict__ k,
+					     const sl_bf16 *__restrict__ v,
+					     const float *__restrict__ lse,
+					     const float *__restrict__ delta,
+					     const sl_bf16 *__restrict__ dout,
+					     sl_bf16 *__restrict__ dk, sl_bf16 *__restrict__ dv, int S,
+					     int H, int Hkv, float scale, int causal)
+{
+	extern __shared__ __align__(16) unsigned char att_smem[];
+	const int SK = DK + 8, SV = DV + 8;
+	sl_bf16 *ks = (sl_bf16 *)att_smem, *vs = ks + 32 * SK, *qs = vs + 32 * SV, *gs = qs + 32 * SK;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+	int b = blockIdx.z, kh = blockIdx.y, G = H / Hkv;
+	int j0 = blockIdx.x * 32; /* the first key tiles see the most queries */
+	long long ldq = (long long)H * DK, ldk = (long long)Hkv * DK;
+	long long ldv = (long long)Hkv * DV, ldo = (long long)H * DV;
+	int nk = min(32, S - j0);
+	stage32<DK, DK + 8>(ks, k + ((long long)b * S + j0) * ldk + (long long)kh * DK, ldk, nk);
+	stage32<DV, DV + 8>(vs, v + ((long long)b * S + j0) * ldv + (long long)kh * DV, ldv, nk);
+	cp_commit();
+	const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
+	int kj0 = j0 + warp * 16 + g, kj1 = kj0 + 8;
+	float ak[DK / 8][4] = {}, av[DV / 8][4] = {};
+	for (int h = kh * G; h < (kh + 1) * G; h++) {
+		const sl_bf16 *qh = q + (long long)b * S * ldq + (long long)h * DK;
+		const sl_bf16 *gh = dout + (long long)b * S * ldo + (long long)h * DV;
+		const float *lb = lse + ((long long)b * H + h) * S;
+		const float *db = delta + ((long long)b * H + h) * S;
+		for (int i0 = causal ? j0 : 0; i0 < S; i0 += 32) {
+			int nq = min(32, S - i0);
+			__syncthreads();
+			stage32<DK, DK + 8>(qs, qh + i0 * ldq, ldq, nq);
+			stage32<DV, DV + 8>(gs, gh + i0 * ldo, ldo, nq);
+			cp_commit();
+			float lq[4][2], dd[4][2];
+#pragma unroll
+			for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					int qi = i0 + nb * 8 + 2 * t + e;
+					lq[nb][e] = qi < S ? lb[qi] * log2e : 0.0f;
+					dd[nb][e] = qi < S ? db[qi] : 0.0f;
+				}
+			cp_wait<0>();
+			__syncthreads();
+			/* transposed: rows are the warp's keys, columns the tile's queries */
+			float sc[4][4] = {}, dp[4][4] = {};
+			mma_abt32<DK, DK + 8, DK + 8>(sc, ks, qs);
+			mma_abt32<DV, DV + 8, DV + 8>(dp, vs, gs);
+#pragma unroll
+			for (int nb = 0; nb < 4; nb++)
+#pragma unroll
+				for (int e = 0; e < 2; e++) {
+					int qi = i0 + nb * 8 + 2 * t + e;
+					int ok0 = qi < S && kj0 < S && (!causal || kj0 <= qi);
+					int ok1 = qi < S && kj1 < S && (!causal || kj1 <= qi);
+					float p0 = ok0 ? exp2f(sc[nb][e] * sl2 - lq[nb][e]) : 0.0f;
+					float p1 = ok1 ? exp2f(sc[nb][2 + e] * sl2 - lq[nb][e]) : 0.0f;
+					sc[nb][e] = p0;
+					sc[nb][2 + e] = p1;
+					dp[nb][e] = p0 * (dp[nb][e] - dd[nb][e]);
+					dp[nb][2 + e] = p1 * (dp[nb][2 + e] - dd[nb][e]);
+				}
+			mma_wx32<DV, DV + 8>(av, sc, gs);
+			mma_wx32<DK, DK + 8>(ak, dp, qs);
+		}
+	}
+	sl_bf16 *kob = dk + (long long)b * S * ldk + (long long)kh * DK;
+	sl_bf16 *vob = dv + (long long)b * S * ldv + (long long)kh * DV;
+#pragma unroll
+	for (int nd = 0; nd < DK / 8; nd++) {
+		int col = nd * 8 + 2 * t;
+		if (kj0 < S)
+			*(unsigned *)(kob + kj0 * ldk + col) = pack_bf16(ak[nd][0] * scale, ak[nd][1] * scale);
+		if (kj1 < S)
+			*(unsigned *)(kob + kj1 * ldk + col) = pack_bf16(ak[nd][2] * scale, ak[nd][3] * scale);
+	}
+#pragma unroll
+	for (int nd = 0; nd < DV / 8; nd++) {
+		int col = nd * 8 + 2 * t;
+		if (kj0 < S)
+			*(unsigned *)(vob + kj0 * ldv + col) = pack_bf16(av[nd][0], av[nd][1]);
+		if (kj1 < S)
+			*(unsigned *)(vob + kj1 * ldv + col) = pack_bf16(av[nd][2], av[nd][3]);
+	}
+}
+
 /* --- the entry points: extern "C" names per storage type and head-size bound ------------ */
 
 #define ATTN_ENTRIES(T, TN, NC)                                                             \
@@ -1030,6 +1251,25 @@ extern "C" __global__ void __launch_bounds__(256)
 						  int causal)                                  \
 	{                                                                                   \
 		attn_fwd_mma<DK, DV>(q, k, v, o, lse, S, H, Hkv, scale, causal);            \
+	}                                                                                   \
+	extern "C" __global__ void __launch_bounds__(64)                                    \
+		sl_attn_dq_mma_bf16_d##DK##_##DV(const sl_bf16 *q, const sl_bf16 *k,          \
+						 const sl_bf16 *v, const float *lse,           \
+						 const float *delta, const sl_bf16 *dout,      \
+						 sl_bf16 *dq, int S, int H, int Hkv,           \
+						 float scale, int causal)                      \
+	{                                                                                   \
+		attn_dq_mma<DK, DV>(q, k, v, lse, delta, dout, dq, S, H, Hkv, scale, causal); \
+	}                                                                                   \
+	extern "C" __global__ void __launch_bounds__(64)                                    \
+		sl_attn_dkv_mma_bf16_d##DK##_##DV(const sl_bf16 *q, const sl_bf16 *k,         \
+						  const sl_bf16 *v, const float *lse,          \
+						  const float *delta, const sl_bf16 *dout,     \
+						  sl_bf16 *dk, sl_bf16 *dv, int S, int H,      \
+						  int Hkv, float scale, int causal)            \
+	{                                                                                   \
+		attn_dkv_mma<DK, DV>(q, k, v, lse, delta, dout, dk, dv, S, H, Hkv, scale,   \
+				     causal);                                               \
 	}
 ATTN_MMA_ENTRY(64, 64)
 ATTN_MMA_ENTRY(128, 128)

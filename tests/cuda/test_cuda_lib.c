@@ -14,11 +14,14 @@
  *     relative error means nothing.
  *   bf16: |gpu - ref| <= 2^-8 |ref| + 1e-4 max|ref|: the output's rounding to bf16 (8
  *     significant bits, round to nearest: at most 2^-8 relative) on top of the f32 bound;
- *     the attention output o also 2^-8 max|v|, for the probabilities rounded to bf16
- *     before their product with v on tensor cores (each p within 2^-8 p, and the p of a
- *     row sum to 1 after the division by their exact sum).
+ *     in attention, plus 2^-8 times the sum of the absolute terms of each output's
+ *     product with p or ds: the tensor-core kernels round p and ds to bf16 (each within
+ *     2^-8 of itself) before multiplying them with v, dout, k or q, as FlashAttention
+ *     does (o: sum_j p_j |v_j| / l, at most max|v|; dq: scale sum_j |ds_j k_j|; ...).
  *   lse (f32 in both): |gpu - ref| <= 1e-4 max(1, |ref|).
- * Outputs are poisoned with NaN before each call, so an element left unwritten fails. */
+ * Outputs are poisoned with NaN before each call, so an element left unwritten fails.
+ * With SLUICE_CUDA_ATTN_BWD_MMA=1 the bf16 attention backward runs on tensor cores
+ * (lib.c), the way to check those kernels. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,16 +100,18 @@ static double *download(rt_dptr d, int64_t n, enum cg_cuda_dtype t)
 /* the error as a fraction of the tolerance (<= 1 passes; NaN fails), and the largest
  * error relative to max|ref| in *rel */
 static double compare(const double *got, const double *ref, int64_t n, enum cg_cuda_dtype t,
-		      double extra, double *rel)
+		      const double *budget, double *rel)
 {
 	double mx = 0, worst = 0, err = 0;
 	*rel = INFINITY;
 	for (int64_t i = 0; i < n; i++)
 		mx = fmax(mx, fabs(ref[i]));
-	double floor_ = 1e-4 * (mx > 0 ? mx : 1) + extra;
+	double floor_ = 1e-4 * (mx > 0 ? mx : 1);
 	for (int64_t i = 0; i < n; i++) {
 		double d = fabs(got[i] - ref[i]);
-		double tol = floor_ + (t == CG_CUDA_BF16 ? ldexp(fabs(ref[i]), -8) : 0);
+		double tol = floor_;
+		if (t == CG_CUDA_BF16)
+			tol += ldexp(fabs(ref[i]) + (budget ? budget[i] : 0), -8);
 		if (!(d <= tol * 1e30)) /* NaN */
 			return INFINITY;
 		worst = fmax(worst, d / tol);
@@ -131,7 +136,9 @@ static double dotp(const double *x, const double *y, int64_t n)
 	return s;
 }
 
-static void ref_fwd(const struct attn_ref *r, double *o, double *lse)
+/* o and lse; bo[i]: sum_j p_j |v_j| / l, what rounding each p to bf16 can move o by,
+ * over 2^-8 */
+static void ref_fwd(const struct attn_ref *r, double *o, double *lse, double *bo)
 {
 	const struct cg_cuda_attn *a = r->a;
 	int64_t S = a->S, H = a->H, Hkv = a->Hkv, Dk = a->Dk, Dv = a->Dv, G = H / Hkv;
@@ -147,30 +154,42 @@ static void ref_fwd(const struct attn_ref *r, double *o, double *lse)
 					m = fmax(m, s[j]);
 				}
 				double *oi = o + ((b * S + i) * H + h) * Dv;
+				double *bi = bo + ((b * S + i) * H + h) * Dv;
 				memset(oi, 0, sizeof *oi * (size_t)Dv);
+				memset(bi, 0, sizeof *bi * (size_t)Dv);
 				for (int64_t j = 0; j < n; j++) {
 					double p = exp(s[j] - m);
 					l += p;
 					const double *vj = r->v + ((b * S + j) * Hkv + h / G) * Dv;
-					for (int64_t c = 0; c < Dv; c++)
+					for (int64_t c = 0; c < Dv; c++) {
 						oi[c] += p * vj[c];
+						bi[c] += p * fabs(vj[c]);
+					}
 				}
-				for (int64_t c = 0; c < Dv; c++)
+				for (int64_t c = 0; c < Dv; c++) {
 					oi[c] /= l;
+					bi[c] /= l;
+				}
 				lse[(b * H + h) * S + i] = m + log(l);
 			}
 	free(s);
 }
 
-/* dq, dk, dv from the given o and lse (as the GPU stored them) and dout */
+/* dq, dk, dv from the given o and lse (as the GPU stored them) and dout; bq, bk, bv:
+ * the same sums over |terms| with p and ds rounded (what rounding p and ds to bf16 can
+ * move them by, over 2^-8) */
 static void ref_bwd(const struct attn_ref *r, const double *o, const double *lse,
-		    const double *dout, double *dq, double *dk, double *dv)
+		    const double *dout, double *dq, double *dk, double *dv, double *bq,
+		    double *bk, double *bv)
 {
 	const struct cg_cuda_attn *a = r->a;
 	int64_t S = a->S, H = a->H, Hkv = a->Hkv, Dk = a->Dk, Dv = a->Dv, G = H / Hkv;
 	memset(dq, 0, sizeof *dq * (size_t)(a->B * S * H * Dk));
 	memset(dk, 0, sizeof *dk * (size_t)(a->B * S * Hkv * Dk));
 	memset(dv, 0, sizeof *dv * (size_t)(a->B * S * Hkv * Dv));
+	memset(bq, 0, sizeof *bq * (size_t)(a->B * S * H * Dk));
+	memset(bk, 0, sizeof *bk * (size_t)(a->B * S * Hkv * Dk));
+	memset(bv, 0, sizeof *bv * (size_t)(a->B * S * Hkv * Dv));
 	for (int64_t b = 0; b < a->B; b++)
 		for (int64_t h = 0; h < H; h++)
 			for (int64_t i = 0; i < S; i++) {
@@ -186,18 +205,22 @@ static void ref_bwd(const struct attn_ref *r, const double *o, const double *lse
 					for (int64_t c = 0; c < Dk; c++) {
 						dq[qo * Dk + c] += a->scale * ds * kj[c];
 						dk[ko * Dk + c] += a->scale * ds * qi[c];
+						bq[qo * Dk + c] += a->scale * fabs(ds * kj[c]);
+						bk[ko * Dk + c] += a->scale * fabs(ds * qi[c]);
 					}
-					for (int64_t c = 0; c < Dv; c++)
+					for (int64_t c = 0; c < Dv; c++) {
 						dv[ko * Dv + c] += p * gi[c];
+						bv[ko * Dv + c] += p * fabs(gi[c]);
+					}
 				}
 			}
 }
 
 static void report(const char *what, const char *name, const double *got, const double *ref,
-		   int64_t n, enum cg_cuda_dtype t, double extra)
+		   int64_t n, enum cg_cuda_dtype t, const double *budget)
 {
 	double rel;
-	double w = compare(got, ref, n, t, extra, &rel);
+	double w = compare(got, ref, n, t, budget, &rel);
 	printf("  %-4s max|err|/max|ref| %.2e (%.2f of the tolerance)\n", name, rel, w);
 	CHECKF(w <= 1, "%s: %s off by %.3g of the tolerance", what, name, w);
 }
@@ -223,13 +246,9 @@ static void attn_case(int64_t B, int64_t S, int64_t H, int64_t Hkv, int64_t Dk, 
 	double *go = download(o, no, t), *gl = download(lse, nl, CG_CUDA_F32);
 	struct attn_ref r = { &a, q, k, v };
 	double *ro = rt_malloc(sizeof *ro * (size_t)no), *rl = rt_malloc(sizeof *rl * (size_t)nl);
-	ref_fwd(&r, ro, rl);
-	/* bf16: the probabilities may be rounded to bf16 before the product with v (the
-	 * tensor-core forward): |dp| <= 2^-8 p, so o moves by at most 2^-8 max|v| */
-	double vmax = 0;
-	for (int64_t i = 0; i < nv; i++)
-		vmax = fmax(vmax, fabs(v[i]));
-	report(what, "o", go, ro, no, t, t == CG_CUDA_BF16 ? ldexp(vmax, -8) : 0);
+	double *bo = rt_malloc(sizeof *bo * (size_t)no);
+	ref_fwd(&r, ro, rl, bo);
+	report(what, "o", go, ro, no, t, bo);
 	double lerr = 0;
 	for (int64_t i = 0; i < nl; i++) {
 		double d = fabs(gl[i] - rl[i]) / fmax(1, fabs(rl[i]));
@@ -246,12 +265,15 @@ static void attn_case(int64_t B, int64_t S, int64_t H, int64_t Hkv, int64_t Dk, 
 	double *hq = download(gq, nq, t), *hk = download(gk, nk, t), *hv = download(gv, nv, t);
 	double *rq = rt_malloc(sizeof *rq * (size_t)nq), *rk = rt_malloc(sizeof *rk * (size_t)nk);
 	double *rv = rt_malloc(sizeof *rv * (size_t)nv);
-	ref_bwd(&r, go, gl, dout, rq, rk, rv);
-	report(what, "dq", hq, rq, nq, t, 0);
-	report(what, "dk", hk, rk, nk, t, 0);
-	report(what, "dv", hv, rv, nv, t, 0);
+	double *bq = rt_malloc(sizeof *bq * (size_t)nq), *bk = rt_malloc(sizeof *bk * (size_t)nk);
+	double *bv = rt_malloc(sizeof *bv * (size_t)nv);
+	ref_bwd(&r, go, gl, dout, rq, rk, rv, bq, bk, bv);
+	report(what, "dq", hq, rq, nq, t, bq);
+	report(what, "dk", hk, rk, nk, t, bk);
+	report(what, "dv", hv, rv, nv, t, bv);
 	free(q), free(k), free(v), free(dout), free(go), free(gl), free(ro), free(rl);
 	free(hq), free(hk), free(hv), free(rq), free(rk), free(rv);
+	free(bo), free(bq), free(bk), free(bv);
 	rt_gpu_arena_reset(g, mark);
 }
 
@@ -313,7 +335,7 @@ static void grouped_case(int64_t R, int64_t K, int64_t N, int64_t E, const int64
 					     (tb ? w[(e * N + c) * K + kk] : w[(e * K + kk) * N + c]);
 				ry[r * N + c] = s;
 			}
-	report(what, "y", gy, ry, R * N, t, 0);
+	report(what, "y", gy, ry, R * N, t, NULL);
 
 	rt_dptr gw = poisoned(E * K * N * (int64_t)dt_size(t));
 	REQUIRE(cg_cuda_wgrad(lib, &a, dx, ddy, doff, gw, RT_STREAM_COMPUTE) == 0);
@@ -325,7 +347,7 @@ static void grouped_case(int64_t R, int64_t K, int64_t N, int64_t E, const int64
 				for (int64_t c = 0; c < N; c++)
 					rw[tb ? (e * N + c) * K + kk : (e * K + kk) * N + c] +=
 						x[r * K + kk] * dy[r * N + c];
-	report(what, "dw", hw, rw, E * K * N, t, 0);
+	report(what, "dw", hw, rw, E * K * N, t, NULL);
 	free(o), free(x), free(w), free(dy), free(gy), free(ry), free(hw), free(rw);
 	rt_gpu_arena_reset(g, mark);
 }
@@ -356,26 +378,30 @@ static void timings(enum cg_cuda_dtype t)
 	int reps = 5;
 	int64_t es = (int64_t)dt_size(t);
 	char label[120];
-	{
-		struct cg_cuda_attn a = { 4, 2048, 16, 16, 128, 128, 1 / sqrt(128.0), 1, t };
-		int64_t n = a.B * a.S * a.H * a.Dk;
-		rt_dptr q = dalloc(n * es), k = dalloc(n * es), v = dalloc(n * es), o = dalloc(n * es);
-		rt_dptr dout = dalloc(n * es), dq = dalloc(n * es), dk = dalloc(n * es);
-		rt_dptr dv = dalloc(n * es), lse = dalloc(a.B * a.H * a.S * 4);
+	for (int shape = 0; shape < 2; shape++) {
+		int64_t Dk = shape ? 192 : 128, Dv = 128;
+		struct cg_cuda_attn a = { 4, 2048, 16, 16, Dk, Dv, 1 / sqrt((double)Dk), 1, t };
+		int64_t n = a.B * a.S * a.H * Dk, nv = a.B * a.S * a.H * Dv;
+		rt_dptr q = dalloc(n * es), k = dalloc(n * es), v = dalloc(nv * es);
+		rt_dptr o = dalloc(nv * es), dout = dalloc(nv * es), dq = dalloc(n * es);
+		rt_dptr dk = dalloc(n * es), dv = dalloc(nv * es), lse = dalloc(a.B * a.H * a.S * 4);
 		rt_dptr scratch = dalloc(cg_cuda_attention_bwd_scratch(&a));
 		double *h = rnd(n, 1);
 		rt_dptr src = upload(h, n, t);
 		free(h);
 		REQUIRE(rt_gpu_copy(g, q, src, (size_t)(n * es), RT_STREAM_COMPUTE) == 0);
 		REQUIRE(rt_gpu_copy(g, k, src, (size_t)(n * es), RT_STREAM_COMPUTE) == 0);
-		REQUIRE(rt_gpu_copy(g, v, src, (size_t)(n * es), RT_STREAM_COMPUTE) == 0);
-		REQUIRE(rt_gpu_copy(g, dout, src, (size_t)(n * es), RT_STREAM_COMPUTE) == 0);
-		/* causal: half the S x S scores; forward 2 products, backward 5 */
-		double f = 4.0 * a.B * a.H * a.S * a.S * a.Dk * 0.5;
-		snprintf(label, sizeof label, "attention fwd %s B=4 S=2048 H=16 D=128 causal", dt_name(t));
+		REQUIRE(rt_gpu_copy(g, v, src, (size_t)(nv * es), RT_STREAM_COMPUTE) == 0);
+		REQUIRE(rt_gpu_copy(g, dout, src, (size_t)(nv * es), RT_STREAM_COMPUTE) == 0);
+		/* causal: half the S x S scores; forward q k^T and p v, backward s, dp, dv, dk, dq */
+		double half = 2.0 * a.B * a.H * a.S * a.S * 0.5;
+		double f = half * (double)(Dk + Dv), fb = half * (double)(3 * Dk + 2 * Dv);
+		snprintf(label, sizeof label, "attention fwd %s B=4 S=2048 H=16 Dk=%d Dv=128 causal",
+			 dt_name(t), (int)Dk);
 		TIME(label, f, cg_cuda_attention_fwd(lib, &a, q, k, v, o, lse, RT_STREAM_COMPUTE));
-		snprintf(label, sizeof label, "attention bwd %s B=4 S=2048 H=16 D=128 causal", dt_name(t));
-		TIME(label, 2.5 * f,
+		snprintf(label, sizeof label, "attention bwd %s B=4 S=2048 H=16 Dk=%d Dv=128 causal",
+			 dt_name(t), (int)Dk);
+		TIME(label, fb,
 		     cg_cuda_attention_bwd(lib, &a, q, k, v, o, lse, dout, dq, dk, dv, scratch,
 					   RT_STREAM_COMPUTE));
 		rt_gpu_arena_reset(g, mark);
@@ -412,6 +438,10 @@ int main(void)
 	REQUIRE(g);
 	lib = cg_cuda_lib_load(g);
 	REQUIRE(lib);
+	const char *bm = getenv("SLUICE_CUDA_ATTN_BWD_MMA");
+	printf("bf16 attention backward: %s\n", bm && atoi(bm) > 0
+		? "tensor cores where the head sizes allow ($SLUICE_CUDA_ATTN_BWD_MMA)"
+		: "SIMT (set SLUICE_CUDA_ATTN_BWD_MMA=1 for the tensor-core kernels)");
 	for (int ti = 0; ti < 2; ti++) {
 		enum cg_cuda_dtype t = ti ? CG_CUDA_BF16 : CG_CUDA_F32;
 		attn_case(1, 1, 1, 1, 8, 8, 1, t);
