@@ -10,6 +10,12 @@
  * was given half the shared memory it needs, since corrected; the SIMT backward is
  * the default until tests/cuda/test_cuda_lib passes with the variable set).
  *
+ * Not done yet: the grouped GEMM's row tiles run over the whole R, so a tile that
+ * straddles experts is multiplied once per expert it touches (about E / (R / 128)
+ * extra tiles: little for 8 experts, up to a few times the work for hundreds of
+ * small ones); the weight gradient sums an expert's rows in one block per dw tile,
+ * with no split over rows, so one large expert runs long; no fp8; no Hopper wgmma.
+ *
  * Launch shapes (SIMT): 256 threads per block.  Attention: a block per (64-row
  * tile, head, batch) with grid (tiles, H, B) (the backward's second kernel per kv
  * head); the variant is picked by the larger head size: columns per thread NC = 8

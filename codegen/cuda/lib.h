@@ -66,7 +66,8 @@ int64_t cg_cuda_attention_bwd_scratch(const struct cg_cuda_attn *a);
  * cg_cuda_wgrad: with xs [R,K] and dy [R,N], dw[e] = xs_e^T dy_e [K,N] (or, trans_b,
  *   dy_e^T xs_e [N,K]) summed over expert e's rows; dw [E,K,N] or [E,N,K] is written
  *   whole, zero for an expert with no rows.
- * Needs R, K, N < 2^31 and 1 <= E <= 65535. */
+ * Needs R, K, N < 2^31 and E <= 8192 (every block keeps the E + 1 offsets in shared
+ * memory). */
 struct cg_cuda_grouped {
 	int64_t R, K, N, E;
 	int trans_b;
