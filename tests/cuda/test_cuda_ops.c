@@ -16,17 +16,24 @@
  * reference's double does, one ulp, 2^-8 relative for bf16, so their bound is 8e-3
  * (two ulps of bf16 over the whole output).  Integer outputs must be equal.
  *
+ * Every case whose graph can be differentiated runs a second time with its backward
+ * (make_backward below): the gradients of its f32 inputs, as pass_autodiff makes
+ * them, against the reference's, under the same bound (the loss sum(y * r) itself is
+ * not: its random-signed terms cancel, which makes its relative error meaningless,
+ * and its parts y are compared).
+ *
  * Graphs holding an op the backend has no kernel for yet (grouped GEMM, attention)
  * must be refused with that message; any other refusal fails the test. */
 #include "check.h"
 #include "harness.h"
+#include "passes/passes.h"
 
 static void run(const char *label);
 
 #include "op_cases.inc"
 
 static struct rt_gpu *gpu;
-static int n_refused, n_compared;
+static int n_refused, n_compared, n_backward;
 static double worst_f32, worst_16;
 static char worst_f32_at[96], worst_16_at[96];
 
@@ -38,12 +45,11 @@ static int holds_16bit(const struct ir_graph *g)
 	return 0;
 }
 
-static void run(const char *label)
+/* Run G on the GPU and on the reference, compare every output. */
+static void compare(const char *label, int backward)
 {
-	n_cases++;
 	if (ir_verify(G, stderr)) {
 		CHECKF(0, "%s: the test graph does not verify", label);
-		ir_graph_free(G);
 		return;
 	}
 	struct cg_exec *ref = cg_backend_ref.compile(G, stderr);
@@ -64,7 +70,6 @@ static void run(const char *label)
 		}
 		free(msg);
 		cg_backend_ref.free(ref);
-		ir_graph_free(G);
 		return;
 	}
 	free(msg);
@@ -90,6 +95,8 @@ static void run(const char *label)
 	for (int o = 0; o < G->n_outputs; o++) {
 		const struct ir_value *v = G->outputs[o];
 		int64_t n = ir_shape_numel(&v->shape);
+		if (backward && !strcmp(G->output_names[o], "loss"))
+			continue; /* sum(y * r) cancels: its parts, the outputs y, are compared */
 		void *d = cg_backend_cuda.tensor(dev, v->id), *b = cg_backend_ref.tensor(ref, v->id);
 		REQUIRE(b);
 		if (!d) {
@@ -124,6 +131,66 @@ static void run(const char *label)
 	cg_backend_cuda.free(dev);
 	cg_backend_ref.free(ref);
 	rt_gpu_arena_reset(gpu, mark);
+}
+
+/* G made a training graph, as pass_autodiff makes them: every f32 INPUT a trainable
+ * PARAM, and loss = the sum over the f32 outputs y of sum(y * r), r a new random
+ * input of y's shape (y's gradient is then r).  0 when G has no backward: 16-bit
+ * values, no f32 input, or an op on the way to the loss with no gradient rule (the
+ * backward helpers of the cases: softmax_bwd, cross_entropy_bwd, ...). */
+static int make_backward(void)
+{
+	int params = 0, outs = 0;
+	if (holds_16bit(G))
+		return 0;
+	for (int i = 0; i < G->n_ops; i++)
+		params += G->ops[i]->kind == IR_OP_INPUT && G->ops[i]->out[0]->dtype == IR_F32;
+	for (int o = 0; o < G->n_outputs; o++)
+		outs += G->outputs[o]->dtype == IR_F32;
+	if (!params || !outs || G->n_values + 4 * outs > (int)(sizeof specs / sizeof *specs))
+		return 0;
+	for (int i = 0; i < G->n_ops; i++) {
+		struct ir_op *op = G->ops[i];
+		if (op->kind != IR_OP_INPUT || op->out[0]->dtype != IR_F32)
+			continue;
+		op->kind = IR_OP_PARAM;
+		op->path = ir_op_str(op, "name", "x");
+		op->out[0]->name = op->path;
+		ir_op_set_str(G, op, "init", "normal"); /* bound here, not initialised */
+	}
+	struct ir_value *loss = NULL;
+	for (int o = 0, n = G->n_outputs; o < n; o++) {
+		struct ir_value *y = G->outputs[o];
+		if (y->dtype != IR_F32)
+			continue;
+		struct ir_value *r = fin(y->shape);
+		struct ir_value *m = op2(IR_OP_MUL, y, r, IR_F32, y->shape);
+		struct ir_value *flat = op1(IR_OP_RESHAPE, m, S(ir_shape_numel(&y->shape)));
+		struct ir_value *sum = op1(IR_OP_REDUCE_SUM, flat, SCALAR);
+		ir_op_set_int(G, sum->def, "axis", -1);
+		ir_op_set_int(G, sum->def, "keepdim", 0);
+		loss = loss ? op2(IR_OP_ADD, loss, sum, IR_F32, SCALAR) : sum;
+	}
+	ir_graph_add_output(G, "loss", loss);
+	char *msg = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&msg, &len);
+	int rc = pass_autodiff(G, err);
+	fclose(err);
+	free(msg);
+	return rc == 0;
+}
+
+static void run(const char *label)
+{
+	n_cases++;
+	compare(label, 0);
+	if (make_backward()) {
+		char l[96];
+		snprintf(l, sizeof l, "%s, backward", label);
+		n_backward++;
+		compare(l, 1);
+	}
 	ir_graph_free(G);
 }
 
@@ -149,8 +216,9 @@ int main(void)
 	CHECKF(strstr(msg, "the CUDA backend cannot run op quant_fp8"), "message: %s", msg);
 	free(msg);
 	ir_graph_free(G);
-	printf("%d op cases on the CUDA backend against the reference executor: %d outputs "
-	       "compared, %d graphs refused (no kernel yet)\n", n_cases, n_compared, n_refused);
+	printf("%d op cases on the CUDA backend against the reference executor, %d of them "
+	       "with their backward too: %d outputs compared, %d graphs refused (no kernel "
+	       "yet)\n", n_cases, n_backward, n_compared, n_refused);
 	printf("worst f32 normalised error %.3g (%s), bound 1e-05\n", worst_f32, worst_f32_at);
 	printf("worst with 16-bit values %.3g (%s), bound 8e-03\n", worst_16, worst_16_at);
 	rt_gpu_close(gpu);
