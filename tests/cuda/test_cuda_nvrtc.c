@@ -1,7 +1,8 @@
-/* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/), and
- * every kernel the lowering makes of the tiny models' whole training steps (tiny_gpt,
- * tiny_moe at their own sizes, forward and backward, planned for cg_target_cuda),
- * compiles with NVRTC for sm_90, to a cubin, with no error and no warning.  NVRTC compiles without a
+/* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/), the
+ * library kernels of codegen/cuda/lib_kernels.cu, and every kernel the lowering makes
+ * of the tiny models' whole training steps (tiny_gpt, tiny_moe at their own sizes,
+ * forward and backward, planned for cg_target_cuda) compile with NVRTC for sm_90, to a
+ * cubin, with no error and no warning.  NVRTC compiles without a
  * GPU or driver, so this runs on any machine whose build found it (the runtime's
  * rt_module_build needs a device to read the architecture from, so NVRTC is called
  * directly here); elsewhere the test exits 77, skipped.  Running the kernels needs a
@@ -51,6 +52,7 @@ int main(void)
 #include "check.h"
 #include "codegen/cuda/cuda_impl.h"
 #include "frontend/frontend.h"
+#include "codegen/cuda/lib.h"
 #include "ir/golden.h"
 #include "passes/passes.h"
 
@@ -137,6 +139,9 @@ int main(void)
 	closedir(d);
 	CHECKF(files >= 6, "only %d golden files", files);
 	printf("NVRTC %d.%d compiled %d golden files for sm_90\n", major, minor, files);
+	/* the library kernels (codegen/cuda/lib_kernels.cu), as cg_cuda_lib_load builds them */
+	CHECKF(compile("sluice_lib.cu", cg_cuda_lib_source()) == 0,
+	       "the library kernels do not compile cleanly");
 	model_compiles("models/tiny_gpt.sl");
 	model_compiles("models/tiny_moe.sl");
 	return CHECK_DONE();
