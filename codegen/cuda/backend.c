@@ -23,9 +23,11 @@
  * batch into M (a linear layer over [batch, seq, dim]); what is left (a broadcast
  * operand inside the batch, uneven steps) is a loop of calls on the host.
  *
- * Not here yet: the grouped GEMMs of MoE layers (GROUPED_MATMUL and its weight
- * gradient) and attention (ATTENTION, ATTENTION_BWD), whose kernels are written
- * apart; a graph holding them is refused at compile time with a message saying so. */
+ * The other library steps, the grouped GEMMs of MoE layers (GROUPED_MATMUL and its
+ * weight gradient) and attention (ATTENTION, ATTENTION_BWD), are the hand-written
+ * kernels of lib.h, loaded once per executor that needs them; the expert offsets stay
+ * in device memory.  They take f32 or bf16 storage; a graph asking another is refused
+ * at compile time. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +35,7 @@
 
 #ifdef SLUICE_HAVE_CUDA
 #include "cuda_impl.h"
+#include "lib.h"
 #include "runtime/gpu.h"
 #include "runtime/rt.h"
 
@@ -54,6 +57,9 @@ struct cg_exec {
 	struct rt_kernel **fns;     /* per kernel of the plan */
 	unsigned (*grid)[3], (*block)[3];
 	struct mm *mm;              /* per step (MATMUL steps only) */
+	struct cg_cuda_attn *attn;  /* per step (attention steps only) */
+	struct cg_cuda_grouped *grouped; /* per step (grouped GEMM steps only) */
+	struct cg_cuda_lib *lib;    /* the library kernels, when a step needs them */
 	struct rt_gemm *gemm;
 	rt_dptr *ptr;               /* per buffer */
 	unsigned char *outside;     /* per buffer: bound by the caller or allocated alone */
@@ -282,14 +288,79 @@ static int run_matmul(struct cg_exec *e, const struct mm *mm)
 
 /* --- compile ----------------------------------------------------------------------- */
 
-static const char *missing_kernel(enum cg_step_kind k)
+static int lib_dtype(enum kir_type t, enum cg_cuda_dtype *d)
 {
-	switch (k) {
-	case CG_STEP_GROUPED: return "grouped GEMM";
-	case CG_STEP_WGRAD: return "the grouped GEMM's weight gradient";
-	case CG_STEP_ATTENTION: return "attention";
-	case CG_STEP_ATTENTION_BWD: return "attention's backward";
-	default: return NULL;
+	if (t != KIR_F32 && t != KIR_BF16)
+		return -1;
+	*d = t == KIR_F32 ? CG_CUDA_F32 : CG_CUDA_BF16;
+	return 0;
+}
+
+/* Plan an attention or grouped-GEMM step for lib.h; 0, or -1 with a message. */
+static int plan_lib(const struct cg_plan *p, const struct cg_step *st, struct cg_cuda_attn *at,
+		    struct cg_cuda_grouped *gr, FILE *err)
+{
+	const struct ir_op *op = st->op;
+	enum kir_type t = p->buf_type[st->bufs[0]];
+	int n_data = st->kind == CG_STEP_ATTENTION ? 4 : st->kind == CG_STEP_ATTENTION_BWD ? 9 : 0;
+	int bad = 0;
+	for (int i = 0; i < n_data; i++) /* every tensor but lse (and the scratch): one type */
+		bad |= i != 4 && p->buf_type[st->bufs[i]] != t;
+	if (st->kind == CG_STEP_ATTENTION || st->kind == CG_STEP_ATTENTION_BWD) {
+		const struct ir_shape *q = &op->in[0]->shape, *k = &op->in[1]->shape;
+		*at = (struct cg_cuda_attn){
+			.B = q->dim[0], .S = q->dim[1], .H = q->dim[2], .Hkv = k->dim[2],
+			.Dk = q->dim[3], .Dv = op->in[2]->shape.dim[3],
+			.scale = ir_op_float(op, "scale", 1), .causal = (int)ir_op_int(op, "causal", 1),
+		};
+		bad |= lib_dtype(t, &at->dtype);
+		if (!bad && st->kind == CG_STEP_ATTENTION_BWD &&
+		    cg_cuda_attention_bwd_scratch(at) > p->buf_numel[st->bufs[9]] * 4) {
+			op_error(op, err);
+			fprintf(err, "attention's backward wants %lld bytes of scratch, the plan has %lld\n",
+				(long long)cg_cuda_attention_bwd_scratch(at),
+				(long long)p->buf_numel[st->bufs[9]] * 4);
+			return -1;
+		}
+	} else {
+		const struct ir_value *xs = op->in[0];
+		*gr = (struct cg_cuda_grouped){
+			.R = xs->shape.dim[0], .K = xs->shape.dim[1],
+			.N = st->kind == CG_STEP_GROUPED ? op->out[0]->shape.dim[1] : op->in[1]->shape.dim[1],
+			.E = st->kind == CG_STEP_GROUPED ? op->in[1]->shape.dim[0] : op->out[0]->shape.dim[0],
+			.trans_b = (int)ir_op_int(op, "trans_b", 0),
+			.offsets_i64 = p->buf_type[st->bufs[2]] == KIR_I64,
+		};
+		bad |= lib_dtype(t, &gr->dtype) || p->buf_type[st->bufs[1]] != t ||
+		       p->buf_type[st->bufs[3]] != t;
+	}
+	if (bad) {
+		op_error(op, err);
+		fprintf(err, "the CUDA backend's %s kernels take f32 or bf16 tensors of one type "
+			"(op %d, %s)\n", cg_cuda_library(st->kind), op->id, ir_op_name(op->kind));
+		return -1;
+	}
+	return 0;
+}
+
+static int run_lib(struct cg_exec *e, int s, const struct cg_step *st)
+{
+	rt_dptr b[10] = { 0 };
+	for (int i = 0; i < st->n_bufs && i < 10; i++)
+		b[i] = e->ptr[st->bufs[i]];
+	enum rt_stream_kind c = RT_STREAM_COMPUTE;
+	switch (st->kind) {
+	case CG_STEP_ATTENTION:
+		return cg_cuda_attention_fwd(e->lib, &e->attn[s], b[0], b[1], b[2], b[3], b[4], c);
+	case CG_STEP_ATTENTION_BWD:
+		return cg_cuda_attention_bwd(e->lib, &e->attn[s], b[0], b[1], b[2], b[3], b[4], b[5],
+					     b[6], b[7], b[8], b[9], c);
+	case CG_STEP_GROUPED:
+		return cg_cuda_grouped(e->lib, &e->grouped[s], b[0], b[1], b[2], b[3], c);
+	case CG_STEP_WGRAD:
+		return cg_cuda_wgrad(e->lib, &e->grouped[s], b[0], b[1], b[2], b[3], c);
+	default:
+		RT_BUG("not a library step");
 	}
 }
 
@@ -303,11 +374,14 @@ static void cuda_free(struct cg_exec *e)
 			rt_gpu_arena_reset(e->gpu, e->mark);
 	}
 	rt_gemm_free(e->gemm);
+	cg_cuda_lib_free(e->lib);
 	rt_module_free(e->mod);
 	free(e->fns);
 	free(e->grid);
 	free(e->block);
 	free(e->mm);
+	free(e->attn);
+	free(e->grouped);
 	free(e->ptr);
 	free(e->outside);
 	free(e->args);
@@ -423,17 +497,19 @@ static struct cg_exec *cuda_compile(const struct ir_graph *g, FILE *err)
 	}
 	const struct cg_plan *p = &e->plan;
 	e->mm = rt_calloc((size_t)p->n_steps + 1, sizeof *e->mm);
+	e->attn = rt_calloc((size_t)p->n_steps + 1, sizeof *e->attn);
+	e->grouped = rt_calloc((size_t)p->n_steps + 1, sizeof *e->grouped);
+	int n_lib = 0;
 	for (int s = 0; s < p->n_steps; s++) {
 		const struct cg_step *st = &p->steps[s];
-		const char *what = missing_kernel(st->kind);
-		if (what) {
-			op_error(st->op, err);
-			fprintf(err, "the CUDA backend has no kernel for %s yet (op %d, %s)\n", what,
-				st->op->id, ir_op_name(st->op->kind));
-			cuda_free(e);
-			return NULL;
+		int bad = 0;
+		if (st->kind == CG_STEP_MATMUL)
+			bad = plan_matmul(p, st->op, &e->mm[s], err);
+		else if (st->kind != CG_STEP_KERNEL) {
+			bad = plan_lib(p, st, &e->attn[s], &e->grouped[s], err);
+			n_lib++;
 		}
-		if (st->kind == CG_STEP_MATMUL && plan_matmul(p, st->op, &e->mm[s], err)) {
+		if (bad) {
 			cuda_free(e);
 			return NULL;
 		}
@@ -449,6 +525,11 @@ static struct cg_exec *cuda_compile(const struct ir_graph *g, FILE *err)
 	for (int i = 0; i < e->max_args; i++)
 		e->argp[i] = &e->args[i];
 	if (rt_gpu_bind(e->gpu) || build_kernels(e, err) || place_buffers(e, err)) {
+		cuda_free(e);
+		return NULL;
+	}
+	if (n_lib && !(e->lib = cg_cuda_lib_load(e->gpu))) {
+		fprintf(err, "sluice: the CUDA backend: its library kernels did not load\n");
 		cuda_free(e);
 		return NULL;
 	}
@@ -510,7 +591,7 @@ static int cuda_run(struct cg_exec *e)
 		} else if (st->kind == CG_STEP_MATMUL) {
 			rc = run_matmul(e, &e->mm[s]);
 		} else {
-			RT_BUG("the CUDA backend compiled a %s step", cg_cuda_library(st->kind));
+			rc = run_lib(e, s, st);
 		}
 		if (rc) {
 			fprintf(stderr, "sluice: the CUDA backend: step %d (op %d, %s) failed\n", s,
