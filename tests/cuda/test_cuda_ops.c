@@ -118,10 +118,10 @@ static void compare(const char *label, int backward)
 		if (e > case_worst)
 			case_worst = e;
 		double *w = half ? &worst_16 : &worst_f32;
-		if (e > *w) {
+		char *at = half ? worst_16_at : worst_f32_at;
+		if (e > *w || !at[0]) {
 			*w = e;
-			snprintf(half ? worst_16_at : worst_f32_at, sizeof worst_f32_at, "%s: %s", label,
-				 G->output_names[o]);
+			snprintf(at, sizeof worst_f32_at, "%s: %s", label, G->output_names[o]);
 		}
 		free(a);
 	}
