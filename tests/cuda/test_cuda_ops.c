@@ -22,8 +22,9 @@
  * not: its random-signed terms cancel, which makes its relative error meaningless,
  * and its parts y are compared).
  *
- * Graphs holding an op the backend has no kernel for yet (grouped GEMM, attention)
- * must be refused with that message; any other refusal fails the test. */
+ * A graph holding an op the backend may lack a kernel for (harness.h) may be refused
+ * with a message saying so, and is then counted as refused; any other refusal fails
+ * the test. */
 #include "check.h"
 #include "harness.h"
 #include "passes/passes.h"
