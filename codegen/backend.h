@@ -1,12 +1,18 @@
 /* backend.h - the one interface every executor of an IR graph sits behind: the
  * reference executor (codegen/ref.c), the CPU backend through LLVM (codegen/llvm/),
- * and later the CUDA backend.
+ * and the CUDA backend (codegen/cuda/).
  *
  * Storage: on the CPU, float values (any float dtype) are held as f32, i32 as int32_t,
  * i64 as int64_t.  Inputs and parameters are bound to caller-owned memory before run;
  * every other value lives in the executor's memory and is read through cg_tensor()
  * after run (graph outputs, gradients "grad.P", and any value when the executor keeps
- * them all, as the reference does). */
+ * them all, as the reference does).
+ *
+ * On the GPU (cg_backend_cuda) every address is a device address (an rt_dptr cast
+ * through uintptr_t to void *): bind takes one, tensor gives one.  bf16 and f16
+ * values are held in 16 bits, f32 in f32, i32 and i64 as such; inputs and parameters
+ * are bound in their IR dtype's storage.  run queues every step on the GPU's compute
+ * stream (RT_STREAM_COMPUTE) and returns without waiting for it. */
 #ifndef SLUICE_BACKEND_H
 #define SLUICE_BACKEND_H
 
@@ -41,6 +47,18 @@ extern const struct cg_backend cg_backend_llvm;  /* codegen/llvm/ */
  * buffers), without compiling or allocating anything: what `sluice check` reports and
  * `sluice train` then allocates.  0 on success. */
 int cg_llvm_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err);
+#endif
+#ifdef SLUICE_HAVE_CUDA
+struct rt_gpu;
+extern const struct cg_backend cg_backend_cuda;  /* codegen/cuda/ */
+/* The GPU that cg_backend_cuda compiles for and runs on (its compute stream), set once
+ * before compile.  The executor's memory comes from that GPU's arena (rt_gpu_alloc). */
+void cg_cuda_use_gpu(struct rt_gpu *g);
+/* The device memory the CUDA backend would take from the GPU's arena for g, without
+ * compiling or allocating anything: the arena of its plan (arena_bytes after compile),
+ * the graph outputs it allocates alone, cuBLASLt's workspace, each rounded up to 256
+ * bytes.  Inputs and parameters, bound by the caller, are not counted.  0 on success. */
+int cg_cuda_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err);
 #endif
 
 #endif

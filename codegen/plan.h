@@ -68,4 +68,17 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 		  const char *prefix, FILE *err);
 void cg_plan_free(struct cg_plan *p);
 
+/* plan.c: what every backend does with a plan.
+ *
+ * The plan's buffers laid out in one arena (pass_memplan over the steps' liveness,
+ * 64-byte aligned): off[b] is buffer b's offset, -1 for a buffer outside the arena
+ * (an INPUT or PARAM the caller binds, or a graph output, which the backend allocates
+ * alone so it can be read after run), -2 for an id that no step touches.  *peak is
+ * the arena's size.  0, or non-zero with a message on err. */
+int cg_plan_layout(const struct cg_plan *p, int64_t *off, int64_t *peak, FILE *err);
+/* Layers repeat, so many kernels are the same but for their name: the distinct ones,
+ * in ks (room for p->n_ks), and for each kernel i the index uniq[i] of its distinct
+ * one.  Returns how many are distinct. */
+int cg_plan_distinct_kernels(const struct cg_plan *p, int *uniq, struct kir_kernel **ks);
+
 #endif

@@ -147,24 +147,38 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
 /* --- matrix products (cuBLASLt) ---------------------------------------------------
  *
  * D[M,N] = A[M,K] . B[N,K]^T, every matrix row-major ("TN": both operands K-major,
- * B stored as nn.Linear stores its weight), D in bf16, accumulation in fp32.
- *   RT_GEMM_BF16       A, B bf16.
- *   RT_GEMM_FP8        A, B fp8 E4M3; a_scale, b_scale each point at one float on
- *                      the device: D = (a_scale * A) . (b_scale * B)^T.
- *   RT_GEMM_FP8_BLOCK  A, B fp8 E4M3, DeepSeek-V3's scaling: a_scale holds one float
- *                      per 1x128 tile of A, stored [K/128][M] (M fastest; element
+ * B stored as nn.Linear stores its weight), accumulation in fp32.  The mode says the
+ * types:
+ *   RT_GEMM_BF16       A, B, D bf16.
+ *   RT_GEMM_FP8        A, B fp8 E4M3, D bf16; a_scale, b_scale each point at one
+ *                      float on the device: D = (a_scale * A) . (b_scale * B)^T.
+ *   RT_GEMM_FP8_BLOCK  A, B fp8 E4M3, D bf16, DeepSeek-V3's scaling: a_scale holds one
+ *                      float per 1x128 tile of A, stored [K/128][M] (M fastest; element
  *                      (m, kb) at kb*M + m), b_scale one float per 128x128 block of B,
  *                      stored [ceil(N/128)][S] row-major with the row stride
  *                      S = rt_gemm_block_scale_stride(K) (K/128 rounded up to a
  *                      multiple of 4: cuBLASLt wants 16-byte aligned rows).  K must be
  *                      a multiple of 128; needs sm_90.
- * A, B and D must be 16-byte aligned (256 is best, as the arena gives); fp8 modes
- * need K and N multiples of 16.  The algorithm comes from cuBLASLt's
- * heuristics: on a shape's first product the best few candidates it proposes are
- * timed on the caller's buffers (D is written several times; it must not alias A or
- * B) and the fastest is kept for that shape and mode ($SLUICE_GEMM_TUNE=0: take the
- * heuristic's first choice untimed).  The workspace comes from G's arena. */
-enum rt_gemm_mode { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK };
+ *   RT_GEMM_F32        A, B, D f32, computed in full fp32 (CUBLAS_COMPUTE_32F: no
+ *                      TF32), for results that must agree with a CPU's.
+ *   RT_GEMM_F16        A, B, D f16.
+ *   RT_GEMM_BF16_F32OUT  A, B bf16, D f32.
+ * The fp8 modes take the packed TN form only: A, B and D 16-byte aligned, K and N
+ * multiples of 16.  The other modes also take the layouts below, and need A, B and D
+ * aligned to their element only (cuBLASLt is told the real alignment; 256 bytes, as
+ * the arena gives, lets it take its fastest kernels).  Layout (all zero: the packed
+ * TN form): A's element (m, k) lies at m*lda + k, or at k*lda + m when trans_a; B's
+ * element (n, k) at n*ldb + k, or at k*ldb + n when trans_b (B stored [K,N], a
+ * matmul's right operand); D's (m, n) at m*ldd + n; a leading dimension of 0 is the
+ * packed one.  batch > 1 runs that many products at once, the i-th on a + i*stride_a,
+ * b + i*stride_b, d + i*stride_d (strides in elements; each must be non-zero).  The
+ * algorithm comes from cuBLASLt's heuristics: on a shape's first product the best few
+ * candidates it proposes are timed on the caller's buffers (D is written several
+ * times; it must not alias A or B) and the fastest is kept for that shape, layout and
+ * mode ($SLUICE_GEMM_TUNE=0: take the heuristic's first choice untimed).  The
+ * workspace comes from G's arena. */
+enum rt_gemm_mode { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK, RT_GEMM_F32, RT_GEMM_F16,
+		    RT_GEMM_BF16_F32OUT };
 
 struct rt_gemm;
 struct rt_gemm_args {
@@ -172,6 +186,10 @@ struct rt_gemm_args {
 	int m, n, k;
 	rt_dptr a, b, d;
 	rt_dptr a_scale, b_scale; /* fp8 modes only */
+	int trans_a, trans_b;     /* layout, not fp8: see above */
+	int64_t lda, ldb, ldd;
+	int batch;
+	int64_t stride_a, stride_b, stride_d;
 };
 
 struct rt_gemm *rt_gemm_new(struct rt_gpu *g, size_t workspace_bytes);
@@ -182,6 +200,9 @@ int rt_gemm_run(struct rt_gemm *ctx, const struct rt_gemm_args *a, enum rt_strea
 /* Check the arguments without running: NULL when fine, else a static message. */
 const char *rt_gemm_check_args(const struct rt_gemm_args *a);
 const char *rt_gemm_mode_name(enum rt_gemm_mode m);
+/* Bytes of an element of A and B, and of D, in mode M. */
+size_t rt_gemm_in_bytes(enum rt_gemm_mode m);
+size_t rt_gemm_out_bytes(enum rt_gemm_mode m);
 int rt_gemm_block_scale_stride(int k);
 /* A short description of the algorithm chosen for A's shape (for benchmarks). */
 int rt_gemm_describe(struct rt_gemm *ctx, const struct rt_gemm_args *a, char *buf,

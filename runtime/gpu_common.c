@@ -286,8 +286,21 @@ const char *rt_gemm_mode_name(enum rt_gemm_mode m)
 	case RT_GEMM_BF16: return "bf16";
 	case RT_GEMM_FP8: return "fp8";
 	case RT_GEMM_FP8_BLOCK: return "fp8-block";
+	case RT_GEMM_F32: return "f32";
+	case RT_GEMM_F16: return "f16";
+	case RT_GEMM_BF16_F32OUT: return "bf16-f32out";
 	}
 	return "?";
+}
+
+size_t rt_gemm_in_bytes(enum rt_gemm_mode m)
+{
+	return m == RT_GEMM_F32 ? 4 : m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK ? 1 : 2;
+}
+
+size_t rt_gemm_out_bytes(enum rt_gemm_mode m)
+{
+	return m == RT_GEMM_F32 || m == RT_GEMM_BF16_F32OUT ? 4 : 2;
 }
 
 int rt_gemm_block_scale_stride(int k)
@@ -299,22 +312,35 @@ const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 {
 	if (a->m <= 0 || a->n <= 0 || a->k <= 0)
 		return "M, N and K must be positive";
-	if (a->mode != RT_GEMM_BF16 && a->mode != RT_GEMM_FP8 && a->mode != RT_GEMM_FP8_BLOCK)
+	if ((unsigned)a->mode > RT_GEMM_BF16_F32OUT)
 		return "unknown GEMM mode";
-	/* cuBLASLt's fp8 kernels want 16-byte aligned rows: K a multiple of 16 */
-	if (a->mode != RT_GEMM_BF16 && (a->k % 16 || a->n % 16))
-		return "fp8 GEMMs need K and N to be multiples of 16";
-	if (a->mode == RT_GEMM_FP8_BLOCK && a->k % 128)
-		return "block-scaled fp8 needs K to be a multiple of 128";
-	if (a->mode != RT_GEMM_BF16 && (!a->a_scale || !a->b_scale))
-		return "fp8 GEMMs need a_scale and b_scale";
-	if (a->n % 8)
-		return "N must be a multiple of 8 (16-byte aligned bf16 output rows)";
-	if (a->mode == RT_GEMM_BF16 && a->k % 8)
-		return "bf16 GEMMs need K to be a multiple of 8";
 	if (!a->a || !a->b || !a->d)
 		return "A, B and D must be device addresses";
-	if (a->a % 16 || a->b % 16 || a->d % 16)
-		return "A, B and D must be 16-byte aligned";
+	int fp8 = a->mode == RT_GEMM_FP8 || a->mode == RT_GEMM_FP8_BLOCK;
+	int packed = !a->trans_a && !a->trans_b && !a->lda && !a->ldb && !a->ldd && a->batch <= 1;
+	if (fp8) {
+		if (!packed)
+			return "fp8 GEMMs take the packed TN form only";
+		/* cuBLASLt's fp8 kernels want 16-byte aligned rows: K a multiple of 16 */
+		if (a->k % 16 || a->n % 16)
+			return "fp8 GEMMs need K and N to be multiples of 16";
+		if (a->mode == RT_GEMM_FP8_BLOCK && a->k % 128)
+			return "block-scaled fp8 needs K to be a multiple of 128";
+		if (!a->a_scale || !a->b_scale)
+			return "fp8 GEMMs need a_scale and b_scale";
+		if (a->a % 16 || a->b % 16 || a->d % 16)
+			return "A, B and D must be 16-byte aligned";
+		return NULL;
+	}
+	size_t ei = rt_gemm_in_bytes(a->mode), eo = rt_gemm_out_bytes(a->mode);
+	if (a->a % ei || a->b % ei || a->d % eo)
+		return "A, B and D must be aligned to their element";
+	/* leading dimensions: at least a row (a column when transposed) */
+	int64_t m = a->m, n = a->n, k = a->k;
+	if ((a->lda && a->lda < (a->trans_a ? m : k)) || (a->ldb && a->ldb < (a->trans_b ? n : k)) ||
+	    (a->ldd && a->ldd < n))
+		return "a leading dimension is shorter than its rows";
+	if (a->batch < 0 || (a->batch > 1 && (!a->stride_a || !a->stride_b || !a->stride_d)))
+		return "a batch needs non-zero strides";
 	return NULL;
 }

@@ -353,8 +353,9 @@ static int bench_gemm(int argc, char **argv)
 	for (int s = 0; s < nshapes; s++)
 		for (int j = 0; j < nmodes; j++) {
 			/* stand-in addresses: only the shape and mode are checked here */
-			struct rt_gemm_args a = { modes[j], shapes[s].m, shapes[s].n, shapes[s].k,
-						  256, 256, 256, 256, 256 };
+			struct rt_gemm_args a = { .mode = modes[j], .m = shapes[s].m,
+						  .n = shapes[s].n, .k = shapes[s].k, .a = 256,
+						  .b = 256, .d = 256, .a_scale = 256, .b_scale = 256 };
 			const char *why = rt_gemm_check_args(&a);
 			if (why) {
 				fprintf(stderr, "sluice bench gemm: M=%d N=%d K=%d (%s): %s\n",

@@ -117,6 +117,8 @@ struct check_extra {
 	int n_ops_step;          /* ops of the planned step */
 	int have_cpu_plan;
 	int64_t cpu_arena;       /* what the CPU backend allocates: its plan after fusion */
+	int have_gpu_plan;
+	int64_t gpu_bytes;       /* what the CUDA backend takes from the GPU's arena */
 };
 
 static void count_extra(const struct ir_graph *g, struct check_extra *x)
@@ -157,14 +159,19 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 			x->naive += (double)((p.size[i] + CHECK_ALIGN - 1) / CHECK_ALIGN * CHECK_ALIGN);
 	x->n_ops_step = g->n_ops;
 	pass_memplan_free(&p);
-#ifdef SLUICE_HAVE_LLVM
 	/* one rank's whole step: a graph already cut over ranks (read back from textual
 	 * IR after expert_parallel) runs as a program of several chunks, not as one */
 	int cut = 0;
 	for (int i = 0; i < g->n_ops; i++)
 		cut |= g->ops[i]->kind == IR_OP_ALL_TO_ALL || g->ops[i]->kind == IR_OP_ALL_TO_ALLV;
+	(void)cut;
+#ifdef SLUICE_HAVE_LLVM
 	if (!cut)
 		x->have_cpu_plan = cg_llvm_arena_plan(g, &x->cpu_arena, stderr) == 0;
+#endif
+#ifdef SLUICE_HAVE_CUDA
+	if (!cut)
+		x->have_gpu_plan = cg_cuda_arena_plan(g, &x->gpu_bytes, stderr) == 0;
 #endif
 	return 0;
 }
@@ -270,6 +277,10 @@ static void print_report(const struct ir_graph *g, const char *file,
 		printf("  CPU backend arena     %s (the LLVM backend's plan over its fused kernels: "
 		       "what 'sluice train' allocates)\n",
 		       fmt_bytes(b1, sizeof b1, (double)x->cpu_arena));
+	if (x->have_gpu_plan)
+		printf("  GPU backend memory    %s (the CUDA backend's plan over its fused kernels, "
+		       "its outputs and cuBLASLt's workspace; parameters apart)\n",
+		       fmt_bytes(b1, sizeof b1, (double)x->gpu_bytes));
 	if (!verbose)
 		return;
 	printf("\n  %-16s %12s %12s %14s %14s\n", "layer", "params", "active", "FLOPs/token",
@@ -315,6 +326,10 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 		cJSON_AddNumberToObject(o, "cpu_arena_bytes", (double)x->cpu_arena);
 	else
 		cJSON_AddNullToObject(o, "cpu_arena_bytes");
+	if (x->have_gpu_plan)
+		cJSON_AddNumberToObject(o, "gpu_backend_bytes", (double)x->gpu_bytes);
+	else
+		cJSON_AddNullToObject(o, "gpu_backend_bytes");
 	cJSON *layers = cJSON_AddArrayToObject(o, "layers");
 	for (int i = 0; i < a->n_layers; i++) {
 		const struct pass_layer_stats *l = &a->layers[i];

@@ -59,13 +59,14 @@ build() {
 if ! step "build (cmake, ninja)" build-gpu.log build; then
 	# another part of the tree may not build: still build what the GPU checks need
 	step "build GPU targets only" build-gpu-targets.log cmake --build "$BUILD" -j "$JOBS" -k 0 \
-		--target sluice test_kcache test_gpu_runtime test_gpu_gemm
+		--target sluice test_kcache test_gpu_runtime test_gpu_gemm test_cuda_nvrtc \
+		test_cuda_ops test_cuda_models
 fi
 S=$BUILD/sluice
 
 step "sluice devices" devices.txt "$S" devices
 step "GPU tests (ctest)" tests-gpu.log ctest --test-dir "$BUILD" --output-on-failure \
-	-R '^(test_kcache|test_gpu_.*|test_cuda_lib|devices_.*|bench_bad_args)$'
+	-R '^(test_kcache|test_gpu_.*|test_cuda_.*|devices_.*|bench_bad_args)$'
 
 # GEMMs: every row timed by sluice and by PyTorch in turn, each in its own process,
 # the order swapped from row to row and round to round.  (Timing a whole table in one

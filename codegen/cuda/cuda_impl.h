@@ -1,9 +1,11 @@
 /* cuda_impl.h - private to the CUDA backend (codegen/cuda/): the renderer of kernel IR
- * to CUDA C for NVRTC.  Text only: it builds without the CUDA toolkit.  Nothing outside
+ * to CUDA C for NVRTC (text only: it builds without the CUDA toolkit), and what the
+ * backend (backend.c, built with the toolkit) takes from the GPU.  Nothing outside
  * codegen/cuda/ and tests/cuda/ includes it. */
 #ifndef SLUICE_CUDA_IMPL_H
 #define SLUICE_CUDA_IMPL_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "codegen/kir.h"
@@ -14,6 +16,9 @@ extern const struct cg_target cg_target_cuda;
 
 /* Threads per block of a point-per-thread kernel that does not say. */
 #define CG_CUDA_THREADS 256
+
+/* backend.c: cuBLASLt's workspace, taken from the GPU's arena by each executor */
+#define CG_CUDA_GEMM_WORKSPACE ((int64_t)8 << 20)
 
 /* One translation unit holding every kernel of ks as an extern "C" __global__
  * function named as the kernel, whose parameters are its buffers in order. */

@@ -4,11 +4,8 @@
  * gradients "grad.P") get their own allocations so they can be read after run, and all
  * other values and scratch buffers share one arena laid out by pass_memplan.
  *
- * pass_memplan works on the liveness of an IR graph, but after fusion the buffers
- * that exist and the order in which they are read are those of the plan's steps, not
- * of the ops (an inlined value has no buffer; its inputs are read by its consumer's
- * kernel, later).  So the plan is described to memplan as a graph of its own: one op
- * per step, reading the buffers the step reads and defining those it writes first.
+ * The layout and the distinct kernels are the plan's (codegen/plan.c), shared with
+ * the CUDA backend.
  *
  * run() executes the steps in order; each kernel's parallel index space is split over
  * the thread pool (runtime/pool.c). */
@@ -17,7 +14,6 @@
 
 #include "codegen/backend.h"
 #include "llvm_impl.h"
-#include "passes/passes.h"
 #include "runtime/pool.h"
 #include "runtime/rt.h"
 
@@ -48,83 +44,13 @@ static size_t type_size(enum kir_type t)
 	return t == KIR_I64 || t == KIR_F64 ? 8 : t == KIR_BF16 || t == KIR_F16 ? 2 : 4;
 }
 
-static enum ir_dtype shadow_dtype(enum kir_type t)
-{
-	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : t == KIR_BF16 ? IR_BF16
-	       : t == KIR_F16 ? IR_F16 : IR_F32;
-}
-
-/* The layout of the plan's buffers in one arena: off[b] is buffer b's offset, -1 for
- * a buffer outside the arena (bound by the caller, or a graph output), -2 for an id
- * that is no buffer of the plan.  *peak is the arena's size.  0 on success. */
-static int layout_buffers(const struct ir_graph *g, const struct cg_plan *p, int64_t *off,
-			  int64_t *peak, FILE *err)
-{
-	struct ir_graph *sg = ir_graph_new("plan");
-	struct ir_value **sv = rt_calloc((size_t)p->n_bufs + 1, sizeof *sv);
-	struct ir_value **in = rt_calloc((size_t)p->n_bufs + 1, sizeof *in);
-	for (int i = 0; i < g->n_ops; i++) {
-		const struct ir_op *op = g->ops[i];
-		if (op->kind != IR_OP_INPUT && op->kind != IR_OP_PARAM)
-			continue;
-		int id = op->out[0]->id;
-		sv[id] = ir_op1(sg, IR_OP_PARAM, 0, NULL, shadow_dtype(p->buf_type[id]),
-				ir_shape_of(1, p->buf_numel[id]));
-	}
-	for (int s = 0; s < p->n_steps; s++) {
-		const struct cg_step *st = &p->steps[s];
-		int n_in = 0, n_out = 0;
-		for (int i = 0; i < st->n_bufs; i++) {
-			if (sv[st->bufs[i]])
-				in[n_in++] = sv[st->bufs[i]];
-			else if (st->writes[i])
-				n_out++;
-		}
-		struct ir_op *op = ir_op_new(sg, IR_OP_ADD, n_in, in, n_out);
-		for (int i = 0, o = 0; i < st->n_bufs; i++) {
-			int b = st->bufs[i];
-			if (sv[b] || !st->writes[i])
-				continue;
-			/* a buffer in two places of one step's list: define it once */
-			int dup = 0;
-			for (int j = 0; j < o; j++)
-				if (op->out[j] == sv[b])
-					dup = 1;
-			if (dup)
-				continue;
-			sv[b] = op->out[o++];
-			sv[b]->dtype = shadow_dtype(p->buf_type[b]);
-			sv[b]->shape = ir_shape_of(1, p->buf_numel[b]);
-		}
-	}
-	for (int i = 0; i < g->n_outputs; i++)
-		if (g->outputs[i] && sv[g->outputs[i]->id])
-			ir_graph_add_output(sg, g->output_names[i], sv[g->outputs[i]->id]);
-
-	struct pass_memplan mp;
-	int rc = 0;
-	if (pass_memplan(sg, 64, &mp)) {
-		fprintf(err, "sluice: LLVM backend: the memory plan overflows\n");
-		rc = 1;
-	} else {
-		*peak = mp.peak;
-		for (int b = 0; b < p->n_bufs; b++)
-			off[b] = sv[b] ? mp.offset[sv[b]->id] : -2;
-		pass_memplan_free(&mp);
-	}
-	free(sv);
-	free(in);
-	ir_graph_free(sg);
-	return rc;
-}
-
 /* Lay the buffers out and allocate them; 0 on success. */
 static int place_buffers(struct cg_exec *e, FILE *err)
 {
 	const struct ir_graph *g = e->g;
 	struct cg_plan *p = &e->plan;
 	int64_t *off = rt_calloc((size_t)p->n_bufs + 1, sizeof *off);
-	int rc = layout_buffers(g, p, off, &e->arena_bytes, err);
+	int rc = cg_plan_layout(p, off, &e->arena_bytes, err);
 	if (rc)
 		goto done;
 	/* The arena and the outputs (the gradients among them) are faulted in here, by the
@@ -159,7 +85,7 @@ int cg_llvm_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err)
 	int rc = cg_plan_graph(&plan, g, &cg_target_llvm, "k", err);
 	if (!rc) {
 		int64_t *off = rt_calloc((size_t)plan.n_bufs + 1, sizeof *off);
-		rc = layout_buffers(g, &plan, off, bytes, err);
+		rc = cg_plan_layout(&plan, off, bytes, err);
 		free(off);
 	}
 	cg_plan_free(&plan);
@@ -234,39 +160,17 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 			for (int i = 0; i < e->plan.n_ks; i++)
 				kir_print(e->plan.ks[i], dump);
 	}
-	/* Layers repeat, so many kernels are the same but for their name: compile each
-	 * distinct one once. */
-	int n = e->plan.n_ks, n_uniq = 0;
-	int *uniq = rt_calloc((size_t)n + 1, sizeof *uniq); /* kernel -> distinct index */
-	char **text = rt_calloc((size_t)n + 1, sizeof *text);
+	/* each distinct kernel compiled once */
+	int n = e->plan.n_ks;
+	int *uniq = rt_calloc((size_t)n + 1, sizeof *uniq);
 	struct kir_kernel **ks = rt_calloc((size_t)n + 1, sizeof *ks);
-	for (int i = 0; i < n; i++) {
-		size_t len = 0;
-		FILE *f = open_memstream(&text[i], &len);
-		if (!f)
-			RT_BUG("open_memstream failed");
-		kir_print(e->plan.ks[i], f);
-		fclose(f);
-		char *body = strchr(text[i], '\n'); /* past the line with the name */
-		uniq[i] = -1;
-		for (int j = 0; j < i && uniq[i] < 0; j++)
-			if (uniq[j] >= 0 && ks[uniq[j]] == e->plan.ks[j] &&
-			    !strcmp(body, strchr(text[j], '\n')))
-				uniq[i] = uniq[j];
-		if (uniq[i] < 0) {
-			uniq[i] = n_uniq;
-			ks[n_uniq++] = e->plan.ks[i];
-		}
-	}
+	int n_uniq = cg_plan_distinct_kernels(&e->plan, uniq, ks);
 	cg_kernel_fn *fns = rt_calloc((size_t)n_uniq + 1, sizeof *fns);
 	int rc = cg_jit_compile(e->jit, ks, n_uniq, fns, dump, err);
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		e->fns[i] = fns[uniq[i]];
-		free(text[i]);
-	}
 	free(fns);
 	free(ks);
-	free(text);
 	free(uniq);
 	if (dump)
 		fclose(dump);

@@ -1,16 +1,21 @@
 /* gemm.c - matrix products through cuBLASLt: bf16, fp8 E4M3 with a scale per tensor,
  * and fp8 with DeepSeek-V3's block scales (1x128 tiles of activations, 128x128
- * blocks of weights), accumulation in fp32, bf16 out.
+ * blocks of weights), accumulation in fp32, bf16 out; and f32, f16 and bf16 with f32
+ * out, in any of the layouts of runtime/gpu.h (transposed operands, leading
+ * dimensions, strided batches), which is what a compiled graph's matmuls need.
  *
  * sluice's matrices are row-major and cuBLASLt's column-major, so the product
  * D[M,N] = A[M,K] . B[N,K]^T is asked of cuBLASLt as the column-major
  * D^T (N x M) = B (N x K, stored K x N, op T) . A^T (K x M, op N): the "TN" layout
  * every fp8 kernel needs, with cuBLASLt's A being our B and its B our A.  Hence the
  * 128x128 block scales (ours on B) go on cuBLASLt's A and the 1x128 scales (ours on
- * A) on cuBLASLt's B, which is also how PyTorch's torch._scaled_mm calls it.
+ * A) on cuBLASLt's B, which is also how PyTorch's torch._scaled_mm calls it.  The
+ * other layouts follow: our B with trans_b ((n, k) at k*ldb + n) is cuBLASLt's A as
+ * the column-major N x K matrix it is, op N; our A with trans_a ((m, k) at k*lda + m)
+ * is cuBLASLt's B as the column-major M x K matrix, op T.
  *
- * A plan (descriptors, layouts and the algorithm) is made once per (mode, M, N, K
- * and the operands' alignment) and kept; scale pointers, which change per call, are set on the plan's descriptor
+ * A plan (descriptors, layouts and the algorithm) is made once per (mode, M, N, K,
+ * layout and the operands' alignment) and kept; scale pointers, which change per call, are set on the plan's descriptor
  * before each product.  The algorithm: cuBLASLt's heuristic proposes up to
  * TUNE_CANDIDATES; on the plan's first product each is timed on the caller's own
  * buffers and the fastest kept.  The heuristic's first choice alone was measured
@@ -39,10 +44,17 @@ static int lt_fail(cublasStatus_t s, const char *call, const char *file, int lin
 		lt_s_ == CUBLAS_STATUS_SUCCESS ? 0 : lt_fail(lt_s_, #fn, __FILE__, __LINE__); \
 	})
 
-struct plan {
+/* what a plan is made for: the arguments but for the addresses, leading dimensions
+ * and strides made explicit */
+struct key {
 	enum rt_gemm_mode mode;
-	int m, n, k;
+	int m, n, k, trans_a, trans_b, batch;
+	int64_t lda, ldb, ldd, stride_a, stride_b, stride_d;
 	uint32_t align_a, align_b, align_d; /* of our A, B, D: cuBLASLt's B, A, D */
+};
+
+struct plan {
+	struct key key;
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t la, lb, ld; /* cuBLASLt's A (our B), B (our A), C = D */
 	cublasLtMatmulHeuristicResult_t cand[8];
@@ -123,26 +135,78 @@ static uint32_t align_of(rt_dptr p)
 	return a;
 }
 
+static int is_fp8(enum rt_gemm_mode m)
+{
+	return m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK;
+}
+
+/* the alignment of a batch's matrices: of the first, and of the step between them */
+static uint32_t align_batch(rt_dptr p, int batch, int64_t stride, size_t elem)
+{
+	uint32_t a = align_of(p), s = align_of((rt_dptr)stride * elem);
+	return batch > 1 && s < a ? s : a;
+}
+
+static void key_of(const struct rt_gemm_args *a, struct key *k)
+{
+	memset(k, 0, sizeof *k); /* the padding too: keys are compared with memcmp */
+	k->mode = a->mode;
+	k->m = a->m;
+	k->n = a->n;
+	k->k = a->k;
+	k->trans_a = !!a->trans_a;
+	k->trans_b = !!a->trans_b;
+	k->lda = a->lda ? a->lda : k->trans_a ? a->m : a->k;
+	k->ldb = a->ldb ? a->ldb : k->trans_b ? a->n : a->k;
+	k->ldd = a->ldd ? a->ldd : a->n;
+	k->batch = a->batch > 1 ? a->batch : 1;
+	if (k->batch > 1) {
+		k->stride_a = a->stride_a;
+		k->stride_b = a->stride_b;
+		k->stride_d = a->stride_d;
+	}
+	size_t ei = rt_gemm_in_bytes(a->mode), eo = rt_gemm_out_bytes(a->mode);
+	k->align_a = align_batch(a->a, k->batch, k->stride_a, ei);
+	k->align_b = align_batch(a->b, k->batch, k->stride_b, ei);
+	k->align_d = align_batch(a->d, k->batch, k->stride_d, eo);
+}
+
+static int set_batch(cublasLtMatrixLayout_t l, int batch, int64_t stride)
+{
+	if (batch <= 1)
+		return 0;
+	int32_t n = batch;
+	return LT(cublasLtMatrixLayoutSetAttribute,
+		  (l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &n, sizeof n)) ||
+	       LT(cublasLtMatrixLayoutSetAttribute,
+		  (l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+}
+
 static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 {
 	struct plan *p = rt_calloc(1, sizeof *p);
-	p->mode = a->mode;
-	p->m = a->m;
-	p->n = a->n;
-	p->k = a->k;
-	p->align_a = align_of(a->a);
-	p->align_b = align_of(a->b);
-	p->align_d = align_of(a->d);
-	int fp8 = a->mode != RT_GEMM_BF16;
-	cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-	cublasOperation_t opa = CUBLAS_OP_T, opb = CUBLAS_OP_N;
+	struct key *k = &p->key;
+	key_of(a, k);
+	int fp8 = is_fp8(a->mode);
+	cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : a->mode == RT_GEMM_F32 ? CUDA_R_32F
+			    : a->mode == RT_GEMM_F16 ? CUDA_R_16F : CUDA_R_16BF;
+	cudaDataType_t out = a->mode == RT_GEMM_F32 || a->mode == RT_GEMM_BF16_F32OUT ? CUDA_R_32F
+			     : a->mode == RT_GEMM_F16 ? CUDA_R_16F : CUDA_R_16BF;
+	/* cuBLASLt's A is our B: [N,K] K-major (op T), or with trans_b N-major (op N);
+	 * its B is our A: [M,K] K-major (op N), or with trans_a M-major (op T) */
+	cublasOperation_t opa = k->trans_b ? CUBLAS_OP_N : CUBLAS_OP_T;
+	cublasOperation_t opb = k->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
 	uint64_t M = (uint64_t)a->m, N = (uint64_t)a->n, K = (uint64_t)a->k;
 	if (LT(cublasLtMatmulDescCreate, (&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F)) ||
 	    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, opa) ||
 	    SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, opb) ||
-	    LT(cublasLtMatrixLayoutCreate, (&p->la, in, K, N, (int64_t)K)) ||
-	    LT(cublasLtMatrixLayoutCreate, (&p->lb, in, K, M, (int64_t)K)) ||
-	    LT(cublasLtMatrixLayoutCreate, (&p->ld, CUDA_R_16BF, N, M, (int64_t)N)))
+	    LT(cublasLtMatrixLayoutCreate,
+	       (&p->la, in, k->trans_b ? N : K, k->trans_b ? K : N, k->ldb)) ||
+	    LT(cublasLtMatrixLayoutCreate,
+	       (&p->lb, in, k->trans_a ? M : K, k->trans_a ? K : M, k->lda)) ||
+	    LT(cublasLtMatrixLayoutCreate, (&p->ld, out, N, M, k->ldd)) ||
+	    set_batch(p->la, k->batch, k->stride_b) || set_batch(p->lb, k->batch, k->stride_a) ||
+	    set_batch(p->ld, k->batch, k->stride_d))
 		goto fail;
 	if (a->mode == RT_GEMM_FP8_BLOCK) {
 		int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
@@ -166,13 +230,13 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 	int bad = LT(cublasLtMatmulPreferenceSetAttribute,
 		 (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_size, sizeof c->ws_size)) ||
 	      LT(cublasLtMatmulPreferenceSetAttribute,
-		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &p->align_b, sizeof p->align_b)) ||
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &k->align_b, sizeof k->align_b)) ||
 	      LT(cublasLtMatmulPreferenceSetAttribute,
-		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &p->align_a, sizeof p->align_a)) ||
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &k->align_a, sizeof k->align_a)) ||
 	      LT(cublasLtMatmulPreferenceSetAttribute,
-		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &p->align_d, sizeof p->align_d)) ||
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &k->align_d, sizeof k->align_d)) ||
 	      LT(cublasLtMatmulPreferenceSetAttribute,
-		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &p->align_d, sizeof p->align_d)) ||
+		 (pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &k->align_d, sizeof k->align_d)) ||
 	      LT(cublasLtMatmulAlgoGetHeuristic,
 		 (c->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, TUNE_CANDIDATES, p->cand,
 		  &returned));
@@ -181,8 +245,9 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 		goto fail;
 	if (returned == 0) {
 		fprintf(stderr,
-			"sluice: cuBLASLt has no algorithm for a %s GEMM of M=%d N=%d K=%d on %s (sm_%d%d)%s\n",
-			rt_gemm_mode_name(a->mode), a->m, a->n, a->k, c->g->info.name,
+			"sluice: cuBLASLt has no algorithm for a %s GEMM of M=%d N=%d K=%d%s%s (batch %d) on %s (sm_%d%d)%s\n",
+			rt_gemm_mode_name(a->mode), a->m, a->n, a->k, k->trans_a ? " A^T" : "",
+			k->trans_b ? " B^T" : "", k->batch, c->g->info.name,
 			c->g->info.cc_major, c->g->info.cc_minor,
 			a->mode == RT_GEMM_FP8_BLOCK ? "; block-scaled fp8 needs sm_90" : "");
 		goto fail;
@@ -198,10 +263,10 @@ fail:
 
 static struct plan *plan_get(struct rt_gemm *c, const struct rt_gemm_args *a)
 {
+	struct key k;
+	key_of(a, &k);
 	for (struct plan *p = c->plans; p; p = p->next)
-		if (p->mode == a->mode && p->m == a->m && p->n == a->n && p->k == a->k &&
-		    p->align_a == align_of(a->a) && p->align_b == align_of(a->b) &&
-		    p->align_d == align_of(a->d))
+		if (!memcmp(&p->key, &k, sizeof k))
 			return p;
 	struct plan *p = plan_make(c, a);
 	if (p) {
@@ -282,7 +347,7 @@ int rt_gemm_run(struct rt_gemm *c, const struct rt_gemm_args *a, enum rt_stream_
 	struct plan *p = plan_get(c, a);
 	if (!p)
 		return -1;
-	if (a->mode != RT_GEMM_BF16) {
+	if (is_fp8(a->mode)) {
 		const void *as = (const void *)(uintptr_t)a->b_scale;
 		const void *bs = (const void *)(uintptr_t)a->a_scale;
 		if (SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, as) ||

@@ -1,7 +1,9 @@
-/* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/) compiles with
- * NVRTC for sm_90, to a cubin, with no error and no warning.  NVRTC compiles without a
- * GPU or driver, so this runs on any machine whose build found it; so do the library
- * kernels of codegen/cuda/lib_kernels.cu (the runtime's
+/* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/), the
+ * library kernels of codegen/cuda/lib_kernels.cu, and every kernel the lowering makes
+ * of the tiny models' whole training steps (tiny_gpt, tiny_moe at their own sizes,
+ * forward and backward, planned for cg_target_cuda) compile with NVRTC for sm_90, to a
+ * cubin, with no error and no warning.  NVRTC compiles without a
+ * GPU or driver, so this runs on any machine whose build found it (the runtime's
  * rt_module_build needs a device to read the architecture from, so NVRTC is called
  * directly here); elsewhere the test exits 77, skipped.  Running the kernels needs a
  * GPU: that is the GPU backend's test. */
@@ -9,6 +11,33 @@
 #include <stdlib.h>
 
 #ifndef SLUICE_HAVE_NVRTC
+/* the step graph of a model, planned for the GPU, rendered and compiled */
+static void model_compiles(const char *path)
+{
+	struct ir_graph *g = sl_compile_file(path, 0, NULL, stderr);
+	REQUIRE(g);
+	REQUIRE(pass_autodiff(g, stderr) == 0);
+	struct cg_plan p;
+	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
+	/* the distinct kernels, as the backend builds them: the others differ in name only */
+	int *uniq = calloc((size_t)p.n_ks + 1, sizeof *uniq);
+	struct kir_kernel **ks = calloc((size_t)p.n_ks + 1, sizeof *ks);
+	int n = cg_plan_distinct_kernels(&p, uniq, ks);
+	char *src = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&src, &len);
+	REQUIRE(f);
+	cg_cuda_render(ks, n, f);
+	fclose(f);
+	CHECKF(compile(path, src) == 0, "the kernels of %s do not compile cleanly", path);
+	printf("%s: the %d kernels of its step (%d distinct) compile\n", path, p.n_ks, n);
+	free(src);
+	free(ks);
+	free(uniq);
+	cg_plan_free(&p);
+	ir_graph_free(g);
+}
+
 int main(void)
 {
 	printf("skipped: this build has no NVRTC\n");
@@ -21,8 +50,11 @@ int main(void)
 #include <nvrtc.h>
 
 #include "check.h"
+#include "codegen/cuda/cuda_impl.h"
+#include "frontend/frontend.h"
 #include "codegen/cuda/lib.h"
 #include "ir/golden.h"
+#include "passes/passes.h"
 
 #define GOLDEN "tests/cuda/golden"
 
@@ -57,6 +89,33 @@ static int compile(const char *name, const char *src)
 	return bad;
 }
 
+/* the step graph of a model, planned for the GPU, rendered and compiled */
+static void model_compiles(const char *path)
+{
+	struct ir_graph *g = sl_compile_file(path, 0, NULL, stderr);
+	REQUIRE(g);
+	REQUIRE(pass_autodiff(g, stderr) == 0);
+	struct cg_plan p;
+	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
+	/* the distinct kernels, as the backend builds them: the others differ in name only */
+	int *uniq = calloc((size_t)p.n_ks + 1, sizeof *uniq);
+	struct kir_kernel **ks = calloc((size_t)p.n_ks + 1, sizeof *ks);
+	int n = cg_plan_distinct_kernels(&p, uniq, ks);
+	char *src = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&src, &len);
+	REQUIRE(f);
+	cg_cuda_render(ks, n, f);
+	fclose(f);
+	CHECKF(compile(path, src) == 0, "the kernels of %s do not compile cleanly", path);
+	printf("%s: the %d kernels of its step (%d distinct) compile\n", path, p.n_ks, n);
+	free(src);
+	free(ks);
+	free(uniq);
+	cg_plan_free(&p);
+	ir_graph_free(g);
+}
+
 int main(void)
 {
 	int major = 0, minor = 0;
@@ -83,6 +142,8 @@ int main(void)
 	/* the library kernels (codegen/cuda/lib_kernels.cu), as cg_cuda_lib_load builds them */
 	CHECKF(compile("sluice_lib.cu", cg_cuda_lib_source()) == 0,
 	       "the library kernels do not compile cleanly");
+	model_compiles("models/tiny_gpt.sl");
+	model_compiles("models/tiny_moe.sl");
 	return CHECK_DONE();
 }
 #endif

@@ -122,7 +122,7 @@ static void run_case(struct rt_gpu *g, struct rt_gemm *ctx, const struct case_ *
 	matmul(xa, xb, exact, M, N, K);
 
 	size_t mark = rt_gpu_arena_mark(g);
-	struct rt_gemm_args a = { c->mode, M, N, K, 0, 0, 0, 0, 0 };
+	struct rt_gemm_args a = { .mode = c->mode, .m = M, .n = N, .k = K };
 	a.a = rt_gpu_alloc(g, esz * na + 256, 256);
 	a.b = rt_gpu_alloc(g, esz * nb, 256);
 	a.d = rt_gpu_alloc(g, 2 * nd + 256, 256);
@@ -210,11 +210,18 @@ int main(void)
 		run_case(g, ctx, &c, seed++);
 	}
 	/* bad arguments are refused with a message, not sent to cuBLASLt */
-	struct rt_gemm_args bad = { RT_GEMM_FP8_BLOCK, 128, 128, 96, 256, 256, 256, 256, 256 };
+	struct rt_gemm_args bad = { .mode = RT_GEMM_FP8_BLOCK, .m = 128, .n = 128, .k = 96, .a = 256,
+				    .b = 256, .d = 256, .a_scale = 256, .b_scale = 256 };
 	CHECK(rt_gemm_check_args(&bad) != NULL);
 	CHECK(rt_gemm_run(ctx, &bad, RT_STREAM_COMPUTE) == -1);
-	struct rt_gemm_args misaligned = { RT_GEMM_BF16, 128, 128, 128, 256 + 8, 256, 256, 0, 0 };
+	/* bf16 operands need their element's alignment, fp8 ones 16 bytes */
+	struct rt_gemm_args misaligned = { .mode = RT_GEMM_BF16, .m = 128, .n = 128, .k = 128,
+					   .a = 256 + 1, .b = 256, .d = 256 };
 	CHECK(rt_gemm_check_args(&misaligned) != NULL);
+	struct rt_gemm_args misaligned8 = { .mode = RT_GEMM_FP8, .m = 128, .n = 128, .k = 128,
+					    .a = 256 + 8, .b = 256, .d = 256, .a_scale = 256,
+					    .b_scale = 256 };
+	CHECK(rt_gemm_check_args(&misaligned8) != NULL);
 	rt_gemm_free(ctx);
 	rt_gpu_close(g);
 	return CHECK_DONE();
