@@ -15,10 +15,19 @@
  * (on the same layout).  The learning-rate schedule depends on the total step count,
  * which the checkpoint also keeps.
  *
+ * Where the buffers live: the program's device (runtime/device.h), the host's memory
+ * or a GPU's.  The engine reaches them only through the device: parameters are
+ * initialised on the host and uploaded, a step's tokens go in through the device's
+ * input (pinned memory and the copy stream on a GPU), the losses, expert loads and
+ * gradient norm come back as a few bytes, the optimizer runs where the weights are
+ * (one launch over every tensor on a GPU), checkpoints download and resume uploads
+ * (the same file whatever the device).  The moving average of the weights (ema) lives
+ * in host memory: a copy of the weights is taken after each step (on a GPU by the
+ * copy stream into pinned memory) and folded in while the next step runs.
+ *
  * Simplifications, on purpose: validation runs the training step (forward and
- * backward) on fixed held-out windows and reads only its loss; the optimizer runs on
- * the host over fp32 arrays; a checkpoint of a job of several ranks is written only
- * when rank 0 holds every parameter (see save_checkpoint). */
+ * backward) on fixed held-out windows and reads only its loss; ZeRO-1's sharded
+ * optimizer runs on host devices only (CPU ranks over MPI). */
 #include "engine.h"
 
 #include <errno.h>
@@ -34,6 +43,7 @@
 
 #include "ckpt.h"
 #include "data.h"
+#include "device.h"
 #include "metrics.h"
 #include "pool.h"
 #include "progress.h"
@@ -51,12 +61,16 @@ struct eparam {
 	float *gs;              /* the shard of the summed gradient */
 	struct rt_comm *zc;
 	float *ema;             /* the weights' moving average (ema > 0), host memory */
+	float *wh;              /* ema: the weights as of the last step, host memory */
 };
 
 struct engine {
 	struct rt_program *p;
 	struct rt_exec *x;
 	const struct rt_train_config *c;
+	struct rt_device *dev;  /* where the program's buffers live */
+	struct rt_dev_optim *opt; /* AdamW over every trainable tensor this rank steps */
+	int ema_pending;        /* a snapshot of the weights waits to be folded in */
 	struct eparam *ps;
 	int n_biases;
 	int gbatch;             /* sequences of a global batch */
@@ -66,8 +80,6 @@ struct engine {
 	uint64_t seed;
 	int64_t step, first_step, total, eval_every, ckpt_every;
 	struct rt_schedule sched;
-	float **grads;
-	size_t *grad_n;
 	double load_ratio;
 	struct rt_pool *pool;
 	float *scratch;         /* ZeRO-1: a padded gradient or weight, all shards */
@@ -103,6 +115,8 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
+static void ema_fold(struct engine *e);
+
 /* The whole of the program's sums: 0 on every rank but those that hold the value. */
 static void sum_world(struct engine *e, double *v, int n)
 {
@@ -115,7 +129,7 @@ static void sum_world(struct engine *e, double *v, int n)
  * of the global tensor (runtime/data.c's parallel initialisers), so a rank holding some
  * rows gets the values those rows have on one rank, the thread count changes nothing,
  * and adding a parameter does not change the others. */
-static void init_params(struct engine *e)
+static int init_params(struct engine *e)
 {
 	for (int k = 0; k < e->p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
@@ -124,13 +138,19 @@ static void init_params(struct engine *e)
 		int64_t first = r->row0 * row, n = (int64_t)q->n;
 		uint64_t seed = rt_hash64(r->path, strlen(r->path), e->seed * 0x9e3779b97f4a7c15ull + 1);
 		double bound = r->std_given || r->fan_in <= 0 ? r->std : 1.0 / sqrt((double)r->fan_in);
+		float *w = rt_device_stage(e->dev, q->w, q->n * sizeof *w);
 		switch (r->init) {
-		case RT_INIT_ZEROS: rt_fill_const(e->pool, q->w, n, 0.0f); break;
-		case RT_INIT_ONES: rt_fill_const(e->pool, q->w, n, 1.0f); break;
-		case RT_INIT_UNIFORM: rt_fill_uniform_at(e->pool, q->w, first, n, bound, seed); break;
-		case RT_INIT_NORMAL: rt_fill_normal_at(e->pool, q->w, first, n, r->std, seed); break;
+		case RT_INIT_ZEROS: rt_fill_const(e->pool, w, n, 0.0f); break;
+		case RT_INIT_ONES: rt_fill_const(e->pool, w, n, 1.0f); break;
+		case RT_INIT_UNIFORM: rt_fill_uniform_at(e->pool, w, first, n, bound, seed); break;
+		case RT_INIT_NORMAL: rt_fill_normal_at(e->pool, w, first, n, r->std, seed); break;
 		}
+		if (q->ema)
+			memcpy(q->ema, w, q->n * sizeof *w);
+		if (rt_device_put(e->dev, q->w, w, q->n * sizeof *w))
+			return -1;
 	}
+	return 0;
 }
 
 /* --- checkpoints ------------------------------------------------------------------ */
@@ -160,7 +180,8 @@ struct piece {
 #define PIECE_INTS (5 + RT_MAX_RANK)
 
 /* This rank's pieces: the weights, and AdamW's moments, of the parameters it owns
- * (ZeRO-1's moments gathered from the group first: every member takes part). */
+ * (ZeRO-1's moments gathered from the group first: every member takes part), in host
+ * memory (tmp[4k + j] holds what had to be gathered or downloaded). */
 static int my_pieces(struct engine *e, struct piece *out, char **names, float **tmp)
 {
 	int n = 0;
@@ -171,18 +192,29 @@ static int my_pieces(struct engine *e, struct piece *out, char **names, float **
 		if (r->trainable && r->zero) {
 			size_t P = (size_t)rt_comm_size(q->zc);
 			for (int j = 0; j < 2; j++) {
-				tmp[2 * k + j] = rt_calloc(P * q->chunk, sizeof **tmp);
+				tmp[4 * k + j] = rt_calloc(P * q->chunk, sizeof **tmp);
 				rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)(j ? q->v : q->m),
-						   (uint64_t)(uintptr_t)tmp[2 * k + j], q->chunk,
+						   (uint64_t)(uintptr_t)tmp[4 * k + j], q->chunk,
 						   RT_COMM_F32, NULL);
 				rt_comm_sync(q->zc, NULL);
 			}
-			m = tmp[2 * k];
-			v = tmp[2 * k + 1];
+			m = tmp[4 * k];
+			v = tmp[4 * k + 1];
+		} else if (r->trainable && r->owner) {
+			void *c1, *c2;
+			m = rt_device_view(e->dev, q->m, q->n * sizeof *m, &c1);
+			v = rt_device_view(e->dev, q->v, q->n * sizeof *v, &c2);
+			tmp[4 * k] = c1;
+			tmp[4 * k + 1] = c2;
 		}
 		if (!r->owner)
 			continue;
-		const float *data[4] = { q->w, m, v, q->ema };
+		void *c3;
+		const float *w = rt_device_view(e->dev, q->w, q->n * sizeof *w, &c3);
+		tmp[4 * k + 2] = c3;
+		if (!w || (r->trainable && (!m || !v)))
+			return -1;
+		const float *data[4] = { w, m, v, q->ema };
 		const char *prefix[4] = { "", "adamw.m.", "adamw.v.", "ema." };
 		for (int j = 0; j < 4; j++) {
 			if (!data[j])
@@ -211,7 +243,7 @@ static int64_t piece_numel(const struct piece *pc)
 static int gather_pieces(struct engine *e, struct piece *mine, int n_mine,
 			 struct rt_ckpt_tensor **tensors, float ***bufs, char ***tnames)
 {
-	struct rt_comm *c = rt_exec_group(e->x, e->p->loss_group);
+	int g = e->p->loss_group;
 	int world = e->p->world, nt = 0, cap = 0;
 	struct rt_ckpt_tensor *ts = NULL;
 	float **data = NULL;
@@ -238,14 +270,11 @@ static int gather_pieces(struct engine *e, struct piece *mine, int n_mine,
 			strcpy(nb + m[0], mine[i].name);
 			memcpy(db + m[4], mine[i].data, sizeof *db * (size_t)piece_numel(&mine[i]));
 		}
-		rt_comm_send(c, (uint64_t)(uintptr_t)hdr, 3, RT_COMM_I64, 0, NULL);
-		rt_comm_sync(c, NULL);
+		rt_exec_send_host(e->x, g, hdr, sizeof hdr, 0);
 		if (n_mine) {
-			rt_comm_send(c, (uint64_t)(uintptr_t)meta, (size_t)n_mine * PIECE_INTS,
-				     RT_COMM_I64, 0, NULL);
-			rt_comm_send(c, (uint64_t)(uintptr_t)nb, (size_t)hdr[1], RT_COMM_U8, 0, NULL);
-			rt_comm_send(c, (uint64_t)(uintptr_t)db, (size_t)hdr[2], RT_COMM_F32, 0, NULL);
-			rt_comm_sync(c, NULL);
+			rt_exec_send_host(e->x, g, meta, sizeof *meta * (size_t)n_mine * PIECE_INTS, 0);
+			rt_exec_send_host(e->x, g, nb, (size_t)hdr[1], 0);
+			rt_exec_send_host(e->x, g, db, sizeof *db * (size_t)hdr[2], 0);
 		}
 		free(meta);
 		free(nb);
@@ -260,21 +289,17 @@ static int gather_pieces(struct engine *e, struct piece *mine, int n_mine,
 		float *db = NULL;
 		if (src) {
 			int64_t hdr[3];
-			rt_comm_recv(c, (uint64_t)(uintptr_t)hdr, 3, RT_COMM_I64, src, NULL);
-			rt_comm_sync(c, NULL);
+			rt_exec_recv_host(e->x, g, hdr, sizeof hdr, src);
 			np = (int)hdr[0];
 			pcs = rt_calloc((size_t)np + 1, sizeof *pcs);
 			meta = rt_calloc((size_t)np * PIECE_INTS + 1, sizeof *meta);
 			nb = rt_malloc((size_t)hdr[1] + 1);
 			db = rt_malloc(sizeof *db * (size_t)(hdr[2] + 1));
 			if (np) {
-				rt_comm_recv(c, (uint64_t)(uintptr_t)meta, (size_t)np * PIECE_INTS,
-					     RT_COMM_I64, src, NULL);
-				rt_comm_recv(c, (uint64_t)(uintptr_t)nb, (size_t)hdr[1], RT_COMM_U8, src,
-					     NULL);
-				rt_comm_recv(c, (uint64_t)(uintptr_t)db, (size_t)hdr[2], RT_COMM_F32,
-					     src, NULL);
-				rt_comm_sync(c, NULL);
+				rt_exec_recv_host(e->x, g, meta, sizeof *meta * (size_t)np * PIECE_INTS,
+						  src);
+				rt_exec_recv_host(e->x, g, nb, (size_t)hdr[1], src);
+				rt_exec_recv_host(e->x, g, db, sizeof *db * (size_t)hdr[2], src);
 			}
 			for (int i = 0; i < np; i++) {
 				const int64_t *m = meta + (size_t)i * PIECE_INTS;
@@ -324,13 +349,19 @@ static int gather_pieces(struct engine *e, struct piece *mine, int n_mine,
 
 static int save_checkpoint(struct engine *e)
 {
+	ema_fold(e);
 	const struct rt_train_config *c = e->c;
 	struct rt_program *p = e->p;
 	int np = p->n_params, rc = 0;
 	struct piece *mine = rt_calloc(4 * (size_t)np + 1, sizeof *mine);
 	char **names = rt_calloc(4 * (size_t)np + 1, sizeof *names);
-	float **tmp = rt_calloc(2 * (size_t)np + 1, sizeof *tmp);
+	float **tmp = rt_calloc(4 * (size_t)np + 1, sizeof *tmp);
 	int n_mine = my_pieces(e, mine, names, tmp);
+	if (n_mine < 0) {
+		/* the device failed a copy: say so on every rank, as a failed write */
+		n_mine = 0;
+		rc = -1;
+	}
 	struct rt_ckpt_tensor *ts = NULL;
 	float **bufs = NULL;
 	char **tn = NULL;
@@ -394,7 +425,7 @@ static int save_checkpoint(struct engine *e)
 	}
 	for (int i = 0; i < n_mine; i++)
 		free(names[i]);
-	for (int i = 0; i < 2 * np; i++)
+	for (int i = 0; i < 4 * np; i++)
 		free(tmp[i]);
 	if (bufs) {
 		for (int i = 0; i < n - 1; i++) {
@@ -497,22 +528,25 @@ static int load_checkpoint(struct engine *e, const char *where)
 		const struct rt_param *r = q->r;
 		/* this rank's rows of the global tensors, whatever layout saved them */
 		int64_t r0 = r->row0, r1 = r->row0 + r->rows;
-		if (rt_ckpt_load_rows(ck, r->path, RT_CKPT_F32, r->rank, r->shape, r0, r1, q->w,
-				      stderr))
-			goto done;
-		if (q->ema) {
+		size_t bytes = q->n * sizeof(float);
+		float *w = rt_device_stage(e->dev, q->w, bytes);
+		int bad = rt_ckpt_load_rows(ck, r->path, RT_CKPT_F32, r->rank, r->shape, r0, r1, w,
+					    stderr);
+		if (q->ema && !bad) {
 			char name[512];
 			snprintf(name, sizeof name, "ema.%s", r->path);
-			if (!rt_ckpt_find(ck, name)) {
+			if (rt_ckpt_find(ck, name)) {
+				bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
+							r1, q->ema, stderr);
+			} else {
 				if (e->lead && k == 0)
 					fprintf(stderr, "resume: note: the checkpoint has no moving "
 						"average of the weights: it starts from them\n");
-				memcpy(q->ema, q->w, q->n * sizeof *q->ema);
-			} else if (rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
-						     r1, q->ema, stderr)) {
-				goto done;
+				memcpy(q->ema, w, bytes);
 			}
 		}
+		if (rt_device_put(e->dev, q->w, w, bytes) || bad)
+			goto done;
 		if (!r->trainable)
 			continue;
 		for (int j = 0; j < 2; j++) {
@@ -520,14 +554,16 @@ static int load_checkpoint(struct engine *e, const char *where)
 			snprintf(name, sizeof name, "adamw.%c.%s", j ? 'v' : 'm', r->path);
 			float *dst = j ? q->v : q->m;
 			if (!r->zero) {
-				if (rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
-						      dst, stderr))
+				float *h = rt_device_stage(e->dev, dst, bytes);
+				bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
+							r1, h, stderr);
+				if (rt_device_put(e->dev, dst, h, bytes) || bad)
 					goto done;
 				continue;
 			}
 			/* ZeRO-1: this rank's shard of the elements */
 			float *whole = rt_calloc(q->n + 1, sizeof *whole);
-			int bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
+			bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
 						    whole, stderr);
 			if (!bad)
 				memcpy(dst, whole + q->off, q->len * sizeof *dst);
@@ -610,9 +646,11 @@ static void place_batch(struct engine *e)
 	for (int m = 0; m < M; m++) {
 		size_t at = (size_t)(dpi * M + m) * mb;
 		if (p->tokens >= 0)
-			memcpy(rt_buf_slot(p, p->tokens, m), e->gtok + at, mb * sizeof *e->gtok);
+			e->dev->ops->input(e->dev, rt_buf_slot(p, p->tokens, m), e->gtok + at,
+					   mb * sizeof *e->gtok);
 		if (p->targets >= 0)
-			memcpy(rt_buf_slot(p, p->targets, m), e->gtgt + at, mb * sizeof *e->gtgt);
+			e->dev->ops->input(e->dev, rt_buf_slot(p, p->targets, m), e->gtgt + at,
+					   mb * sizeof *e->gtgt);
 	}
 }
 
@@ -626,10 +664,16 @@ static int run_step(struct engine *e, double *loss, double *lm)
 		return -1;
 	}
 	struct rt_program *p = e->p;
+	/* the host's work on the last step's weights, while this one runs */
+	ema_fold(e);
 	double v[2] = { 0, 0 };
 	if (p->loss >= 0) {
-		v[0] = *(float *)p->bufs[p->loss].data;
-		v[1] = *(float *)p->bufs[p->lm_loss].data;
+		float l[2];
+		if (e->dev->ops->download(e->dev, &l[0], p->bufs[p->loss].data, sizeof l[0]) ||
+		    e->dev->ops->download(e->dev, &l[1], p->bufs[p->lm_loss].data, sizeof l[1]))
+			return -1;
+		v[0] = l[0];
+		v[1] = l[1];
 	}
 	double n = (double)p->microbatches * p->layout.dp;
 	if (p->world > 1)
@@ -665,8 +709,13 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 		if (r->load < 0)
 			continue;
 		struct rt_buffer *lb = &e->p->bufs[r->load];
-		float *load = lb->data;
-		rt_exec_sum_f32(e->x, r->load_group, load, (size_t)lb->numel);
+		rt_exec_sum_buf(e->x, r->load_group, r->load);
+		void *copy;
+		const float *load = rt_device_view(e->dev, lb->data, (size_t)lb->bytes, &copy);
+		float *bias = rt_device_stage(e->dev, q->w, q->n * sizeof *bias);
+		if (!load || (bias != q->w && e->dev->ops->download(e->dev, bias, q->w,
+								      q->n * sizeof *bias)))
+			RT_BUG("the expert loads or routing biases cannot be read from the device");
 		size_t ne = q->n;
 		size_t rows = (size_t)lb->numel / ne;
 		double *per = rt_calloc(ne, sizeof *per);
@@ -682,8 +731,11 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 		double mean = sum / (double)ne;
 		for (size_t j = 0; j < ne; j++) {
 			float s = per[j] < mean ? 1.0f : per[j] > mean ? -1.0f : 0.0f;
-			q->w[j] += r->gamma * s;
+			bias[j] += r->gamma * s;
 		}
+		if (rt_device_put(e->dev, q->w, bias, q->n * sizeof *bias))
+			RT_BUG("the routing biases cannot be written to the device");
+		free(copy);
 		double ratio = mean > 0 ? mx_load / mean : 0.0;
 		ratio_sum += ratio;
 		n++;
@@ -702,7 +754,12 @@ static void balance_biases(struct engine *e, struct rt_metrics *mx)
 }
 
 /* The weights' exponential moving average, after every step (DeepSeek-V3 keeps one to
- * judge the model early): ema = d * ema + (1 - d) * w, split over the pool. */
+ * judge the model early): ema = d * ema + (1 - d) * w, in host memory, split over the
+ * pool.  After a step the device is asked for a copy of the weights (ema_snapshot: on
+ * a GPU the copy stream takes it into pinned memory, on the host it is the weights
+ * themselves); the next step folds it in once that step is queued (ema_fold), so on a
+ * GPU the host's work overlaps the step, as DeepSeek-V3 does.  Checkpoints and the
+ * end of training fold first. */
 struct ema_job {
 	float *ema;
 	const float *w;
@@ -716,15 +773,28 @@ static void ema_range(void *ctx, int64_t lo, int64_t hi)
 		j->ema[i] = j->d * j->ema[i] + (1.0f - j->d) * j->w[i];
 }
 
-static void update_ema(struct engine *e)
+static void ema_snapshot(struct engine *e)
 {
+	if (!(e->c->ema > 0))
+		return;
 	for (int k = 0; k < e->p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
-		if (!q->ema)
-			continue;
-		struct ema_job j = { q->ema, q->w, e->c->ema };
+		e->dev->ops->snapshot(e->dev, q->wh, q->w, q->n * sizeof *q->wh);
+	}
+	e->ema_pending = 1;
+}
+
+static void ema_fold(struct engine *e)
+{
+	if (!e->ema_pending)
+		return;
+	e->dev->ops->snapshot_wait(e->dev);
+	for (int k = 0; k < e->p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		struct ema_job j = { q->ema, q->wh, e->c->ema };
 		rt_pool_run(e->pool, (int64_t)q->n, 1 << 16, ema_range, &j);
 	}
+	e->ema_pending = 0;
 }
 
 /* SLUICE_GRAD_DUMP=PREFIX: the gradients of the first step (the mean over the global
@@ -740,7 +810,7 @@ static void dump_grads(struct engine *e)
 	int n = 0;
 	for (int k = 0; k < e->p->n_params; k++) {
 		const struct eparam *q = &e->ps[k];
-		const float *g = q->g;
+		const float *g = NULL;
 		if (q->r->trainable && q->r->zero) {
 			/* the summed gradient is in shards: gather it (every member calls) */
 			size_t P = (size_t)rt_comm_size(q->zc);
@@ -752,6 +822,13 @@ static void dump_grads(struct engine *e)
 		}
 		if (!q->r->trainable || !q->r->owner)
 			continue;
+		if (!g) {
+			void *copy;
+			g = rt_device_view(e->dev, q->g, q->n * sizeof *g, &copy);
+			whole[k] = copy;
+			if (!g)
+				RT_BUG("the gradients cannot be read from the device");
+		}
 		/* a slice of rows is named PATH#ROW0 */
 		char *nm = rt_malloc(strlen(q->r->path) + 32);
 		if (q->r->rows != q->r->shape[0])
@@ -790,41 +867,26 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 		return -1;
 	}
 	struct rt_program *p = e->p;
-	/* from the sum over micro-batches and ranks to the mean over the global batch */
-	float mean = 1.0f / (float)(p->microbatches * p->layout.dp);
-	int ng = 0;
+	/* ZeRO-1: this rank's shard of each gradient's sum over its group (host) */
 	for (int k = 0; k < p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
-		if (!q->r->trainable)
+		if (!q->r->trainable || !q->r->zero)
 			continue;
-		if (q->r->zero) {
-			/* ZeRO-1: this rank's shard of the sum over the group */
-			size_t P = (size_t)rt_comm_size(q->zc);
-			memcpy(e->scratch, q->g, q->n * sizeof *q->g);
-			memset(e->scratch + q->n, 0, (P * q->chunk - q->n) * sizeof *e->scratch);
-			uint64_t a = (uint64_t)(uintptr_t)e->scratch;
-			rt_comm_reduce_scatter_sum(q->zc, a, (uint64_t)(uintptr_t)q->gs, q->chunk,
-						   RT_COMM_F32, NULL);
-			rt_comm_sync(q->zc, NULL);
-			if (mean != 1.0f)
-				for (size_t i = 0; i < q->len; i++)
-					q->gs[i] *= mean;
-			/* each element is in exactly one member's shard: counted once */
-			e->grads[ng] = q->gs;
-			e->grad_n[ng++] = q->len;
-			continue;
-		}
-		if (mean != 1.0f)
-			for (size_t i = 0; i < q->n; i++)
-				q->g[i] *= mean;
-		if (q->r->owner || p->world == 1) {
-			e->grads[ng] = q->g;
-			e->grad_n[ng++] = q->n;
-		}
+		size_t P = (size_t)rt_comm_size(q->zc);
+		memcpy(e->scratch, q->g, q->n * sizeof *q->g);
+		memset(e->scratch + q->n, 0, (P * q->chunk - q->n) * sizeof *e->scratch);
+		uint64_t a = (uint64_t)(uintptr_t)e->scratch;
+		rt_comm_reduce_scatter_sum(q->zc, a, (uint64_t)(uintptr_t)q->gs, q->chunk,
+					   RT_COMM_F32, NULL);
+		rt_comm_sync(q->zc, NULL);
 	}
+	/* from the sum over micro-batches and ranks to the mean over the global batch */
+	float mean = 1.0f / (float)(p->microbatches * p->layout.dp);
+	if (mean != 1.0f)
+		e->dev->ops->scale_grads(e->dev, e->opt, mean);
 	if (e->step == e->first_step)
 		dump_grads(e);
-	*gnorm = rt_grad_norm(e->pool, e->grads, e->grad_n, ng);
+	*gnorm = e->dev->ops->grad_norm(e->dev, e->opt);
 	if (p->world > 1) {
 		double sq = *gnorm * *gnorm;
 		sum_world(e, &sq, 1);
@@ -832,18 +894,12 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 	}
 	float scale = rt_clip_scale(*gnorm, e->c->clip);
 	*lr = rt_schedule_lr(&e->sched, e->step);
+	e->dev->ops->adamw(e->dev, e->opt, &e->c->adamw, *lr, e->step + 1, scale);
+	/* ZeRO-1: every member's stepped shard, back into the whole weights */
 	for (int k = 0; k < p->n_params; k++) {
 		struct eparam *q = &e->ps[k];
-		if (!q->r->trainable)
+		if (!q->r->trainable || !q->r->zero)
 			continue;
-		if (!q->r->zero) {
-			rt_adamw_step(e->pool, &e->c->adamw, *lr, e->step + 1, q->w, q->g, q->m, q->v,
-				      q->n, scale, q->r->decay);
-			continue;
-		}
-		rt_adamw_step(e->pool, &e->c->adamw, *lr, e->step + 1, q->w + q->off, q->gs, q->m,
-			      q->v, q->len, scale, q->r->decay);
-		/* every member's stepped shard, back into the whole weights */
 		memset(q->gs, 0, q->chunk * sizeof *q->gs);
 		memcpy(q->gs, q->w + q->off, q->len * sizeof *q->gs);
 		rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)q->gs, (uint64_t)(uintptr_t)e->scratch,
@@ -863,7 +919,8 @@ static int setup(struct engine *e)
 	e->lead = p->rank == 0;
 	e->total = c->steps;
 	e->seed = c->seed;
-	e->pool = rt_pool_new(0);
+	e->dev = p->dev;
+	e->pool = e->dev->pool;
 	e->ps = rt_calloc((size_t)p->n_params + 1, sizeof *e->ps);
 	size_t scratch = 0;
 	for (int k = 0; k < p->n_params; k++) {
@@ -873,6 +930,8 @@ static int setup(struct engine *e)
 		q->n = (size_t)p->bufs[q->r->buf].numel;
 		size_t states = q->n;
 		if (q->r->zero) {
+			/* the sharded optimizer works on host memory (see the top) */
+			RT_ASSERT(e->dev->host);
 			q->zc = rt_exec_group(e->x, q->r->reduce_group);
 			RT_ASSERT(q->zc);
 			size_t P = (size_t)rt_comm_size(q->zc), me = (size_t)rt_comm_rank(q->zc);
@@ -886,22 +945,44 @@ static int setup(struct engine *e)
 		}
 		if (q->r->trainable) {
 			q->g = p->bufs[q->r->grad].data;
-			q->m = rt_pool_alloc_zeroed(e->pool, states * sizeof *q->m);
-			q->v = rt_pool_alloc_zeroed(e->pool, states * sizeof *q->v);
+			q->m = e->dev->ops->alloc(e->dev, states * sizeof *q->m);
+			q->v = e->dev->ops->alloc(e->dev, states * sizeof *q->v);
+			if (!q->m || !q->v)
+				return -1;
+		}
+		if (c->ema > 0) {
+			q->ema = rt_pool_alloc_zeroed(e->pool, q->n * sizeof *q->ema);
+			/* on the host the weights themselves; else pinned memory */
+			q->wh = e->dev->host ? q->w
+					     : e->dev->ops->host_alloc(e->dev, q->n * sizeof *q->wh);
+			if (!q->wh)
+				return -1;
 		}
 		if (q->r->load >= 0)
 			e->n_biases++;
 	}
 	if (scratch)
 		e->scratch = rt_calloc(scratch, sizeof *e->scratch);
-	init_params(e);
+	/* the optimizer's table: every trainable tensor this rank steps, in parameter
+	 * order (the gradient norm adds them in that order) */
+	struct rt_dev_tensor *tt = rt_calloc((size_t)p->n_params + 1, sizeof *tt);
+	int nt = 0;
+	for (int k = 0; k < p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		if (!q->r->trainable)
+			continue;
+		if (q->r->zero) /* each element is in exactly one member's shard: counted once */
+			tt[nt++] = (struct rt_dev_tensor){ q->w + q->off, q->gs, q->m, q->v, q->len,
+							   q->r->decay, 1 };
+		else
+			tt[nt++] = (struct rt_dev_tensor){ q->w, q->g, q->m, q->v, q->n, q->r->decay,
+							   q->r->owner || p->world == 1 };
+	}
+	e->opt = e->dev->ops->optim_new(e->dev, tt, nt);
+	free(tt);
+	if (!e->opt || init_params(e))
+		return -1;
 	rt_rng_seed(&e->rng, e->seed);
-	if (c->ema > 0)
-		for (int k = 0; k < p->n_params; k++) {
-			struct eparam *q = &e->ps[k];
-			q->ema = rt_pool_alloc_zeroed(e->pool, q->n * sizeof *q->ema);
-			memcpy(q->ema, q->w, q->n * sizeof *q->ema);
-		}
 	if (c->resume && load_checkpoint(e, c->resume))
 		return -1;
 	e->first_step = e->step;
@@ -918,8 +999,6 @@ static int setup(struct engine *e)
 	size_t bt = (size_t)e->gbatch * (size_t)p->seq;
 	e->gtok = rt_calloc(bt, sizeof *e->gtok);
 	e->gtgt = rt_calloc(bt, sizeof *e->gtgt);
-	e->grads = rt_calloc((size_t)p->n_params + 1, sizeof *e->grads);
-	e->grad_n = rt_calloc((size_t)p->n_params + 1, sizeof *e->grad_n);
 	if (e->lead) {
 		fprintf(stderr, "train: batch %d x seq %d", p->batch, p->seq);
 		if (p->microbatches > 1 || p->layout.dp > 1)
@@ -946,20 +1025,24 @@ static int setup(struct engine *e)
 
 static void teardown(struct engine *e)
 {
+	struct rt_device *d = e->dev;
 	for (int k = 0; e->ps && k < e->p->n_params; k++) {
-		free(e->ps[k].m);
-		free(e->ps[k].v);
-		free(e->ps[k].gs);
-		free(e->ps[k].ema);
+		struct eparam *q = &e->ps[k];
+		if (q->m)
+			d->ops->free(d, q->m);
+		if (q->v)
+			d->ops->free(d, q->v);
+		if (q->wh && q->wh != q->w)
+			d->ops->host_free(d, q->wh);
+		free(q->gs);
+		free(q->ema);
 	}
+	if (e->opt)
+		d->ops->optim_free(d, e->opt);
 	free(e->scratch);
 	free(e->ps);
 	free(e->gtok);
 	free(e->gtgt);
-	free(e->grads);
-	free(e->grad_n);
-	if (e->pool)
-		rt_pool_free(e->pool);
 	rt_shard_free(&e->train);
 	rt_shard_free(&e->val);
 }
@@ -1029,7 +1112,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 			rt_metrics_num(mx, "grad_norm", gnorm);
 		}
 		balance_biases(&e, mx);
-		update_ema(&e);
+		ema_snapshot(&e);
 		e.step++;
 		double now = rt_now(), dt = now - ts;
 		double tps = tokens / dt;

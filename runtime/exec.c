@@ -1,10 +1,11 @@
 /* exec.c - the executor: runs a program's actions for one training step.
  *
- * On CPU ranks everything runs on the calling thread in the order of the action list
- * (the chunks themselves split their loops over the thread pool); a communication op
- * is started where the list says and completes at the next WAIT on its group, as NCCL
- * operations complete on their stream, so a schedule written for GPU streams runs
- * here unchanged.  Chunk outputs are copied where they are kept: the micro-batch slot
+ * The actions are taken in the order of the action list on the calling thread; the
+ * program's device (runtime/device.h) does the work: on CPU ranks at once (the chunks
+ * themselves split their loops over the thread pool), on a GPU queued on its compute
+ * stream, with communication on the communication stream after it.  A communication
+ * op is started where the list says and completes at the next WAIT on its group, as
+ * NCCL operations complete on their stream, so one schedule serves both.  Chunk outputs are copied where they are kept: the micro-batch slot
  * of a SAVED buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
@@ -15,11 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "program.h"
 #include "rt.h"
 
 struct rt_exec {
 	struct rt_program *p;
+	struct rt_device *dev;
+	void *scratch;               /* device memory for host values crossing a group */
+	size_t scratch_bytes;
 	struct rt_comm **gc;         /* per group: its communicator, NULL when none */
 	void **in, **out;
 	unsigned char *fresh;        /* per buffer: not yet written this step */
@@ -30,7 +35,9 @@ struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *e
 			    size_t errlen)
 {
 	struct rt_exec *x = rt_calloc(1, sizeof *x);
+	RT_ASSERT(p->dev);
 	x->p = p;
+	x->dev = p->dev;
 	x->gc = rt_calloc((size_t)p->n_groups + 1, sizeof *x->gc);
 	int max_io = 1;
 	for (int i = 0; i < p->n_chunks; i++) {
@@ -70,6 +77,8 @@ void rt_exec_free(struct rt_exec *x)
 		if (x->gc[g])
 			rt_comm_free(x->gc[g]);
 	free(x->gc);
+	if (x->scratch)
+		x->dev->ops->free(x->dev, x->scratch);
 	free(x->in);
 	free(x->out);
 	free(x->fresh);
@@ -92,20 +101,17 @@ static void keep_output(struct rt_exec *x, int b, int mb, const void *src)
 	struct rt_buffer *buf = &x->p->bufs[b];
 	void *dst = rt_buf_slot(x->p, b, mb);
 	if (buf->role != RT_BUF_GRAD && buf->role != RT_BUF_OUTPUT) {
-		memcpy(dst, src, (size_t)buf->bytes);
+		x->dev->ops->copy(x->dev, dst, src, (size_t)buf->bytes);
 		return;
 	}
 	if (x->fresh[b]) {
-		if (dst != src) /* not when the buffer lives in the chunk's output */
-			memcpy(dst, src, (size_t)buf->bytes);
+		/* not when the buffer lives in the chunk's output (copy skips dst == src) */
+		x->dev->ops->copy(x->dev, dst, src, (size_t)buf->bytes);
 		x->fresh[b] = 0;
 		return;
 	}
 	RT_ASSERT(buf->dtype == RT_DT_F32);
-	float *d = dst;
-	const float *s = src;
-	for (int64_t i = 0; i < buf->numel; i++)
-		d[i] += s[i];
+	x->dev->ops->add_f32(x->dev, dst, src, (size_t)buf->numel);
 }
 
 static int run_chunk(struct rt_exec *x, int ci, int mb, char *err, size_t errlen)
@@ -155,9 +161,17 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 	size_t row = (size_t)(in->numel / (in->shape[0] ? in->shape[0] : 1));
 	size_t *sc = rt_calloc(4 * (size_t)P, sizeof *sc);
 	size_t *so = sc + P, *rc = sc + 2 * P, *ro = sc + 3 * P;
-	if (peer_rows(sb, rt_buf_slot(p, op->scounts, mb), P, sc) ||
-	    peer_rows(rb, rt_buf_slot(p, op->rcounts, mb), P, rc))
+	void *c1, *c2; /* the counts, on the host */
+	const int32_t *hs = rt_device_view(x->dev, rt_buf_slot(p, op->scounts, mb),
+					   (size_t)sb->bytes, &c1);
+	const int32_t *hr = rt_device_view(x->dev, rt_buf_slot(p, op->rcounts, mb),
+					   (size_t)rb->bytes, &c2);
+	if (!hs || !hr)
+		RT_BUG("all_to_allv: the counts cannot be read");
+	if (peer_rows(sb, hs, P, sc) || peer_rows(rb, hr, P, rc))
 		RT_BUG("all_to_allv: negative counts");
+	free(c1);
+	free(c2);
 	size_t st = 0, rt = 0;
 	for (int q = 0; q < P; q++) {
 		so[q] = st * row;
@@ -171,11 +185,13 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 		RT_BUG("all_to_allv: %zu rows to send of %lld, %zu to receive into %lld", st,
 		       (long long)in->shape[0], rt, (long long)out->shape[0]);
 	char *dst = rt_buf_slot(p, op->out, mb);
+	/* the rows past what arrived are zero, as the op says (on the GPU, zeroed on the
+	 * compute stream before the communication stream writes the rows) */
+	size_t esz = rt_dtype_size(out->dtype);
+	x->dev->ops->zero(x->dev, dst + rt * row * esz, ((size_t)out->numel - rt * row) * esz);
+	x->dev->ops->comm_begin(x->dev);
 	rt_comm_all_to_allv(c, (uint64_t)(uintptr_t)rt_buf_slot(p, op->buf, mb), sc, so,
 			    (uint64_t)(uintptr_t)dst, rc, ro, comm_dtype(in->dtype), NULL);
-	/* the rows past what arrived are zero, as the op says */
-	size_t esz = rt_dtype_size(out->dtype);
-	memset(dst + rt * row * esz, 0, ((size_t)out->numel - rt * row) * esz);
 	free(sc);
 }
 
@@ -188,6 +204,13 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 	uint64_t addr = (uint64_t)(uintptr_t)rt_buf_slot(x->p, op->buf, mb);
 	size_t n = (size_t)b->numel;
 	double t0 = rt_now();
+	/* a copy that no chunk of this rank wrote adds zeros */
+	if (op->kind == RT_COP_ALL_REDUCE && x->fresh[op->buf]) {
+		x->dev->ops->zero(x->dev, rt_buf_slot(x->p, op->buf, 0), (size_t)b->bytes);
+		x->fresh[op->buf] = 0;
+	}
+	if (op->kind != RT_COP_ALL_TO_ALLV) /* it reads its counts first */
+		x->dev->ops->comm_begin(x->dev);
 	switch (op->kind) {
 	case RT_COP_SEND:
 		rt_comm_send(c, addr, n, comm_dtype(b->dtype), op->peer, NULL);
@@ -196,11 +219,6 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 		rt_comm_recv(c, addr, n, comm_dtype(b->dtype), op->peer, NULL);
 		break;
 	case RT_COP_ALL_REDUCE:
-		/* a copy that no chunk of this rank wrote adds zeros */
-		if (x->fresh[op->buf]) {
-			memset(rt_buf_slot(x->p, op->buf, 0), 0, (size_t)b->bytes);
-			x->fresh[op->buf] = 0;
-		}
 		rt_comm_all_reduce_sum(c, addr, addr, n, comm_dtype(b->dtype), NULL);
 		break;
 	case RT_COP_ALL_TO_ALL:
@@ -232,7 +250,7 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		case RT_ACT_WAIT: {
 			double t0 = rt_now();
 			if (x->gc[a->index])
-				rt_comm_sync(x->gc[a->index], NULL);
+				x->dev->ops->comm_wait(x->dev, x->gc[a->index]);
 			x->st.wait_s += rt_now() - t0;
 			break;
 		}
@@ -241,8 +259,36 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 	/* a buffer no chunk wrote this step (a stage without that output) is zero */
 	for (int b = 0; b < p->n_bufs; b++)
 		if (x->fresh[b])
-			memset(p->bufs[b].data, 0, (size_t)(p->bufs[b].bytes * p->bufs[b].slots));
+			x->dev->ops->zero(x->dev, p->bufs[b].data,
+					  (size_t)(p->bufs[b].bytes * p->bufs[b].slots));
 	return 0;
+}
+
+/* Host memory that a group's communicator can reach: h itself on a host device, else
+ * the executor's device scratch (grown to bytes), with h uploaded when up. */
+static void *reachable(struct rt_exec *x, void *h, size_t bytes, int up)
+{
+	if (x->dev->host)
+		return h;
+	if (bytes > x->scratch_bytes) {
+		if (x->scratch)
+			x->dev->ops->free(x->dev, x->scratch);
+		x->scratch_bytes = bytes < 4096 ? 4096 : bytes;
+		x->scratch = x->dev->ops->alloc(x->dev, x->scratch_bytes);
+		if (!x->scratch)
+			RT_BUG("no device memory for %zu bytes of communication scratch", bytes);
+	}
+	if (up && x->dev->ops->upload(x->dev, x->scratch, h, bytes))
+		RT_BUG("upload to the communication scratch failed");
+	return x->scratch;
+}
+
+/* After a collective into reachable(x, h, ...): the result back in h. */
+static void back(struct rt_exec *x, struct rt_comm *c, void *h, void *a, size_t bytes)
+{
+	x->dev->ops->comm_wait(x->dev, c);
+	if (a != h && x->dev->ops->download(x->dev, h, a, bytes))
+		RT_BUG("download from the communication scratch failed");
 }
 
 void rt_exec_sum(struct rt_exec *x, int group, double *v, int n)
@@ -253,10 +299,14 @@ void rt_exec_sum(struct rt_exec *x, int group, double *v, int n)
 	/* gather every member's doubles (as bits) and add them in rank order: exact in
 	 * double, and the same bits on every member */
 	int size = rt_comm_size(c);
-	double *all = rt_malloc(sizeof *all * (size_t)n * (size_t)size);
-	rt_comm_all_gather(c, (uint64_t)(uintptr_t)v, (uint64_t)(uintptr_t)all, (size_t)n,
-			   RT_COMM_I64, NULL);
-	rt_comm_sync(c, NULL);
+	size_t nb = sizeof *v * (size_t)n;
+	double *all = rt_malloc(nb * (size_t)(size + 1));
+	memcpy(all + (size_t)n * (size_t)size, v, nb);
+	char *a = reachable(x, all, nb * (size_t)(size + 1), 1);
+	x->dev->ops->comm_begin(x->dev);
+	rt_comm_all_gather(c, (uint64_t)(uintptr_t)(a + nb * (size_t)size),
+			   (uint64_t)(uintptr_t)a, (size_t)n, RT_COMM_I64, NULL);
+	back(x, c, all, a, nb * (size_t)size);
 	for (int i = 0; i < n; i++) {
 		double s = 0.0;
 		for (int r = 0; r < size; r++)
@@ -266,12 +316,45 @@ void rt_exec_sum(struct rt_exec *x, int group, double *v, int n)
 	free(all);
 }
 
-void rt_exec_sum_f32(struct rt_exec *x, int group, float *v, size_t n)
+void rt_exec_sum_buf(struct rt_exec *x, int group, int buf)
 {
 	struct rt_comm *c = rt_exec_group(x, group);
-	if (!c || rt_comm_size(c) == 1 || !n)
+	const struct rt_buffer *b = &x->p->bufs[buf];
+	if (!c || rt_comm_size(c) == 1 || !b->numel)
 		return;
-	uint64_t a = (uint64_t)(uintptr_t)v;
-	rt_comm_all_reduce_sum(c, a, a, n, RT_COMM_F32, NULL);
-	rt_comm_sync(c, NULL);
+	RT_ASSERT(b->dtype == RT_DT_F32);
+	uint64_t a = (uint64_t)(uintptr_t)b->data;
+	x->dev->ops->comm_begin(x->dev);
+	rt_comm_all_reduce_sum(c, a, a, (size_t)b->numel, RT_COMM_F32, NULL);
+	x->dev->ops->comm_wait(x->dev, c);
+}
+
+#define PIECE ((size_t)1 << 30)
+
+void rt_exec_send_host(struct rt_exec *x, int group, const void *h, size_t bytes, int peer)
+{
+	struct rt_comm *c = rt_exec_group(x, group);
+	RT_ASSERT(c);
+	/* in pieces: an MPI count is an int */
+	for (size_t at = 0; at < bytes; at += PIECE) {
+		size_t n = bytes - at < PIECE ? bytes - at : PIECE;
+		void *a = reachable(x, (char *)h + at, n, 1);
+		x->dev->ops->comm_begin(x->dev);
+		rt_comm_send(c, (uint64_t)(uintptr_t)a, n, RT_COMM_U8, peer, NULL);
+		rt_comm_sync(c, NULL);
+	}
+}
+
+void rt_exec_recv_host(struct rt_exec *x, int group, void *h, size_t bytes, int peer)
+{
+	struct rt_comm *c = rt_exec_group(x, group);
+	RT_ASSERT(c);
+	for (size_t at = 0; at < bytes; at += PIECE) {
+		size_t n = bytes - at < PIECE ? bytes - at : PIECE;
+		void *a = reachable(x, (char *)h + at, n, 0);
+		x->dev->ops->comm_begin(x->dev);
+		rt_comm_recv(c, (uint64_t)(uintptr_t)a, n, RT_COMM_U8, peer, NULL);
+		rt_comm_sync(c, NULL);
+		back(x, c, (char *)h + at, a, n);
+	}
 }

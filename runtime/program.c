@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device.h"
 #include "pool.h"
 #include "rt.h"
 
@@ -146,7 +147,7 @@ static void *in_place(const struct rt_program *p, int b)
 	return writes == 1 ? where : NULL;
 }
 
-int rt_program_alloc(struct rt_program *p, struct rt_pool *pool, char *err, size_t errlen)
+int rt_program_alloc(struct rt_program *p, struct rt_device *dev, char *err, size_t errlen)
 {
 	int64_t off = 0;
 	p->aliased_bytes = 0;
@@ -162,13 +163,15 @@ int rt_program_alloc(struct rt_program *p, struct rt_pool *pool, char *err, size
 		off += ((b->bytes * b->slots) + 63) / 64 * 64;
 	}
 	p->arena_bytes = off;
-	free(p->arena);
+	if (p->arena)
+		p->dev->ops->free(p->dev, p->arena);
 	p->arena = NULL;
+	p->dev = dev;
 	if (off) {
-		p->arena = rt_pool_alloc_zeroed(pool, (size_t)off);
+		p->arena = dev->ops->alloc(dev, (size_t)off);
 		if (!p->arena) {
-			snprintf(err, errlen, "cannot allocate the program's arena of %.1f MiB",
-				 (double)off / 1048576.0);
+			snprintf(err, errlen, "cannot allocate the program's arena of %.1f MiB (%s)",
+				 (double)off / 1048576.0, dev->name);
 			return -1;
 		}
 	}
@@ -195,7 +198,8 @@ void rt_program_free(struct rt_program *p)
 	free(p->actions);
 	free(p->params);
 	free(p->groups);
-	free(p->arena);
+	if (p->arena)
+		p->dev->ops->free(p->dev, p->arena);
 	for (struct str_block *b = (struct str_block *)p->strings; b;) {
 		struct str_block *n = b->next;
 		free(b);

@@ -174,7 +174,8 @@ struct rt_program {
 	int loss, lm_loss;          /* OUTPUT buffers (micro-batch means, summed), -1: not here */
 	int loss_group;             /* the group the losses are summed over to reach every rank */
 	int64_t arena_bytes;        /* set by rt_program_alloc */
-	void *arena;
+	void *arena;                /* in dev's memory */
+	struct rt_device *dev;      /* where the buffers live (rt_program_alloc; not owned) */
 	int64_t aliased_bytes;      /* buffers living in the chunks' own outputs */
 	char *strings;              /* owns names (see rt_program_strdup) */
 };
@@ -190,12 +191,13 @@ int rt_program_add_param(struct rt_program *p, const struct rt_param *prm);
 int rt_program_add_group(struct rt_program *p, const char *name, int color, int key);
 
 /* Place every buffer in one arena (all slots; parameters and gradients too) and
- * allocate it, its pages faulted in on pool's threads (NULL: this thread).  A GRAD or
+ * allocate it in dev's memory (runtime/device.h: the host's, its pages faulted in on
+ * the device's threads, or a GPU's); dev must outlive the program.  A GRAD or
  * OUTPUT buffer that one chunk writes once a step (one micro-batch) lives where that
  * chunk's code puts the output (rt_chunk_impl.output), so nothing is copied.  0, or
  * -1 with a message when it cannot be allocated. */
-struct rt_pool;
-int rt_program_alloc(struct rt_program *p, struct rt_pool *pool, char *err, size_t errlen);
+struct rt_device;
+int rt_program_alloc(struct rt_program *p, struct rt_device *dev, char *err, size_t errlen);
 static inline void *rt_buf_slot(const struct rt_program *p, int buf, int mb)
 {
 	const struct rt_buffer *b = &p->bufs[buf];
@@ -229,7 +231,8 @@ struct rt_exec_stats {
 };
 
 /* The communicators of the program's groups: every rank of the world calls it
- * (collective).  world is NULL for a one-rank program. */
+ * (collective).  world is NULL for a one-rank program.  The program must be allocated
+ * (rt_program_alloc): the executor works on its device. */
 struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *err,
 			    size_t errlen);
 /* Runs the program's actions once: a training step over every micro-batch (inputs
@@ -237,9 +240,14 @@ struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *e
  * buffers, outputs summed in the OUTPUT buffers.  Then the gradients are summed over
  * their groups.  0, or -1 with a message. */
 int rt_exec_step(struct rt_exec *x, char *err, size_t errlen);
-/* Sums n values over a group in place (every member calls it). */
+/* Sums n host values over a group in place (every member calls it). */
 void rt_exec_sum(struct rt_exec *x, int group, double *v, int n);
-void rt_exec_sum_f32(struct rt_exec *x, int group, float *v, size_t n);
+/* Sums an f32 buffer of the program (slot 0) over a group in place, on its device. */
+void rt_exec_sum_buf(struct rt_exec *x, int group, int buf);
+/* Host bytes to and from a member of a group (complete on return; the sender's and
+ * the receiver's calls pair in order). */
+void rt_exec_send_host(struct rt_exec *x, int group, const void *h, size_t bytes, int peer);
+void rt_exec_recv_host(struct rt_exec *x, int group, void *h, size_t bytes, int peer);
 struct rt_comm *rt_exec_group(struct rt_exec *x, int group); /* NULL: no communicator */
 void rt_exec_stats(const struct rt_exec *x, struct rt_exec_stats *s);
 void rt_exec_free(struct rt_exec *x);

@@ -23,7 +23,8 @@ static void usage(FILE *f)
 		"                      on first use in ~/.cache/sluice ($SLUICE_CACHE_DIR)\n"
 		"  --val-data SHARD    validation tokens; default: the last tenth of --data\n"
 		"  --steps N           steps in all (default: the model's train section)\n"
-		"  --device cpu|cuda   where to train (cpu)\n"
+		"  --device cpu|cuda   where to train (cuda when a GPU is present and this\n"
+		"                      sluice has the CUDA backend, else cpu)\n"
 		"  --backend ref|llvm  the CPU executor: llvm (JIT, the fast one, when built)\n"
 		"                      or ref (the plain-C reference executor)\n"
 		"  --set NAME=VALUE    override a constant or train setting of the model\n"
@@ -47,6 +48,9 @@ static void usage(FILE *f)
 		"                      mpirun (as 'mpirun -np N sluice train ...' would); the\n"
 		"                      layout comes from the settings pp, microbatches and\n"
 		"                      schedule, dp = N / pp\n"
+		"  --gpus N            train on N GPUs of this node, one process each over\n"
+		"                      NCCL (--device cuda); torchrun's RANK/WORLD_SIZE/\n"
+		"                      LOCAL_RANK/MASTER_ADDR/MASTER_PORT are read when set\n"
 		"  --quiet             no progress display\n");
 }
 
@@ -64,10 +68,9 @@ static int parse_count(const char *opt, const char *s, int64_t *out)
 
 int cmd_train(int argc, char **argv)
 {
-	struct train_opts o = { .steps = -1, .eval_every = -1, .ckpt_every = -1, .stop_at = -1,
-				.device = "cpu" };
+	struct train_opts o = { .steps = -1, .eval_every = -1, .ckpt_every = -1, .stop_at = -1 };
 	const char *steps = NULL, *seed = NULL, *eval = NULL, *ckpt = NULL, *stop = NULL,
-		   *ranks = NULL;
+		   *ranks = NULL, *gpus = NULL;
 	int rc = EXIT_USAGE;
 	for (int i = 1; i < argc;) {
 		int r;
@@ -94,7 +97,8 @@ int cmd_train(int argc, char **argv)
 		    (r = args_take_value(argc, argv, &i, "--eval-every", &eval, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--ckpt-every", &ckpt, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--stop-at", &stop, "train")) ||
-		    (r = args_take_value(argc, argv, &i, "--ranks", &ranks, "train"))) {
+		    (r = args_take_value(argc, argv, &i, "--ranks", &ranks, "train")) ||
+		    (r = args_take_value(argc, argv, &i, "--gpus", &gpus, "train"))) {
 			if (r < 0)
 				goto done;
 			continue;
@@ -130,6 +134,15 @@ int cmd_train(int argc, char **argv)
 			goto done;
 		}
 		o.ranks = (int)v;
+	}
+	if (gpus) {
+		if (parse_count("--gpus", gpus, &v))
+			goto done;
+		if (v < 1 || v > 1024) {
+			fprintf(stderr, "sluice train: --gpus takes 1 to 1024, got %s\n", gpus);
+			goto done;
+		}
+		o.gpus = (int)v;
 	}
 	if (seed) {
 		if (parse_count("--seed", seed, &v))

@@ -26,9 +26,27 @@
 #include "passes/passes.h"
 #include "runtime/comm.h"
 #include "runtime/data.h"
+#include "runtime/device.h"
 #include "runtime/engine.h"
-#include "runtime/pool.h"
+#include "runtime/gpu.h"
 #include "runtime/rt.h"
+
+#ifdef SLUICE_HAVE_CUDA
+/* The CUDA backend (codegen/cuda/backend.c) is referenced weakly until every CUDA
+ * build links it: without it, --device cuda says so. */
+#pragma weak cg_backend_cuda
+#pragma weak cg_cuda_use_gpu
+#pragma weak cg_cuda_arena_plan
+static int have_cuda_backend(void)
+{
+	return &cg_backend_cuda != NULL;
+}
+#else
+static int have_cuda_backend(void)
+{
+	return 0;
+}
+#endif
 
 /* A train setting by any of its names (the train section or --set), else dflt. */
 static double setting(const struct ir_graph *g, const char *const *names, double dflt)
@@ -288,19 +306,87 @@ static int verify_programs(const char *model, const struct ir_graph *g,
 	return bad ? -1 : 0;
 }
 
+/* cpu or cuda from --device, else cuda when a GPU and the CUDA backend are there;
+ * -1 with a message when what is asked for cannot be had. */
+static int pick_device(const struct train_opts *o)
+{
+	const char *d = o->device;
+	if (!d)
+		d = o->gpus > 0 || (!o->backend && !o->ranks && rt_gpu_count() > 0 &&
+				    have_cuda_backend()) ? "cuda" : "cpu";
+	if (!strcmp(d, "cpu")) {
+		if (o->gpus) {
+			fprintf(stderr, "sluice train: --gpus starts GPU ranks: not with --device cpu "
+				"(--ranks N for CPU ranks)\n");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(d, "cuda")) {
+		fprintf(stderr, "sluice train: unknown device '%s' (cpu or cuda)\n", d);
+		return -1;
+	}
+	if (!have_cuda_backend()) {
+		fprintf(stderr, "sluice train: --device cuda: this sluice was built without the "
+			"CUDA backend (no CUDA toolkit found); use --device cpu\n");
+		return -1;
+	}
+	if (rt_gpu_count() == 0) {
+		fprintf(stderr, "sluice train: --device cuda: no GPU: %s\n", rt_gpu_why_none());
+		return -1;
+	}
+	if (o->backend) {
+		fprintf(stderr, "sluice train: --backend %s chooses the CPU executor: not with "
+			"--device cuda\n", o->backend);
+		return -1;
+	}
+	if (o->ranks) {
+		fprintf(stderr, "sluice train: --ranks starts CPU ranks over MPI; GPU ranks: --gpus "
+			"N\n");
+		return -1;
+	}
+	if (o->gpus > rt_gpu_count()) {
+		fprintf(stderr, "sluice train: --gpus %d: this node has %d GPU%s\n", o->gpus,
+			rt_gpu_count(), rt_gpu_count() == 1 ? "" : "s");
+		return -1;
+	}
+	return 1;
+}
+
+/* The device memory the CUDA backend's chunks may take (rt_gpu_open's arena): twice
+ * its plan over the whole step (chunks are planned one by one, a cut adds buffers)
+ * plus 1 GiB for library workspaces, within 80% of what is free;
+ * SLUICE_GPU_ARENA_MB overrides it. */
+static size_t gpu_arena_bytes(const struct ir_graph *g, int ordinal)
+{
+	const char *env = getenv("SLUICE_GPU_ARENA_MB");
+	if (env && atol(env) > 0)
+		return (size_t)atol(env) << 20;
+	int64_t plan = 0;
+#ifdef SLUICE_HAVE_CUDA
+	if (cg_cuda_arena_plan(g, &plan, stderr))
+		plan = 0;
+#else
+	(void)g;
+#endif
+	size_t want = 2 * (size_t)plan + ((size_t)1 << 30);
+	struct rt_gpu_info info;
+	if (rt_gpu_query(ordinal, &info) == 0 && want > info.mem_free / 10 * 8)
+		want = info.mem_free / 10 * 8;
+	return want;
+}
+
 int train_run(const struct train_opts *o)
 {
-	if (o->device && strcmp(o->device, "cpu")) {
-		if (!strcmp(o->device, "cuda"))
-			fprintf(stderr, "sluice train: --device cuda: this sluice has no CUDA backend "
-				"for training yet; use --device cpu\n");
-		else
-			fprintf(stderr, "sluice train: unknown device '%s' (cpu or cuda)\n",
-				o->device);
+	int cuda = pick_device(o);
+	if (cuda < 0)
 		return EXIT_INPUT;
-	}
-	const struct cg_backend *be = pick_backend(o->backend);
-	if (!be)
+	const struct cg_backend *be = NULL;
+#ifdef SLUICE_HAVE_CUDA
+	if (cuda)
+		be = &cg_backend_cuda;
+#endif
+	if (!cuda && !(be = pick_backend(o->backend)))
 		return EXIT_INPUT;
 	struct ir_graph *g = compile_model(o);
 	if (!g)
@@ -309,6 +395,8 @@ int train_run(const struct train_opts *o)
 	struct rt_program *prog = NULL;
 	struct rt_exec *x = NULL;
 	struct rt_comm *comm = NULL;
+	struct rt_device *dev = NULL;
+	struct rt_gpu *gpu = NULL, *own_gpu = NULL;
 	struct cg_layout layout = { 0 };
 	char *def_train = NULL, *def_val = NULL, *out_dir = NULL;
 	char hash[20];
@@ -343,8 +431,8 @@ int train_run(const struct train_opts *o)
 	}
 	const char *precision = setting_str(g, "precision", "fp32");
 	if (strcmp(precision, "fp32")) {
-		fprintf(stderr, "sluice train: %s: precision %s: the CPU backend trains in fp32; "
-			"--set precision=fp32\n", o->model, precision);
+		fprintf(stderr, "sluice train: %s: precision %s: the %s backend trains in fp32; "
+			"--set precision=fp32\n", o->model, precision, cuda ? "CUDA" : "CPU");
 		goto done;
 	}
 	const char *optimizer = setting_str(g, "optimizer", "adamw");
@@ -361,9 +449,27 @@ int train_run(const struct train_opts *o)
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
-	int world = o->ranks > 0 && env.world == 1 ? o->ranks : env.world, rank = env.rank;
+	int asked = cuda ? o->gpus : o->ranks;
+	int world = asked > 0 && env.world == 1 ? asked : env.world, rank = env.rank;
 	if (train_layout(o->model, g, world, &layout))
 		goto done;
+	if (cuda && layout.zero) {
+		fprintf(stderr, "sluice train: %s: zero 1 (AdamW states sharded) runs on CPU ranks "
+			"only for now: --set zero=0 with --device cuda, or --device cpu\n",
+			o->model);
+		goto done;
+	}
+	if (cuda && o->gpus > 1 && env.world == 1) {
+		/* one process per GPU: this one waits for them */
+		rc = rt_launch(o->gpus);
+		if (rc != RT_LAUNCH_RANK)
+			goto done;
+		rc = EXIT_INPUT;
+	}
+	if (cuda && o->gpus > 0 && rt_launch_check(o->gpus, err, sizeof err)) {
+		fprintf(stderr, "sluice train: %s\n", err);
+		goto done;
+	}
 	if (o->ranks > 1 && env.world == 1) {
 		rc = rt_launch_mpi(o->ranks, err, sizeof err);
 		if (rc != RT_LAUNCH_RANK) {
@@ -387,20 +493,41 @@ int train_run(const struct train_opts *o)
 		char what[256];
 		snprintf(what, sizeof what, "%s pp %d dp %d ep %d mb %d %s", hash, layout.pp,
 			 layout.dp, layout.ep, layout.microbatches, layout.schedule);
-		struct rt_comm_opts co = { .kind = RT_COMM_MPI, .program = what,
-					   .program_len = strlen(what) };
+		struct rt_comm_opts co = { .kind = cuda ? RT_COMM_NCCL : RT_COMM_MPI,
+					   .program = what, .program_len = strlen(what),
+					   .arena_bytes = cuda ? gpu_arena_bytes(g, env.local_rank) : 0 };
 		comm = rt_comm_init(&co, err, sizeof err);
 		if (!comm) {
 			fprintf(stderr, "sluice train: rank %d: %s\n", rank, err);
 			goto done;
 		}
 		rank = rt_comm_rank(comm);
+		gpu = cuda ? rt_comm_gpu(comm) : NULL;
+	} else if (cuda) {
+		gpu = own_gpu = rt_gpu_open(env.local_rank, gpu_arena_bytes(g, env.local_rank));
+		if (!gpu)
+			goto done;
 	}
 	int64_t arena = 0;
 	if (rank == 0)
 		print_model(g, &c.flops_per_token, &arena);
-	if (check_memory(o, g, arena))
+	if (!cuda && check_memory(o, g, arena))
 		goto done;
+	if (cuda) {
+#ifdef SLUICE_HAVE_CUDA
+		cg_cuda_use_gpu(gpu);
+#endif
+		dev = rt_device_cuda_new(gpu, err, sizeof err);
+		if (!dev) {
+			fprintf(stderr, "sluice train: %s\n", err);
+			goto done;
+		}
+		if (rank == 0)
+			fprintf(stderr, "device: GPU %d (%s), %d rank%s\n", env.local_rank,
+				rt_gpu_info(gpu)->name, world, world == 1 ? "" : "s");
+	} else {
+		dev = rt_device_host_new();
+	}
 	if (cg_assign_stages(g, &layout, stderr))
 		goto done;
 	c.zero_note = layout.zero;
@@ -414,10 +541,7 @@ int train_run(const struct train_opts *o)
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;
-	struct rt_pool *pool = rt_pool_new(0);
-	int bad_alloc = rt_program_alloc(prog, pool, err, sizeof err);
-	rt_pool_free(pool);
-	if (bad_alloc) {
+	if (rt_program_alloc(prog, dev, err, sizeof err)) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
@@ -430,8 +554,8 @@ int train_run(const struct train_opts *o)
 		if (be->arena_bytes)
 			fprintf(stderr, "arena: %.2f MiB (%" PRId64 " bytes) allocated in one block by "
 				"the %s backend, as planned over its fused kernels ('sluice check': "
-				"CPU backend arena)\n", (double)code / (1024.0 * 1024.0), code,
-				be->name);
+				"%s backend arena)\n", (double)code / (1024.0 * 1024.0), code,
+				be->name, cuda ? "GPU" : "CPU");
 	}
 	x = rt_exec_new(prog, comm, err, sizeof err);
 	if (!x) {
@@ -487,6 +611,8 @@ done:
 	free((void *)layout.layer_stage);
 	rt_exec_free(x);
 	rt_program_free(prog);
+	rt_device_free(dev);
+	rt_gpu_close(own_gpu);
 	if (comm)
 		rt_comm_free(comm);
 	free(def_train);

@@ -17,7 +17,7 @@ struct train_opts {
 	const char *data;           /* --data SHARD; NULL: the default English text */
 	const char *val_data;       /* --val-data SHARD; NULL: held out from --data */
 	int64_t steps;              /* --steps; -1: the model's train section */
-	const char *device;         /* "cpu" | "cuda" */
+	const char *device;         /* "cpu" | "cuda" | NULL: cuda when a GPU is present */
 	const char *backend;        /* "ref" | "llvm" | NULL (the best built) */
 	const char *metrics;        /* --metrics FILE */
 	const char *out;            /* --out DIR; NULL: runs/MODEL */
@@ -30,6 +30,8 @@ struct train_opts {
 	int quiet;                  /* --quiet: no progress display */
 	int ranks;                  /* --ranks N: CPU ranks started through mpirun; 0: as
 				       the environment says (one, or mpirun's) */
+	int gpus;                   /* --gpus N: GPU ranks started by sluice's launcher; 0:
+				       as the environment says */
 };
 
 struct cg_layout;
