@@ -32,14 +32,10 @@
 #include "runtime/rt.h"
 
 #ifdef SLUICE_HAVE_CUDA
-/* The CUDA backend (codegen/cuda/backend.c) is referenced weakly until every CUDA
- * build links it: without it, --device cuda says so. */
-#pragma weak cg_backend_cuda
-#pragma weak cg_cuda_use_gpu
-#pragma weak cg_cuda_arena_plan
+#define CUDA_BACKEND 1
 static int have_cuda_backend(void)
 {
-	return &cg_backend_cuda != NULL;
+	return 1;
 }
 #else
 static int have_cuda_backend(void)
@@ -327,8 +323,8 @@ static int pick_device(const struct train_opts *o)
 		return -1;
 	}
 	if (!have_cuda_backend()) {
-		fprintf(stderr, "sluice train: --device cuda: this sluice was built without the "
-			"CUDA backend (no CUDA toolkit found); use --device cpu\n");
+		fprintf(stderr, "sluice train: --device cuda: this sluice has no CUDA backend "
+			"(built without the CUDA toolkit); use --device cpu\n");
 		return -1;
 	}
 	if (rt_gpu_count() == 0) {
@@ -363,7 +359,7 @@ static size_t gpu_arena_bytes(const struct ir_graph *g, int ordinal)
 	if (env && atol(env) > 0)
 		return (size_t)atol(env) << 20;
 	int64_t plan = 0;
-#ifdef SLUICE_HAVE_CUDA
+#ifdef CUDA_BACKEND
 	if (cg_cuda_arena_plan(g, &plan, stderr))
 		plan = 0;
 #else
@@ -382,7 +378,7 @@ int train_run(const struct train_opts *o)
 	if (cuda < 0)
 		return EXIT_INPUT;
 	const struct cg_backend *be = NULL;
-#ifdef SLUICE_HAVE_CUDA
+#ifdef CUDA_BACKEND
 	if (cuda)
 		be = &cg_backend_cuda;
 #endif
@@ -514,7 +510,7 @@ int train_run(const struct train_opts *o)
 	if (!cuda && check_memory(o, g, arena))
 		goto done;
 	if (cuda) {
-#ifdef SLUICE_HAVE_CUDA
+#ifdef CUDA_BACKEND
 		cg_cuda_use_gpu(gpu);
 #endif
 		dev = rt_device_cuda_new(gpu, err, sizeof err);

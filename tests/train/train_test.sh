@@ -212,7 +212,8 @@ sys.stdout.buffer.write(struct.pack('<256i', *([7, 1, 100] + [0] * 253)) + bytes
 expect 1 "not a token shard (magic 7" train --data bad/magic.bin
 
 # --- usage and devices --------------------------------------------------------------------
-expect 1 "no CUDA backend" "$SLUICE" train "$MODEL" --device cuda
+# without the CUDA backend, or on a machine without a GPU
+expect 1 "no CUDA backend\|no GPU" "$SLUICE" train "$MODEL" --device cuda
 expect 2 "backend" "$SLUICE" train "$MODEL" --backend nope
 expect 2 "no model file" "$SLUICE" train
 expect 2 "--steps" "$SLUICE" train "$MODEL" --steps x
