@@ -9,8 +9,9 @@
 # uninterrupted run, bit for bit.
 # 2 (two GPUs): the same model at dp 2 and at pp 2 (--gpus 2) against one GPU training
 # the same global batch (two micro-batches of 4 sequences a step).
-# Each check runs for tiny_gpt and for tests/gpu/mlp_lm.sl (tiny_gpt without
-# attention); a model the CUDA backend has no kernel for yet is said and left out.
+# Each check runs for tiny_gpt, tiny_moe (two of its layers: one dense, one MoE) and
+# tests/gpu/mlp_lm.sl (tiny_gpt without attention), or the model files in $MODELS; a
+# model the CUDA backend has no kernel for yet is said and left out.
 #
 # Bounds.  Both devices train in fp32, but they add in other orders: the CPU backend
 # (or the reference executor, float64 inside each op) and the GPU kernels (fp32
@@ -107,7 +108,7 @@ two_gpus() {
 }
 
 ran=0
-for MODEL in "$ROOT/models/tiny_gpt.sl" "$HERE/mlp_lm.sl"; do
+for MODEL in ${MODELS:-$ROOT/models/tiny_gpt.sl $ROOT/models/tiny_moe.sl $HERE/mlp_lm.sl}; do
 	m=$(basename "$MODEL" .sl)
 	run probe cuda --steps 1
 	if grep -q "no CUDA backend" probe.out; then
