@@ -15,13 +15,16 @@
 #
 # Bounds.  Both devices train in fp32, but they add in other orders: the CPU backend
 # (or the reference executor, float64 inside each op) and the GPU kernels (fp32
-# reductions over other tiles).  The first step's loss comes from the same weights and
-# tokens: relative 1e-5 (seen: see the report line).  Later steps drift by rounding,
-# amplified by AdamW (which divides by the root of small second moments) and by the
-# data: 2e-3 relative over 20 steps, and the drift must stay far below a wrong
-# gradient's, which moves the loss by 1e-2 or more within a few steps.  Resume on one
-# device is exact: the same kernels on the same inputs.  Without a GPU, or without
-# the CUDA backend in this build, exit 77 (skipped).
+# reductions over other tiles); the optimizer rounds alike on both (test_gpu_optim).
+# The first step's loss comes from the same weights and tokens: relative 1e-5 (seen on
+# an H200 against the reference executor: 0 for all three models).  Later steps drift
+# by rounding, amplified by AdamW (which divides by the root of small second moments)
+# and, in tiny_moe, by routing near a tie: 1e-4 relative over 20 steps (seen: 6.1e-8
+# tiny_gpt, 9.1e-8 tiny_moe, 1.2e-7 mlp_lm), far below what a wrong gradient does (it
+# moves the loss by 1e-3 or more within a few steps).  Resume on one device is exact:
+# the same kernels on the same inputs, so cuBLASLt's algorithms must not be chosen by
+# timing, which may pick another one in another process (SLUICE_GEMM_TUNE=0 below).
+# Without a GPU, or without the CUDA backend in this build, exit 77 (skipped).
 set -u
 SLUICE=$(realpath "$1")
 MODE=${2:-1}
@@ -30,7 +33,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 T=$(mktemp -d /tmp/sluice-gpu-train.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
-export NCCL_NVLS_ENABLE=0
+export NCCL_NVLS_ENABLE=0 SLUICE_GEMM_TUNE=0
 fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 skip() { echo "skipped: $*"; exit 77; }
@@ -83,7 +86,7 @@ one_gpu() {
 	run cpu cpu || fail "cpu run"
 	run gpu cuda || fail "gpu run"
 	grep -E '^(device|train|done)' gpu.out
-	compare gpu cpu 1e-5 2e-3 || fail "GPU losses against the CPU's"
+	compare gpu cpu 1e-5 1e-4 || fail "GPU losses against the CPU's"
 	# resume on the GPU: bit for bit
 	run gpu_half cuda --stop-at $((STEPS / 2)) || fail "gpu, first half"
 	run gpu_rest cuda --resume "$PWD/ck-gpu_half" || fail "gpu, resumed"
@@ -92,10 +95,10 @@ one_gpu() {
 	run cpu_half cpu --stop-at $((STEPS / 2)) || fail "cpu, first half"
 	run gpu_from_cpu cuda --resume "$PWD/ck-cpu_half" || fail "gpu resumed from a CPU checkpoint"
 	run cpu_from_gpu cpu --resume "$PWD/ck-gpu_half" || fail "cpu resumed from a GPU checkpoint"
-	compare gpu_from_cpu gpu 2e-3 2e-3 || fail "GPU resumed from the CPU's checkpoint"
-	compare cpu_from_gpu cpu 2e-3 2e-3 || fail "CPU resumed from the GPU's checkpoint"
+	compare gpu_from_cpu gpu 1e-4 1e-4 || fail "GPU resumed from the CPU's checkpoint"
+	compare cpu_from_gpu cpu 1e-4 1e-4 || fail "CPU resumed from the GPU's checkpoint"
 	# the first resumed step runs on the weights the other device saved
-	compare gpu_from_cpu cpu 1e-5 2e-3 $((STEPS / 2 + 1)) || fail "GPU resumed, against the CPU run"
+	compare gpu_from_cpu cpu 1e-5 1e-4 $((STEPS / 2 + 1)) || fail "GPU resumed, against the CPU run"
 }
 
 two_gpus() {
