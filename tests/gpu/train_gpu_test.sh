@@ -99,6 +99,38 @@ one_gpu() {
 	compare cpu_from_gpu cpu 1e-4 1e-4 || fail "CPU resumed from the GPU's checkpoint"
 	# the first resumed step runs on the weights the other device saved
 	compare gpu_from_cpu cpu 1e-5 1e-4 $((STEPS / 2 + 1)) || fail "GPU resumed, against the CPU run"
+	# the weights' moving average, kept on the host from the GPU's copies
+	run cpu_ema cpu --steps 5 --set ema=0.75 || fail "cpu, ema"
+	run gpu_ema cuda --steps 5 --set ema=0.75 || fail "gpu, ema"
+	ema_close ck-gpu_ema ck-cpu_ema || fail "the GPU's moving average against the CPU's"
+}
+
+# ema_close A B: every ema.NAME tensor of A's checkpoint within 1e-4 of the largest
+# element of B's (the weights differ by rounding, as the losses do)
+ema_close() {
+	python3 - "$1/checkpoint.safetensors" "$2/checkpoint.safetensors" <<'PY'
+import json, struct, sys
+from array import array
+def read(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k.startswith("ema."):
+            a, b = v["data_offsets"]
+            out[k] = array("f", raw[8 + n + a:8 + n + b])
+    return out
+a, b = read(sys.argv[1]), read(sys.argv[2])
+if not a or sorted(a) != sorted(b):
+    sys.exit("ema tensors differ in name: %d against %d" % (len(a), len(b)))
+worst = 0.0
+for k in a:
+    scale = max(max(abs(x) for x in b[k]), 1e-30)
+    worst = max(worst, max(abs(x - y) for x, y in zip(a[k], b[k])) / scale)
+print("ema: %d tensors, worst difference %.3g of the largest element" % (len(a), worst))
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
 }
 
 two_gpus() {
