@@ -31,18 +31,15 @@
 #include "runtime/gpu.h"
 #include "runtime/rt.h"
 
+/* The CUDA backend is built with the CUDA toolkit (codegen/cuda/backend.c). */
+static int have_cuda_backend(void)
+{
 #ifdef SLUICE_HAVE_CUDA
-#define CUDA_BACKEND 1
-static int have_cuda_backend(void)
-{
 	return 1;
-}
 #else
-static int have_cuda_backend(void)
-{
 	return 0;
-}
 #endif
+}
 
 /* A train setting by any of its names (the train section or --set), else dflt. */
 static double setting(const struct ir_graph *g, const char *const *names, double dflt)
@@ -359,7 +356,7 @@ static size_t gpu_arena_bytes(const struct ir_graph *g, int ordinal)
 	if (env && atol(env) > 0)
 		return (size_t)atol(env) << 20;
 	int64_t plan = 0;
-#ifdef CUDA_BACKEND
+#ifdef SLUICE_HAVE_CUDA
 	if (cg_cuda_arena_plan(g, &plan, stderr))
 		plan = 0;
 #else
@@ -378,7 +375,7 @@ int train_run(const struct train_opts *o)
 	if (cuda < 0)
 		return EXIT_INPUT;
 	const struct cg_backend *be = NULL;
-#ifdef CUDA_BACKEND
+#ifdef SLUICE_HAVE_CUDA
 	if (cuda)
 		be = &cg_backend_cuda;
 #endif
@@ -510,7 +507,7 @@ int train_run(const struct train_opts *o)
 	if (!cuda && check_memory(o, g, arena))
 		goto done;
 	if (cuda) {
-#ifdef CUDA_BACKEND
+#ifdef SLUICE_HAVE_CUDA
 		cg_cuda_use_gpu(gpu);
 #endif
 		dev = rt_device_cuda_new(gpu, err, sizeof err);
