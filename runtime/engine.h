@@ -5,7 +5,9 @@
  * layout: batch x microbatches x dp sequences, drawn in one order on every rank, each
  * rank taking its own micro-batches), runs the executor, reads the losses, clips the
  * global gradient norm, takes AdamW steps, moves the MoE routing biases toward
- * balance, evaluates, writes metrics and checkpoints, and stops cleanly on Ctrl-C. */
+ * balance, evaluates, writes metrics and checkpoints, and stops cleanly on Ctrl-C.
+ * The program's buffers live on its device (runtime/device.h: the host or a GPU, set
+ * by rt_program_alloc); the engine reaches them only through it. */
 #ifndef SLUICE_RT_ENGINE_H
 #define SLUICE_RT_ENGINE_H
 
