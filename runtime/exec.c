@@ -7,12 +7,14 @@
  * op is started where the list says and completes at the next WAIT on its group, as
  * NCCL operations complete on their stream, so one schedule serves both.
  *
- * A limit on GPUs, not yet handled: NCCL queues every operation of a rank on its one
- * communication stream, so a send waits there for its receive before anything queued
- * after it starts, where MPI lets both proceed.  A 1F1B schedule then relies on NCCL
- * finishing a send of up to its buffer size (NCCL_BUFFSIZE, 4 MiB) before the peer
- * posts the receive; larger activations between stages need the sends and receives
- * of a step paired in one NCCL group, or a stream per peer.  Chunk outputs are copied where they are kept: the micro-batch slot
+ * A limit on GPUs, not yet measured: NCCL queues every operation of a rank on its one
+ * communication stream, and a send may wait there for its receive, holding back what
+ * was queued after it, where MPI lets both proceed.  A 1F1B step whose sends and
+ * receives between two stages cross (a stage sends micro-batch 1's activation before
+ * it receives micro-batch 0's gradient) may then wait forever on GPUs unless NCCL
+ * finishes such sends early; the cure is to pair them in one NCCL group
+ * (rt_comm_sendrecv) or to give each peer a stream.  tests/gpu/train_gpu_test.sh 2
+ * runs pp 2.  Chunk outputs are copied where they are kept: the micro-batch slot
  * of a SAVED buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
