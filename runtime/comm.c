@@ -73,6 +73,18 @@ void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dt
 	c->ops->recv(c, buf, count, t, peer, stream);
 }
 
+void rt_comm_p2p_begin(struct rt_comm *c)
+{
+	if (c->ops->p2p_begin)
+		c->ops->p2p_begin(c);
+}
+
+void rt_comm_p2p_end(struct rt_comm *c)
+{
+	if (c->ops->p2p_end)
+		c->ops->p2p_end(c);
+}
+
 void rt_comm_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
 		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream)
 {

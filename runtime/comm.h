@@ -246,6 +246,14 @@ void rt_comm_recv(struct rt_comm *c, uint64_t buf, size_t count, enum rt_comm_dt
 /* Send to one peer and receive from another at once (one NCCL group). */
 void rt_comm_sendrecv(struct rt_comm *c, uint64_t sbuf, size_t scount, int speer, uint64_t rbuf,
 		      size_t rcount, int rpeer, enum rt_comm_dtype t, void *stream);
+/* Sends and receives issued between rt_comm_p2p_begin and rt_comm_p2p_end (on any
+ * communicators of this rank) are started together: with NCCL one group, so that a
+ * send waiting for its receive does not hold back a receive queued after it on the
+ * same stream (the crossing sends of a pipeline schedule); with MPI, where every
+ * point-to-point call proceeds on its own, nothing.  Only sends and receives go
+ * between them; pairs do not nest. */
+void rt_comm_p2p_begin(struct rt_comm *c);
+void rt_comm_p2p_end(struct rt_comm *c);
 /* count elements to every peer, peer p's block at p*count: ncclAlltoAll, or grouped
  * ncclSend/ncclRecv when SLUICE_COMM_A2A=p2p is in the environment. */
 void rt_comm_all_to_all(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,

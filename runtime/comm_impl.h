@@ -37,6 +37,10 @@ struct rt_comm_ops {
 	void (*all_gather)(struct rt_comm *c, uint64_t sbuf, uint64_t rbuf, size_t count,
 			   enum rt_comm_dtype t, void *stream);
 	void (*sync)(struct rt_comm *c, void *stream);
+	/* point-to-point calls between p2p_begin and p2p_end go out together (one NCCL
+	 * group); NULL where every call already proceeds on its own (MPI) */
+	void (*p2p_begin)(struct rt_comm *c);
+	void (*p2p_end)(struct rt_comm *c);
 	void (*barrier)(struct rt_comm *c, void *stream);
 };
 

@@ -7,14 +7,14 @@
  * op is started where the list says and completes at the next WAIT on its group, as
  * NCCL operations complete on their stream, so one schedule serves both.
  *
- * A limit on GPUs, not yet measured: NCCL queues every operation of a rank on its one
+ * Consecutive sends and receives of the action list go out together
+ * (rt_comm_p2p_begin/end): NCCL queues every operation of a rank on its one
  * communication stream, and a send may wait there for its receive, holding back what
  * was queued after it, where MPI lets both proceed.  A 1F1B step whose sends and
  * receives between two stages cross (a stage sends micro-batch 1's activation before
- * it receives micro-batch 0's gradient) may then wait forever on GPUs unless NCCL
- * finishes such sends early; the cure is to pair them in one NCCL group
- * (rt_comm_sendrecv) or to give each peer a stream.  tests/gpu/train_gpu_test.sh 2
- * runs pp 2.  Chunk outputs are copied where they are kept: the micro-batch slot
+ * it receives micro-batch 0's gradient, its peer the other way round) would wait
+ * forever on GPUs; in one NCCL group both proceed, as with MPI.  tests/gpu/
+ * train_gpu_test.sh 2 runs pp 2.  Chunk outputs are copied where they are kept: the micro-batch slot
  * of a SAVED buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
@@ -37,6 +37,7 @@ struct rt_exec {
 	struct rt_comm **gc;         /* per group: its communicator, NULL when none */
 	void **in, **out;
 	unsigned char *fresh;        /* per buffer: not yet written this step */
+	struct rt_comm *p2p;         /* a run of sends and receives is open on it */
 	struct rt_exec_stats st;
 };
 
@@ -248,6 +249,15 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		x->fresh[b] = p->bufs[b].role == RT_BUF_GRAD || p->bufs[b].role == RT_BUF_OUTPUT;
 	for (int i = 0; i < p->n_actions; i++) {
 		const struct rt_action *a = &p->actions[i];
+		int p2p = a->kind == RT_ACT_COMM && (p->comms[a->index].kind == RT_COP_SEND ||
+						       p->comms[a->index].kind == RT_COP_RECV);
+		if (p2p && !x->p2p) {
+			x->p2p = x->gc[p->comms[a->index].group];
+			rt_comm_p2p_begin(x->p2p);
+		} else if (!p2p && x->p2p) {
+			rt_comm_p2p_end(x->p2p);
+			x->p2p = NULL;
+		}
 		switch (a->kind) {
 		case RT_ACT_CHUNK:
 			if (run_chunk(x, a->index, a->mb, err, errlen))
@@ -264,6 +274,10 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 			break;
 		}
 		}
+	}
+	if (x->p2p) {
+		rt_comm_p2p_end(x->p2p);
+		x->p2p = NULL;
 	}
 	/* a buffer no chunk wrote this step (a stage without that output) is zero */
 	for (int b = 0; b < p->n_bufs; b++)

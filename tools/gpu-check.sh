@@ -9,7 +9,7 @@
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
 # GEMM_ROUNDS (rounds of every GEMM row timed by sluice and PyTorch in turn, default 3), SKIP_COMM=1 (do not
-# run tools/bench/comm-check.sh).
+# run tools/bench/comm-check.sh), SKIP_BENCH=1 (build and test only: no GEMM or NVRTC benchmarks).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -68,6 +68,7 @@ step "sluice devices" devices.txt "$S" devices
 step "GPU tests (ctest)" tests-gpu.log ctest --test-dir "$BUILD" --output-on-failure \
 	-R '^(test_kcache|test_gpu_.*|test_cuda_.*|devices_.*|bench_bad_args)$'
 
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
 # GEMMs: every row timed by sluice and by PyTorch in turn, each in its own process,
 # the order swapped from row to row and round to round.  (Timing a whole table in one
 # process and then the other's whole table put each side's later rows on a GPU warmed
@@ -136,6 +137,7 @@ python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_untuned.txt" -- "${th_logs[@
 	>"$LOG/gemm_table_untuned.txt" 2>&1
 
 step "sluice bench nvrtc" nvrtc.txt "$S" bench nvrtc
+fi
 
 if [ -f tools/bench/comm-check.sh ] && [ "${SKIP_COMM:-0}" != 1 ]; then
 	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
@@ -152,13 +154,15 @@ echo
 echo "== devices"
 cat "$LOG/devices.txt"
 echo
-echo "== GEMM, sluice (cuBLASLt) against PyTorch"
-cat "$LOG/gemm_table.txt"
-echo "untuned (heuristic's first choice): $(tail -n 1 "$LOG/gemm_table_untuned.txt")"
-echo "whole table in one process: $(tail -n 1 "$LOG/gemm_table_burst.txt")"
-echo
-echo "== NVRTC"
-tail -n 6 "$LOG/nvrtc.txt"
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+	echo "== GEMM, sluice (cuBLASLt) against PyTorch"
+	cat "$LOG/gemm_table.txt"
+	echo "untuned (heuristic's first choice): $(tail -n 1 "$LOG/gemm_table_untuned.txt")"
+	echo "whole table in one process: $(tail -n 1 "$LOG/gemm_table_burst.txt")"
+	echo
+	echo "== NVRTC"
+	tail -n 6 "$LOG/nvrtc.txt"
+fi
 ok=1
 for s in "${status[@]}"; do
 	case "$s" in *" rc="*) ok=0 ;; esac

@@ -467,6 +467,16 @@ static void nccl_barrier(struct rt_comm *c, void *stream)
 	nccl_sync(c, stream);
 }
 
+static void nccl_p2p_begin(struct rt_comm *c)
+{
+	NCCL(c, ncclGroupStart());
+}
+
+static void nccl_p2p_end(struct rt_comm *c)
+{
+	NCCL(c, ncclGroupEnd());
+}
+
 static const struct rt_comm_ops nccl_ops = {
 	.split = nccl_split,
 	.free = nccl_free,
@@ -482,6 +492,8 @@ static const struct rt_comm_ops nccl_ops = {
 	.all_gather = nccl_all_gather,
 	.sync = nccl_sync,
 	.barrier = nccl_barrier,
+	.p2p_begin = nccl_p2p_begin,
+	.p2p_end = nccl_p2p_end,
 };
 #else
 typedef int rt_nccl_unused; /* without NCCL: runtime/comm_none.c */
