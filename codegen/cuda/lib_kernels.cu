@@ -958,8 +958,8 @@ __device__ __forceinline__ void attn_fwd_mma(const sl_bf16 *__restrict__ q,
  * warps of 16 rows each.  Per pair of tiles: s = q k^T and dp = dout v^T on tensor
  * cores, p = exp(s - lse) and ds = p (dp - D) in f32 registers, then p and ds, rounded
  * to bf16, are the A operand of dq += ds k, dv += p^T dout, dk += ds^T q (in the second
- * pass the tiles are transposed: rows are keys).  Not yet verified on a GPU: lib.c
- * takes it only with $SLUICE_CUDA_ATTN_BWD_MMA=1. */
+ * pass the tiles are transposed: rows are keys).  lib.c takes it unless
+ * $SLUICE_CUDA_ATTN_BWD_MMA=0. */
 
 /* rows 0 .. n - 1 of a 32-row tile of D columns into shared memory (row stride SD),
  * zero past n */

@@ -20,8 +20,8 @@
  *     does (o: sum_j p_j |v_j| / l, at most max|v|; dq: scale sum_j |ds_j k_j|; ...).
  *   lse (f32 in both): |gpu - ref| <= 1e-4 max(1, |ref|).
  * Outputs are poisoned with NaN before each call, so an element left unwritten fails.
- * With SLUICE_CUDA_ATTN_BWD_MMA=1 the bf16 attention backward runs on tensor cores
- * (lib.c), the way to check those kernels. */
+ * The bf16 attention backward runs on tensor cores where the head sizes allow (lib.c);
+ * with SLUICE_CUDA_ATTN_BWD_MMA=0 on the SIMT kernels (ctest runs both). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -439,9 +439,9 @@ int main(void)
 	lib = cg_cuda_lib_load(g);
 	REQUIRE(lib);
 	const char *bm = getenv("SLUICE_CUDA_ATTN_BWD_MMA");
-	printf("bf16 attention backward: %s\n", bm && atoi(bm) > 0
-		? "tensor cores where the head sizes allow ($SLUICE_CUDA_ATTN_BWD_MMA)"
-		: "SIMT (set SLUICE_CUDA_ATTN_BWD_MMA=1 for the tensor-core kernels)");
+	printf("bf16 attention backward: %s\n", !bm || atoi(bm) > 0
+		? "tensor cores where the head sizes allow"
+		: "SIMT ($SLUICE_CUDA_ATTN_BWD_MMA=0)");
 	for (int ti = 0; ti < 2; ti++) {
 		enum cg_cuda_dtype t = ti ? CG_CUDA_BF16 : CG_CUDA_F32;
 		attn_case(1, 1, 1, 1, 8, 8, 1, t);
