@@ -41,11 +41,16 @@ static int is_int(enum ir_dtype t)
 
 /* Round x to a binary float format with `prec` bits of precision (implicit bit
  * included), smallest normal exponent emin (subnormals below it) and largest finite
- * value maxv.  Ties go to even through nearbyint() in the default rounding mode. */
+ * value maxv.  Ties go to even through nearbyint() in the default rounding mode.
+ * Beyond maxv: saturate gives +-maxv (the FP8 formats, as DeepSeek-V3 and Transformer
+ * Engine cast: scaled so that a tile's max-abs lands on the largest value, anything
+ * past it clamps; infinities too), else +-infinity.  NaN stays NaN. */
 static double round_format(double x, int prec, int emin, double maxv, int saturate)
 {
-	if (x == 0 || !isfinite(x))
+	if (x == 0 || isnan(x))
 		return x;
+	if (isinf(x))
+		return saturate ? copysign(maxv, x) : x;
 	int e;
 	frexp(x, &e); /* x = m * 2^e, 0.5 <= |m| < 1: the leading bit has exponent e-1 */
 	int lead = e - 1 < emin ? emin : e - 1;
@@ -755,22 +760,30 @@ static void all_to_allv_single(void *y, const void *x, int64_t T, int64_t C, int
 
 /* --- FP8 --------------------------------------------------------------------------------- */
 
-/* x [M,K] in tiles of tr x tc: scale = max-abs / 448 per tile, q = x / scale in e4m3 */
+/* The largest finite value of an FP8 format: what a tile's max-abs is scaled to. */
+static double fp8_max(enum ir_dtype t)
+{
+	return t == IR_F8E5M2 ? 57344.0 : 448.0;
+}
+
+/* x [M,K] in tiles of tr x tc, in f32 arithmetic as ir.h states (the LLVM backend's
+ * kernel computes the same bits): scale = fl32(amax / max), q = round(fl32(x / scale)).
+ * x is read as f32 (a double here may carry more). */
 static void quant_fp8_forward(double *q, double *scale, const double *x, int64_t M,
 			      int64_t K, int64_t tr, int64_t tc, enum ir_dtype qt)
 {
 	int64_t Ms = (M + tr - 1) / tr, Ks = (K + tc - 1) / tc;
 	for (int64_t ti = 0; ti < Ms; ti++)
 		for (int64_t tj = 0; tj < Ks; tj++) {
-			double amax = 0;
+			float amax = 0;
 			for (int64_t i = ti * tr; i < M && i < (ti + 1) * tr; i++)
 				for (int64_t j = tj * tc; j < K && j < (tj + 1) * tc; j++)
-					amax = fabs(x[i * K + j]) > amax ? fabs(x[i * K + j]) : amax;
-			double s = amax / 448.0;
+					amax = fmaxf(amax, fabsf((float)x[i * K + j]));
+			float s = (float)(amax / fp8_max(qt));
 			scale[ti * Ks + tj] = s;
 			for (int64_t i = ti * tr; i < M && i < (ti + 1) * tr; i++)
 				for (int64_t j = tj * tc; j < K && j < (tj + 1) * tc; j++)
-					q[i * K + j] = s > 0 ? ref_round(x[i * K + j] / s, qt) : 0;
+					q[i * K + j] = s > 0 ? ref_round((float)x[i * K + j] / s, qt) : 0;
 		}
 }
 
@@ -781,6 +794,22 @@ static void dequant_fp8_forward(double *x, const double *q, const double *scale,
 	for (int64_t i = 0; i < M; i++)
 		for (int64_t j = 0; j < K; j++)
 			x[i * K + j] = q[i * K + j] * scale[(i / tr) * Ks + j / tc];
+}
+
+/* q [..., M, K] with its scale [..., Ms, Ks] in tiles of tile[0] x tile[1], dequantised
+ * into a new array */
+static double *dequant_all(const double *q, const struct ir_shape *qs, const double *scale,
+			   const int64_t *tile)
+{
+	int r = qs->rank;
+	int64_t M = qs->dim[r - 2], K = qs->dim[r - 1], n = M * K, nb = 1;
+	for (int d = 0; d < r - 2; d++)
+		nb *= qs->dim[d];
+	int64_t ns = ((M + tile[0] - 1) / tile[0]) * ((K + tile[1] - 1) / tile[1]);
+	double *x = rt_malloc(sizeof *x * (size_t)(nb * n > 0 ? nb * n : 1));
+	for (int64_t b = 0; b < nb; b++)
+		dequant_fp8_forward(x + b * n, q + b * n, scale + b * ns, M, K, tile[0], tile[1]);
+	return x;
 }
 
 /* --- running a graph ------------------------------------------------------------------------ */
@@ -897,6 +926,30 @@ static int axis_of(const struct ir_op *op, int rank)
 	return (int)(a < 0 ? a + rank : a);
 }
 
+/* For a scaled product: its two f8 operands dequantised with their scales into *a and
+ * *b (which the caller frees); for other ops nothing. */
+static int scaled_operands(struct ref_exec *e, const struct ir_op *op, double **a, double **b)
+{
+	int base = op->kind == IR_OP_SCALED_MATMUL ? 2
+		   : op->kind == IR_OP_SCALED_GROUPED_MATMUL ||
+		   op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD ? 3 : 0;
+	if (!base)
+		return 0;
+	for (int i = 0; i < 2; i++) {
+		const struct ir_attr *t = ir_op_attr(op, i ? "b_tile" : "a_tile");
+		const struct ir_shape *qs = &op->in[i]->shape, *ss = &op->in[base + i]->shape;
+		if (!t || t->kind != IR_ATTR_INTS || t->n != 2 || t->ints[0] < 1 || t->ints[1] < 1 ||
+		    qs->rank < 2 || ss->rank != qs->rank ||
+		    ss->dim[ss->rank - 2] != (qs->dim[qs->rank - 2] + t->ints[0] - 1) / t->ints[0] ||
+		    ss->dim[ss->rank - 1] != (qs->dim[qs->rank - 1] + t->ints[1] - 1) / t->ints[1])
+			return fail(e, "scale %d does not match the tiles of its operand", i);
+		double *d = dequant_all(e->d[op->in[i]->id], qs, e->d[op->in[base + i]->id],
+					t->ints);
+		*(i ? b : a) = d;
+	}
+	return 0;
+}
+
 static int exec_op(struct ref_exec *e, const struct ir_op *op)
 {
 	const struct ir_value *y = op->n_out ? op->out[0] : NULL;
@@ -1004,7 +1057,7 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		}
 		break;
 	}
-	case IR_OP_MATMUL: {
+	case IR_OP_MATMUL: case IR_OP_SCALED_MATMUL: {
 		const struct ir_value *A = op->in[0], *Bv = op->in[1];
 		int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
 		int r = ys->rank, ra = A->shape.rank, rb = Bv->shape.rank;
@@ -1019,7 +1072,11 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		iter_init(&it, &ob, 2);
 		bcast_strides(&ab, &ob, it.st[0]);
 		bcast_strides(&bb, &ob, it.st[1]);
-		const double *a = in_double(e, A, &t0), *b = in_double(e, Bv, &t1);
+		const double *a, *b;
+		if (scaled_operands(e, op, &t0, &t1))
+			return -1;
+		a = t0 ? t0 : in_double(e, A, &t0);
+		b = t1 ? t1 : in_double(e, Bv, &t1);
 		double *o = obuf(e, y, &tout);
 		int64_t nb = numel(&ob);
 		for (int64_t i = 0; i < nb; i++, iter_next(&it))
@@ -1123,8 +1180,10 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		moe_undispatch_forward(obuf(e, y, &tout), in_double(e, x, &t0), perm, R, N, D, k);
 		break;
 	}
-	case IR_OP_GROUPED_MATMUL: case IR_OP_GROUPED_MATMUL_WGRAD: {
-		int wgrad = op->kind == IR_OP_GROUPED_MATMUL_WGRAD;
+	case IR_OP_GROUPED_MATMUL: case IR_OP_GROUPED_MATMUL_WGRAD:
+	case IR_OP_SCALED_GROUPED_MATMUL: case IR_OP_SCALED_GROUPED_MATMUL_WGRAD: {
+		int wgrad = op->kind == IR_OP_GROUPED_MATMUL_WGRAD ||
+			    op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD;
 		const struct ir_value *w = wgrad ? y : op->in[1];
 		int tb = (int)ir_op_int(op, "trans_b", 0);
 		if (w->shape.rank != 3)
@@ -1136,14 +1195,14 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 		if (numel(&op->in[2]->shape) != E + 1)
 			return fail(e, "offsets must have E+1 = %lld entries", (long long)(E + 1));
 		const int64_t *off = e->iv[op->in[2]->id];
-		if (check_offsets(e, off, E, R))
+		if (check_offsets(e, off, E, R) || scaled_operands(e, op, &t0, &t1))
 			return -1;
+		const double *a = t0 ? t0 : in_double(e, x, &t0);
+		const double *b = t1 ? t1 : in_double(e, op->in[1], &t1);
 		if (wgrad)
-			grouped_matmul_wgrad(obuf(e, y, &tout), in_double(e, x, &t0),
-					     in_double(e, op->in[1], &t1), off, K, N, E, tb);
+			grouped_matmul_wgrad(obuf(e, y, &tout), a, b, off, K, N, E, tb);
 		else
-			grouped_matmul_forward(obuf(e, y, &tout), in_double(e, x, &t0),
-					       in_double(e, w, &t1), off, R, K, N, E, tb);
+			grouped_matmul_forward(obuf(e, y, &tout), a, b, off, R, K, N, E, tb);
 		break;
 	}
 	case IR_OP_MOE_COMBINE: {
@@ -1192,28 +1251,32 @@ static int exec_op(struct ref_exec *e, const struct ir_op *op)
 				    dims_prod(xs, ax + 1, xs->rank));
 		break;
 	}
-	case IR_OP_QUANT_FP8: {
-		int64_t K = last_dim(xs), M = numel(xs) / K;
-		int64_t tr = ir_op_int(op, "tile_r", 1), tc = ir_op_int(op, "tile_c", 128);
-		if (tr <= 0 || tc <= 0 ||
-		    numel(&op->out[1]->shape) != ((M + tr - 1) / tr) * ((K + tc - 1) / tc))
-			return fail(e, "scale shape does not match the tiles");
-		quant_fp8_forward(obuf(e, y, &tout), fbuf(e, op->out[1]), in_double(e, x, &t0), M, K,
-				  tr, tc, y->dtype);
-		break;
-	}
-	case IR_OP_DEQUANT_FP8: {
-		const struct ir_shape *ss = &op->in[1]->shape;
-		int64_t K = last_dim(xs), M = numel(xs) / K;
-		int64_t Ks = last_dim(ss), Ms = Ks ? numel(ss) / Ks : 0;
+	case IR_OP_QUANT_FP8: case IR_OP_DEQUANT_FP8: {
+		const struct ir_value *sv = op->kind == IR_OP_QUANT_FP8 ? op->out[1] : op->in[1];
+		const struct ir_shape *ss = &sv->shape;
+		if (xs->rank < 2 || ss->rank != xs->rank)
+			return fail(e, "q and scale need one rank, at least 2");
+		int64_t M = xs->dim[xs->rank - 2], K = last_dim(xs);
+		int64_t Ms = ss->dim[ss->rank - 2], Ks = last_dim(ss), nb = M * K != 0 ? numel(xs) / (M * K) : 0;
 		if (!Ms || !Ks)
 			return fail(e, "empty scale");
 		int64_t tr = ir_op_int(op, "tile_r", (M + Ms - 1) / Ms);
 		int64_t tc = ir_op_int(op, "tile_c", (K + Ks - 1) / Ks);
 		if (tr <= 0 || tc <= 0 || (M + tr - 1) / tr != Ms || (K + tc - 1) / tc != Ks)
 			return fail(e, "scale shape does not match the tiles");
-		dequant_fp8_forward(obuf(e, y, &tout), in_double(e, x, &t0), in_double(e, op->in[1], &t1),
-				    M, K, tr, tc);
+		const double *a = in_double(e, x, &t0);
+		if (op->kind == IR_OP_QUANT_FP8) {
+			double *q = obuf(e, y, &tout), *s = fbuf(e, op->out[1]);
+			for (int64_t b = 0; b < nb; b++)
+				quant_fp8_forward(q + b * M * K, s + b * Ms * Ks, a + b * M * K, M, K,
+						  tr, tc, y->dtype);
+		} else {
+			const double *s = in_double(e, op->in[1], &t1);
+			double *o = obuf(e, y, &tout);
+			for (int64_t b = 0; b < nb; b++)
+				dequant_fp8_forward(o + b * M * K, a + b * M * K, s + b * Ms * Ks, M,
+						    K, tr, tc);
+		}
 		break;
 	}
 	case IR_OP_EP_COUNTS: {

@@ -98,9 +98,27 @@
  *          executor runs it; with P = 1 it is a copy of the first sum(sc) rows (sum(sc)
  *          must equal sum(rc)), which the chunk executors run too.  Backward: ALL_TO_ALLV
  *          of dy with sc and rc swapped (into R rows)
- *  QUANT_FP8 x[M,K], attrs tile_r:int, tile_c:int (1x128 activations, 128x128 weights)
- *          -> q f8e4m3[M,K], scale f32[M/tile_r, K/tile_c] (max-abs / 448)
- *  DEQUANT_FP8 q, scale -> f32
+ *  QUANT_FP8 x[...,M,K], attrs tile_r:int, tile_c:int (DeepSeek-V3: 1x128 tiles of
+ *          activations, 128x128 blocks of weights; 128x1 for an operand whose rows are
+ *          the contraction dim) -> q f8e4m3 (or f8e5m2) [...,M,K], scale f32[...,
+ *          ceil(M/tile_r), ceil(K/tile_c)] (the leading dims each tiled on their own;
+ *          edge tiles may be partial).  In f32 arithmetic: amax = the tile's largest
+ *          |x|, scale = fl32(amax / 448) (57344 for e5m2), q = round(fl32(x / scale)) to
+ *          the format, nearest, ties to even, saturating at +-448 (+-57344), subnormals
+ *          kept; an all-zero tile has scale 0 and q 0.  No gradient (see passes/fp8.c)
+ *  DEQUANT_FP8 q[...,M,K], scale[...,Ms,Ks] (attrs tile_r, tile_c: default
+ *          ceil(M/Ms), ceil(K/Ks)) -> f32 (or bf16) [...,M,K] = q * scale of its tile
+ *  SCALED_MATMUL qa, qb, sa, sb: MATMUL of DEQUANT_FP8(qa, sa) and DEQUANT_FP8(qb, sb)
+ *          with MATMUL's shapes and attrs trans_a, trans_b, plus a_tile:ints [r, c] and
+ *          b_tile:ints [r, c], the tiles of qa and qb as stored (before any transpose):
+ *          sa is f32[..., ceil(rows/r), ceil(cols/c)] of qa's last two dims and batch
+ *          dims, sb likewise of qb's; qa, qb f8 -> f32 or bf16, accumulated in at least
+ *          f32 (the GPU promotes its partial sums to f32 every 128 of K)
+ *  SCALED_GROUPED_MATMUL xs, w, offsets, sxs, sw: GROUPED_MATMUL of the dequantised xs
+ *          (f8[R,K], tiles a_tile) and w (f8[E,K,N] or [E,N,K], each expert's matrix
+ *          tiled by b_tile: sw f32[E, ceil(rows/r), ceil(cols/c)]) -> f32 or bf16 [R,N]
+ *  SCALED_GROUPED_MATMUL_WGRAD xs, dy, offsets, sxs, sdy: GROUPED_MATMUL_WGRAD of the
+ *          dequantised xs (f8[R,K], a_tile) and dy (f8[R,N], b_tile) -> f32 dw
  *  ATTENTION q[B,S,H,Dqk], k[B,S,Hkv,Dqk], v[B,S,Hkv,Dv], attrs causal:int, scale:float
  *          -> out[B,S,H,Dv], lse f32[B,H,S]: softmax attention with one kv head per group
  *          of H/Hkv query heads (query head h reads kv head h / (H/Hkv)):

@@ -17,8 +17,12 @@
  *  - matmul: a and b have the same dtype; the output has a's dtype or f32; b is 2-D
  *    or has exactly a's batch dims.  grouped_matmul likewise for xs and w.
  *  - cross_entropy's output and expert_count's are float scalars / f32 as documented.
- *  - quant_fp8 tiles may be partial: scale is [ceil(M/tile_r), ceil(K/tile_c)]; q is
- *    f8e4m3 or f8e5m2; dequant_fp8's output is any non-FP8 float of q's shape.
+ *  - quant_fp8 tiles may be partial: scale is [..., ceil(M/tile_r), ceil(K/tile_c)]; q
+ *    is f8e4m3 or f8e5m2; dequant_fp8's output is any non-FP8 float of q's shape.
+ *  - scaled_matmul and the scaled grouped products: the GEMM's own rule on the f8
+ *    operands (both of one f8 format, as the GEMM's rule asks of its operands), each
+ *    scale f32 with exactly the shape its operand's tiles give (a_tile, b_tile: two
+ *    positive integers); the output f32 or bf16.
  *  - the routed row count R of moe_combine, moe_undispatch and the combine backward
  *    ops must be N*k (the layout moe_dispatch makes); moe_undispatch's N is from its
  *    output shape.
@@ -332,6 +336,75 @@ static void check_matmul(struct vctx *c, const struct ir_op *op)
 		     ty(c, b));
 	if (y->dtype != a->dtype && y->dtype != IR_F32)
 		FAIL("output %s must have a's dtype %s or f32", ty(c, y), ir_dtype_name(a->dtype));
+}
+
+/* the scale of x in tiles of tile[0] x tile[1] over its last two dims */
+static struct ir_shape scale_shape(const struct ir_shape *x, const int64_t *tile)
+{
+	struct ir_shape s = *x;
+	s.dim[s.rank - 2] = (x->dim[s.rank - 2] + tile[0] - 1) / tile[0];
+	s.dim[s.rank - 1] = (x->dim[s.rank - 1] + tile[1] - 1) / tile[1];
+	return s;
+}
+
+/* an f8 operand q of a scaled product and its scale s, tiled by the ints attribute
+ * `tile` ([r, c]); the scale of a grouped weight [E, ...] has E leading */
+static int check_operand_scale(struct vctx *c, const struct ir_op *op,
+			       const struct ir_value *q, const struct ir_value *s, const char *tile,
+			       const char *what)
+{
+	const struct ir_attr *a = ir_op_attr(op, tile);
+	if (!a || a->kind != IR_ATTR_INTS || a->n != 2 || a->ints[0] < 1 || a->ints[1] < 1) {
+		report(c, op, "attribute '%s' must be two positive integers [rows, cols]", tile);
+		return 0;
+	}
+	if (!is_f8(q->dtype)) {
+		report(c, op, "%s %s must have an FP8 dtype", what, ty(c, q));
+		return 0;
+	}
+	if (q->shape.rank < 2)
+		return 1; /* the GEMM's own rule reports it */
+	struct ir_shape ss = scale_shape(&q->shape, a->ints);
+	if (s->dtype != IR_F32 || !ir_shape_eq(&s->shape, &ss)) {
+		report(c, op, "scale %s of %s %s must be f32%s (%lldx%lld tiles)", ty(c, s), what,
+		       ty(c, q), shs(c, &ss), (long long)a->ints[0], (long long)a->ints[1]);
+		return 0;
+	}
+	return 1;
+}
+
+static void check_op(struct vctx *c, const struct ir_op *op);
+
+/* The scaled products: the unscaled op's rule on the first inputs, then the scales. */
+static void check_scaled(struct vctx *c, const struct ir_op *op)
+{
+	enum ir_opkind plain = op->kind == IR_OP_SCALED_MATMUL ? IR_OP_MATMUL
+			       : op->kind == IR_OP_SCALED_GROUPED_MATMUL ? IR_OP_GROUPED_MATMUL
+			       : IR_OP_GROUPED_MATMUL_WGRAD;
+	int wgrad = plain == IR_OP_GROUPED_MATMUL_WGRAD;
+	int n_plain = plain == IR_OP_MATMUL ? 2 : 3;
+	const struct ir_value *y = OUT(0);
+	/* the unscaled op with the same operands, output and attributes, checked as such,
+	 * with the output's dtype as the operands' so that the f32/bf16 rule below decides */
+	struct ir_value out = *y;
+	out.dtype = IN(0)->dtype;
+	struct ir_value *outp = &out;
+	struct ir_op shadow = *op;
+	shadow.kind = plain;
+	shadow.n_in = n_plain;
+	shadow.out = &outp;
+	int before = c->count;
+	check_op(c, &shadow);
+	if (c->count != before)
+		return;
+	int sa = n_plain, sb = n_plain + 1;
+	if (!check_operand_scale(c, op, IN(0), IN(sa), "a_tile", wgrad ? "xs" : plain ==
+				 IR_OP_MATMUL ? "a" : "xs") ||
+	    !check_operand_scale(c, op, IN(1), IN(sb), "b_tile", wgrad ? "dy" : plain ==
+				 IR_OP_MATMUL ? "b" : "w"))
+		return;
+	if (y->dtype != IR_F32 && y->dtype != IR_BF16)
+		FAIL("output %s must be f32 or bf16", ty(c, y));
 }
 
 static void check_op(struct vctx *c, const struct ir_op *op)
@@ -759,36 +832,43 @@ static void check_op(struct vctx *c, const struct ir_op *op)
 	case IR_OP_QUANT_FP8: {
 		if (!attr_int(c, op, "tile_r", 1, 0, &v) || !attr_int(c, op, "tile_c", 1, 0, &w))
 			return;
-		if (!want_rank(c, op, x, 2, "x [M, K]") || !want_float(c, op, x, "x"))
+		if (x->shape.rank < 2)
+			FAIL("x %s must have at least 2 dims [..., M, K]", ty(c, x));
+		if (!want_float(c, op, x, "x"))
 			return;
 		if (v < 1 || w < 1)
 			FAIL("tiles %lldx%lld must be positive", (long long)v, (long long)w);
 		if (!is_f8(OUT(0)->dtype) || !same_shape(x, OUT(0)))
 			FAIL("q %s must be f8e4m3 (or f8e5m2) with x's shape %s", ty(c, OUT(0)),
 			     ty(c, x));
-		int64_t sr = (x->shape.dim[0] + v - 1) / v, sc = (x->shape.dim[1] + w - 1) / w;
-		if (OUT(1)->dtype != IR_F32 || OUT(1)->shape.rank != 2 ||
-		    OUT(1)->shape.dim[0] != sr || OUT(1)->shape.dim[1] != sc)
-			FAIL("scale %s must be f32[%lld, %lld] (x %s in %lldx%lld tiles)",
-			     ty(c, OUT(1)), (long long)sr, (long long)sc, ty(c, x), (long long)v,
-			     (long long)w);
+		int64_t tile[2] = { v, w };
+		struct ir_shape ss = scale_shape(&x->shape, tile);
+		if (OUT(1)->dtype != IR_F32 || !ir_shape_eq(&OUT(1)->shape, &ss))
+			FAIL("scale %s must be f32%s (x %s in %lldx%lld tiles)", ty(c, OUT(1)),
+			     shs(c, &ss), ty(c, x), (long long)v, (long long)w);
 		break;
 	}
 	case IR_OP_DEQUANT_FP8: {
 		const struct ir_value *s = IN(1);
-		if (!want_rank(c, op, x, 2, "q [M, K]") || !want_rank(c, op, s, 2, "scale"))
-			return;
+		int r = x->shape.rank;
+		if (r < 2 || s->shape.rank != r)
+			FAIL("q %s and scale %s must have one rank, at least 2", ty(c, x), ty(c, s));
 		if (!is_f8(x->dtype))
 			FAIL("q %s must have an FP8 dtype", ty(c, x));
 		if (s->dtype != IR_F32)
 			FAIL("scale %s must be f32", ty(c, s));
-		if (s->shape.dim[0] < 1 || s->shape.dim[0] > x->shape.dim[0] ||
-		    s->shape.dim[1] < 1 || s->shape.dim[1] > x->shape.dim[1])
-			FAIL("scale %s does not tile q %s", ty(c, s), ty(c, x));
+		for (int d = 0; d < r; d++)
+			if (d < r - 2 ? s->shape.dim[d] != x->shape.dim[d]
+				      : s->shape.dim[d] < 1 || s->shape.dim[d] > x->shape.dim[d])
+				FAIL("scale %s does not tile q %s", ty(c, s), ty(c, x));
 		if (!same_shape(x, y) || !is_float_t(y->dtype) || is_f8(y->dtype))
 			FAIL("output %s must be a non-FP8 float with q's shape %s", ty(c, y), ty(c, x));
 		break;
 	}
+	case IR_OP_SCALED_MATMUL: case IR_OP_SCALED_GROUPED_MATMUL:
+	case IR_OP_SCALED_GROUPED_MATMUL_WGRAD:
+		check_scaled(c, op);
+		break;
 	case IR_OP_ATTENTION: case IR_OP_ATTENTION_BWD:
 		check_attention(c, op);
 		break;

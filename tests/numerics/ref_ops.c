@@ -403,12 +403,107 @@ static void test_fp8(void)
 	q->out[1]->shape = SH(2, 1);
 	ir_op_set_int(g, q, "tile_r", 1);
 	ir_op_set_int(g, q, "tile_c", 2);
-	/* row 1: scale 0.5/448; 0.3/scale = 268.8 -> e4m3 256 (steps of 32 in [256, 448]) */
+	/* row 1: scale fl32(0.5/448) (f32 arithmetic, ir.h); 0.3/scale = 268.8 -> e4m3 256
+	 * (steps of 32 in [256, 448]) */
+	float s1 = (float)(0.5 / 448);
 	expect(q->out[0], D(448, -224, 448, 256), "quant_fp8 values");
-	expect(q->out[1], D(1, 0.5 / 448), "quant_fp8 scales");
+	expect(q->out[1], D(1, s1), "quant_fp8 scales");
 	struct ir_value *dq = OP(g, DEQUANT_FP8, F, SH(2, 2), q->out[0], q->out[1]);
-	expect(dq, D(448, -224, 0.5, 256 * 0.5 / 448), "dequant_fp8");
+	expect(dq, D(448, -224, 448.0 * s1, 256.0 * s1), "dequant_fp8");
 	end();
+}
+
+/* Hand-checked E4M3 (bias 7, 3 mantissa bits, max 448, no infinities) and E5M2 (bias
+ * 15, 2 mantissa bits, max 57344) roundings: nearest, ties to even, saturating. */
+static void test_fp8_table(void)
+{
+	static const struct { double x, e4m3, e5m2; } t[] = {
+		{ 0, 0, 0 },
+		{ 1, 1, 1 },
+		{ 1.0625, 1, 1 },          /* e4m3: half a step (1/8) above 1: tie to even 1 */
+		{ 1.1875, 1.25, 1.25 },    /* e4m3: tie between 1.125 and 1.25 -> even 1.25 */
+		{ 1.125, 1.125, 1 },       /* e5m2: tie between 1 and 1.25 -> even 1 */
+		{ 1.375, 1.375, 1.5 },     /* e5m2: tie between 1.25 and 1.5 -> even 1.5 */
+		{ -2.9, -3, -3 },
+		{ 240, 240, 256 },         /* e5m2: 240 is halfway 224..256 -> even 256 */
+		{ 447, 448, 448 },
+		{ 448, 448, 448 },
+		{ 464, 448, 448 },         /* e4m3: past the largest: saturates */
+		{ 1e6, 448, 57344 },
+		{ -INFINITY, -448, -57344 },
+		{ 0x1p-6, 0x1p-6, 0x1p-6 },      /* least normal e4m3 */
+		{ 0x1.1p-7, 0x1p-7, 0x1p-7 },    /* e4m3 subnormal, steps of 2^-9 */
+		{ 0x1.3p-7, 0x1.4p-7, 0x1.4p-7 }, /* e4m3: 4.75 x 2^-9 -> 5 x 2^-9 */
+		{ 0x1p-9, 0x1p-9, 0x1p-9 },      /* least e4m3 subnormal */
+		{ 0x1p-10, 0, 0x1p-10 },         /* e4m3: half the least: tie to even 0 */
+		{ 0x1.0000001p-10, 0x1p-9, 0x1p-10 },
+		{ 0x1p-16, 0, 0x1p-16 },         /* least e5m2 subnormal */
+		{ 0x1p-17, 0, 0 },               /* e5m2: half the least: tie to even 0 */
+		{ 0x1.8p-16, 0, 0x1p-15 },       /* e5m2: 1.5 least: tie to even 2 least */
+	};
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+		if (ref_round(t[i].x, IR_F8E4M3) != t[i].e4m3 || ref_round(t[i].x, IR_F8E5M2) != t[i].e5m2)
+			fprintf(stderr, "fp8 table row %zu: %a -> e4m3 %a (want %a), e5m2 %a (want %a)\n",
+				i, t[i].x, ref_round(t[i].x, IR_F8E4M3), t[i].e4m3,
+				ref_round(t[i].x, IR_F8E5M2), t[i].e5m2);
+		CHECK(ref_round(t[i].x, IR_F8E4M3) == t[i].e4m3);
+		CHECK(ref_round(t[i].x, IR_F8E5M2) == t[i].e5m2);
+	}
+	CHECK(isnan(ref_round(NAN, IR_F8E4M3)));
+}
+
+/* The value of an FP8 code (bit pattern), decoded from the format's definition; NaN for
+ * the codes that mean NaN (and infinity for E5M2's infinities). */
+static double fp8_decode(unsigned code, enum ir_dtype t)
+{
+	int mbits = t == IR_F8E4M3 ? 3 : 2, bias = t == IR_F8E4M3 ? 7 : 15;
+	int sign = code >> 7 & 1, e = (int)(code >> mbits) & ((1 << (7 - mbits)) - 1);
+	int m = (int)code & ((1 << mbits) - 1), emax = (1 << (7 - mbits)) - 1;
+	if (t == IR_F8E4M3 && e == emax && m == (1 << mbits) - 1)
+		return NAN; /* e4m3fn: S.1111.111 is NaN, no infinities */
+	if (t == IR_F8E5M2 && e == emax)
+		return m ? NAN : sign ? -INFINITY : INFINITY;
+	double v = e ? ldexp(1.0 + m / (double)(1 << mbits), e - bias)
+		     : ldexp(m / (double)(1 << mbits), 1 - bias);
+	return sign ? -v : v;
+}
+
+/* Every f32 of a sweep (every exponent of the format's range and beyond, 2^12 mantissas
+ * each, both signs) rounds to the nearest of the 256 codes' finite values (by brute
+ * force), ties to the one with an even mantissa, saturating past the largest. */
+static void test_fp8_exhaustive(enum ir_dtype t)
+{
+	double vals[256];
+	unsigned codes[256];
+	int n = 0;
+	for (unsigned c = 0; c < 256; c++) {
+		double v = fp8_decode(c, t);
+		if (isfinite(v))
+			vals[n] = v, codes[n++] = c;
+	}
+	double maxv = t == IR_F8E4M3 ? 448 : 57344;
+	long bad = 0, tested = 0;
+	for (int ex = -30; ex <= 20; ex++)
+		for (int mi = 0; mi < 4096; mi++)
+			for (int sg = 0; sg < 2; sg++) {
+				float x = ldexpf(1.0f + mi / 4096.0f, ex) * (sg ? -1.0f : 1.0f);
+				double r = ref_round(x, t);
+				double best = 0, bd = INFINITY;
+				unsigned bc = 0;
+				for (int i = 0; i < n; i++) {
+					/* a tie goes to the even code (last mantissa bit 0) */
+					double d = fabs(vals[i] - x);
+					if (d < bd || (d == bd && !(codes[i] & 1) && (bc & 1)))
+						bd = d, best = vals[i], bc = codes[i];
+				}
+				if (fabs(x) > maxv)
+					best = sg ? -maxv : maxv;
+				tested++;
+				if (r != best && bad++ < 5)
+					fprintf(stderr, "%s: %a rounds to %a, nearest is %a\n",
+						ir_dtype_name(t), (double)x, r, best);
+			}
+	CHECK(bad == 0 && tested == 51L * 4096 * 2);
 }
 
 static void test_rounding(void)
@@ -434,6 +529,9 @@ static void test_rounding(void)
 	CHECK(ref_round(1.375, IR_F8E5M2) == 1.5);
 	CHECK(ref_round(1e6, IR_F8E5M2) == 57344);
 	CHECK(ref_round(0.1, IR_F32) == 0.1);                  /* f32 kept exact */
+	test_fp8_table();
+	test_fp8_exhaustive(IR_F8E4M3);
+	test_fp8_exhaustive(IR_F8E5M2);
 
 	/* values of a bf16 graph are rounded after each op */
 	begin("bf16");
