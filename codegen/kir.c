@@ -163,7 +163,7 @@ struct kir_expr *kir_un(struct kir_kernel *k, enum kir_op op, struct kir_expr *a
 	RT_ASSERT(op >= KIR_NEG && op <= KIR_NOT && op != KIR_CVT);
 	if (op == KIR_NOT)
 		RT_ASSERT(a->type == KIR_BOOL);
-	else if (op == KIR_RBF16 || op == KIR_RF16)
+	else if (op == KIR_RBF16 || op == KIR_RF16 || op == KIR_RF8E4M3 || op == KIR_RF8E5M2)
 		RT_ASSERT(a->type == KIR_F32);
 	else if (op != KIR_NEG && op != KIR_ABS)
 		RT_ASSERT(kir_type_is_float(a->type));
@@ -340,7 +340,7 @@ static const char *op_name(enum kir_op op)
 {
 	static const char *const n[] = {
 		"const", "var", "load", "sload", "neg", "exp", "log", "sqrt", "tanh", "sin", "cos",
-		"abs", "round_bf16", "round_f16", "cvt", "not", "+", "-", "*", "/", "%", "max", "min", "pow",
+		"abs", "round_bf16", "round_f16", "round_e4m3", "round_e5m2", "cvt", "not", "+", "-", "*", "/", "%", "max", "min", "pow",
 		"<", "<=", "==", "!=", "&&", "||", "select", "reduce",
 	};
 	return n[op];

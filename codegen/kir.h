@@ -53,6 +53,9 @@ enum kir_op {
 	/* unary (float): */
 	KIR_NEG, KIR_EXP, KIR_LOG, KIR_SQRT, KIR_TANH, KIR_SIN, KIR_COS, KIR_ABS,
 	KIR_RBF16, KIR_RF16, /* f32 rounded to the nearest bf16 / f16 value (ties to even) */
+	KIR_RF8E4M3, KIR_RF8E5M2, /* f32 rounded to the nearest e4m3 / e5m2 value (ties to
+			  * even, subnormals kept), saturating at +-448 / +-57344 (infinities
+			  * too); NaN stays NaN.  The result is an f32 */
 	KIR_CVT,       /* to the node's type */
 	KIR_NOT,       /* bool */
 	/* binary, both operands of one type (comparisons give bool): */

@@ -32,7 +32,12 @@
  * Floats of every dtype are stored as f32 unless the target keeps bf16 and f16 in 16
  * bits; values of dtype bf16 or f16 are rounded to that format after each op (by the
  * store, in 16-bit buffers), as the reference does, so such graphs agree with it.
- * Simplifications, on purpose: f8 dtypes are not rounded (FP8 is the GPU's); INPUT and
+ * f8 values are f32 holding a value of their format (rounded after each op, exactly
+ * as the reference) on targets that emulate FP8 (cg_target.emulate_fp8, the CPU):
+ * QUANT_FP8 is a kernel per tile (max-abs, scale, rounding, in the f32 arithmetic that
+ * ir.h states), a scaled product dequantises its operands into two scratch buffers and
+ * runs the unscaled library GEMM over them (products and sums in f32); other targets
+ * refuse FP8 ops.  Simplifications, on purpose: INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
  * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
  * choices) are clamped into range instead of reported; an inlined value read twice in
@@ -224,11 +229,13 @@ static void unflat(struct kb *kb, const struct ir_shape *s, kx *f, kx **idx)
  * reference rounds them after every op. */
 static kx *round_to(struct kb *kb, kx *v, enum ir_dtype t)
 {
-	if (v->type != KIR_F32 || (t != IR_BF16 && t != IR_F16))
+	enum kir_op r = t == IR_BF16 ? KIR_RBF16 : t == IR_F16 ? KIR_RF16
+			: t == IR_F8E4M3 ? KIR_RF8E4M3 : t == IR_F8E5M2 ? KIR_RF8E5M2 : KIR_CONST;
+	if (v->type != KIR_F32 || r == KIR_CONST || v->op == r)
 		return v;
-	if (v->op == KIR_RBF16 || v->op == KIR_RF16)
-		return v;
-	return kir_un(kb->k, t == IR_BF16 ? KIR_RBF16 : KIR_RF16, v);
+	if ((r == KIR_RF8E4M3 || r == KIR_RF8E5M2) && !kb->p->target->emulate_fp8)
+		return v; /* refused in cg_plan_graph */
+	return kir_un(kb->k, r, v);
 }
 
 static kx *ld(struct kb *kb, int gid, kx *i, enum kir_type want)
@@ -1155,6 +1162,98 @@ static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const
 	kb_end(&kb, grain_rows(n));
 }
 
+/* --- FP8, emulated ------------------------------------------------------------------- */
+
+static void add_lib_step_scratch(struct cg_plan *p, const struct ir_op *op,
+				 enum cg_step_kind kind, int n_scratch, const int *scratch_ids);
+
+/* QUANT_FP8: a point per tile of x [..., M, K]: amax over the tile, scale = amax / max,
+ * q = round(x / scale) (0 where the scale is 0), all in f32 as ir.h states */
+static void emit_quant_fp8(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *x = op->in[0], *q = op->out[0], *sv = op->out[1];
+	const struct ir_shape *s = &x->shape;
+	int64_t M = s->dim[s->rank - 2], K = s->dim[s->rank - 1];
+	int64_t tr = ir_op_int(op, "tile_r", 1), tc = ir_op_int(op, "tile_c", 128);
+	int64_t Ms = (M + tr - 1) / tr, Ks = (K + tc - 1) / tc;
+	struct kb kb = kb_begin(p, op, NULL, ir_shape_numel(&sv->shape), prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *pt = var(&kb, 0);
+	kx *tj = irem(&kb, pt, Ks), *ti = irem(&kb, idiv(&kb, pt, Ks), Ms);
+	kx *bt = idiv(&kb, pt, Ms * Ks);
+	kx *r0 = imul(&kb, ti, tr), *c0 = imul(&kb, tj, tc);
+	int rn = local(&kb, b, "rn", kir_bin(kb.k, KIR_MIN, c64(&kb, tr),
+					     kir_bin(kb.k, KIR_SUB, c64(&kb, M), r0)));
+	int cn = local(&kb, b, "cn", kir_bin(kb.k, KIR_MIN, c64(&kb, tc),
+					     kir_bin(kb.k, KIR_SUB, c64(&kb, K), c0)));
+	int base = local(&kb, b, "base", iadd(&kb, imul(&kb, bt, M * K),
+					      iadd(&kb, imul(&kb, r0, K), c0)));
+	int i = kir_index(kb.k, "i"), j = kir_index(kb.k, "j");
+	kx *at = iadd(&kb, var(&kb, base), iadd(&kb, imul(&kb, var(&kb, i), K), var(&kb, j)));
+	kx *inner = kir_reduce(kb.k, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, cn),
+			       kir_un(kb.k, KIR_ABS, ldv(&kb, x, at)));
+	kx *amax = kir_reduce(kb.k, KIR_RED_MAX, i, c64(&kb, 0), var(&kb, rn), inner);
+	double maxv = q->dtype == IR_F8E5M2 ? 57344.0 : 448.0;
+	int sc = local(&kb, b, "scale", fbin(&kb, KIR_DIV, amax, fc(&kb, maxv)));
+	st(&kb, b, sv->id, pt, var(&kb, sc));
+	struct kir_block *li = kir_loop(kb.k, b, i, c64(&kb, 0), var(&kb, rn));
+	struct kir_block *lj = kir_loop(kb.k, li, j, c64(&kb, 0), var(&kb, cn));
+	kx *pos = fbin(&kb, KIR_LT, fc(&kb, 0), var(&kb, sc));
+	kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, ldv(&kb, x, at), var(&kb, sc)), fc(&kb, 0));
+	st(&kb, lj, q->id, at, round_to(&kb, val, q->dtype));
+	kb_end(&kb, grain_rows(tr * tc));
+}
+
+/* y (buffer dst, shaped as q) = q * its tile's scale, tiles tr x tc of q's last two dims */
+static void emit_dequant(struct cg_plan *p, const struct ir_op *op, const struct ir_value *q,
+			 const struct ir_value *sv, int64_t tr, int64_t tc, int dst,
+			 const char *prefix)
+{
+	const struct ir_shape *s = &q->shape;
+	int64_t M = s->dim[s->rank - 2], K = s->dim[s->rank - 1];
+	int64_t Ms = (M + tr - 1) / tr, Ks = (K + tc - 1) / tc;
+	struct kb kb = kb_begin(p, op, "dequant", M ? ir_shape_numel(s) / K : 0, prefix);
+	struct kir_block *b = &kb.k->body;
+	kx *row = var(&kb, 0);
+	kx *bt = idiv(&kb, row, M), *ri = irem(&kb, row, M);
+	int sbase = local(&kb, b, "sbase", iadd(&kb, imul(&kb, bt, Ms * Ks),
+					      imul(&kb, idiv(&kb, ri, tr), Ks)));
+	int j = kir_index(kb.k, "j");
+	struct kir_block *lj = kir_loop(kb.k, b, j, c64(&kb, 0), c64(&kb, K));
+	kx *at = iadd(&kb, imul(&kb, row, K), var(&kb, j));
+	kx *scl = ldv(&kb, sv, iadd(&kb, var(&kb, sbase), idiv(&kb, var(&kb, j), tc)));
+	kx *v = fbin(&kb, KIR_MUL, ldv(&kb, q, at), scl);
+	if (dst < p->n_values)
+		st(&kb, lj, dst, at, v);
+	else
+		kir_store(kb.k, lj, kb_buf(&kb, dst), at, v);
+	kb_end(&kb, grain_rows(K));
+}
+
+/* DEQUANT_FP8's tile along q's dim rank-back (2: rows, 1: columns) when it has no
+ * attribute: what the scale's size gives, as the reference */
+static int64_t dequant_tile(const struct ir_op *op, int back)
+{
+	const struct ir_shape *q = &op->in[0]->shape, *s = &op->in[1]->shape;
+	int64_t n = q->dim[q->rank - back], ns = s->dim[s->rank - back];
+	return ns > 0 ? (n + ns - 1) / ns : 1;
+}
+
+/* A scaled product: both operands dequantised into scratch, then the unscaled GEMM. */
+static void emit_scaled(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	int base = op->kind == IR_OP_SCALED_MATMUL ? 2 : 3;
+	int d[2];
+	for (int i = 0; i < 2; i++) {
+		const struct ir_attr *t = ir_op_attr(op, i ? "b_tile" : "a_tile");
+		d[i] = scratch(p, KIR_F32, ir_shape_numel(&op->in[i]->shape));
+		emit_dequant(p, op, op->in[i], op->in[base + i], t->ints[0], t->ints[1], d[i], prefix);
+	}
+	add_lib_step_scratch(p, op, op->kind == IR_OP_SCALED_MATMUL ? CG_STEP_MATMUL
+				    : op->kind == IR_OP_SCALED_GROUPED_MATMUL ? CG_STEP_GROUPED
+				    : CG_STEP_WGRAD, 2, d);
+}
+
 /* after an op whose output is bf16 or f16: round it in place */
 static void emit_round(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
@@ -1348,11 +1447,27 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 			if (emit_all_to_all_single(p, op, prefix, err))
 				return 1;
 			break;
+		case IR_OP_QUANT_FP8: case IR_OP_DEQUANT_FP8: case IR_OP_SCALED_MATMUL:
+		case IR_OP_SCALED_GROUPED_MATMUL: case IR_OP_SCALED_GROUPED_MATMUL_WGRAD:
+			if (!p->target->emulate_fp8)
+				goto refuse;
+			if (op->kind == IR_OP_QUANT_FP8)
+				emit_quant_fp8(p, op, prefix);
+			else if (op->kind == IR_OP_DEQUANT_FP8)
+				emit_dequant(p, op, op->in[0], op->in[1],
+					     ir_op_int(op, "tile_r", dequant_tile(op, 2)),
+					     ir_op_int(op, "tile_c", dequant_tile(op, 1)),
+					     op->out[0]->id, prefix);
+			else
+				emit_scaled(p, op, prefix);
+			break;
 		default:
+		refuse:
 			if (op->loc.file)
 				fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
 			fprintf(err, "error: %s cannot run op %s (communication "
-				"ops run in the parallel runtime, FP8 ops on the GPU)\n",
+				"ops run in the parallel runtime; FP8 ops where the target emulates or runs "
+				"them)\n",
 				p->target->name, ir_op_name(op->kind));
 			return 1;
 		}

@@ -22,6 +22,12 @@ struct cg_target {
 	 * run a row per block of up to this many threads, loops over the row spread over
 	 * them and reductions cooperative; 0: a row per point */
 	int block_threads;
+	/* FP8 emulated: f8 values live in f32 buffers rounded to their format (kernel ops
+	 * KIR_RF8E4M3, KIR_RF8E5M2), QUANT_FP8 and DEQUANT_FP8 are kernels, and a scaled
+	 * product is its operands dequantised into scratch buffers (the step's last two)
+	 * then the unscaled library GEMM over them.  0: FP8 ops are refused (a target with
+	 * FP8 GEMMs of its own lowers them its way) */
+	int emulate_fp8;
 };
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are

@@ -36,7 +36,7 @@ struct cg_exec {
 
 /* f32 buffers for every float dtype, a row per point: what vector loops want */
 const struct cg_target cg_target_llvm = {
-	.name = "the LLVM CPU backend", .half_storage = 0, .block_threads = 0,
+	.name = "the LLVM CPU backend", .half_storage = 0, .block_threads = 0, .emulate_fp8 = 1,
 };
 
 static size_t type_size(enum kir_type t)
@@ -258,8 +258,27 @@ static const float *operand(struct cg_exec *e, const struct ir_value *x, int64_t
 	return P(e, src->id);
 }
 
-static void run_matmul(struct cg_exec *e, const struct ir_op *op)
+/* A scaled product's operand i (0, 1) as dequantised into the step's scratch (the
+ * plan's last two buffers, contiguous in the operand's shape); NULL for other ops. */
+static const float *scaled_operand(struct cg_exec *e, const struct cg_step *st, int i,
+				   int64_t *strides)
 {
+	const struct ir_op *op = st->op;
+	if (op->kind != IR_OP_SCALED_MATMUL && op->kind != IR_OP_SCALED_GROUPED_MATMUL &&
+	    op->kind != IR_OP_SCALED_GROUPED_MATMUL_WGRAD)
+		return NULL;
+	const struct ir_shape *s = &op->in[i]->shape;
+	int64_t acc = 1;
+	for (int d = s->rank - 1; d >= 0 && strides; d--) {
+		strides[d] = acc;
+		acc *= s->dim[d];
+	}
+	return e->ptr[st->bufs[st->n_bufs - 2 + i]];
+}
+
+static void run_matmul(struct cg_exec *e, const struct cg_step *st)
+{
+	const struct ir_op *op = st->op;
 	const struct ir_value *A = op->in[0], *B = op->in[1], *Y = op->out[0];
 	int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
 	const struct ir_shape *ys = &Y->shape, *as = &A->shape, *bs = &B->shape;
@@ -270,7 +289,9 @@ static void run_matmul(struct cg_exec *e, const struct ir_op *op)
 	for (int d = 0; d < r - 2; d++)
 		nb *= ys->dim[d];
 	int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
-	const float *a = operand(e, A, sa), *b = operand(e, B, sb);
+	const float *a = scaled_operand(e, st, 0, sa), *b = scaled_operand(e, st, 1, sb);
+	if (!a)
+		a = operand(e, A, sa), b = operand(e, B, sb);
 	int64_t rsa = ta ? sa[ra - 1] : sa[ra - 2], csa = ta ? sa[ra - 2] : sa[ra - 1];
 	int64_t rsb = tb ? sb[rb - 1] : sb[rb - 2], csb = tb ? sb[rb - 2] : sb[rb - 1];
 	struct cg_gemm *gs = rt_calloc((size_t)(nb ? nb : 1), sizeof *gs);
@@ -311,8 +332,9 @@ static int64_t *expert_rows(struct cg_exec *e, const struct ir_value *off, int64
 	return o;
 }
 
-static void run_grouped(struct cg_exec *e, const struct ir_op *op)
+static void run_grouped(struct cg_exec *e, const struct cg_step *st)
 {
+	const struct ir_op *op = st->op;
 	const struct ir_value *xs = op->in[0], *w = op->in[1], *off = op->in[2];
 	int tb = (int)ir_op_int(op, "trans_b", 0);
 	int64_t R = xs->shape.dim[0], K = xs->shape.dim[1], N = op->out[0]->shape.dim[1];
@@ -321,7 +343,9 @@ static void run_grouped(struct cg_exec *e, const struct ir_op *op)
 	float *y = P(e, op->out[0]->id);
 	memset(y, 0, sizeof *y * (size_t)(R * N));
 	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
-	const float *x = P(e, xs->id), *wp = P(e, w->id);
+	const float *x = scaled_operand(e, st, 0, NULL), *wp = scaled_operand(e, st, 1, NULL);
+	if (!x)
+		x = P(e, xs->id), wp = P(e, w->id);
 	for (int64_t i = 0; i < E; i++) {
 		struct cg_gemm *gm = &gs[i];
 		gm->M = o[i + 1] - o[i], gm->N = N, gm->K = K;
@@ -335,15 +359,18 @@ static void run_grouped(struct cg_exec *e, const struct ir_op *op)
 	free(o);
 }
 
-static void run_wgrad(struct cg_exec *e, const struct ir_op *op)
+static void run_wgrad(struct cg_exec *e, const struct cg_step *st)
 {
+	const struct ir_op *op = st->op;
 	const struct ir_value *xs = op->in[0], *dy = op->in[1], *off = op->in[2];
 	int tb = (int)ir_op_int(op, "trans_b", 0);
 	int64_t R = xs->shape.dim[0], K = xs->shape.dim[1], N = dy->shape.dim[1];
 	int64_t E = op->out[0]->shape.dim[0];
 	int64_t *o = expert_rows(e, off, R);
 	struct cg_gemm *gs = rt_calloc((size_t)(E ? E : 1), sizeof *gs);
-	const float *x = P(e, xs->id), *d = P(e, dy->id);
+	const float *x = scaled_operand(e, st, 0, NULL), *d = scaled_operand(e, st, 1, NULL);
+	if (!x)
+		x = P(e, xs->id), d = P(e, dy->id);
 	float *dw = P(e, op->out[0]->id);
 	for (int64_t i = 0; i < E; i++) {
 		struct cg_gemm *gm = &gs[i];
@@ -412,9 +439,9 @@ static int llvm_run(struct cg_exec *e)
 			rt_pool_run(e->pool, st->extent, st->grain, call_kernel, &c);
 			break;
 		}
-		case CG_STEP_MATMUL: run_matmul(e, st->op); break;
-		case CG_STEP_GROUPED: run_grouped(e, st->op); break;
-		case CG_STEP_WGRAD: run_wgrad(e, st->op); break;
+		case CG_STEP_MATMUL: run_matmul(e, st); break;
+		case CG_STEP_GROUPED: run_grouped(e, st); break;
+		case CG_STEP_WGRAD: run_wgrad(e, st); break;
 		case CG_STEP_ATTENTION: case CG_STEP_ATTENTION_BWD: run_attention(e, st); break;
 		}
 		if (e->prof)

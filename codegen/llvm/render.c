@@ -134,6 +134,35 @@ static LLVMValueRef round_bf16_bits(struct rd *r, LLVMValueRef a)
 	return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, a, a, ""), bits, rnd, "");
 }
 
+/* f32 a rounded to the nearest value of a float format with prec bits of precision, least
+ * normal exponent emin and largest value maxv (ties to even, subnormals kept, saturating
+ * past maxv, NaN kept), as the reference's round_format: with lead the exponent of a's
+ * leading bit (at least emin) and u = 2^(lead - prec + 1) the format's spacing there,
+ * rint(a / u) * u, where the division and the product are exact (u is a power of two). */
+static LLVMValueRef round_f8(struct rd *r, LLVMValueRef a, int prec, int emin, double maxv)
+{
+	LLVMBuilderRef b = r->b;
+	LLVMTypeRef i32 = LLVMInt32TypeInContext(r->c), f32 = LLVMFloatTypeInContext(r->c);
+	LLVMValueRef bits = LLVMBuildBitCast(b, a, i32, "");
+	LLVMValueRef ex = LLVMBuildLShr(b, LLVMBuildAnd(b, bits, LLVMConstInt(i32, 0x7fffffff, 0), ""),
+					LLVMConstInt(i32, 23, 0), "");
+	ex = LLVMBuildSub(b, ex, LLVMConstInt(i32, 127, 0), "");
+	LLVMValueRef lo = LLVMConstInt(i32, (unsigned long long)(long long)emin, 1);
+	LLVMValueRef lead = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, ex, lo, ""), lo, ex, "");
+	LLVMValueRef ue = LLVMBuildSub(b, lead, LLVMConstInt(i32, (unsigned)(prec - 1), 0), "");
+	LLVMValueRef u = LLVMBuildBitCast(
+		b, LLVMBuildShl(b, LLVMBuildAdd(b, ue, LLVMConstInt(i32, 127, 0), ""),
+				LLVMConstInt(i32, 23, 0), ""), f32, "");
+	LLVMValueRef inv = LLVMBuildBitCast(
+		b, LLVMBuildShl(b, LLVMBuildSub(b, LLVMConstInt(i32, 127, 0), ue, ""),
+				LLVMConstInt(i32, 23, 0), ""), f32, "");
+	LLVMValueRef q = LLVMBuildFMul(b, call1(r, "llvm.rint", LLVMBuildFMul(b, a, inv, ""), 1), u, "");
+	LLVMValueRef big = LLVMBuildFCmp(b, LLVMRealOGT, call1(r, "llvm.fabs", q, 1),
+					 LLVMConstReal(f32, maxv), "");
+	LLVMValueRef sat = call2(r, "llvm.copysign", LLVMConstReal(f32, maxv), a, 1);
+	return LLVMBuildSelect(b, big, sat, q, "");
+}
+
 /* An element of storage type t at p, as a value (bf16 and f16 widen to f32). */
 static LLVMValueRef load_elem(struct rd *r, enum kir_type t, LLVMValueRef p)
 {
@@ -308,6 +337,8 @@ static LLVMValueRef expr(struct rd *r, const struct kir_expr *e)
 		case KIR_RBF16:
 			/* round to nearest even on the upper 16 bits; NaNs pass unchanged */
 			return LLVMBuildBitCast(b, round_bf16_bits(r, a), LLVMTypeOf(a), "");
+		case KIR_RF8E4M3: return round_f8(r, a, 4, -6, 448.0);
+		case KIR_RF8E5M2: return round_f8(r, a, 3, -14, 57344.0);
 		case KIR_RF16: {
 			LLVMValueRef h = LLVMBuildFPTrunc(b, a, LLVMHalfTypeInContext(r->c), "");
 			return LLVMBuildFPExt(b, h, LLVMTypeOf(a), "");
