@@ -21,6 +21,13 @@ int pass_autodiff(struct ir_graph *g, FILE *err);
  * experts (see expert_parallel.c).  0, or non-zero with a message on err. */
 int pass_expert_parallel(struct ir_graph *g, FILE *err);
 
+/* fp8: with the train setting precision = fp8, DeepSeek-V3's recipe: the forward,
+ * input-gradient and weight-gradient products of linear and expert layers become
+ * scaled products of E4M3 operands (1x128 activation tiles, 128x128 weight blocks, 128x1
+ * for the weight gradient's operands); the output head, the router and every other op
+ * keep their precision (see fp8.c).  0, or non-zero with a message on err. */
+int pass_fp8(struct ir_graph *g, FILE *err);
+
 /* Run the pipeline of passes in order, stopping after the pass named `after`
  * (NULL: run all).  Returns 0, or non-zero with a message (unknown pass name, a pass
  * failed, verification failed) on err. */

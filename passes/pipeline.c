@@ -28,6 +28,7 @@ static const struct pass {
 	{ "verify", pass_verify },
 	{ "autodiff", pass_autodiff },
 	{ "expert_parallel", pass_expert_parallel },
+	{ "fp8", pass_fp8 },
 };
 
 #define N_PASSES ((int)(sizeof passes / sizeof passes[0]))

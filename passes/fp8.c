@@ -1,0 +1,303 @@
+/*
+ * fp8.c - DeepSeek-V3's FP8 recipe: the matrix products of linear and expert layers take
+ * E4M3 operands with fine-grained scales.
+ *
+ * Takes: a graph after autodiff (and expert_parallel), and the train setting
+ * `precision` (anything but fp8: nothing to do).  A graph that has its scaled products
+ * already (read back from textual IR) is left as is.
+ *
+ * Guarantees afterwards, for every linear layer (a forward MATMUL whose b operand is a
+ * trainable 2-D PARAM W, stored [K, N]) and every expert layer (a forward
+ * GROUPED_MATMUL whose weight is a trainable PARAM [E, K, N]), unless the layer is
+ * kept (below):
+ *  - forward  y = x W: SCALED_MATMUL (SCALED_GROUPED_MATMUL) of x quantised in 1x128
+ *    tiles along K and W in 128x128 blocks (per expert);
+ *  - input gradient dx = dy W^T (the backward's product that reads W, trans_b):
+ *    dy in 1x128 tiles along its contraction dim N, and the forward's quantised W,
+ *    whose 128x128 blocks serve transposed as they are (as DeepSeek-V3 does);
+ *  - weight gradient dW = x^T dy (the product whose result flows, through sums,
+ *    reshapes and casts, into the graph output grad.<W's path>): x and dy both in
+ *    128x1 tiles, along the contraction dim (the tokens); the grouped weight gradient
+ *    alike (a tile of 128 rows may span two experts' segments: it shares one scale);
+ *  - each QUANT_FP8 takes the scope and phase of the product it serves, so the partition
+ *    places it with it; a value quantised the same way twice is quantised once.
+ *  - the products' outputs keep their values, dtypes and shapes: only the op changes, so
+ *    the graph's outputs (loss, gradients) are the same values.
+ * Kept in their precision (by structure, no model is named): products that read no
+ * parameter (the attention core's, if written as matmuls), the output head and the MoE
+ * router (a linear whose product reaches a CROSS_ENTROPY or a TOPK through at most a
+ * few elementwise and shape ops: logits and routing scores), and every other op
+ * (embedding, norms, attention, softmax, gating, losses).  A weight read by a kept
+ * product is kept everywhere.
+ *
+ * The quantised ops have no gradient of their own: autodiff ran before this pass, on the
+ * unquantised graph, so the backward is the straight-through one (the quantisation is
+ * the identity for the gradient) and its products are quantised in turn.
+ *
+ * Not done here, on purpose or not yet: activations saved for the backward stay in
+ * their dtype (the weight gradient quantises x again from it, 128x1, where DeepSeek-V3
+ * keeps the forward's FP8 x and requantises that); EP dispatch sends the rows in their
+ * dtype (the scales would travel as a second ALL_TO_ALLV of [rows, K/128]); the AdamW
+ * moments are the engine's, in f32 (the recipe keeps them in BF16); master weights
+ * and gradients stay f32, as the recipe wants.
+ */
+#include "passes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/rt.h"
+
+#define FP8_TILE 128
+
+/* how an operand is tiled: along rows x cols of its stored last two dims */
+enum tiling { T_ROW, T_COL, T_BLOCK, N_TILINGS }; /* 1x128, 128x1, 128x128 */
+
+struct fp8_state {
+	struct ir_graph *g;
+	struct ir_op **order;
+	int n_order;
+	/* per value id and tiling: the QUANT_FP8 made for it, or NULL */
+	struct ir_op **quant;
+	int n_vals;
+	/* per value id of a weight: 1 quantised, -1 kept */
+	signed char *weight;
+	/* per op id: the weight whose gradient the op computes, or NULL */
+	struct ir_value **wgrad_of;
+};
+
+static struct ir_op *quantise(struct fp8_state *s, const struct ir_op *like,
+			      struct ir_value *x, enum tiling t)
+{
+	RT_ASSERT(x->id < s->n_vals);
+	struct ir_op **slot = &s->quant[x->id * N_TILINGS + t];
+	if (*slot)
+		return *slot;
+	int64_t tr = t == T_ROW ? 1 : FP8_TILE, tc = t == T_COL ? 1 : FP8_TILE;
+	ir_graph_set_context(s->g, like->loc, like->scope);
+	struct ir_op *q = ir_op_new(s->g, IR_OP_QUANT_FP8, 1, &x, 2);
+	ir_op_set_int(s->g, q, "tile_r", tr);
+	ir_op_set_int(s->g, q, "tile_c", tc);
+	q->phase = like->phase;
+	q->stage = -1;
+	q->out[0]->dtype = IR_F8E4M3;
+	q->out[0]->shape = x->shape;
+	struct ir_shape ss = x->shape;
+	ss.dim[ss.rank - 2] = (ss.dim[ss.rank - 2] + tr - 1) / tr;
+	ss.dim[ss.rank - 1] = (ss.dim[ss.rank - 1] + tc - 1) / tc;
+	q->out[1]->dtype = IR_F32;
+	q->out[1]->shape = ss;
+	s->order[s->n_order++] = q;
+	*slot = q;
+	return q;
+}
+
+/* op becomes its scaled kind, reading the quantised operands (a tiled ta, b tiled tb) */
+static void make_scaled(struct fp8_state *s, struct ir_op *op, enum tiling ta, enum tiling tb)
+{
+	struct ir_op *qa = quantise(s, op, op->in[0], ta);
+	struct ir_op *qb = quantise(s, op, op->in[1], tb);
+	int grouped = op->kind != IR_OP_MATMUL;
+	int n = grouped ? 5 : 4;
+	struct ir_value **in = ir_alloc(s->g->arena, sizeof *in * (size_t)n);
+	in[0] = qa->out[0];
+	in[1] = qb->out[0];
+	if (grouped)
+		in[2] = op->in[2];
+	in[n - 2] = qa->out[1];
+	in[n - 1] = qb->out[1];
+	op->in = in;
+	op->n_in = n;
+	op->kind = op->kind == IR_OP_MATMUL ? IR_OP_SCALED_MATMUL
+		   : op->kind == IR_OP_GROUPED_MATMUL ? IR_OP_SCALED_GROUPED_MATMUL
+		   : IR_OP_SCALED_GROUPED_MATMUL_WGRAD;
+	int64_t t[2][2];
+	enum tiling ts[2] = { ta, tb };
+	for (int i = 0; i < 2; i++) {
+		t[i][0] = ts[i] == T_ROW ? 1 : FP8_TILE;
+		t[i][1] = ts[i] == T_COL ? 1 : FP8_TILE;
+	}
+	ir_op_set_ints(s->g, op, "a_tile", 2, t[0]);
+	ir_op_set_ints(s->g, op, "b_tile", 2, t[1]);
+}
+
+/* uses: per value id, the ops that read it (a CSR list) */
+struct uses {
+	int *start, *ops;
+};
+
+static void uses_build(const struct ir_graph *g, struct uses *u)
+{
+	u->start = rt_calloc((size_t)g->n_values + 2, sizeof *u->start);
+	int n = 0;
+	for (int i = 0; i < g->n_ops; i++)
+		for (int j = 0; j < g->ops[i]->n_in; j++, n++)
+			u->start[g->ops[i]->in[j]->id + 1]++;
+	for (int v = 0; v < g->n_values; v++)
+		u->start[v + 1] += u->start[v];
+	u->ops = rt_malloc(sizeof *u->ops * (size_t)(n + 1));
+	int *fill = rt_calloc((size_t)g->n_values + 1, sizeof *fill);
+	for (int i = 0; i < g->n_ops; i++)
+		for (int j = 0; j < g->ops[i]->n_in; j++) {
+			int v = g->ops[i]->in[j]->id;
+			u->ops[u->start[v] + fill[v]++] = i;
+		}
+	free(fill);
+}
+
+/* Does forward value v reach a CROSS_ENTROPY or a TOPK within `depth` ops that keep
+ * its meaning (shape changes, elementwise maps, softmax, a bias added)?  Logits and
+ * routing scores do; a layer's output does not (a norm, a product or an attention comes
+ * first). */
+static int reaches_head_or_router(const struct ir_graph *g, const struct uses *u,
+				  const struct ir_value *v, int depth)
+{
+	for (int k = u->start[v->id]; k < u->start[v->id + 1]; k++) {
+		const struct ir_op *op = g->ops[u->ops[k]];
+		if (op->phase != IR_PHASE_FWD)
+			continue;
+		switch (op->kind) {
+		case IR_OP_CROSS_ENTROPY: case IR_OP_TOPK:
+			return 1;
+		case IR_OP_RESHAPE: case IR_OP_SIGMOID: case IR_OP_SOFTMAX: case IR_OP_STOP_GRAD:
+		case IR_OP_SCALE: case IR_OP_CAST: case IR_OP_TANH: case IR_OP_ADD:
+		case IR_OP_TRANSPOSE: case IR_OP_SLICE:
+			if (depth > 0 && reaches_head_or_router(g, u, op->out[0], depth - 1))
+				return 1;
+			break;
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+static int is_weight(const struct ir_value *w, int rank)
+{
+	return w->def && w->def->kind == IR_OP_PARAM && w->shape.rank == rank &&
+	       w->dtype == IR_F32 && ir_op_int(w->def, "trainable", 1) != 0;
+}
+
+/* the product(s) whose result flows into gradient value v of weight w */
+static void mark_wgrad(struct fp8_state *s, struct ir_value *v, struct ir_value *w, int depth)
+{
+	struct ir_op *d = v->def;
+	if (!d || depth > 64)
+		return;
+	switch (d->kind) {
+	case IR_OP_MATMUL: case IR_OP_GROUPED_MATMUL_WGRAD:
+		if (d->phase != IR_PHASE_FWD)
+			s->wgrad_of[d->id] = w;
+		return;
+	case IR_OP_ADD:
+		mark_wgrad(s, d->in[0], w, depth + 1);
+		mark_wgrad(s, d->in[1], w, depth + 1);
+		return;
+	case IR_OP_RESHAPE: case IR_OP_CAST: case IR_OP_SUM_TO:
+		mark_wgrad(s, d->in[0], w, depth + 1);
+		return;
+	default:
+		return;
+	}
+}
+
+static int already_fp8(const struct ir_graph *g)
+{
+	for (int i = 0; i < g->n_ops; i++) {
+		enum ir_opkind k = g->ops[i]->kind;
+		if (k == IR_OP_SCALED_MATMUL || k == IR_OP_SCALED_GROUPED_MATMUL ||
+		    k == IR_OP_SCALED_GROUPED_MATMUL_WGRAD || k == IR_OP_QUANT_FP8)
+			return 1;
+	}
+	return 0;
+}
+
+int pass_fp8(struct ir_graph *g, FILE *err)
+{
+	(void)err;
+	const struct ir_setting *prec = ir_graph_setting(g, "precision");
+	if (!prec || !prec->is_str || strcmp(prec->str, "fp8") || already_fp8(g))
+		return 0;
+	struct fp8_state s = { .g = g };
+	int n_old = g->n_ops, max_id = 0;
+	for (int i = 0; i < n_old; i++)
+		max_id = g->ops[i]->id > max_id ? g->ops[i]->id : max_id;
+	struct ir_op **old = rt_malloc(sizeof *old * (size_t)(n_old + 1));
+	memcpy(old, g->ops, sizeof *old * (size_t)n_old);
+	/* at most two quantisations per op, each one new value pair */
+	s.n_vals = g->n_values + 1;
+	s.quant = rt_calloc((size_t)s.n_vals * N_TILINGS, sizeof *s.quant);
+	s.weight = rt_calloc((size_t)s.n_vals, 1);
+	s.wgrad_of = rt_calloc((size_t)max_id + 1, sizeof *s.wgrad_of);
+	s.order = rt_calloc((size_t)(3 * n_old) + 1, sizeof *s.order);
+	struct uses u;
+	uses_build(g, &u);
+
+	/* the weights of linear and expert layers, and those kept in their precision */
+	for (int i = 0; i < n_old; i++) {
+		const struct ir_op *op = old[i];
+		if (op->phase != IR_PHASE_FWD)
+			continue;
+		struct ir_value *w = NULL;
+		if (op->kind == IR_OP_MATMUL && !ir_op_int(op, "trans_a", 0) &&
+		    !ir_op_int(op, "trans_b", 0) && is_weight(op->in[1], 2))
+			w = op->in[1];
+		else if (op->kind == IR_OP_GROUPED_MATMUL && !ir_op_int(op, "trans_b", 0) &&
+			 is_weight(op->in[1], 3))
+			w = op->in[1];
+		else
+			continue;
+		int keep = op->in[0]->dtype != IR_F32 && op->in[0]->dtype != IR_BF16;
+		keep |= reaches_head_or_router(g, &u, op->out[0], 6);
+		if (keep)
+			s.weight[w->id] = -1;
+		else if (!s.weight[w->id])
+			s.weight[w->id] = 1;
+	}
+	/* the weight-gradient products: what flows into grad.<path> of a quantised weight */
+	for (int o = 0; o < g->n_outputs; o++) {
+		const char *name = g->output_names[o];
+		if (strncmp(name, "grad.", 5))
+			continue;
+		for (int i = 0; i < n_old; i++) {
+			struct ir_op *op = old[i];
+			if (op->kind == IR_OP_PARAM && op->path && !strcmp(op->path, name + 5) &&
+			    s.weight[op->out[0]->id] == 1)
+				mark_wgrad(&s, g->outputs[o], op->out[0], 0);
+		}
+	}
+
+	for (int i = 0; i < n_old; i++) {
+		struct ir_op *op = old[i];
+		struct ir_value *w = op->n_in > 1 ? op->in[1] : NULL;
+		int quantised_w = w && w->id < s.n_vals && s.weight[w->id] == 1;
+		if (op->kind == IR_OP_MATMUL && quantised_w && op->phase == IR_PHASE_FWD &&
+		    !ir_op_int(op, "trans_a", 0) && !ir_op_int(op, "trans_b", 0)) {
+			make_scaled(&s, op, T_ROW, T_BLOCK);            /* y = x W */
+		} else if (op->kind == IR_OP_MATMUL && quantised_w && op->phase != IR_PHASE_FWD &&
+			   !ir_op_int(op, "trans_a", 0) && ir_op_int(op, "trans_b", 0)) {
+			make_scaled(&s, op, T_ROW, T_BLOCK);            /* dx = dy W^T */
+		} else if (op->kind == IR_OP_MATMUL && s.wgrad_of[op->id] &&
+			   ir_op_int(op, "trans_a", 0) && !ir_op_int(op, "trans_b", 0) &&
+			   op->in[0]->shape.rank == 2 && op->in[1]->shape.rank == 2) {
+			make_scaled(&s, op, T_COL, T_COL);              /* dW = x^T dy */
+		} else if (op->kind == IR_OP_GROUPED_MATMUL && quantised_w &&
+			   !ir_op_int(op, "trans_b", 0) == (op->phase == IR_PHASE_FWD)) {
+			make_scaled(&s, op, T_ROW, T_BLOCK);            /* experts: y, dx */
+		} else if (op->kind == IR_OP_GROUPED_MATMUL_WGRAD && s.wgrad_of[op->id] &&
+			   !ir_op_int(op, "trans_b", 0)) {
+			make_scaled(&s, op, T_COL, T_COL);              /* experts: dW */
+		}
+		s.order[s.n_order++] = op;
+	}
+	RT_ASSERT(s.n_order == g->n_ops);
+	memcpy(g->ops, s.order, sizeof *g->ops * (size_t)g->n_ops);
+	free(u.start);
+	free(u.ops);
+	free(old);
+	free(s.quant);
+	free(s.weight);
+	free(s.wgrad_of);
+	free(s.order);
+	return 0;
+}
