@@ -443,6 +443,112 @@ static void test_moe(void)
 	EXPECT_FAIL(g, "dy f32[32, 16] must be [32, 15]");
 }
 
+/* a scaled product of f8 inputs qa, qb with scales of the given shapes and tiles */
+static struct ir_value *scaled(struct ir_graph *g, enum ir_opkind k, struct ir_value *qa,
+			       struct ir_value *qb, struct ir_value *off, struct ir_shape sa,
+			       struct ir_shape sb, const int64_t *ta, const int64_t *tb,
+			       enum ir_dtype out, struct ir_shape os)
+{
+	struct ir_value *a = input(g, "sa", IR_F32, sa), *b = input(g, "sb", IR_F32, sb);
+	struct ir_value *y = off ? OP(g, k, out, os, qa, qb, off, a, b) : OP(g, k, out, os, qa, qb, a, b);
+	if (ta)
+		ir_op_set_ints(g, y->def, "a_tile", 2, ta);
+	if (tb)
+		ir_op_set_ints(g, y->def, "b_tile", 2, tb);
+	return y;
+}
+
+static void test_scaled_products(void)
+{
+	static const int64_t row[2] = { 1, 128 }, col[2] = { 128, 1 }, blk[2] = { 128, 128 };
+	const enum ir_opkind M = IR_OP_SCALED_MATMUL, G = IR_OP_SCALED_GROUPED_MATMUL;
+	const enum ir_opkind W = IR_OP_SCALED_GROUPED_MATMUL_WGRAD;
+	/* valid: a [2, 40, 300] in 1x128 tiles (ragged), b [300, 72] in 128x128 blocks */
+	struct ir_graph *g = new_graph();
+	struct ir_value *qa = input(g, "qa", IR_F8E4M3, S(3, 2, 40, 300));
+	struct ir_value *qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(3, 2, 40, 3), S(2, 3, 1), row, blk, IR_F32, S(3, 2, 40, 72));
+	CHECK(ir_verify(g, stderr) == 0);
+	ir_graph_free(g);
+	/* a's scale one tile short along K (300 = 2 x 128 + 44 needs 3) */
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 2), S(2, 3, 1), row, blk, IR_F32, S(2, 40, 72));
+	EXPECT_FAIL(g, "scale f32[40, 2] of a f8e4m3[40, 300] must be f32[40, 3] (1x128 tiles)");
+	/* b's scale in 1x128 tiles where b_tile says 128x128 */
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 300, 1), row, blk, IR_F32, S(2, 40, 72));
+	EXPECT_FAIL(g, "scale f32[300, 1] of b f8e4m3[300, 72] must be f32[3, 1] (128x128 tiles)");
+	/* a batched a's scale without the batch dim */
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(3, 2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 3, 1), row, blk, IR_F32, S(3, 2, 40, 72));
+	EXPECT_FAIL(g, "must be f32[2, 40, 3] (1x128 tiles)");
+	/* tiles missing, f32 operands, an f8 output, a shape the GEMM rule refuses */
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 3, 1), row, NULL, IR_F32, S(2, 40, 72));
+	EXPECT_FAIL(g, "attribute 'b_tile' must be two positive integers [rows, cols]");
+	g = new_graph();
+	qa = input(g, "qa", IR_F32, S(2, 40, 300));
+	qb = input(g, "qb", IR_F32, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 3, 1), row, blk, IR_F32, S(2, 40, 72));
+	EXPECT_FAIL(g, "a f32[40, 300] must have an FP8 dtype");
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 300, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 3, 1), row, blk, IR_F8E4M3, S(2, 40, 72));
+	EXPECT_FAIL(g, "output f8e4m3[40, 72] must be f32 or bf16");
+	g = new_graph();
+	qa = input(g, "qa", IR_F8E4M3, S(2, 40, 300));
+	qb = input(g, "qb", IR_F8E4M3, S(2, 200, 72));
+	scaled(g, M, qa, qb, NULL, S(2, 40, 3), S(2, 2, 1), row, blk, IR_F32, S(2, 40, 72));
+	EXPECT_FAIL(g, "inner dims differ");
+	/* grouped: the weight's scale per expert, [E, ...] */
+	g = new_graph();
+	struct ir_value *xs = input(g, "xs", IR_F8E4M3, S(2, 32, 130));
+	struct ir_value *w = input(g, "w", IR_F8E4M3, S(3, 4, 130, 16));
+	struct ir_value *off = input(g, "off", IR_I32, S(1, 5));
+	scaled(g, G, xs, w, off, S(2, 32, 2), S(3, 4, 2, 1), row, blk, IR_F32, S(2, 32, 16));
+	CHECK(ir_verify(g, stderr) == 0);
+	ir_graph_free(g);
+	g = new_graph();
+	xs = input(g, "xs", IR_F8E4M3, S(2, 32, 130));
+	w = input(g, "w", IR_F8E4M3, S(3, 4, 130, 16));
+	off = input(g, "off", IR_I32, S(1, 5));
+	scaled(g, G, xs, w, off, S(2, 32, 2), S(2, 2, 1), row, blk, IR_F32, S(2, 32, 16));
+	EXPECT_FAIL(g, "scale f32[2, 1] of w f8e4m3[4, 130, 16] must be f32[4, 2, 1] (128x128 tiles)");
+	/* weight gradient: both operands 128x1 over the rows */
+	g = new_graph();
+	xs = input(g, "xs", IR_F8E4M3, S(2, 300, 130));
+	struct ir_value *dy = input(g, "dy", IR_F8E4M3, S(2, 300, 16));
+	off = input(g, "off", IR_I32, S(1, 5));
+	scaled(g, W, xs, dy, off, S(2, 3, 130), S(2, 3, 16), col, col, IR_F32, S(3, 4, 130, 16));
+	CHECK(ir_verify(g, stderr) == 0);
+	ir_graph_free(g);
+	g = new_graph();
+	xs = input(g, "xs", IR_F8E4M3, S(2, 300, 130));
+	dy = input(g, "dy", IR_F8E4M3, S(2, 300, 16));
+	off = input(g, "off", IR_I32, S(1, 5));
+	scaled(g, W, xs, dy, off, S(2, 3, 130), S(2, 300, 1), col, col, IR_F32, S(3, 4, 130, 16));
+	EXPECT_FAIL(g, "scale f32[300, 1] of dy f8e4m3[300, 16] must be f32[3, 16] (128x1 tiles)");
+	/* quant_fp8 over a batch dim: each matrix tiled on its own */
+	g = new_graph();
+	struct ir_value *x = input(g, "x", IR_F32, S(3, 2, 256, 300));
+	struct ir_op *q = ir_op_new(g, IR_OP_QUANT_FP8, 1, VALS(x), 2);
+	ir_op_set_int(g, q, "tile_r", 128);
+	ir_op_set_int(g, q, "tile_c", 128);
+	q->out[0]->dtype = IR_F8E4M3;
+	q->out[0]->shape = x->shape;
+	q->out[1]->shape = S(2, 2, 3);
+	EXPECT_FAIL(g, "scale f32[2, 3] must be f32[2, 2, 3]");
+}
+
 static void test_fp8_and_comm(void)
 {
 	struct ir_graph *g = new_graph();
@@ -589,6 +695,7 @@ int main(void)
 	test_routing();
 	test_moe();
 	test_fp8_and_comm();
+	test_scaled_products();
 	test_expert_parallel();
 	test_no_location();
 	return CHECK_DONE();
