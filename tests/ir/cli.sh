@@ -43,6 +43,16 @@ cp "$tmp/out" "$tmp/b.ir"
 has "$tmp/b.ir" " bwd_w "
 expect 0 "$sluice" ir "$tmp/b.ir" --after verify
 cmp -s "$tmp/b.ir" "$tmp/out" || { echo "FAIL: ir round trip after autodiff" >&2; fail=1; }
+# precision fp8: the fp8 pass quantises the products; its output reads back as it is,
+# and the pass leaves a graph quantised already as it is
+expect 0 "$sluice" ir models/tiny_moe.sl --after fp8 --set precision=fp8 -o "$tmp/f8.ir"
+has "$tmp/f8.ir" "= scaled_matmul "
+has "$tmp/f8.ir" "= scaled_grouped_matmul_wgrad "
+has "$tmp/f8.ir" "{tile_r = 128, tile_c = 128} : f8e4m3["
+expect 0 "$sluice" ir "$tmp/f8.ir"
+cmp -s "$tmp/f8.ir" "$tmp/out" || { echo "FAIL: ir round trip after fp8" >&2; fail=1; }
+expect 0 "$sluice" ir models/tiny_moe.sl --after fp8
+grep -q "scaled_matmul" "$tmp/out" && { echo "FAIL: fp8 pass ran at precision fp32" >&2; fail=1; }
 # autodiff leaves a graph already differentiated as is: 'sluice ir' reads back its own
 # output at every stage, and 'sluice check' takes it
 cp "$tmp/b.ir" "$tmp/c.ir"
