@@ -35,6 +35,8 @@
  *    three-op lowering computed it; the kernels skip the masked tiles), nor does the
  *    backward's recomputation of q k^T add to them.
  *    Per token means divided by the tokens of one micro-batch (the "tokens" input).
+ *    Of them, flops_fp8_per_token are the products that precision fp8 quantises (the
+ *    fp8 pass's choice, pass_fp8_products; scaled products count as what they scale).
  *  - Activation memory per micro-batch: the bytes of forward values that the backward
  *    reads, each counted once.  In a forward graph that is decided per op by what its
  *    backward needs (table at saved_inputs()), and only for ops on the gradient path
@@ -111,6 +113,15 @@ static int is_view(enum ir_opkind k)
 	       k == IR_OP_BROADCAST || k == IR_OP_SLICE || k == IR_OP_SCALE ||
 	       k == IR_OP_NEG || k == IR_OP_STOP_GRAD || k == IR_OP_QUANT_FP8 ||
 	       k == IR_OP_DEQUANT_FP8;
+}
+
+/* A scaled product counts as the product it scales (its operands are its first inputs,
+ * its scales the last two: weight-side views). */
+static enum ir_opkind plain_kind(enum ir_opkind k)
+{
+	return k == IR_OP_SCALED_MATMUL ? IR_OP_MATMUL
+	       : k == IR_OP_SCALED_GROUPED_MATMUL ? IR_OP_GROUPED_MATMUL
+	       : k == IR_OP_SCALED_GROUPED_MATMUL_WGRAD ? IR_OP_GROUPED_MATMUL_WGRAD : k;
 }
 
 /* Ops through which no gradient flows to any input. */
@@ -249,7 +260,7 @@ static void saved_inputs(struct acct *A, const struct ir_op *op)
 	int need[3] = { 0, 0, 0 };
 	for (int i = 0; i < op->n_in && i < 3; i++)
 		need[i] = A->rg[op->in[i]->id] && A->reach[op->in[i]->id];
-	switch (op->kind) {
+	switch (plain_kind(op->kind)) {
 	/* linear in every input, shape only: nothing */
 	case IR_OP_NEG: case IR_OP_SCALE: case IR_OP_CAST: case IR_OP_STOP_GRAD:
 	case IR_OP_ADD: case IR_OP_SUB: case IR_OP_REDUCE_SUM: case IR_OP_REDUCE_MEAN:
@@ -348,7 +359,8 @@ static int analyse(struct acct *A)
 		}
 		if (is_view(op->kind) && op->n_in >= 1 && op->n_out >= 1 &&
 		    A->origin[op->in[0]->id] >= 0)
-			A->origin[op->out[0]->id] = A->origin[op->in[0]->id];
+			for (int j = 0; j < op->n_out; j++) /* a weight's FP8 scales are it too */
+				A->origin[op->out[j]->id] = A->origin[op->in[0]->id];
 		int rg = 0;
 		if (!is_nondiff(op->kind))
 			for (int j = 0; j < op->n_in; j++)
@@ -413,6 +425,8 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 	if (A.tokens <= 0)
 		A.tokens = 1;
 	analyse(&A);
+	unsigned char *fp8 = xcalloc((size_t)A.nv, 1), *fp8_weight = xcalloc((size_t)A.nv, 1);
+	pass_fp8_products(g, fp8);
 
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
@@ -428,12 +442,14 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 		const struct ir_op *op = g->ops[i];
 		if (op->phase != IR_PHASE_FWD || is_view(op->kind))
 			continue;
-		for (int j = 0; j < op->n_in; j++) {
+		enum ir_opkind kind = plain_kind(op->kind);
+		int n_in = kind != op->kind ? op->n_in - 2 : op->n_in; /* not the scales */
+		for (int j = 0; j < n_in; j++) {
 			int p = A.origin[op->in[j]->id];
 			if (p < 0)
 				continue;
 			double f = 1.0;
-			if (op->kind == IR_OP_GROUPED_MATMUL && j == 1) {
+			if (kind == IR_OP_GROUPED_MATMUL && j == 1) {
 				const struct ir_shape *w = &op->in[1]->shape;
 				int64_t e = w->rank ? w->dim[0] : 1;
 				int64_t k = grouped_k(&A, op);
@@ -477,14 +493,15 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 		if (op->phase != IR_PHASE_FWD)
 			continue;
 		double fwd = 0;
-		if (op->kind == IR_OP_MATMUL) {
+		enum ir_opkind kind = plain_kind(op->kind);
+		if (kind == IR_OP_MATMUL) {
 			const struct ir_shape *a = &op->in[0]->shape, *y = &op->out[0]->shape;
 			if (a->rank < 2 || y->rank < 2)
 				continue;
 			int64_t k = ir_op_int(op, "trans_a", 0) ? a->dim[a->rank - 2]
 								 : a->dim[a->rank - 1];
 			fwd = 2.0 * (double)ir_shape_numel(y) * (double)k;
-		} else if (op->kind == IR_OP_GROUPED_MATMUL) {
+		} else if (kind == IR_OP_GROUPED_MATMUL) {
 			const struct ir_shape *x = &op->in[0]->shape, *y = &op->out[0]->shape;
 			if (x->rank < 1)
 				continue;
@@ -509,6 +526,19 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 		}
 		f /= (double)A.tokens;
 		out->flops_per_token += f;
+		if (fp8[op->out[0]->id]) {
+			out->flops_fp8_per_token += f;
+			int p = A.origin[op->in[1]->id];
+			if (p >= 0 && !fp8_weight[p]) {
+				const struct ir_shape *w = &g->values[p]->shape;
+				int64_t n = ir_shape_numel(w), blocks = 1;
+				for (int d = 0; d < w->rank; d++)
+					blocks *= d < w->rank - 2 ? w->dim[d] : (w->dim[d] + 127) / 128;
+				fp8_weight[p] = 1;
+				out->params_fp8 += n;
+				out->fp8_weight_bytes += n + 4 * blocks;
+			}
+		}
 		if (flops)
 			flops[op->out[0]->id] += f;
 		layer_of(&A, A.key[op->out[0]->id])->flops_per_token += f;
@@ -563,6 +593,8 @@ static int account_run(const struct ir_graph *g, struct pass_account *out, doubl
 	A.n_layers = kept;
 
 done:
+	free(fp8);
+	free(fp8_weight);
 	free(A.origin);
 	free(A.rg);
 	free(A.reach);

@@ -201,6 +201,55 @@ static void mark_wgrad(struct fp8_state *s, struct ir_value *v, struct ir_value 
 	}
 }
 
+/* The weights of linear and expert layers (weight[id] = 1) and those kept in their
+ * precision (-1), from the forward products that read them. */
+static void classify(const struct ir_graph *g, const struct uses *u, signed char *weight)
+{
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->phase != IR_PHASE_FWD)
+			continue;
+		struct ir_value *w = NULL;
+		if (op->kind == IR_OP_MATMUL && !ir_op_int(op, "trans_a", 0) &&
+		    !ir_op_int(op, "trans_b", 0) && is_weight(op->in[1], 2))
+			w = op->in[1];
+		else if (op->kind == IR_OP_GROUPED_MATMUL && !ir_op_int(op, "trans_b", 0) &&
+			 is_weight(op->in[1], 3))
+			w = op->in[1];
+		else
+			continue;
+		int keep = op->in[0]->dtype != IR_F32 && op->in[0]->dtype != IR_BF16;
+		keep |= reaches_head_or_router(g, u, op->out[0], 6);
+		if (keep)
+			weight[w->id] = -1;
+		else if (!weight[w->id])
+			weight[w->id] = 1;
+	}
+}
+
+void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8)
+{
+	memset(fp8, 0, (size_t)g->n_values);
+	signed char *weight = rt_calloc((size_t)g->n_values + 1, 1);
+	struct uses u;
+	uses_build(g, &u);
+	classify(g, &u, weight);
+	for (int i = 0; i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (op->phase != IR_PHASE_FWD)
+			continue;
+		if (op->kind == IR_OP_SCALED_MATMUL || op->kind == IR_OP_SCALED_GROUPED_MATMUL)
+			fp8[op->out[0]->id] = 1; /* quantised already */
+		else if ((op->kind == IR_OP_MATMUL || op->kind == IR_OP_GROUPED_MATMUL) &&
+			 weight[op->in[1]->id] == 1 && !ir_op_int(op, "trans_b", 0) &&
+			 !ir_op_int(op, "trans_a", 0))
+			fp8[op->out[0]->id] = 1;
+	}
+	free(u.start);
+	free(u.ops);
+	free(weight);
+}
+
 static int already_fp8(const struct ir_graph *g)
 {
 	for (int i = 0; i < g->n_ops; i++) {
@@ -233,27 +282,7 @@ int pass_fp8(struct ir_graph *g, FILE *err)
 	struct uses u;
 	uses_build(g, &u);
 
-	/* the weights of linear and expert layers, and those kept in their precision */
-	for (int i = 0; i < n_old; i++) {
-		const struct ir_op *op = old[i];
-		if (op->phase != IR_PHASE_FWD)
-			continue;
-		struct ir_value *w = NULL;
-		if (op->kind == IR_OP_MATMUL && !ir_op_int(op, "trans_a", 0) &&
-		    !ir_op_int(op, "trans_b", 0) && is_weight(op->in[1], 2))
-			w = op->in[1];
-		else if (op->kind == IR_OP_GROUPED_MATMUL && !ir_op_int(op, "trans_b", 0) &&
-			 is_weight(op->in[1], 3))
-			w = op->in[1];
-		else
-			continue;
-		int keep = op->in[0]->dtype != IR_F32 && op->in[0]->dtype != IR_BF16;
-		keep |= reaches_head_or_router(g, &u, op->out[0], 6);
-		if (keep)
-			s.weight[w->id] = -1;
-		else if (!s.weight[w->id])
-			s.weight[w->id] = 1;
-	}
+	classify(g, &u, s.weight);
 	/* the weight-gradient products: what flows into grad.<path> of a quantised weight */
 	for (int o = 0; o < g->n_outputs; o++) {
 		const char *name = g->output_names[o];

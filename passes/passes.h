@@ -27,6 +27,10 @@ int pass_expert_parallel(struct ir_graph *g, FILE *err);
  * for the weight gradient's operands); the output head, the router and every other op
  * keep their precision (see fp8.c).  0, or non-zero with a message on err. */
 int pass_fp8(struct ir_graph *g, FILE *err);
+/* fp8[value id] (g->n_values entries) = 1 for the output of each forward product that
+ * the fp8 pass quantises (its backward products with it), whatever the precision
+ * setting; scaled products of a graph quantised already count too. */
+void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8);
 
 /* Run the pipeline of passes in order, stopping after the pass named `after`
  * (NULL: run all).  Returns 0, or non-zero with a message (unknown pass name, a pass
@@ -49,6 +53,11 @@ struct pass_account {
 	int64_t params_mtp;         /* the MTP module(s) */
 	int64_t params_active;      /* per token: shared + top-k routed experts */
 	double flops_per_token;     /* training: forward + backward */
+	double flops_fp8_per_token; /* the part of it in products that precision fp8 runs
+				     * in E4M3 (linear and expert layers; see fp8.c) */
+	int64_t params_fp8;         /* the weights those products read (an E4M3 copy each) */
+	int64_t fp8_weight_bytes;   /* those copies: a byte per weight, an f32 scale per
+				     * 128x128 block */
 	int64_t activation_bytes;   /* per micro-batch, saved for the backward */
 	int n_layers;
 	struct pass_layer_stats *layers; /* malloc'd, freed by pass_account_free */

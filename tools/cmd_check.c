@@ -237,6 +237,50 @@ static const char *fmt_grouped(char *buf, size_t n, int64_t v)
 	return buf;
 }
 
+static const char *precision_of(const struct ir_graph *g)
+{
+	const struct ir_setting *p = ir_graph_setting(g, "precision");
+	return p && p->is_str && p->str ? p->str : "fp32";
+}
+
+/* The products and the memory of the weights, gradients and AdamW moments by precision:
+ * fp8 (DeepSeek-V3's recipe, passes/fp8.c), bf16 or fp32. */
+static void print_precision(const struct ir_graph *g, const struct pass_account *a)
+{
+	char b1[64], b2[64], b3[64];
+	const char *prec = precision_of(g);
+	int fp8 = !strcmp(prec, "fp8"), bf16 = !strcmp(prec, "bf16");
+	double n = (double)(a->params_total + a->params_mtp), f = a->flops_per_token;
+	double f8 = a->flops_fp8_per_token;
+	printf("  precision             %s\n", fp8 ? "fp8: E4M3 products in the linear and expert "
+	       "layers (DeepSeek-V3's recipe)" : bf16 ? "bf16 products" : "fp32 throughout");
+	if (fp8)
+		printf("    GEMM FLOPs/token    fp8 %s (%.1f%%), bf16/f32 %s (output head, routers, "
+		       "attention core)\n", fmt_flops(b1, sizeof b1, f8), f > 0 ? 100 * f8 / f : 0.0,
+		       fmt_flops(b2, sizeof b2, f - f8));
+	else
+		printf("    GEMM FLOPs/token    %s %s (under fp8: %s of it, %.1f%%, in E4M3)\n",
+		       bf16 ? "bf16" : "f32", fmt_flops(b1, sizeof b1, f),
+		       fmt_flops(b2, sizeof b2, f8), f > 0 ? 100 * f8 / f : 0.0);
+	printf("    weights             f32 master %s", fmt_bytes(b1, sizeof b1, 4 * n));
+	if (fp8)
+		printf(" + E4M3 copies %s (%s weights, with a scale per 128x128 block)",
+		       fmt_bytes(b2, sizeof b2, (double)a->fp8_weight_bytes),
+		       fmt_count(b3, sizeof b3, (double)a->params_fp8));
+	else if (bf16)
+		printf(" + bf16 copies %s", fmt_bytes(b2, sizeof b2, 2 * n));
+	printf("\n    gradients           f32 %s\n", fmt_bytes(b1, sizeof b1, 4 * n));
+	if (fp8)
+		printf("    AdamW moments       bf16 %s in the recipe (the training engine keeps them "
+		       "in f32 today: %s)\n", fmt_bytes(b1, sizeof b1, 4 * n),
+		       fmt_bytes(b2, sizeof b2, 8 * n));
+	else
+		printf("    AdamW moments       f32 %s\n", fmt_bytes(b1, sizeof b1, 8 * n));
+	if (fp8)
+		printf("    activations         saved in their dtype (the recipe's FP8 copies of the "
+		       "linear layers' inputs: not made yet)\n");
+}
+
 static void print_report(const struct ir_graph *g, const char *file,
 			 const struct pass_account *a, const struct check_extra *x, int verbose)
 {
@@ -259,6 +303,7 @@ static void print_report(const struct ir_graph *g, const char *file,
 				   x->buffers < 9e18 ? (int64_t)x->buffers : INT64_MAX));
 	printf("  training FLOPs/token  %s (forward + backward, matrix products)\n",
 	       fmt_flops(b1, sizeof b1, a->flops_per_token));
+	print_precision(g, a);
 	if (x->tokens) {
 		char shape[96];
 		ir_shape_str(&x->tokens_shape, shape, sizeof shape);
@@ -310,6 +355,10 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "params_mtp", (double)a->params_mtp);
 	cJSON_AddNumberToObject(o, "params_untrained", x->buffers);
 	cJSON_AddNumberToObject(o, "flops_per_token", a->flops_per_token);
+	cJSON_AddStringToObject(o, "precision", precision_of(g));
+	cJSON_AddNumberToObject(o, "flops_fp8_per_token", a->flops_fp8_per_token);
+	cJSON_AddNumberToObject(o, "params_fp8", (double)a->params_fp8);
+	cJSON_AddNumberToObject(o, "fp8_weight_bytes", (double)a->fp8_weight_bytes);
 	if (x->tokens)
 		cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
 	else
