@@ -67,12 +67,13 @@ if [ "$BACKEND" = llvm ]; then
 fi
 
 # --- precision fp8 on the CPU: the fp8 pass's products, emulated --------------------
-# tiny_moe, small: 30 steps in fp8 stay within 1% of fp32's losses, step by step
-# (measured: 0.13%; over 200 steps of the full tiny_moe, 0.73% at worst and -0.14% on
-# the mean of the last 50), and are not the same (the quantisation happens); the
+# tiny_moe, small: 30 steps in fp8 stay within 2% of fp32's losses, step by step
+# (measured on this data: 0.71% at worst; over 200 steps of the full tiny_moe on the
+# default data, 0.73% at worst and -0.14% on the mean of the last 50), and are not the
+# same (the quantisation happens); the
 # reference executor's fp8 losses match the LLVM backend's to 1e-3 (the quantisation is
 # bit-identical on the same f32 inputs, but inputs an f32 rounding apart can round to
-# neighbouring E4M3 values, 2^-4 apart: measured 1.6e-4)
+# neighbouring E4M3 values, 2^-4 apart: measured 2.8e-4)
 if [ "$BACKEND" = llvm ]; then
 	f8=(--set layers=2 --set seq=32 --set batch=4 --set warmup=5 --quiet "${DATA[@]}")
 	for p in fp32 fp8; do
@@ -92,7 +93,7 @@ L = lambda p: [json.loads(l)["lm_loss"] for l in open(p)]
 a, b = L("f8-fp32.jsonl"), L("f8-fp8.jsonl")
 gap = max(abs(x - y) / x for x, y in zip(a, b))
 print(f"fp8 vs fp32 over {len(a)} steps: largest relative gap {gap:.2e}, last {a[-1]:.4f} / {b[-1]:.4f}")
-assert len(a) == len(b) == 30 and 0 < gap < 0.01
+assert len(a) == len(b) == 30 and 0 < gap < 0.02
 r, l = L("f8-ref3.jsonl"), L("f8-llvm3.jsonl")
 d = max(abs(x - y) / x for x, y in zip(r, l))
 print(f"fp8 reference vs LLVM over 3 steps: {d:.2e}")
