@@ -13,14 +13,20 @@
  *  - forward  y = x W: SCALED_MATMUL (SCALED_GROUPED_MATMUL) of x quantised in 1x128
  *    tiles along K and W in 128x128 blocks (per expert);
  *  - input gradient dx = dy W^T (the backward's product that reads W, trans_b):
- *    dy in 1x128 tiles along its contraction dim N, and the forward's quantised W,
- *    whose 128x128 blocks serve transposed as they are (as DeepSeek-V3 does);
+ *    dy in 1x128 tiles along its contraction dim N, and W in the same 128x128 blocks,
+ *    which serve transposed as they are (as DeepSeek-V3 does), quantised again in the
+ *    backward (the same bits) rather than kept from the forward;
  *  - weight gradient dW = x^T dy (the product whose result flows, through sums,
  *    reshapes and casts, into the graph output grad.<W's path>): x and dy both in
  *    128x1 tiles, along the contraction dim (the tokens); the grouped weight gradient
- *    alike (a tile of 128 rows may span two experts' segments: it shares one scale);
+ *    alike (a tile of 128 rows may span two experts' segments: it shares one scale).
+ *    x is the forward's FP8 copy (1x128), dequantised and quantised again 128x1 in the
+ *    backward, as DeepSeek-V3 caches the inputs of linear layers in FP8: the backward
+ *    reads the E4M3 values and their scales, not the f32 x, for this product (the
+ *    reshapes of x that it read before are dropped when nothing else reads them);
  *  - each QUANT_FP8 takes the scope and phase of the product it serves, so the partition
- *    places it with it; a value quantised the same way twice is quantised once.
+ *    places it with it; a value quantised the same way twice is quantised once (a weight
+ *    once per phase).
  *  - the products' outputs keep their values, dtypes and shapes: only the op changes, so
  *    the graph's outputs (loss, gradients) are the same values.
  * Kept in their precision (by structure, no model is named): products that read no
@@ -34,9 +40,8 @@
  * unquantised graph, so the backward is the straight-through one (the quantisation is
  * the identity for the gradient) and its products are quantised in turn.
  *
- * Not done here, on purpose or not yet: activations saved for the backward stay in
- * their dtype (the weight gradient quantises x again from it, 128x1, where DeepSeek-V3
- * keeps the forward's FP8 x and requantises that); EP dispatch sends the rows in their
+ * Not done here, on purpose or not yet: a forward value that other backward ops read
+ * too is still saved in its dtype besides its FP8 copy; EP dispatch sends the rows in their
  * dtype (the scales would travel as a second ALL_TO_ALLV of [rows, K/128]); the AdamW
  * moments are the engine's, in f32 (the recipe keeps them in BF16); master weights
  * and gradients stay f32, as the recipe wants.
@@ -59,6 +64,8 @@ struct fp8_state {
 	int n_order;
 	/* per value id and tiling: the QUANT_FP8 made for it, or NULL */
 	struct ir_op **quant;
+	/* per value id: its forward FP8 copy quantised again in 128x1 tiles, or NULL */
+	struct ir_op **requant;
 	int n_vals;
 	/* per value id of a weight: 1 quantised, -1 kept */
 	signed char *weight;
@@ -69,9 +76,13 @@ struct fp8_state {
 static struct ir_op *quantise(struct fp8_state *s, const struct ir_op *like,
 			      struct ir_value *x, enum tiling t)
 {
-	RT_ASSERT(x->id < s->n_vals);
-	struct ir_op **slot = &s->quant[x->id * N_TILINGS + t];
-	if (*slot)
+	/* values made by this pass are quantised once each, not looked up */
+	struct ir_op *none = NULL, **slot = x->id < s->n_vals ? &s->quant[x->id * N_TILINGS + t]
+							     : &none;
+	/* a weight's copy is made again in each phase that reads it, so that it is not
+	 * kept from the forward to the backward (the copies of every layer at once would
+	 * take a byte per parameter; quantising is exact to repeat) */
+	if (*slot && (t != T_BLOCK || (*slot)->phase == like->phase))
 		return *slot;
 	int64_t tr = t == T_ROW ? 1 : FP8_TILE, tc = t == T_COL ? 1 : FP8_TILE;
 	ir_graph_set_context(s->g, like->loc, like->scope);
@@ -92,10 +103,49 @@ static struct ir_op *quantise(struct fp8_state *s, const struct ir_op *like,
 	return q;
 }
 
+static struct ir_value *mk(struct fp8_state *s, const struct ir_op *like, enum ir_opkind k,
+			   int n_in, struct ir_value **in, enum ir_dtype t, struct ir_shape sh)
+{
+	ir_graph_set_context(s->g, like->loc, like->scope);
+	struct ir_value *v = ir_op1(s->g, k, n_in, in, t, sh);
+	v->def->phase = like->phase;
+	v->def->stage = -1;
+	s->order[s->n_order++] = v->def;
+	return v;
+}
+
+/* The weight gradient's activation operand x (or x reshaped to rows, as autodiff
+ * flattens a batch): when the forward quantised x in 1x128 tiles, that FP8 copy is what
+ * the backward reads, dequantised and quantised again in 128x1 tiles (DeepSeek-V3
+ * caches the linear layers' inputs in FP8 so); the forward's f32 x is then not saved
+ * for this product.  Else x itself, quantised 128x1. */
+static struct ir_op *quantise_saved(struct fp8_state *s, const struct ir_op *like,
+				    struct ir_value *xa)
+{
+	struct ir_value *x = xa;
+	if (x->def && x->def->kind == IR_OP_RESHAPE && x->def->phase != IR_PHASE_FWD)
+		x = x->def->in[0];
+	struct ir_op *fq = x->id < s->n_vals ? s->quant[x->id * N_TILINGS + T_ROW] : NULL;
+	if (!fq || (x->dtype != IR_F32 && x->dtype != IR_BF16) || x->shape.rank < 2)
+		return quantise(s, like, xa, T_COL);
+	struct ir_op **slot = &s->requant[x->id];
+	if (!*slot) {
+		struct ir_value *in[2] = { fq->out[0], fq->out[1] };
+		struct ir_value *d = mk(s, like, IR_OP_DEQUANT_FP8, 2, in, x->dtype, x->shape);
+		ir_op_set_int(s->g, d->def, "tile_r", 1);
+		ir_op_set_int(s->g, d->def, "tile_c", FP8_TILE);
+		if (!ir_shape_eq(&d->shape, &xa->shape))
+			d = mk(s, like, IR_OP_RESHAPE, 1, &d, x->dtype, xa->shape);
+		*slot = quantise(s, like, d, T_COL);
+	}
+	return *slot;
+}
+
 /* op becomes its scaled kind, reading the quantised operands (a tiled ta, b tiled tb) */
 static void make_scaled(struct fp8_state *s, struct ir_op *op, enum tiling ta, enum tiling tb)
 {
-	struct ir_op *qa = quantise(s, op, op->in[0], ta);
+	struct ir_op *qa = ta == T_COL ? quantise_saved(s, op, op->in[0])
+				       : quantise(s, op, op->in[0], ta);
 	struct ir_op *qb = quantise(s, op, op->in[1], tb);
 	int grouped = op->kind != IR_OP_MATMUL;
 	int n = grouped ? 5 : 4;
@@ -250,6 +300,37 @@ void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8)
 	free(weight);
 }
 
+/* Drop the backward's shape ops and casts that no op reads any more (the reshape of x
+ * that the weight gradient read before it read the FP8 copy), so that the forward
+ * values they read are not kept for the backward. */
+static void drop_dead(const struct ir_graph *g, struct ir_op **order, int *n)
+{
+	int *uses = rt_calloc((size_t)g->n_values + 1, sizeof *uses);
+	for (int i = 0; i < *n; i++)
+		for (int j = 0; j < order[i]->n_in; j++)
+			uses[order[i]->in[j]->id]++;
+	for (int o = 0; o < g->n_outputs; o++)
+		uses[g->outputs[o]->id]++;
+	int k = *n;
+	for (int i = *n - 1; i >= 0; i--) {
+		struct ir_op *op = order[i];
+		int dead = op->phase != IR_PHASE_FWD && op->n_out == 1 && !uses[op->out[0]->id] &&
+			   (op->kind == IR_OP_RESHAPE || op->kind == IR_OP_TRANSPOSE ||
+			    op->kind == IR_OP_CAST);
+		if (dead) {
+			for (int j = 0; j < op->n_in; j++)
+				uses[op->in[j]->id]--;
+			order[i] = NULL;
+		}
+	}
+	k = 0;
+	for (int i = 0; i < *n; i++)
+		if (order[i])
+			order[k++] = order[i];
+	*n = k;
+	free(uses);
+}
+
 static int already_fp8(const struct ir_graph *g)
 {
 	for (int i = 0; i < g->n_ops; i++) {
@@ -276,9 +357,10 @@ int pass_fp8(struct ir_graph *g, FILE *err)
 	/* at most two quantisations per op, each one new value pair */
 	s.n_vals = g->n_values + 1;
 	s.quant = rt_calloc((size_t)s.n_vals * N_TILINGS, sizeof *s.quant);
+	s.requant = rt_calloc((size_t)s.n_vals, sizeof *s.requant);
 	s.weight = rt_calloc((size_t)s.n_vals, 1);
 	s.wgrad_of = rt_calloc((size_t)max_id + 1, sizeof *s.wgrad_of);
-	s.order = rt_calloc((size_t)(3 * n_old) + 1, sizeof *s.order);
+	s.order = rt_calloc((size_t)(6 * n_old) + 1, sizeof *s.order);
 	struct uses u;
 	uses_build(g, &u);
 
@@ -320,11 +402,14 @@ int pass_fp8(struct ir_graph *g, FILE *err)
 		s.order[s.n_order++] = op;
 	}
 	RT_ASSERT(s.n_order == g->n_ops);
-	memcpy(g->ops, s.order, sizeof *g->ops * (size_t)g->n_ops);
+	drop_dead(g, s.order, &s.n_order);
+	memcpy(g->ops, s.order, sizeof *g->ops * (size_t)s.n_order);
+	g->n_ops = s.n_order;
 	free(u.start);
 	free(u.ops);
 	free(old);
 	free(s.quant);
+	free(s.requant);
 	free(s.weight);
 	free(s.wgrad_of);
 	free(s.order);

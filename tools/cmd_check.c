@@ -119,6 +119,8 @@ struct check_extra {
 	int64_t cpu_arena;       /* what the CPU backend allocates: its plan after fusion */
 	int have_gpu_plan;
 	int64_t gpu_bytes;       /* what the CUDA backend takes from the GPU's arena */
+	int have_fp8;            /* precision fp8: the fp8 pass ran before the plan */
+	int64_t act_fp8;         /* activations saved for the backward after it */
 };
 
 static void count_extra(const struct ir_graph *g, struct check_extra *x)
@@ -145,6 +147,19 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 		fprintf(stderr, "sluice check: %s: no memory plan: the pass pipeline failed\n",
 			file);
 		return -1;
+	}
+	/* precision fp8: the step as it runs, its products quantised (the pass reads the
+	 * setting; a no-op otherwise) */
+	const struct ir_setting *prec = ir_graph_setting(g, "precision");
+	if (prec && prec->is_str && !strcmp(prec->str, "fp8")) {
+		struct pass_account a8;
+		if (pass_fp8(g, stderr) || ir_verify(g, stderr) || pass_account(g, &a8)) {
+			fprintf(stderr, "sluice check: %s: no memory plan: the fp8 pass failed\n", file);
+			return -1;
+		}
+		x->have_fp8 = 1;
+		x->act_fp8 = a8.activation_bytes;
+		pass_account_free(&a8);
 	}
 	struct pass_memplan p;
 	if (pass_memplan(g, CHECK_ALIGN, &p)) {
@@ -245,7 +260,8 @@ static const char *precision_of(const struct ir_graph *g)
 
 /* The products and the memory of the weights, gradients and AdamW moments by precision:
  * fp8 (DeepSeek-V3's recipe, passes/fp8.c), bf16 or fp32. */
-static void print_precision(const struct ir_graph *g, const struct pass_account *a)
+static void print_precision(const struct ir_graph *g, const struct pass_account *a,
+			    const struct check_extra *x)
 {
 	char b1[64], b2[64], b3[64];
 	const char *prec = precision_of(g);
@@ -276,9 +292,11 @@ static void print_precision(const struct ir_graph *g, const struct pass_account 
 		       fmt_bytes(b2, sizeof b2, 8 * n));
 	else
 		printf("    AdamW moments       f32 %s\n", fmt_bytes(b1, sizeof b1, 8 * n));
-	if (fp8)
-		printf("    activations         saved in their dtype (the recipe's FP8 copies of the "
-		       "linear layers' inputs: not made yet)\n");
+	if (x->have_fp8)
+		printf("    activations         %s per micro-batch after the fp8 pass (%s before: the "
+		       "linear layers' inputs saved as their E4M3 copies where the backward reads "
+		       "them only there)\n", fmt_bytes(b1, sizeof b1, (double)x->act_fp8),
+		       fmt_bytes(b2, sizeof b2, (double)a->activation_bytes));
 }
 
 static void print_report(const struct ir_graph *g, const char *file,
@@ -303,7 +321,7 @@ static void print_report(const struct ir_graph *g, const char *file,
 				   x->buffers < 9e18 ? (int64_t)x->buffers : INT64_MAX));
 	printf("  training FLOPs/token  %s (forward + backward, matrix products)\n",
 	       fmt_flops(b1, sizeof b1, a->flops_per_token));
-	print_precision(g, a);
+	print_precision(g, a, x);
 	if (x->tokens) {
 		char shape[96];
 		ir_shape_str(&x->tokens_shape, shape, sizeof shape);
@@ -359,6 +377,8 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "flops_fp8_per_token", a->flops_fp8_per_token);
 	cJSON_AddNumberToObject(o, "params_fp8", (double)a->params_fp8);
 	cJSON_AddNumberToObject(o, "fp8_weight_bytes", (double)a->fp8_weight_bytes);
+	if (x->have_fp8)
+		cJSON_AddNumberToObject(o, "activation_bytes_fp8", (double)x->act_fp8);
 	if (x->tokens)
 		cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
 	else

@@ -194,8 +194,9 @@ static void tiny_moe(void)
 			CHECKF(n_quant == 0, "%s is quantised", p->path);
 			kept++;
 		} else {
-			/* quantised once, in 128x128 blocks, for its forward and input gradient */
-			CHECKF(n_quant == 1 && n_plain == 0, "%s: %d quantisations, %d plain products",
+			/* quantised in 128x128 blocks for its forward, and again for its input
+			 * gradient (not kept from the forward to the backward) */
+			CHECKF(n_quant == 2 && n_plain == 0, "%s: %d quantisations, %d plain products",
 			       p->path, n_quant, n_plain);
 			quantised++;
 		}
@@ -213,6 +214,21 @@ static void tiny_moe(void)
 		       !strcmp(op->scope, "mtp.0") || (n >= 4 && !strcmp(op->scope + n - 4, ".moe")),
 		       "a plain matmul left in scope %s", op->scope);
 	}
+	/* every weight gradient reads the forward's FP8 copy of its activation */
+	int requant = 0;
+	for (int k = 0; k < g->n_ops; k++) {
+		const struct ir_op *op = g->ops[k];
+		int wgrad = op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD ||
+			    (op->kind == IR_OP_SCALED_MATMUL && ir_op_int(op, "trans_a", 0));
+		if (!wgrad)
+			continue;
+		const struct ir_value *v = op->in[0]->def->in[0]; /* what was quantised 128x1 */
+		while (v->def && v->def->kind == IR_OP_RESHAPE)
+			v = v->def->in[0];
+		requant += v->def && v->def->kind == IR_OP_DEQUANT_FP8;
+	}
+	CHECKF(requant == quantised, "%d of %d weight gradients read the FP8 copy", requant,
+	       quantised);
 	printf("tiny_moe: %d weights quantised (%d scaled products), %d kept\n", quantised, scaled,
 	       kept);
 	ir_graph_free(g);
