@@ -40,9 +40,15 @@
  * unquantised graph, so the backward is the straight-through one (the quantisation is
  * the identity for the gradient) and its products are quantised in turn.
  *
+ * With expert parallelism (expert_parallel ran before), the rows that dispatch sends to
+ * the experts' ranks go in FP8 with their scales: the token rows are quantised (1x128)
+ * before the ALL_TO_ALLV, the E4M3 values and the [rows, K/128] scales each sent and
+ * regrouped, and the exchange of the rows in their own dtype is dropped (the weight
+ * gradient reads the received FP8 copy too).  The combine, and the backward's
+ * exchanges, stay in the activations' dtype.
+ *
  * Not done here, on purpose or not yet: a forward value that other backward ops read
- * too is still saved in its dtype besides its FP8 copy; EP dispatch sends the rows in their
- * dtype (the scales would travel as a second ALL_TO_ALLV of [rows, K/128]); the AdamW
+ * too is still saved in its dtype besides its FP8 copy; the AdamW
  * moments are the engine's, in f32 (the recipe keeps them in BF16); master weights
  * and gradients stay f32, as the recipe wants.
  */
@@ -58,14 +64,20 @@
 /* how an operand is tiled: along rows x cols of its stored last two dims */
 enum tiling { T_ROW, T_COL, T_BLOCK, N_TILINGS }; /* 1x128, 128x1, 128x128 */
 
+/* an FP8 copy: the values and their scales, and the phase that made them */
+struct qpair {
+	struct ir_value *q, *s;
+	enum ir_phase phase;
+};
+
 struct fp8_state {
 	struct ir_graph *g;
 	struct ir_op **order;
 	int n_order;
-	/* per value id and tiling: the QUANT_FP8 made for it, or NULL */
-	struct ir_op **quant;
-	/* per value id: its forward FP8 copy quantised again in 128x1 tiles, or NULL */
-	struct ir_op **requant;
+	/* per value id and tiling: its FP8 copy, or q NULL */
+	struct qpair *quant;
+	/* per value id: its forward FP8 copy quantised again in 128x1 tiles, or q NULL */
+	struct qpair *requant;
 	int n_vals;
 	/* per value id of a weight: 1 quantised, -1 kept */
 	signed char *weight;
@@ -73,17 +85,78 @@ struct fp8_state {
 	struct ir_value **wgrad_of;
 };
 
-static struct ir_op *quantise(struct fp8_state *s, const struct ir_op *like,
-			      struct ir_value *x, enum tiling t)
+static struct ir_value *mk(struct fp8_state *s, const struct ir_op *like, enum ir_opkind k,
+			   int n_in, struct ir_value **in, enum ir_dtype t, struct ir_shape sh)
+{
+	ir_graph_set_context(s->g, like->loc, like->scope);
+	struct ir_value *v = ir_op1(s->g, k, n_in, in, t, sh);
+	v->def->phase = like->phase;
+	v->def->stage = -1;
+	s->order[s->n_order++] = v->def;
+	return v;
+}
+
+static struct qpair quantise(struct fp8_state *s, const struct ir_op *like,
+			     struct ir_value *x, enum tiling t);
+
+/* The ALL_TO_ALLV over "ep" that brought rows v to this rank (through EP_REGROUP), for
+ * float rows [C, K]; else NULL. */
+static const struct ir_op *dispatch_of(const struct ir_value *v)
+{
+	const struct ir_op *rg = v->def, *a2a;
+	if (!rg || rg->kind != IR_OP_EP_REGROUP || ir_op_int(rg, "inverse", 0) ||
+	    !(a2a = rg->in[0]->def) || a2a->kind != IR_OP_ALL_TO_ALLV ||
+	    strcmp(ir_op_str(a2a, "group", ""), "ep") || a2a->in[0]->shape.rank != 2 ||
+	    v->shape.rank != 2 || (v->dtype != IR_F32 && v->dtype != IR_BF16))
+		return NULL;
+	return a2a;
+}
+
+/* Rows that EP dispatch brought to this rank (EP_REGROUP of an ALL_TO_ALLV over "ep"
+ * of token rows x): quantised in 1x128 tiles, a tile is part of one row, so x is
+ * quantised where it is and its E4M3 rows travel with their scales (a second
+ * ALL_TO_ALLV and EP_REGROUP of [rows, K/128]), the same bits as quantising on arrival.
+ * NULL q when v is not such rows. */
+static struct qpair quantise_dispatched(struct fp8_state *s, const struct ir_op *like,
+					struct ir_value *v)
+{
+	struct qpair none = { NULL, NULL, like->phase };
+	const struct ir_op *rg = v->def, *a2a = dispatch_of(v);
+	if (!a2a)
+		return none;
+	struct qpair t = quantise(s, a2a, a2a->in[0], T_ROW);
+	struct qpair r = { NULL, NULL, a2a->phase };
+	for (int i = 0; i < 2; i++) {
+		struct ir_value *src = i ? t.s : t.q;
+		struct ir_shape sh = src->shape;
+		sh.dim[0] = a2a->out[0]->shape.dim[0];
+		struct ir_value *in[3] = { src, a2a->in[1], a2a->in[2] };
+		struct ir_value *moved = mk(s, a2a, IR_OP_ALL_TO_ALLV, 3, in, src->dtype, sh);
+		ir_op_set_str(s->g, moved->def, "group", "ep");
+		struct ir_value *in2[2] = { moved, rg->in[1] };
+		struct ir_value *y = mk(s, rg, IR_OP_EP_REGROUP, 2, in2, src->dtype, sh);
+		ir_op_set_int(s->g, y->def, "inverse", 0);
+		*(i ? &r.s : &r.q) = y;
+	}
+	return r;
+}
+
+static struct qpair quantise(struct fp8_state *s, const struct ir_op *like,
+			     struct ir_value *x, enum tiling t)
 {
 	/* values made by this pass are quantised once each, not looked up */
-	struct ir_op *none = NULL, **slot = x->id < s->n_vals ? &s->quant[x->id * N_TILINGS + t]
-							     : &none;
+	struct qpair none = { NULL, NULL, like->phase };
+	struct qpair *slot = x->id < s->n_vals ? &s->quant[x->id * N_TILINGS + t] : &none;
 	/* a weight's copy is made again in each phase that reads it, so that it is not
 	 * kept from the forward to the backward (the copies of every layer at once would
 	 * take a byte per parameter; quantising is exact to repeat) */
-	if (*slot && (t != T_BLOCK || (*slot)->phase == like->phase))
+	if (slot->q && (t != T_BLOCK || slot->phase == like->phase))
 		return *slot;
+	if (t == T_ROW) {
+		struct qpair d = quantise_dispatched(s, like, x);
+		if (d.q)
+			return *slot = d;
+	}
 	int64_t tr = t == T_ROW ? 1 : FP8_TILE, tc = t == T_COL ? 1 : FP8_TILE;
 	ir_graph_set_context(s->g, like->loc, like->scope);
 	struct ir_op *q = ir_op_new(s->g, IR_OP_QUANT_FP8, 1, &x, 2);
@@ -99,19 +172,8 @@ static struct ir_op *quantise(struct fp8_state *s, const struct ir_op *like,
 	q->out[1]->dtype = IR_F32;
 	q->out[1]->shape = ss;
 	s->order[s->n_order++] = q;
-	*slot = q;
-	return q;
-}
-
-static struct ir_value *mk(struct fp8_state *s, const struct ir_op *like, enum ir_opkind k,
-			   int n_in, struct ir_value **in, enum ir_dtype t, struct ir_shape sh)
-{
-	ir_graph_set_context(s->g, like->loc, like->scope);
-	struct ir_value *v = ir_op1(s->g, k, n_in, in, t, sh);
-	v->def->phase = like->phase;
-	v->def->stage = -1;
-	s->order[s->n_order++] = v->def;
-	return v;
+	struct qpair r = { q->out[0], q->out[1], like->phase };
+	return *slot = r;
 }
 
 /* The weight gradient's activation operand x (or x reshaped to rows, as autodiff
@@ -119,18 +181,25 @@ static struct ir_value *mk(struct fp8_state *s, const struct ir_op *like, enum i
  * the backward reads, dequantised and quantised again in 128x1 tiles (DeepSeek-V3
  * caches the linear layers' inputs in FP8 so); the forward's f32 x is then not saved
  * for this product.  Else x itself, quantised 128x1. */
-static struct ir_op *quantise_saved(struct fp8_state *s, const struct ir_op *like,
-				    struct ir_value *xa)
+static struct qpair quantise_saved(struct fp8_state *s, const struct ir_op *like,
+				   struct ir_value *xa)
 {
 	struct ir_value *x = xa;
 	if (x->def && x->def->kind == IR_OP_RESHAPE && x->def->phase != IR_PHASE_FWD)
 		x = x->def->in[0];
-	struct ir_op *fq = x->id < s->n_vals ? s->quant[x->id * N_TILINGS + T_ROW] : NULL;
-	if (!fq || (x->dtype != IR_F32 && x->dtype != IR_BF16) || x->shape.rank < 2)
+	struct qpair fq = { NULL, NULL, like->phase };
+	if (x->id < s->n_vals) {
+		fq = s->quant[x->id * N_TILINGS + T_ROW];
+		if (!fq.q) /* rows that dispatch brings: their FP8 copy travels instead */
+			fq = quantise_dispatched(s, like, x);
+		if (fq.q)
+			s->quant[x->id * N_TILINGS + T_ROW] = fq;
+	}
+	if (!fq.q || (x->dtype != IR_F32 && x->dtype != IR_BF16) || x->shape.rank < 2)
 		return quantise(s, like, xa, T_COL);
-	struct ir_op **slot = &s->requant[x->id];
-	if (!*slot) {
-		struct ir_value *in[2] = { fq->out[0], fq->out[1] };
+	struct qpair *slot = &s->requant[x->id];
+	if (!slot->q) {
+		struct ir_value *in[2] = { fq.q, fq.s };
 		struct ir_value *d = mk(s, like, IR_OP_DEQUANT_FP8, 2, in, x->dtype, x->shape);
 		ir_op_set_int(s->g, d->def, "tile_r", 1);
 		ir_op_set_int(s->g, d->def, "tile_c", FP8_TILE);
@@ -144,18 +213,21 @@ static struct ir_op *quantise_saved(struct fp8_state *s, const struct ir_op *lik
 /* op becomes its scaled kind, reading the quantised operands (a tiled ta, b tiled tb) */
 static void make_scaled(struct fp8_state *s, struct ir_op *op, enum tiling ta, enum tiling tb)
 {
-	struct ir_op *qa = ta == T_COL ? quantise_saved(s, op, op->in[0])
-				       : quantise(s, op, op->in[0], ta);
-	struct ir_op *qb = quantise(s, op, op->in[1], tb);
+	struct qpair qa = ta == T_COL ? quantise_saved(s, op, op->in[0])
+				      : quantise(s, op, op->in[0], ta);
+	/* the gradient rows that dispatch brings to the down-projection's weight gradient:
+	 * their FP8 copy, as the activations' (DeepSeek-V3 sends them in FP8 alike) */
+	struct qpair qb = tb == T_COL && dispatch_of(op->in[1]) ? quantise_saved(s, op, op->in[1])
+							       : quantise(s, op, op->in[1], tb);
 	int grouped = op->kind != IR_OP_MATMUL;
 	int n = grouped ? 5 : 4;
 	struct ir_value **in = ir_alloc(s->g->arena, sizeof *in * (size_t)n);
-	in[0] = qa->out[0];
-	in[1] = qb->out[0];
+	in[0] = qa.q;
+	in[1] = qb.q;
 	if (grouped)
 		in[2] = op->in[2];
-	in[n - 2] = qa->out[1];
-	in[n - 1] = qb->out[1];
+	in[n - 2] = qa.s;
+	in[n - 1] = qb.s;
 	op->in = in;
 	op->n_in = n;
 	op->kind = op->kind == IR_OP_MATMUL ? IR_OP_SCALED_MATMUL
@@ -302,7 +374,9 @@ void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8)
 
 /* Drop the backward's shape ops and casts that no op reads any more (the reshape of x
  * that the weight gradient read before it read the FP8 copy), so that the forward
- * values they read are not kept for the backward. */
+ * values they read are not kept for the backward, and the dispatch exchanges of rows
+ * that now travel in FP8 (every rank drops the same ones: the pass runs alike on
+ * each). */
 static void drop_dead(const struct ir_graph *g, struct ir_op **order, int *n)
 {
 	int *uses = rt_calloc((size_t)g->n_values + 1, sizeof *uses);
@@ -314,9 +388,10 @@ static void drop_dead(const struct ir_graph *g, struct ir_op **order, int *n)
 	int k = *n;
 	for (int i = *n - 1; i >= 0; i--) {
 		struct ir_op *op = order[i];
-		int dead = op->phase != IR_PHASE_FWD && op->n_out == 1 && !uses[op->out[0]->id] &&
-			   (op->kind == IR_OP_RESHAPE || op->kind == IR_OP_TRANSPOSE ||
-			    op->kind == IR_OP_CAST);
+		int dead = op->n_out == 1 && !uses[op->out[0]->id] &&
+			   (((op->kind == IR_OP_RESHAPE || op->kind == IR_OP_TRANSPOSE ||
+			      op->kind == IR_OP_CAST) && op->phase != IR_PHASE_FWD) ||
+			    op->kind == IR_OP_EP_REGROUP || op->kind == IR_OP_ALL_TO_ALLV);
 		if (dead) {
 			for (int j = 0; j < op->n_in; j++)
 				uses[op->in[j]->id]--;
