@@ -7,7 +7,7 @@
  * range.  The names are the ones the training engine reads; a name in the table that the
  * engine does not read would be a setting silently ignored, which is what this table is
  * for.  Whether an engine can honour a value it accepts here (a schedule not built yet,
- * fp8 on a CPU) is the engine's decision, not the frontend's.
+ * bf16 on a CPU) is the engine's decision, not the frontend's.
  *
  * The frontend's own diagnostics (with a location) are in lower.c; this file gives the
  * words, so that a model and a textual IR graph are refused alike.
