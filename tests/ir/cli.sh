@@ -53,6 +53,22 @@ expect 0 "$sluice" ir "$tmp/f8.ir"
 cmp -s "$tmp/f8.ir" "$tmp/out" || { echo "FAIL: ir round trip after fp8" >&2; fail=1; }
 expect 0 "$sluice" ir models/tiny_moe.sl --after fp8
 grep -q "scaled_matmul" "$tmp/out" && { echo "FAIL: fp8 pass ran at precision fp32" >&2; fail=1; }
+# sluice check by precision: under fp8 most GEMM FLOPs are E4M3 (not the head's nor the
+# routers'), and the activations saved after the pass are fewer (FP8 copies)
+expect 0 "$sluice" check models/tiny_moe.sl --set precision=fp8
+has "$tmp/out" "GEMM FLOPs/token    fp8 "
+has "$tmp/out" "AdamW moments       bf16 "
+expect 0 "$sluice" check --json models/tiny_moe.sl --set precision=fp8
+python3 - "$tmp/out" <<'PY' || { echo "FAIL: sluice check --json by precision" >&2; fail=1; }
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["precision"] == "fp8"
+assert 0.5 * o["flops_per_token"] < o["flops_fp8_per_token"] < o["flops_per_token"], o
+assert 0 < o["activation_bytes_fp8"] < o["activation_bytes"], o
+assert 0 < o["params_fp8"] < o["params_total"] + o["params_mtp"], o
+PY
+expect 0 "$sluice" check models/tiny_moe.sl
+has "$tmp/out" "GEMM FLOPs/token    f32 "
 # autodiff leaves a graph already differentiated as is: 'sluice ir' reads back its own
 # output at every stage, and 'sluice check' takes it
 cp "$tmp/b.ir" "$tmp/c.ir"
