@@ -53,6 +53,8 @@ struct vctx {
 	int count;
 	char ring[8][128];
 	int ring_i;
+	/* a scaled product checked as the product it scales: named as itself */
+	const struct ir_op *shadow, *real;
 };
 
 /* "f32[16, 256]" in a rotating buffer, so that one message can show several */
@@ -91,7 +93,7 @@ static void report(struct vctx *c, const struct ir_op *op, const char *fmt, ...)
 		fprintf(c->err, "%d:%d: ", op->loc.line, op->loc.col);
 	fputs("error: ", c->err);
 	if (op) {
-		fprintf(c->err, "%s", ir_op_name(op->kind));
+		fprintf(c->err, "%s", ir_op_name(op == c->shadow ? c->real->kind : op->kind));
 		if (op->n_out > 0 && op->out && op->out[0])
 			fprintf(c->err, " %%%d", op->out[0]->id);
 		else
@@ -394,7 +396,10 @@ static void check_scaled(struct vctx *c, const struct ir_op *op)
 	shadow.n_in = n_plain;
 	shadow.out = &outp;
 	int before = c->count;
+	c->shadow = &shadow;
+	c->real = op;
 	check_op(c, &shadow);
+	c->shadow = c->real = NULL;
 	if (c->count != before)
 		return;
 	int sa = n_plain, sb = n_plain + 1;
