@@ -283,6 +283,15 @@ int pass_layout_read(const struct ir_graph *g, int ranks, struct pass_layout *l,
 	return 0;
 }
 
+/* The PARAM op a value is a view of, or NULL. */
+static const struct ir_op *param_of(const struct ir_value *v)
+{
+	while (v->def && (is_view(v->def->kind) || v->def->kind == IR_OP_QUANT_FP8) &&
+	       v->def->n_in >= 1)
+		v = v->def->in[0];
+	return v->def && v->def->kind == IR_OP_PARAM ? v->def : NULL;
+}
+
 /* The experts of the model's MoE layers (the first dimension of a grouped matmul's
  * weights, or the global one when expert_parallel has sliced them); 0 when it has
  * none. */
@@ -292,11 +301,13 @@ static int64_t count_experts(const struct ir_graph *g, int64_t *mismatch)
 	*mismatch = 0;
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
-		if (op->kind != IR_OP_GROUPED_MATMUL || op->phase != IR_PHASE_FWD)
+		if ((op->kind != IR_OP_GROUPED_MATMUL && op->kind != IR_OP_SCALED_GROUPED_MATMUL) ||
+		    op->phase != IR_PHASE_FWD)
 			continue;
 		int64_t n = op->in[1]->shape.rank ? op->in[1]->shape.dim[0] : 1;
-		if (op->in[1]->def && op->in[1]->def->kind == IR_OP_PARAM)
-			n = ir_op_int(op->in[1]->def, "ep_global_rows", n);
+		const struct ir_op *w = param_of(op->in[1]);
+		if (w)
+			n = ir_op_int(w, "ep_global_rows", n);
 		if (e && n != e)
 			*mismatch = n;
 		if (!e)
@@ -416,14 +427,6 @@ void pass_unit_costs_free(struct pass_unit_costs *c)
 	memset(c, 0, sizeof *c);
 }
 
-/* The PARAM op a value is a view of, or NULL. */
-static const struct ir_op *param_of(const struct ir_value *v)
-{
-	while (v->def && is_view(v->def->kind) && v->def->n_in >= 1)
-		v = v->def->in[0];
-	return v->def && v->def->kind == IR_OP_PARAM ? v->def : NULL;
-}
-
 static int64_t tokens_of(const struct ir_graph *g)
 {
 	for (int i = 0; i < g->n_ops; i++) {
@@ -469,7 +472,9 @@ int pass_partition_costs(const struct ir_graph *g, const struct pass_layout *l,
 	int *seen = xcalloc((size_t)L + 2, sizeof *seen); /* copy units, stamped by param */
 	for (int i = 0; i < n; i++) {
 		const struct ir_op *op = g->ops[i];
-		if (op->kind == IR_OP_GROUPED_MATMUL && op->phase == IR_PHASE_FWD) {
+		if ((op->kind == IR_OP_GROUPED_MATMUL || op->kind == IR_OP_SCALED_GROUPED_MATMUL) &&
+		    op->phase == IR_PHASE_FWD) {
+			/* after the fp8 pass the weight is the E4M3 copy of the parameter */
 			const struct ir_op *p = param_of(op->in[1]);
 			if (p)
 				expert[p->out[0]->id] = 1;
