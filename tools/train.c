@@ -423,9 +423,10 @@ int train_run(const struct train_opts *o)
 		goto done;
 	}
 	const char *precision = setting_str(g, "precision", "fp32");
-	if (strcmp(precision, "fp32")) {
-		fprintf(stderr, "sluice train: %s: precision %s: the %s backend trains in fp32; "
-			"--set precision=fp32\n", o->model, precision, cuda ? "CUDA" : "CPU");
+	if (strcmp(precision, "fp32") && (strcmp(precision, "bf16") || cuda)) {
+		fprintf(stderr, "sluice train: %s: precision %s: the %s backend trains in %s; "
+			"--set precision=fp32\n", o->model, precision, cuda ? "CUDA" : "CPU",
+			cuda ? "fp32 (bf16 is not checked on GPUs yet)" : "fp32 or bf16");
 		goto done;
 	}
 	const char *optimizer = setting_str(g, "optimizer", "adamw");
@@ -502,8 +503,13 @@ int train_run(const struct train_opts *o)
 			goto done;
 	}
 	int64_t arena = 0;
-	if (rank == 0)
+	if (rank == 0) {
 		print_model(g, &c.flops_per_token, &arena);
+		if (!strcmp(precision, "bf16"))
+			fprintf(stderr, "precision: bf16 mixed precision (passes/bf16.c), emulated on "
+				"the CPU: bf16 values rounded to bf16 in f32 buffers after every op; "
+				"f32 master weights, gradients and AdamW states\n");
+	}
 	if (!cuda && check_memory(o, g, arena))
 		goto done;
 	if (cuda) {
