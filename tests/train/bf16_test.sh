@@ -8,6 +8,7 @@
 #    moves each step a little, and the curves drift apart as training goes on; a
 #    broken backward or a lost gradient shows in the first steps by tenths of a nat),
 #    and the loss is not bit-identical to fp32's (the casts are there and round);
+#  - two pipeline stages on two ranks give the losses of one rank;
 #  - sluice check counts the saved activations at their dtype: fewer bytes in bf16.
 set -u
 SLUICE=$(realpath "$1")
@@ -48,6 +49,23 @@ print(f"bf16 against fp32 over 100 steps: largest gap {gap:.2e} nats, final loss
 assert gap <= 0.02, f"gap {gap} > 0.02"
 assert a != b, "bf16 losses are bit-identical to fp32's: no rounding happened"
 assert b[100] < b[1] - 1.0, "the bf16 loss does not fall"
+PY
+
+# two pipeline stages on two CPU ranks train the bf16 graph as one rank does (the casts
+# are made in the scope of the layer that reads them, so none crosses a stage): the
+# same operations in the same order, so the losses are equal
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for r in 1 2; do
+	"$SLUICE" train "$ROOT/models/tiny_gpt.sl" "${small[@]}" --set precision=bf16 --steps 5 \
+		--set pp=$r --ranks $r --data text.bin --val-data text_val.bin --out "o-pp$r" \
+		--metrics "m-pp$r.jsonl" >/dev/null 2>"err-pp$r.txt" ||
+		fail "train bf16 pp=$r: $(head -c 400 "err-pp$r.txt")"
+done
+python3 - m-pp1.jsonl m-pp2.jsonl <<'PY' || fail "bf16 with pp=2 against one rank (above)"
+import json, sys
+a, b = ([r["loss"] for r in map(json.loads, open(p)) if "loss" in r] for p in sys.argv[1:])
+print("bf16 losses, one rank:", a, "\n           two stages:", b)
+assert len(a) == 5 and a == b
 PY
 
 act() { "$SLUICE" check --json "$ROOT/models/$1" --set precision=$2 |
