@@ -24,11 +24,11 @@
  *     Repeated until nothing changes: a projection that starts a residual stream (the
  *     MTP module's) is read by a norm, so it is f32, so is the add that joins the
  *     attention's output to it, and so that output projection writes f32 too.
- *  3. F32 ops: every op not named in rule 4 computes in f32 and reads its float inputs
- *     as f32 (a bf16 input is widened by a cast): the norms' statistics (square,
- *     reduce_mean, rsqrt), exp, log, sigmoid, tanh, sqrt, recip, div, softmax, the
- *     cross entropy (the logits' log-sum-exp and the loss), the reductions, top-k and
- *     every op this list does not know.
+ *  3. F32 ops: every op not named in rules 1 and 4 computes in f32 and reads its
+ *     float inputs as f32 (a bf16 input is widened by a cast): the norms' statistics
+ *     (square, reduce_mean, rsqrt), exp, log, sigmoid, tanh, sqrt, recip, div,
+ *     softmax, the cross entropy (the logits' log-sum-exp and the loss), the
+ *     reductions, top-k and every op this list does not know.
  *  4. Dtype-following ops, which round nothing that matters (PyTorch autocast's
  *     "promote"): neg, scale, add, sub, mul, silu, relu, rope, reshape, transpose,
  *     broadcast, slice, concat, stop_grad, gather_rows, take_along, put_along,
