@@ -9,6 +9,13 @@
 
 #include "ir/ir.h"
 
+/* bf16: with the train setting precision = bf16, mixed precision as practised (see
+ * bf16.c for the rules): products read bf16 operands (weights cast each step from the
+ * f32 parameters) and accumulate in f32, activations between products are bf16,
+ * norms, softmax, cross entropy, routing and the residual stream stay f32.  Runs
+ * before autodiff, which differentiates the casts.  0, or non-zero with a message. */
+int pass_bf16(struct ir_graph *g, FILE *err);
+
 /* autodiff: appends the backward of the graph's "loss" output.  Every backward op
  * is tagged IR_PHASE_BWD_B (gradients w.r.t. activations) or IR_PHASE_BWD_W
  * (gradients w.r.t. parameters).  For each trainable PARAM op (attr trainable != 0)

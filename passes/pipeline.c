@@ -26,6 +26,7 @@ static const struct pass {
 	int (*run)(struct ir_graph *g, FILE *err);
 } passes[] = {
 	{ "verify", pass_verify },
+	{ "bf16", pass_bf16 },
 	{ "autodiff", pass_autodiff },
 	{ "expert_parallel", pass_expert_parallel },
 	{ "fp8", pass_fp8 },

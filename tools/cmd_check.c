@@ -331,6 +331,11 @@ static void print_report(const struct ir_graph *g, const char *file,
 	}
 	printf("  activations           %s per micro-batch (saved for the backward)\n",
 	       fmt_bytes(b1, sizeof b1, (double)a->activation_bytes));
+	const struct ir_setting *prec = ir_graph_setting(g, "precision");
+	if (prec && prec->is_str && !strcmp(prec->str, "bf16"))
+		printf("  precision             bf16: products' operands and the activations between "
+		       "them in bf16, norms, softmax, loss, routing, residual stream f32 "
+		       "(passes/bf16.c)\n");
 	if (x->have_plan)
 		printf("  planned arena peak    %s (one slot per value: %s; %d ops in the step)\n",
 		       fmt_bytes(b1, sizeof b1, (double)x->peak),
@@ -580,6 +585,12 @@ int cmd_check(int argc, char **argv)
 	struct check_layout cl = { 0 };
 	struct pass_account acct;
 	struct check_extra x = { 0 };
+	/* the precision's casts before everything counted (activations by their dtype) */
+	if (pass_pipeline_run(g, "bf16", stderr)) {
+		fprintf(stderr, "sluice check: %s: the pass pipeline failed\n", o.file);
+		rc = EXIT_INPUT;
+		goto out;
+	}
 	rc = read_layout(o.file, g, o.ranks, &cl);
 	if (rc > 0)
 		goto out;

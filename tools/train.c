@@ -423,13 +423,16 @@ int train_run(const struct train_opts *o)
 		goto done;
 	}
 	const char *precision = setting_str(g, "precision", "fp32");
-	/* fp8: the fp8 pass quantises the products, the CPU backend runs them emulated
-	 * (operands rounded to E4M3 with their scales, products and sums in f32); the CUDA
-	 * backend does not lower the FP8 ops yet */
-	if (strcmp(precision, "fp32") && (cuda || strcmp(precision, "fp8"))) {
+	/* bf16: the bf16 pass casts the products' operands (both backends; the CPU holds
+	 * bf16 values in f32 buffers rounded after every op); fp8: the fp8 pass quantises
+	 * the products, the CPU backend runs them emulated (operands rounded to E4M3 with
+	 * their scales, products and sums in f32); the CUDA backend does not lower the FP8
+	 * ops yet */
+	if (strcmp(precision, "fp32") && strcmp(precision, "bf16") &&
+	    (cuda || strcmp(precision, "fp8"))) {
 		fprintf(stderr, "sluice train: %s: precision %s: the %s backend trains in %s; "
 			"--set precision=fp32\n", o->model, precision, cuda ? "CUDA" : "CPU",
-			cuda ? "fp32" : "fp32 or fp8 (emulated)");
+			cuda ? "fp32 or bf16" : "fp32, bf16 or fp8 (emulated)");
 		goto done;
 	}
 	const char *optimizer = setting_str(g, "optimizer", "adamw");
@@ -506,8 +509,16 @@ int train_run(const struct train_opts *o)
 			goto done;
 	}
 	int64_t arena = 0;
-	if (rank == 0)
+	if (rank == 0) {
 		print_model(g, &c.flops_per_token, &arena);
+		if (!strcmp(precision, "bf16"))
+			fprintf(stderr, "precision: bf16 mixed precision (passes/bf16.c), %s; "
+				"f32 master weights, gradients and AdamW states\n",
+				cuda ? "bf16 values stored in 16 bits, products on tensor cores "
+				       "accumulating in f32"
+				     : "emulated on the CPU: bf16 values rounded to bf16 in f32 "
+				       "buffers after every op");
+	}
 	if (!cuda && check_memory(o, g, arena))
 		goto done;
 	if (cuda) {

@@ -18,6 +18,9 @@ static void plan_model(const char *path)
 	if (!g)
 		return;
 	struct pass_account fwd, bwd;
+	/* the forward graph as it is trained: with its precision's casts (sluice check's
+	 * order) */
+	REQUIRE(pass_pipeline_run(g, "bf16", stderr) == 0);
 	REQUIRE(pass_account(g, &fwd) == 0);
 	/* through autodiff: the passes after it cut the model over a layout's ranks (a
 	 * model file that asks for ep shards its experts there) */

@@ -30,7 +30,11 @@ expect 0 "$sluice" dot --help
 expect 2 "$sluice" ir
 expect 2 "$sluice" ir models/tiny_gpt.sl --bogus
 expect 2 "$sluice" ir models/tiny_gpt.sl --after nonsense
-has "$tmp/err" "unknown pass 'nonsense'; the passes, in order: verify autodiff"
+has "$tmp/err" "unknown pass 'nonsense'; the passes, in order: verify bf16 autodiff"
+# precision bf16: the pass casts a product's operands (weights from their f32 PARAM)
+expect 0 "$sluice" ir models/tiny_gpt.sl --after bf16 --set precision=bf16 --set layers=1
+has "$tmp/out" "= cast %11 : bf16[192, 192] scope layers.0.attn"
+has "$tmp/out" "%22, %23 = attention %20, %21, %19 {causal = 1, scale = 0.17677669529663687} : bf16[8, 128, 6, 32], f32[8, 6, 128]"
 expect 1 "$sluice" ir "$tmp/missing.sl"
 expect 1 "$sluice" ir "$tmp/missing.ir"
 

@@ -2,7 +2,8 @@
  * it compiles to a graph that verifies, and its IR prints, parses and prints back to
  * the same text, before the passes and after all of them; its DOT picture is written.
  * The forward IR of tiny_gpt is compared with tests/ir/golden/tiny_gpt.ir.  After every
- * pass of the pipeline, the IR read back runs through the passes again unchanged. */
+ * pass of the pipeline, the IR read back runs through the passes again unchanged (the
+ * tiny models also with precision = bf16). */
 #include <glob.h>
 #include <string.h>
 #include <time.h>
@@ -66,9 +67,9 @@ static void check_model(const char *path)
  * after P parses back, every pass up to P runs again on it (each must leave a graph that
  * went through it as is), and the text printed is the same.  The same text run through
  * the rest of the pipeline prints what the whole pipeline prints from the model. */
-static void check_stages(const char *path)
+static void check_stages(const char *path, int n_over, const struct sl_override *over)
 {
-	struct ir_graph *full = sl_compile_file(path, 0, NULL, stderr);
+	struct ir_graph *full = sl_compile_file(path, n_over, over, stderr);
 	if (!full || pass_pipeline_run(full, NULL, stderr)) {
 		CHECKF(0, "%s: does not compile and run the pipeline", path);
 		ir_graph_free(full);
@@ -78,7 +79,7 @@ static void check_stages(const char *path)
 	ir_graph_free(full);
 	const char *const *names = pass_pipeline_names();
 	for (int p = 0; names[p]; p++) {
-		struct ir_graph *g = sl_compile_file(path, 0, NULL, stderr);
+		struct ir_graph *g = sl_compile_file(path, n_over, over, stderr);
 		if (!g)
 			break;
 		int r = pass_pipeline_run(g, names[p], stderr);
@@ -133,7 +134,11 @@ int main(void)
 	for (size_t i = 0; r == 0 && i < gl.gl_pathc; i++)
 		check_model(gl.gl_pathv[i]);
 	for (size_t i = 0; r == 0 && i < gl.gl_pathc; i++)
-		check_stages(gl.gl_pathv[i]);
+		check_stages(gl.gl_pathv[i], 0, NULL);
+	/* precision bf16: its pass rewrites the forward graph */
+	static const struct sl_override bf16[] = { { "precision", "bf16" } };
+	check_stages("models/tiny_gpt.sl", 1, bf16);
+	check_stages("models/tiny_moe.sl", 1, bf16);
 	if (r == 0)
 		globfree(&gl);
 	return CHECK_DONE();
