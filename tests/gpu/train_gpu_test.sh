@@ -103,6 +103,15 @@ one_gpu() {
 	run cpu_ema cpu --steps 5 --set ema=0.75 || fail "cpu, ema"
 	run gpu_ema cuda --steps 5 --set ema=0.75 || fail "gpu, ema"
 	ema_close ck-gpu_ema ck-cpu_ema || fail "the GPU's moving average against the CPU's"
+	# bf16 (passes/bf16.c): the GPU stores bf16 values in 16 bits, the CPU rounds them in
+	# f32 buffers at the same points, so the two differ only where another order of f32
+	# sums puts a value on the other side of a bf16 rounding (2^-8 relative, in a few
+	# elements): step 1 within 1e-3 relative, later steps 1e-2 (AdamW amplifies, as
+	# for fp32); and bf16 must not train as fp32 does (the pass acted)
+	run cpu_bf16 cpu --set precision=bf16 || fail "cpu, bf16"
+	run gpu_bf16 cuda --set precision=bf16 || fail "gpu, bf16"
+	compare gpu_bf16 cpu_bf16 1e-3 1e-2 || fail "bf16 on the GPU against bf16 on the CPU"
+	compare gpu_bf16 gpu 0 0 >/dev/null && fail "bf16 on the GPU gives fp32's losses"
 }
 
 # ema_close A B: every ema.NAME tensor of A's checkpoint against B's.  The two runs'
