@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/passes.h"
 #include "runtime/rt.h"
 
 /* ---- stages ------------------------------------------------------------------ */
@@ -233,7 +234,8 @@ struct builder {
 	const struct cg_layout *l;
 	struct rt_program *p;
 	int rank, stage, dpi, pp, M;
-	int *unit_of_op;          /* per op: stage*2 + backward (0 with one stage); -1 sources */
+	int split;                /* the schedule runs input- and weight-grads apart */
+	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
 	int *seg_of_op;           /* per op: its segment within the unit */
 	int *unit_of_val;         /* per value: the unit of its op, -1 sources */
 	int *buf_of_val;          /* per value: this rank's buffer, -1 none */
@@ -241,6 +243,7 @@ struct builder {
 				     that other chunks read too (then buf_of_val is SAVED) */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
 	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
+	int g_ppw;                /* weight-grad values sent between stages; -1: none */
 	int *use_start, *use_op; /* the ops reading value v: use_op[use_start[v] .. [v+1]) */
 };
 
@@ -249,16 +252,22 @@ static int is_comm(const struct ir_op *op)
 	return op->kind == IR_OP_ALL_TO_ALL || op->kind == IR_OP_ALL_TO_ALLV;
 }
 
+/* A stage's units: its forward, its backward (all of it, or its input-grad part when
+ * the schedule splits it) and its weight-grad part (empty unless split). */
+enum { UNIT_F, UNIT_B, UNIT_W, UNITS_PER_STAGE };
+
 static int unit_stage(const struct builder *b, int unit)
 {
-	return b->pp == 1 ? 0 : unit / 2;
+	return b->pp == 1 ? 0 : unit / UNITS_PER_STAGE;
 }
 
-/* micro-batches stage s keeps in flight under 1F1B */
-static int inflight(const struct builder *b, int s)
+static int unit_of(const struct builder *b, const struct ir_op *op)
 {
-	int n = b->pp - s;
-	return n < b->M ? n : b->M;
+	if (b->pp == 1)
+		return 0;
+	int part = is_fwd(op) ? UNIT_F : b->split && op->phase == IR_PHASE_BWD_W ? UNIT_W
+										 : UNIT_B;
+	return op->stage * UNITS_PER_STAGE + part;
 }
 
 static enum rt_dtype rt_dtype_of(enum ir_dtype t)
@@ -409,8 +418,11 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 	free(map);
 	int unit = key / SEG_MAX, seg = key % SEG_MAX;
 	int stage = unit_stage(b, unit);
+	int part = unit % UNITS_PER_STAGE;
 	enum rt_chunk_kind kind = b->pp == 1 ? RT_CHUNK_FWD_BWD
-					     : unit % 2 ? RT_CHUNK_BWD : RT_CHUNK_FWD;
+				  : part == UNIT_F ? RT_CHUNK_FWD
+				  : part == UNIT_W ? RT_CHUNK_BWD_W
+				  : b->split ? RT_CHUNK_BWD_B : RT_CHUNK_BWD;
 	char name[64];
 	if (b->pp == 1)
 		snprintf(name, sizeof name, seg ? "step.%d" : "step", seg);
@@ -630,38 +642,121 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 	return 0;
 }
 
-/* units in the order 1F1B runs them on this rank, with their micro-batches */
-static void schedule_1f1b(const struct builder *b, int *units, int *mbs, int *n)
+/* The units this rank runs, in order, with their micro-batches: every micro-batch's
+ * whole step with one stage, else the schedule's action list for this stage (a full
+ * backward BW runs the B unit, which holds all of it unless the schedule splits it,
+ * then the W unit; an overlapped FB runs its forward, then its backward). */
+static int schedule_units(const struct builder *b, const struct pass_schedule *sched,
+			  int *units, int *mbs)
 {
-	int M = b->M, k = 0;
+	int k = 0;
 	if (b->pp == 1) {
-		for (int m = 0; m < M; m++) {
+		for (int m = 0; m < b->M; m++) {
 			units[k] = 0;
 			mbs[k++] = m;
 		}
-		*n = k;
-		return;
+		return k;
 	}
-	int fu = b->stage * 2, bu = fu + 1;
-	int warm = b->pp - b->stage - 1;
-	if (warm > M)
-		warm = M;
-	int f = 0, bw = 0;
-	for (; f < warm; f++) {
-		units[k] = fu;
-		mbs[k++] = f;
+	for (int i = 0; i < sched->n_acts[b->stage]; i++) {
+		const struct pass_act *a = &sched->acts[b->stage][i];
+		int base = a->stage * UNITS_PER_STAGE, base2 = a->stage2 * UNITS_PER_STAGE;
+		switch (a->kind) {
+		case PASS_ACT_F: units[k] = base + UNIT_F, mbs[k++] = a->mb; break;
+		case PASS_ACT_B: units[k] = base + UNIT_B, mbs[k++] = a->mb; break;
+		case PASS_ACT_W: units[k] = base + UNIT_W, mbs[k++] = a->mb; break;
+		case PASS_ACT_BW:
+			units[k] = base + UNIT_B, mbs[k++] = a->mb;
+			if (b->split)
+				units[k] = base + UNIT_W, mbs[k++] = a->mb;
+			break;
+		case PASS_ACT_FB:
+			units[k] = base + UNIT_F, mbs[k++] = a->mb;
+			units[k] = base2 + UNIT_B, mbs[k++] = a->mb2;
+			if (b->split)
+				units[k] = base2 + UNIT_W, mbs[k++] = a->mb2;
+			break;
+		default:
+			RT_BUG("schedule action %s in a rank's list", pass_act_name(a->kind));
+		}
 	}
-	while (f < M) {
-		units[k] = fu;
-		mbs[k++] = f++;
-		units[k] = bu;
-		mbs[k++] = bw++;
+	return k;
+}
+
+/* Slots, from the action list: a micro-batch uses a buffer from the first action that
+ * touches it to the last (a started send or receive until its group's next WAIT), and
+ * a SAVED or COMM buffer gets the fewest slots such that no two micro-batches sharing
+ * a slot (m % slots) use it at once. */
+static void size_slots(struct rt_program *p, int M)
+{
+	size_t nb = (size_t)p->n_bufs, nm = (size_t)M;
+	int *lo = rt_malloc(sizeof *lo * nb * nm + 1), *hi = rt_malloc(sizeof *hi * nb * nm + 1);
+	int *end = rt_malloc(sizeof *end * (size_t)p->n_actions + 1);
+	int *next_wait = rt_malloc(sizeof *next_wait * (size_t)p->n_groups + 1);
+	for (size_t i = 0; i < nb * nm; i++)
+		lo[i] = hi[i] = -1;
+	for (int g = 0; g < p->n_groups; g++)
+		next_wait[g] = p->n_actions - 1;
+	for (int i = p->n_actions - 1; i >= 0; i--) {
+		const struct rt_action *a = &p->actions[i];
+		end[i] = i;
+		if (a->kind == RT_ACT_WAIT)
+			next_wait[a->index] = i;
+		else if (a->kind == RT_ACT_COMM)
+			end[i] = next_wait[p->comms[a->index].group];
 	}
-	while (bw < M) {
-		units[k] = bu;
-		mbs[k++] = bw++;
+	for (int i = 0; i < p->n_actions; i++) {
+		const struct rt_action *a = &p->actions[i];
+		int touched[4], n = 0;
+		const int *list = touched;
+		if (a->kind == RT_ACT_CHUNK) {
+			const struct rt_chunk *c = &p->chunks[a->index];
+			for (int k = 0; k < c->n_in + c->n_out; k++) {
+				int bf = k < c->n_in ? c->in[k] : c->out[k - c->n_in];
+				size_t at = (size_t)bf * nm + (size_t)a->mb;
+				if (lo[at] < 0)
+					lo[at] = i;
+				hi[at] = i;
+			}
+			continue;
+		}
+		if (a->kind != RT_ACT_COMM)
+			continue;
+		const struct rt_comm_op *op = &p->comms[a->index];
+		touched[n++] = op->buf;
+		if (op->out >= 0)
+			touched[n++] = op->out;
+		if (op->scounts >= 0)
+			touched[n++] = op->scounts;
+		if (op->rcounts >= 0)
+			touched[n++] = op->rcounts;
+		for (int k = 0; k < n; k++) {
+			size_t at = (size_t)list[k] * nm + (size_t)(a->mb % M);
+			if (lo[at] < 0)
+				lo[at] = i;
+			if (end[i] > hi[at])
+				hi[at] = end[i];
+		}
 	}
-	*n = k;
+	for (size_t bf = 0; bf < nb; bf++) {
+		struct rt_buffer *rb = &p->bufs[bf];
+		if (rb->role != RT_BUF_SAVED && rb->role != RT_BUF_COMM)
+			continue;
+		const int *l0 = lo + bf * nm, *h0 = hi + bf * nm;
+		int k = 1;
+		for (; k < M; k++) {
+			int clash = 0;
+			for (int m1 = 0; m1 < M && !clash; m1++)
+				for (int m2 = m1 + k; m2 < M && !clash && l0[m1] >= 0; m2 += k)
+					clash = l0[m2] >= 0 && l0[m2] <= h0[m1] && l0[m1] <= h0[m2];
+			if (!clash)
+				break;
+		}
+		rb->slots = k;
+	}
+	free(lo);
+	free(hi);
+	free(end);
+	free(next_wait);
 }
 
 static int group_of_attr(const struct builder *b, const struct ir_op *op, FILE *err)
@@ -696,12 +791,32 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		return NULL;
 	}
 	struct builder b = { .g = g, .l = l, .rank = rank, .stage = rank / l->dp,
-			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches };
+			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches,
+			     .g_ppw = -1 };
+	/* the schedule's action lists (passes/schedule.c), one per stage */
+	const char *sched_name = l->schedule ? l->schedule : "1f1b";
+	struct pass_schedule sched = { 0 };
+	if (l->pp > 1) {
+		if (pass_schedule_build(sched_name, l->pp, l->microbatches, &sched, err))
+			return NULL;
+		if (sched.stages != l->pp || sched.param_copies != 1) {
+			/* DualPipe's two parameter copies per rank, DualPipeV's two stages */
+			fprintf(err, "error: schedule %s puts two stages on one rank; the program "
+				"builder holds one stage per rank so far (1f1b, zb1p)\n", sched_name);
+			pass_schedule_free(&sched);
+			return NULL;
+		}
+		for (int r = 0; r < sched.ranks; r++)
+			for (int i = 0; i < sched.n_acts[r]; i++)
+				if (sched.acts[r][i].kind == PASS_ACT_B ||
+				    sched.acts[r][i].kind == PASS_ACT_W)
+					b.split = 1;
+	}
 	struct rt_program *p = b.p = rt_program_new(rank, world);
 	p->layout = (struct rt_layout){ l->pp, l->dp, l->ep };
 	p->stage = b.stage;
 	p->microbatches = l->microbatches;
-	p->schedule = rt_program_strdup(p, l->schedule ? l->schedule : "1f1b");
+	p->schedule = rt_program_strdup(p, sched_name);
 	int ep = l->ep, edp = l->dp / l->ep;
 	b.g_world = rt_program_add_group(p, "world", 0, rank);
 	b.g_pp = rt_program_add_group(p, "pp", b.dpi, b.stage);
@@ -710,7 +825,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.g_edp = rt_program_add_group(p, "edp", b.stage * ep + b.dpi % ep, b.dpi / ep);
 	p->loss_group = b.g_world;
 
-	int nv = g->n_values, nu = l->pp == 1 ? 1 : 2 * l->pp;
+	int nv = g->n_values, nu = l->pp == 1 ? 1 : UNITS_PER_STAGE * l->pp;
 	index_uses(&b);
 	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
 	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
@@ -722,16 +837,17 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	int *param_op = rt_calloc((size_t)nv + 1, sizeof *param_op);
 	int *seg_of_val = rt_calloc((size_t)nv + 1, sizeof *seg_of_val);
 	unsigned char *from_comm = rt_calloc((size_t)nv + 1, 1);
-	/* per (source stage, destination stage): the unit of the destination that first
+	/* per (source unit, destination stage): the unit of the destination that first
 	 * reads what the source sends */
-	int *first_reader = rt_calloc((size_t)(l->pp * l->pp) + 1, sizeof *first_reader);
+	int n_bundles = nu * l->pp;
+	int *first_reader = rt_calloc((size_t)n_bundles + 1, sizeof *first_reader);
 	int *units = NULL, *mbs = NULL;
 	struct item *items = NULL;
 	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
 		b.unit_of_val[i] = b.buf_of_val[i] = b.obuf_of_val[i] =
 			b.out_name[i] = param_op[i] = -1;
-	for (int i = 0; i < l->pp * l->pp; i++)
+	for (int i = 0; i < n_bundles; i++)
 		first_reader[i] = -1;
 	for (int i = 0; i < g->n_outputs; i++)
 		if (g->outputs[i])
@@ -748,7 +864,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				op->n_out ? op->out[0]->id : -1, ir_op_name(op->kind));
 			goto done;
 		}
-		int u = l->pp == 1 ? 0 : op->stage * 2 + !is_fwd(op), seg = 0;
+		int u = unit_of(&b, op), seg = 0;
 		for (int k = 0; k < op->n_in; k++) {
 			int vid = op->in[k]->id;
 			if (b.unit_of_val[vid] == u && seg_of_val[vid] + from_comm[vid] > seg)
@@ -783,11 +899,18 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			int src = b.unit_of_val[v->id];
 			if (src < 0 || unit_stage(&b, src) == s)
 				continue;
-			int *fr = &first_reader[unit_stage(&b, src) * l->pp + s];
-			if (*fr < 0 || u < *fr) /* the forward runs first on a stage */
+			int *fr = &first_reader[src * l->pp + s];
+			if (*fr < 0 || u < *fr) /* F, B, W run in this order on a stage */
 				*fr = u;
+			if (src % UNITS_PER_STAGE == UNIT_W && b.g_ppw < 0)
+				b.g_ppw = 0; /* the group is added below, on every rank alike */
 		}
 	}
+	/* weight-grad values sent between stages (a parameter shared by stages) travel on
+	 * a communicator of their own: their order between two ranks differs from that
+	 * of the input-grads, and sends carry no tags */
+	if (b.g_ppw >= 0)
+		b.g_ppw = rt_program_add_group(p, "ppw", b.dpi, b.stage);
 
 	/* buffers: sources read here, values crossing this rank's item boundaries */
 	int M = b.M;
@@ -865,12 +988,12 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				char sn[32];
 				snprintf(sn, sizeof sn, "v%d", v->id);
 				b.buf_of_val[v->id] = add_value_buffer(&b, v, sn, RT_BUF_SAVED,
-								       inflight(&b, b.stage), -1);
+								       1, -1);
 			} else if (outside) {
 				char nm[32];
 				snprintf(nm, sizeof nm, "v%d", v->id);
 				b.buf_of_val[v->id] = add_value_buffer(&b, v, nm, RT_BUF_SAVED,
-								       inflight(&b, b.stage), -1);
+								       1, -1);
 			}
 		}
 	}
@@ -880,14 +1003,14 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		if (src < 0 || unit_stage(&b, src) == b.stage || b.buf_of_val[i] >= 0)
 			continue;
 		int reads = 0;
-		for (int c = 0; c < 2 && !reads; c++)
-			reads = unit_reads(&b, b.stage * 2 + c, g->values[i]);
+		for (int c = 0; c < UNITS_PER_STAGE && !reads; c++)
+			reads = unit_reads(&b, b.stage * UNITS_PER_STAGE + c, g->values[i]);
 		if (!reads)
 			continue;
 		char nm[32];
 		snprintf(nm, sizeof nm, "v%d", i);
 		b.buf_of_val[i] = add_value_buffer(&b, g->values[i], nm, RT_BUF_COMM,
-						   inflight(&b, b.stage), -1);
+						   1, -1);
 	}
 	if (add_params(&b, holders, err))
 		goto done;
@@ -947,63 +1070,60 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		}
 	}
 
-	/* sends and receives between stages: per peer stage, in value order */
-	int *send_first = rt_calloc((size_t)l->pp + 1, sizeof *send_first);
-	int *recv_first = rt_calloc((size_t)l->pp + 1, sizeof *recv_first);
-	int *send_n = rt_calloc((size_t)l->pp + 1, sizeof *send_n);
-	int *recv_n = rt_calloc((size_t)l->pp + 1, sizeof *recv_n);
-	int *send_unit = rt_calloc((size_t)l->pp + 1, sizeof *send_unit);
-	for (int peer = 0; peer < l->pp; peer++) {
-		send_first[peer] = p->n_comms;
-		send_unit[peer] = -1;
-		if (peer != b.stage) {
-			for (int i = 0; i < nv; i++) {
-				int src = b.unit_of_val[i];
-				if (src < 0 || unit_stage(&b, src) != b.stage || b.buf_of_val[i] < 0)
-					continue;
-				int reads = 0;
-				for (int c = 0; c < 2 && !reads; c++)
-					reads = unit_reads(&b, peer * 2 + c, g->values[i]);
-				if (!reads)
-					continue;
-				struct rt_comm_op op = { RT_COP_SEND, b.buf_of_val[i], b.g_pp, peer, i,
-							 -1, -1, -1 };
-				rt_program_add_comm(p, &op);
-				send_n[peer]++;
-				send_unit[peer] = src;
-			}
-		}
-		recv_first[peer] = p->n_comms;
-		if (peer == b.stage)
+	/* sends and receives between stages: one bundle per (unit that makes the values,
+	 * stage that reads them), in value order, so both sides list it alike */
+	int *bundle_first = rt_calloc((size_t)n_bundles + 1, sizeof *bundle_first);
+	int *bundle_n = rt_calloc((size_t)n_bundles + 1, sizeof *bundle_n);
+	for (int bi = 0; bi < n_bundles; bi++) {
+		int su = bi / l->pp, src = unit_stage(&b, su), dst = bi % l->pp;
+		bundle_first[bi] = p->n_comms;
+		if (src == dst || (src != b.stage && dst != b.stage))
 			continue;
+		int send = src == b.stage, peer = send ? dst : src;
+		int grp = su % UNITS_PER_STAGE == UNIT_W ? b.g_ppw : b.g_pp;
 		for (int i = 0; i < nv; i++) {
-			int src = b.unit_of_val[i];
-			if (src < 0 || unit_stage(&b, src) != peer || b.buf_of_val[i] < 0 ||
-			    p->bufs[b.buf_of_val[i]].role != RT_BUF_COMM)
+			if (b.unit_of_val[i] != su || b.buf_of_val[i] < 0)
 				continue;
-			struct rt_comm_op op = { RT_COP_RECV, b.buf_of_val[i], b.g_pp, peer, i,
-						 -1, -1, -1 };
+			int reads = 0;
+			for (int c = 0; c < UNITS_PER_STAGE && !reads; c++)
+				reads = unit_reads(&b, dst * UNITS_PER_STAGE + c, g->values[i]);
+			if (!reads)
+				continue;
+			RT_ASSERT(grp >= 0 && (send || p->bufs[b.buf_of_val[i]].role == RT_BUF_COMM));
+			struct rt_comm_op op = { send ? RT_COP_SEND : RT_COP_RECV, b.buf_of_val[i],
+						 grp, peer, i, -1, -1, -1 };
 			rt_program_add_comm(p, &op);
-			recv_n[peer]++;
+			bundle_n[bi]++;
 		}
 	}
 
-	/* actions */
-	units = rt_calloc((size_t)(2 * M + 1), sizeof *units);
-	mbs = rt_calloc((size_t)(2 * M + 1), sizeof *mbs);
-	schedule_1f1b(&b, units, mbs, &n_sched);
+	/* actions: each unit the schedule runs, for its micro-batch, with the receives of
+	 * the bundles it is the first to read before it and its sends after it */
+	int cap = l->pp == 1 ? M : 0;
+	for (int r = 0; l->pp > 1 && r < sched.ranks; r++)
+		cap = cap > 3 * sched.n_acts[r] ? cap : 3 * sched.n_acts[r];
+	units = rt_calloc((size_t)cap + 1, sizeof *units);
+	mbs = rt_calloc((size_t)cap + 1, sizeof *mbs);
+	n_sched = schedule_units(&b, &sched, units, mbs);
 	for (int a = 0; a < n_sched; a++) {
 		int u = units[a], m = mbs[a];
-		int waits = 0;
-		for (int peer = 0; peer < l->pp; peer++)
-			if (peer != b.stage && recv_n[peer] &&
-			    first_reader[peer * l->pp + b.stage] == u) {
-				for (int k = 0; k < recv_n[peer]; k++)
-					rt_program_add_action(p, RT_ACT_COMM, recv_first[peer] + k, m);
-				waits = 1;
-			}
-		if (waits)
+		RT_ASSERT(unit_stage(&b, u) == b.stage);
+		int wait_pp = 0, wait_ppw = 0;
+		for (int su = 0; su < nu; su++) {
+			int bi = su * l->pp + b.stage;
+			if (unit_stage(&b, su) == b.stage || !bundle_n[bi] || first_reader[bi] != u)
+				continue;
+			for (int k = 0; k < bundle_n[bi]; k++)
+				rt_program_add_action(p, RT_ACT_COMM, bundle_first[bi] + k, m);
+			if (su % UNITS_PER_STAGE == UNIT_W)
+				wait_ppw = 1;
+			else
+				wait_pp = 1;
+		}
+		if (wait_pp)
 			rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, m);
+		if (wait_ppw)
+			rt_program_add_action(p, RT_ACT_WAIT, b.g_ppw, m);
 		const struct item *it = items + (size_t)u * (size_t)per_unit;
 		for (int k = 0; k < n_items[u]; k++) {
 			if (it[k].chunk >= 0) {
@@ -1013,13 +1133,19 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				rt_program_add_action(p, RT_ACT_WAIT, p->comms[it[k].comm].group, m);
 			}
 		}
-		for (int peer = 0; peer < l->pp; peer++)
-			if (peer != b.stage && send_n[peer] && send_unit[peer] == u)
-				for (int k = 0; k < send_n[peer]; k++)
-					rt_program_add_action(p, RT_ACT_COMM, send_first[peer] + k, m);
+		for (int peer = 0; peer < l->pp; peer++) {
+			int bi = u * l->pp + peer;
+			if (peer != b.stage)
+				for (int k = 0; k < bundle_n[bi]; k++)
+					rt_program_add_action(p, RT_ACT_COMM, bundle_first[bi] + k, m);
+		}
 	}
 	if (l->pp > 1)
 		rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, 0);
+	if (b.g_ppw >= 0)
+		rt_program_add_action(p, RT_ACT_WAIT, b.g_ppw, 0);
+	free(bundle_first);
+	free(bundle_n);
 	/* gradients summed over their groups */
 	for (int k = 0; k < p->n_params; k++) {
 		const struct rt_param *r = &p->params[k];
@@ -1029,12 +1155,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		rt_program_add_action(p, RT_ACT_COMM, rt_program_add_comm(p, &op), 0);
 		rt_program_add_action(p, RT_ACT_WAIT, r->reduce_group, 0);
 	}
-	free(send_first);
-	free(recv_first);
-	free(send_n);
-	free(recv_n);
-	free(send_unit);
 	free(n_items);
+	size_slots(p, M);
 	ok = 1;
 done:
 	free(b.unit_of_op);
@@ -1053,6 +1175,7 @@ done:
 	free(units);
 	free(mbs);
 	free(items);
+	pass_schedule_free(&sched);
 	if (!ok) {
 		rt_program_free(p);
 		return NULL;

@@ -22,8 +22,13 @@ const char *rt_buf_role_name(enum rt_buf_role r)
 
 const char *rt_chunk_kind_name(enum rt_chunk_kind k)
 {
-	static const char *const names[] = { "fwd", "bwd", "fwd+bwd" };
+	static const char *const names[] = { "fwd", "bwd", "fwd+bwd", "bwd_b", "bwd_w" };
 	return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+static int rt_chunk_is_bwd(enum rt_chunk_kind k)
+{
+	return k == RT_CHUNK_BWD || k == RT_CHUNK_BWD_B || k == RT_CHUNK_BWD_W;
 }
 
 const char *rt_cop_kind_name(enum rt_cop_kind k)
@@ -584,7 +589,7 @@ void rt_programs_dot(struct rt_program *const *progs, int n, const char *title, 
 			const struct rt_chunk *ch = &p->chunks[c];
 			fprintf(out, "    r%d_c%d [label=\"%s\\n%d in, %d out\", fillcolor=\"%s\"];\n",
 				r, c, ch->name, ch->n_in, ch->n_out,
-				ch->kind == RT_CHUNK_BWD ? "#fbeaea" : "#eef3fb");
+				rt_chunk_is_bwd(ch->kind) ? "#fbeaea" : "#eef3fb");
 			if (prev >= 0)
 				fprintf(out, "    r%d_c%d -> r%d_c%d [style=dotted, arrowhead=none];\n",
 					r, prev, r, c);
@@ -634,7 +639,7 @@ void rt_programs_dot(struct rt_program *const *progs, int n, const char *title, 
 			dot_bytes(bytes, bs, sizeof bs);
 			fprintf(out, "  r%d_c%d -> r%d_c%d [label=\"%d tensor%s, %s\", color=\"%s\"];\n",
 				r, from < 0 ? 0 : from, q, to < 0 ? 0 : to, count, count == 1 ? "" : "s",
-				bs, p->chunks[from < 0 ? 0 : from].kind == RT_CHUNK_BWD ? "#bb3333" : "#223366");
+				bs, rt_chunk_is_bwd(p->chunks[from < 0 ? 0 : from].kind) ? "#bb3333" : "#223366");
 		}
 		free(seen);
 	}

@@ -19,8 +19,9 @@
  *
  * Micro-batch slots: a buffer that lives per micro-batch (inputs, values saved for
  * the backward, values received from another stage) has `slots` copies; micro-batch m
- * uses slot m % slots.  The schedule guarantees that no more than `slots` consecutive
- * micro-batches are live at once on a stage (1F1B: stage s of P keeps P - s).
+ * uses slot m % slots.  The compiler sizes `slots` from the action list: no two
+ * micro-batches of the same slot are ever live at once (1F1B: stage s of P keeps
+ * P - s).
  *
  * Groups: the communicators the program's ops use.  groups[k] gives this rank's
  * color and key in a split of the world (every rank lists the same number of groups,
@@ -77,7 +78,10 @@ struct rt_chunk_impl {
 	void *(*output)(void *code, int i);
 };
 
-enum rt_chunk_kind { RT_CHUNK_FWD, RT_CHUNK_BWD, RT_CHUNK_FWD_BWD };
+/* BWD is a stage's whole backward; a schedule that defers weight gradients (zb1p)
+ * splits it into BWD_B (input gradients) and BWD_W (weight gradients) */
+enum rt_chunk_kind { RT_CHUNK_FWD, RT_CHUNK_BWD, RT_CHUNK_FWD_BWD, RT_CHUNK_BWD_B,
+		     RT_CHUNK_BWD_W };
 const char *rt_chunk_kind_name(enum rt_chunk_kind k);
 
 struct rt_chunk {

@@ -5,7 +5,7 @@
  * optimizer, data, checkpoints and metrics live in runtime/.
  *
  * Layout settings: pp (pipeline stages), microbatches (per data-parallel rank per
- * step), schedule (1f1b), ep and zero; dp is the number of ranks over pp.  What is not
+ * step), schedule (1f1b, zb1p), ep and zero; dp is the number of ranks over pp.  What is not
  * built yet is refused with a message, never ignored. */
 #include "train.h"
 
@@ -258,9 +258,10 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 		l->microbatches = mb;
 		pl.microbatches = mb;
 	}
-	if (strcmp(pl.schedule, "1f1b")) {
-		fprintf(stderr, "sluice train: %s: schedule %s is not built yet; this sluice runs "
-			"1f1b (--set schedule=1f1b)\n", model, pl.schedule);
+	if (strcmp(pl.schedule, "1f1b") && strcmp(pl.schedule, "zb1p")) {
+		fprintf(stderr, "sluice train: %s: schedule %s is not built yet for training (it "
+			"puts two stages on a rank); this sluice trains 1f1b and zb1p "
+			"(sluice schedule simulates all four)\n", model, pl.schedule);
 		return -1;
 	}
 	l->zero = pl.zero;

@@ -135,6 +135,11 @@ layout pp2dp2zero 4 2 2 --set zero=1
 layout ep2 2 1 1 --set ep=2
 [ "$QUICK" = 1 ] || layout ep4 4 1 1 --set ep=4
 layout pp2ep2 4 2 2 --set ep=2
+# zb1p: each stage's backward split into input-grad and weight-grad chunks, the
+# weight-grads deferred into the bubbles; the same sums in the same order as 1f1b
+layout pp2zb1p 2 2 4 --set schedule=zb1p
+[ "$QUICK" = 1 ] || layout pp4zb1p 4 4 8 --set schedule=zb1p
+layout pp2ep2zb1p 4 2 2 --set ep=2 --set schedule=zb1p
 [ "$QUICK" = 1 ] || layout pp2dp4ep2 8 2 1 --set ep=2
 
 # a checkpoint moved between layouts: saved half-way (step 5) by 4 ranks (pp 2 x dp 2, ZeRO-1),
