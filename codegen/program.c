@@ -80,7 +80,7 @@ static int is_fwd(const struct ir_op *op)
 
 int cg_assign_stages(struct ir_graph *g, const struct cg_layout *l, FILE *err)
 {
-	int pp = l->pp, nl = cg_count_layers(g);
+	int pp = l->stages ? l->stages : l->pp, nl = cg_count_layers(g);
 	if (pp > 1 && nl < pp) {
 		fprintf(err, "error: %d pipeline stages need at least %d layers; the model has %d\n",
 			pp, pp, nl);
@@ -229,11 +229,19 @@ static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, ch
  * ops of segment seg, and the communication ops of segment seg run after it. */
 #define SEG_MAX (1 << 16)
 
+/* A stage's units: its forward, its backward (all of it, or its input-grad part when
+ * the schedule splits it) and its weight-grad part (empty unless split). */
+enum { UNIT_F, UNIT_B, UNIT_W, UNITS_PER_STAGE };
+
 struct builder {
 	const struct ir_graph *g;
 	const struct cg_layout *l;
 	struct rt_program *p;
-	int rank, stage, dpi, pp, M;
+	int rank, pr, dpi, pp, M; /* pr: this rank's place in the pipeline, rank / dp */
+	int S;                    /* the model's stages: pp, or 2 pp (dualpipev) */
+	const struct pass_schedule *sched; /* NULL with one stage */
+	uint64_t mine;            /* the stages this rank runs (for some micro-batch) */
+	uint64_t *stage_ranks;    /* per stage: the pipeline ranks that run it */
 	int split;                /* the schedule runs input- and weight-grads apart */
 	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
 	int *seg_of_op;           /* per op: its segment within the unit */
@@ -243,7 +251,11 @@ struct builder {
 				     that other chunks read too (then buf_of_val is SAVED) */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
 	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
-	int g_ppw;                /* weight-grad values sent between stages; -1: none */
+	int dual;                 /* values pass both ways between two ranks (two stages a
+				     rank, DualPipe's two directions) */
+	int need_w;               /* weight-grad values pass between stages */
+	int chan[UNITS_PER_STAGE][2]; /* per (part that makes the values, toward a lower
+				     rank): the group they travel on */
 	int *use_start, *use_op; /* the ops reading value v: use_op[use_start[v] .. [v+1]) */
 };
 
@@ -252,13 +264,14 @@ static int is_comm(const struct ir_op *op)
 	return op->kind == IR_OP_ALL_TO_ALL || op->kind == IR_OP_ALL_TO_ALLV;
 }
 
-/* A stage's units: its forward, its backward (all of it, or its input-grad part when
- * the schedule splits it) and its weight-grad part (empty unless split). */
-enum { UNIT_F, UNIT_B, UNIT_W, UNITS_PER_STAGE };
-
 static int unit_stage(const struct builder *b, int unit)
 {
 	return b->pp == 1 ? 0 : unit / UNITS_PER_STAGE;
+}
+
+static int runs(const struct builder *b, int stage)
+{
+	return (int)(b->mine >> stage & 1);
 }
 
 static int unit_of(const struct builder *b, const struct ir_op *op)
@@ -497,7 +510,9 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* The parameter table; holders[param op index] = bitmask of stages reading it. */
+/* The parameter table; holders[param op index] = bitmask of the pipeline ranks that
+ * run a stage reading it (several: a parameter shared by stages, or a stage held by two
+ * ranks as DualPipe does; its gradient is summed over them all). */
 static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 {
 	const struct ir_graph *g = b->g;
@@ -537,12 +552,12 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 				first = 0;
 			}
 		snprintf(name + len, sizeof name - (size_t)len, "}");
-		int in = (int)(sets[k] >> b->stage & 1);
+		int in = (int)(sets[k] >> b->pr & 1);
 		set_group[k] = rt_program_add_group(p, name, in ? 0 : -1, b->rank);
 	}
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
-		if (op->kind != IR_OP_PARAM || !(holders[i] >> b->stage & 1))
+		if (op->kind != IR_OP_PARAM || !(holders[i] >> b->pr & 1))
 			continue;
 		const struct ir_value *v = op->out[0];
 		if (!ir_dtype_is_float(v->dtype)) {
@@ -567,7 +582,7 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 		r.trainable = ir_op_int(op, "trainable", 1) != 0;
 		r.decay = v->shape.rank >= 2;
 		int lowest = __builtin_ctzll(holders[i]);
-		r.owner = b->stage == lowest && b->dpi == 0;
+		r.owner = b->pr == lowest && b->dpi == 0;
 		r.buf = b->buf_of_val[v->id];
 		RT_ASSERT(r.buf >= 0);
 		int multi = (holders[i] & (holders[i] - 1)) != 0;
@@ -586,7 +601,7 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 			r.row0 = (int64_t)(b->dpi % ep) * r.rows;
 			r.shape[0] = ep_rows;
 			r.numel = r.numel / r.rows * ep_rows;
-			r.owner = b->stage == lowest && b->dpi / ep == 0;
+			r.owner = b->pr == lowest && b->dpi / ep == 0;
 			if (b->l->dp / ep > 1)
 				r.reduce_group = b->g_edp;
 		} else if (multi) {
@@ -633,7 +648,8 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 						"routing bias\n", r.scope);
 					return -1;
 				}
-				r.load_group = b->g_dp;
+				/* summed where the bias's copies are, as its gradient would be */
+				r.load_group = multi ? r.reduce_group : b->g_dp;
 			}
 		}
 		p->bufs[r.buf].param = p->n_params;
@@ -657,8 +673,8 @@ static int schedule_units(const struct builder *b, const struct pass_schedule *s
 		}
 		return k;
 	}
-	for (int i = 0; i < sched->n_acts[b->stage]; i++) {
-		const struct pass_act *a = &sched->acts[b->stage][i];
+	for (int i = 0; i < sched->n_acts[b->pr]; i++) {
+		const struct pass_act *a = &sched->acts[b->pr][i];
 		int base = a->stage * UNITS_PER_STAGE, base2 = a->stage2 * UNITS_PER_STAGE;
 		switch (a->kind) {
 		case PASS_ACT_F: units[k] = base + UNIT_F, mbs[k++] = a->mb; break;
@@ -776,6 +792,26 @@ struct item {
 	int chunk, comm;
 };
 
+/* The sends (or receives) of a bundle of n values made by unit su, to (from) pipeline
+ * rank peer: made once, on first use; returns the first of the n comm ops. */
+static int bundle_comms(struct builder *b, const int *vals, int n, int su, int peer, int send,
+			int *first)
+{
+	if (*first >= 0)
+		return *first;
+	int part = su % UNITS_PER_STAGE;
+	int grp = b->chan[part][send ? peer < b->pr : peer > b->pr];
+	RT_ASSERT(grp >= 0);
+	*first = b->p->n_comms;
+	for (int k = 0; k < n; k++) {
+		RT_ASSERT(b->buf_of_val[vals[k]] >= 0);
+		struct rt_comm_op op = { send ? RT_COP_SEND : RT_COP_RECV, b->buf_of_val[vals[k]],
+					 grp, peer, vals[k], -1, -1, -1 };
+		rt_program_add_comm(b->p, &op);
+	}
+	return *first;
+}
+
 struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_layout *l,
 				    int rank, const struct cg_backend *be, FILE *err)
 {
@@ -790,42 +826,56 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		fprintf(err, "error: at most 64 pipeline stages, got %d\n", l->pp);
 		return NULL;
 	}
-	struct builder b = { .g = g, .l = l, .rank = rank, .stage = rank / l->dp,
-			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches,
-			     .g_ppw = -1 };
-	/* the schedule's action lists (passes/schedule.c), one per stage */
+	struct builder b = { .g = g, .l = l, .rank = rank, .pr = rank / l->dp,
+			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches, .S = 1,
+			     .mine = 1 };
+	/* the schedule's action lists (passes/schedule.c), one per pipeline rank, and
+	 * where each stage of each micro-batch runs */
 	const char *sched_name = l->schedule ? l->schedule : "1f1b";
 	struct pass_schedule sched = { 0 };
+	uint64_t stage_ranks[64] = { 1 }; /* one stage: rank 0 of the pipeline */
 	if (l->pp > 1) {
 		if (pass_schedule_build(sched_name, l->pp, l->microbatches, &sched, err))
 			return NULL;
-		if (sched.stages != l->pp || sched.param_copies != 1) {
-			/* DualPipe's two parameter copies per rank, DualPipeV's two stages */
-			fprintf(err, "error: schedule %s puts two stages on one rank; the program "
-				"builder holds one stage per rank so far (1f1b, zb1p)\n", sched_name);
+		int want = l->stages ? l->stages : l->pp;
+		if (sched.stages != want || sched.stages > 64) {
+			fprintf(err, "error: internal: schedule %s has %d stages, the graph %d\n",
+				sched_name, sched.stages, want);
 			pass_schedule_free(&sched);
 			return NULL;
 		}
+		b.S = sched.stages;
+		b.sched = &sched;
+		b.mine = 0;
+		for (int m = 0; m < b.M; m++)
+			for (int s = 0; s < b.S; s++) {
+				int r = pass_schedule_rank(&sched, m, s);
+				stage_ranks[s] |= 1ull << r;
+				if (r == b.pr)
+					b.mine |= 1ull << s;
+			}
 		for (int r = 0; r < sched.ranks; r++)
 			for (int i = 0; i < sched.n_acts[r]; i++)
 				if (sched.acts[r][i].kind == PASS_ACT_B ||
 				    sched.acts[r][i].kind == PASS_ACT_W)
 					b.split = 1;
 	}
+	b.stage_ranks = stage_ranks;
 	struct rt_program *p = b.p = rt_program_new(rank, world);
 	p->layout = (struct rt_layout){ l->pp, l->dp, l->ep };
-	p->stage = b.stage;
+	p->stage = __builtin_ctzll(b.mine);
 	p->microbatches = l->microbatches;
 	p->schedule = rt_program_strdup(p, sched_name);
 	int ep = l->ep, edp = l->dp / l->ep;
 	b.g_world = rt_program_add_group(p, "world", 0, rank);
-	b.g_pp = rt_program_add_group(p, "pp", b.dpi, b.stage);
-	b.g_dp = rt_program_add_group(p, "dp", b.stage, b.dpi);
-	b.g_ep = rt_program_add_group(p, "ep", b.stage * edp + b.dpi / ep, b.dpi % ep);
-	b.g_edp = rt_program_add_group(p, "edp", b.stage * ep + b.dpi % ep, b.dpi / ep);
+	b.g_pp = rt_program_add_group(p, "pp", b.dpi, b.pr);
+	b.g_dp = rt_program_add_group(p, "dp", b.pr, b.dpi);
+	b.g_ep = rt_program_add_group(p, "ep", b.pr * edp + b.dpi / ep, b.dpi % ep);
+	b.g_edp = rt_program_add_group(p, "edp", b.pr * ep + b.dpi % ep, b.dpi / ep);
+	b.dual = b.S != b.pp || (sched.ranks && sched.param_copies > 1);
 	p->loss_group = b.g_world;
 
-	int nv = g->n_values, nu = l->pp == 1 ? 1 : UNITS_PER_STAGE * l->pp;
+	int nv = g->n_values, nu = l->pp == 1 ? 1 : UNITS_PER_STAGE * b.S;
 	index_uses(&b);
 	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
 	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
@@ -839,7 +889,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	unsigned char *from_comm = rt_calloc((size_t)nv + 1, 1);
 	/* per (source unit, destination stage): the unit of the destination that first
 	 * reads what the source sends */
-	int n_bundles = nu * l->pp;
+	int n_bundles = nu * b.S;
 	int *first_reader = rt_calloc((size_t)n_bundles + 1, sizeof *first_reader);
 	int *units = NULL, *mbs = NULL;
 	struct item *items = NULL;
@@ -859,7 +909,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			param_op[op->out[0]->id] = i;
 		if (is_source(op))
 			continue;
-		if (op->stage < 0 || op->stage >= l->pp) {
+		if (op->stage < 0 || op->stage >= b.S) {
 			fprintf(err, "error: internal: op %%%d (%s) has no stage\n",
 				op->n_out ? op->out[0]->id : -1, ir_op_name(op->kind));
 			goto done;
@@ -895,39 +945,59 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		for (int k = 0; k < op->n_in; k++) {
 			const struct ir_value *v = op->in[k];
 			if (param_op[v->id] >= 0)
-				holders[param_op[v->id]] |= 1ull << s;
+				holders[param_op[v->id]] |= stage_ranks[s];
 			int src = b.unit_of_val[v->id];
 			if (src < 0 || unit_stage(&b, src) == s)
 				continue;
-			int *fr = &first_reader[src * l->pp + s];
+			int *fr = &first_reader[src * b.S + s];
 			if (*fr < 0 || u < *fr) /* F, B, W run in this order on a stage */
 				*fr = u;
-			if (src % UNITS_PER_STAGE == UNIT_W && b.g_ppw < 0)
-				b.g_ppw = 0; /* the group is added below, on every rank alike */
+			if (src % UNITS_PER_STAGE == UNIT_W)
+				b.need_w = 1;
 		}
 	}
 	/* weight-grad values sent between stages (a parameter shared by stages) travel on
 	 * a communicator of their own: their order between two ranks differs from that
 	 * of the input-grads, and sends carry no tags */
-	if (b.g_ppw >= 0)
-		b.g_ppw = rt_program_add_group(p, "ppw", b.dpi, b.stage);
+	/* Channels.  Sends carry no tags and a WAIT waits for every operation this rank
+	 * started on the group, so each group carries one stream of values per pair of
+	 * ranks, in micro-batch order, one way.  1f1b and zb1p send forwards down the
+	 * ranks and input-grads up them, both on pp; weight-grad values (a parameter
+	 * shared by stages, its gradient summed in the graph) come in another order and
+	 * go on ppw.  With two stages a rank each kind goes both ways: one group per
+	 * kind and way. */
+	static const char *const chan_name[UNITS_PER_STAGE][2] = {
+		{ "pp", "pp.up" }, { "ppb", "ppb.up" }, { "ppw", "ppw.up" } };
+	for (int part = 0; part < UNITS_PER_STAGE; part++)
+		for (int up = 0; up < 2; up++) {
+			b.chan[part][up] = -1;
+			if (part == UNIT_W && !b.need_w)
+				continue;
+			if (!b.dual && part != UNIT_W)
+				b.chan[part][up] = b.g_pp;
+			else if (!b.dual && up)
+				b.chan[part][up] = b.chan[part][0];
+			else
+				b.chan[part][up] = rt_program_add_group(p, chan_name[part][up],
+									 b.dpi, b.pr);
+		}
 
 	/* buffers: sources read here, values crossing this rank's item boundaries */
 	int M = b.M;
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		int u = b.unit_of_op[i];
-		if (u >= 0 && unit_stage(&b, u) != b.stage)
+		if (u >= 0 && !runs(&b, unit_stage(&b, u)))
 			continue;
 		if (u < 0) {
 			if (op->kind == IR_OP_CONST)
 				continue;
-			if (op->kind == IR_OP_PARAM && !(holders[i] >> b.stage & 1))
+			if (op->kind == IR_OP_PARAM && !(holders[i] >> b.pr & 1))
 				continue;
 			if (op->kind == IR_OP_INPUT) {
 				int used = 0;
 				for (int c = 0; c < nu && !used; c++)
-					used = unit_stage(&b, c) == b.stage &&
+					used = runs(&b, unit_stage(&b, c)) &&
 					       unit_reads(&b, c, op->out[0]);
 				if (!used)
 					continue;
@@ -1000,11 +1070,11 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	/* values received from other stages */
 	for (int i = 0; i < nv; i++) {
 		int src = b.unit_of_val[i];
-		if (src < 0 || unit_stage(&b, src) == b.stage || b.buf_of_val[i] >= 0)
+		if (src < 0 || runs(&b, unit_stage(&b, src)) || b.buf_of_val[i] >= 0)
 			continue;
 		int reads = 0;
-		for (int c = 0; c < UNITS_PER_STAGE && !reads; c++)
-			reads = unit_reads(&b, b.stage * UNITS_PER_STAGE + c, g->values[i]);
+		for (int c = 0; c < nu && !reads; c++)
+			reads = runs(&b, unit_stage(&b, c)) && unit_reads(&b, c, g->values[i]);
 		if (!reads)
 			continue;
 		char nm[32];
@@ -1034,7 +1104,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	items = rt_calloc((size_t)(nu * per_unit) + 1, sizeof *items);
 	int *n_items = rt_calloc((size_t)nu + 1, sizeof *n_items);
 	for (int u = 0; u < nu; u++) {
-		if (unit_stage(&b, u) != b.stage)
+		if (!runs(&b, unit_stage(&b, u)))
 			continue;
 		struct item *it = items + (size_t)u * (size_t)per_unit;
 		for (int seg = 0; seg <= max_seg; seg++) {
@@ -1070,17 +1140,19 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		}
 	}
 
-	/* sends and receives between stages: one bundle per (unit that makes the values,
-	 * stage that reads them), in value order, so both sides list it alike */
-	int *bundle_first = rt_calloc((size_t)n_bundles + 1, sizeof *bundle_first);
+	/* sends and receives between ranks: one bundle per (unit that makes the values,
+	 * stage that reads them), its values in value order, so both sides list it alike;
+	 * a bundle whose two stages run on the same rank (for a micro-batch) passes
+	 * nothing: the reader reads the maker's buffer */
 	int *bundle_n = rt_calloc((size_t)n_bundles + 1, sizeof *bundle_n);
+	int **bundle_vals = rt_calloc((size_t)n_bundles + 1, sizeof *bundle_vals);
+	int *bundle_ops = rt_malloc(sizeof *bundle_ops * (size_t)n_bundles * (size_t)l->pp * 2 + 1);
+	for (int i = 0; i < n_bundles * l->pp * 2; i++)
+		bundle_ops[i] = -1;
 	for (int bi = 0; bi < n_bundles; bi++) {
-		int su = bi / l->pp, src = unit_stage(&b, su), dst = bi % l->pp;
-		bundle_first[bi] = p->n_comms;
-		if (src == dst || (src != b.stage && dst != b.stage))
+		int su = bi / b.S, src = unit_stage(&b, su), dst = bi % b.S;
+		if (src == dst || (!runs(&b, src) && !runs(&b, dst)))
 			continue;
-		int send = src == b.stage, peer = send ? dst : src;
-		int grp = su % UNITS_PER_STAGE == UNIT_W ? b.g_ppw : b.g_pp;
 		for (int i = 0; i < nv; i++) {
 			if (b.unit_of_val[i] != su || b.buf_of_val[i] < 0)
 				continue;
@@ -1089,11 +1161,9 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				reads = unit_reads(&b, dst * UNITS_PER_STAGE + c, g->values[i]);
 			if (!reads)
 				continue;
-			RT_ASSERT(grp >= 0 && (send || p->bufs[b.buf_of_val[i]].role == RT_BUF_COMM));
-			struct rt_comm_op op = { send ? RT_COP_SEND : RT_COP_RECV, b.buf_of_val[i],
-						 grp, peer, i, -1, -1, -1 };
-			rt_program_add_comm(p, &op);
-			bundle_n[bi]++;
+			if (!bundle_vals[bi])
+				bundle_vals[bi] = rt_calloc((size_t)nv + 1, sizeof **bundle_vals);
+			bundle_vals[bi][bundle_n[bi]++] = i;
 		}
 	}
 
@@ -1106,24 +1176,29 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	mbs = rt_calloc((size_t)cap + 1, sizeof *mbs);
 	n_sched = schedule_units(&b, &sched, units, mbs);
 	for (int a = 0; a < n_sched; a++) {
-		int u = units[a], m = mbs[a];
-		RT_ASSERT(unit_stage(&b, u) == b.stage);
-		int wait_pp = 0, wait_ppw = 0;
+		int u = units[a], m = mbs[a], s = unit_stage(&b, u);
+		RT_ASSERT(runs(&b, s));
+		int wait[2 * UNITS_PER_STAGE], n_wait = 0;
 		for (int su = 0; su < nu; su++) {
-			int bi = su * l->pp + b.stage;
-			if (unit_stage(&b, su) == b.stage || !bundle_n[bi] || first_reader[bi] != u)
+			int bi = su * b.S + s, ss = unit_stage(&b, su);
+			if (ss == s || !bundle_n[bi] || first_reader[bi] != u)
 				continue;
+			int peer = pass_schedule_rank(&sched, m, ss);
+			if (peer == b.pr)
+				continue;
+			int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], su, peer, 0,
+						 &bundle_ops[(bi * l->pp + peer) * 2]);
 			for (int k = 0; k < bundle_n[bi]; k++)
-				rt_program_add_action(p, RT_ACT_COMM, bundle_first[bi] + k, m);
-			if (su % UNITS_PER_STAGE == UNIT_W)
-				wait_ppw = 1;
-			else
-				wait_pp = 1;
+				rt_program_add_action(p, RT_ACT_COMM, first + k, m);
+			int grp = p->comms[first].group;
+			int seen = 0;
+			for (int k = 0; k < n_wait; k++)
+				seen |= wait[k] == grp;
+			if (!seen)
+				wait[n_wait++] = grp;
 		}
-		if (wait_pp)
-			rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, m);
-		if (wait_ppw)
-			rt_program_add_action(p, RT_ACT_WAIT, b.g_ppw, m);
+		for (int k = 0; k < n_wait; k++)
+			rt_program_add_action(p, RT_ACT_WAIT, wait[k], m);
 		const struct item *it = items + (size_t)u * (size_t)per_unit;
 		for (int k = 0; k < n_items[u]; k++) {
 			if (it[k].chunk >= 0) {
@@ -1133,19 +1208,33 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				rt_program_add_action(p, RT_ACT_WAIT, p->comms[it[k].comm].group, m);
 			}
 		}
-		for (int peer = 0; peer < l->pp; peer++) {
-			int bi = u * l->pp + peer;
-			if (peer != b.stage)
-				for (int k = 0; k < bundle_n[bi]; k++)
-					rt_program_add_action(p, RT_ACT_COMM, bundle_first[bi] + k, m);
+		for (int ds = 0; ds < b.S; ds++) {
+			int bi = u * b.S + ds;
+			if (ds == s || !bundle_n[bi])
+				continue;
+			int peer = pass_schedule_rank(&sched, m, ds);
+			if (peer == b.pr)
+				continue;
+			int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], u, peer, 1,
+						 &bundle_ops[(bi * l->pp + peer) * 2 + 1]);
+			for (int k = 0; k < bundle_n[bi]; k++)
+				rt_program_add_action(p, RT_ACT_COMM, first + k, m);
 		}
 	}
-	if (l->pp > 1)
-		rt_program_add_action(p, RT_ACT_WAIT, b.g_pp, 0);
-	if (b.g_ppw >= 0)
-		rt_program_add_action(p, RT_ACT_WAIT, b.g_ppw, 0);
-	free(bundle_first);
+	/* every send done before the step ends */
+	for (int part = 0; l->pp > 1 && part < UNITS_PER_STAGE; part++)
+		for (int up = 0; up < 2; up++) {
+			int grp = b.chan[part][up], seen = grp < 0;
+			for (int q = 0; q < part * 2 + up && !seen; q++)
+				seen = b.chan[q / 2][q % 2] == grp;
+			if (!seen)
+				rt_program_add_action(p, RT_ACT_WAIT, grp, 0);
+		}
+	for (int bi = 0; bi < n_bundles; bi++)
+		free(bundle_vals[bi]);
+	free(bundle_vals);
 	free(bundle_n);
+	free(bundle_ops);
 	/* gradients summed over their groups */
 	for (int k = 0; k < p->n_params; k++) {
 		const struct rt_param *r = &p->params[k];

@@ -18,7 +18,8 @@
 struct cg_layout {
 	int pp, dp, ep;
 	int microbatches;          /* per data-parallel rank per step */
-	const char *schedule;      /* "1f1b" */
+	const char *schedule;      /* "1f1b", "zb1p", "dualpipe", "dualpipev" */
+	int stages;                /* the model's stages: pp, or 2 pp for dualpipev (0: pp) */
 	int zero;                  /* 1: AdamW states sharded over each gradient's group */
 	const int *layer_stage;    /* [n_layers]: the stage of each layer (partition);
 				      NULL: layers cut into pp runs of equal length */
@@ -28,7 +29,8 @@ struct cg_layout {
 /* The layers of g: 1 + the largest N of the scopes "layers.N...", 0 when none. */
 int cg_count_layers(const struct ir_graph *g);
 
-/* The stage of every op of g (after autodiff), in op->stage: layer ops from
+/* The stage of every op of g (after autodiff), in op->stage, of l->stages (or l->pp)
+ * stages: layer ops from
  * l->layer_stage; other forward ops follow their inputs (the latest stage among
  * them), other backward ops too (the earliest: the backward runs down the stages);
  * ops fed only by inputs and parameters go where they are first needed.  0, or -1

@@ -5,7 +5,7 @@
  * optimizer, data, checkpoints and metrics live in runtime/.
  *
  * Layout settings: pp (pipeline stages), microbatches (per data-parallel rank per
- * step), schedule (1f1b, zb1p), ep and zero; dp is the number of ranks over pp.  What is not
+ * step), schedule (1f1b, zb1p, dualpipe, dualpipev), ep and zero; dp is the number of ranks over pp.  What is not
  * built yet is refused with a message, never ignored. */
 #include "train.h"
 
@@ -258,18 +258,22 @@ int train_layout(const char *model, const struct ir_graph *g, int world, struct 
 		l->microbatches = mb;
 		pl.microbatches = mb;
 	}
-	if (strcmp(pl.schedule, "1f1b") && strcmp(pl.schedule, "zb1p")) {
-		fprintf(stderr, "sluice train: %s: schedule %s is not built yet for training (it "
-			"puts two stages on a rank); this sluice trains 1f1b and zb1p "
-			"(sluice schedule simulates all four)\n", model, pl.schedule);
-		return -1;
-	}
 	l->zero = pl.zero;
 	if (pl.pp > 1) {
-		/* the layers cut by the partition pass's cost model */
+		/* the schedule's own conditions (dualpipe: an even pp, 2 pp micro-batches) */
+		struct pass_schedule sched;
+		if (pass_schedule_build(pl.schedule, pl.pp, l->microbatches, &sched, stderr))
+			return -1;
+		l->stages = sched.stages;
+		pass_schedule_free(&sched);
+		/* the layers cut by the partition pass's cost model, into the schedule's
+		 * stages (dualpipev: two per rank) */
+		struct pass_layout cut = pl;
+		cut.pp = l->stages;
+		cut.dp = pl.dp;
 		struct pass_partition part;
 		struct pass_rates rates = { 0, 0 };
-		if (pass_partition_plan(g, &pl, &rates, &part, stderr))
+		if (pass_partition_plan(g, &cut, &rates, &part, stderr))
 			return -1;
 		int *ls = rt_malloc(sizeof *ls * (size_t)(part.n_layers + 1));
 		memcpy(ls, part.layer_stage, sizeof *ls * (size_t)part.n_layers);

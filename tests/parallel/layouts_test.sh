@@ -140,6 +140,15 @@ layout pp2ep2 4 2 2 --set ep=2
 layout pp2zb1p 2 2 4 --set schedule=zb1p
 [ "$QUICK" = 1 ] || layout pp4zb1p 4 4 8 --set schedule=zb1p
 layout pp2ep2zb1p 4 2 2 --set ep=2 --set schedule=zb1p
+# dualpipev: 2 pp stages, rank r holding stages r and 2pp-1-r (the last rank passes
+# stage pp-1's output to stage pp in its own memory); dualpipe: half the micro-batches
+# enter at each end, each stage held by two ranks whose gradients are summed (an
+# order other than one rank's: within the bound, not bit-identical)
+layout pp2dualpipev 2 2 4 --set schedule=dualpipev
+[ "$QUICK" = 1 ] || layout pp2dp2dualpipev 4 2 4 --set schedule=dualpipev
+[ "$QUICK" = 1 ] || layout pp2ep2dualpipev 4 2 4 --set ep=2 --set schedule=dualpipev
+layout pp2dualpipe 2 2 4 --set schedule=dualpipe
+[ "$QUICK" = 1 ] || layout pp4dualpipe 4 4 8 --set schedule=dualpipe
 [ "$QUICK" = 1 ] || layout pp2dp4ep2 8 2 1 --set ep=2
 
 # a checkpoint moved between layouts: saved half-way (step 5) by 4 ranks (pp 2 x dp 2, ZeRO-1),
@@ -273,7 +282,9 @@ expect "3 ranks are not divisible by pp=2" --ranks 3 --set pp=2
 expect "more stages than the model's 4 layers" --ranks 8 --set pp=8
 expect "8 experts are not divisible by ep=3" --ranks 3 --set ep=3
 expect "ep=4 does not divide dp=2" --ranks 2 --set ep=4
-expect "not built yet" --ranks 2 --set schedule=dualpipe
+expect "needs an even pp" --ranks 3 --set pp=3 --set schedule=dualpipe
+expect "needs at least 2 x pp = 4" --ranks 2 --set pp=2 --set microbatches=2 --set schedule=dualpipev
+expect "not built yet" --ranks 4 --set pp=2 --set ep=2 --set microbatches=4 --set schedule=dualpipe
 
 [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
 echo "all layouts agree with one rank"

@@ -2,8 +2,9 @@
  * cross-rank verifier, and each way of breaking them (a receive of the wrong shape,
  * a missing receive, a send to the wrong micro-batch, collectives in another order)
  * is caught; the structure a layout implies is there (sends only between
- * neighbouring stages' chunks, SAVED slots sized by 1F1B's micro-batches in flight,
- * gradient sums over dp). */
+ * neighbouring stages' chunks, SAVED slots never shared by two micro-batches at
+ * once and no more than 1F1B's micro-batches in flight, gradient sums over dp); the
+ * other schedules (zb1p, dualpipev, dualpipe) build programs that verify. */
 #include <string.h>
 
 #include "check.h"
@@ -21,11 +22,14 @@ static struct ir_graph *model(void)
 	return g;
 }
 
-static int build_ep(struct ir_graph *g, int pp, int dp, int ep, int mb,
-		    struct rt_program **progs)
+static int build_sched(struct ir_graph *g, int pp, int dp, int ep, int mb, const char *sched,
+		       struct rt_program **progs)
 {
+	struct pass_schedule ps;
+	REQUIRE(pass_schedule_build(sched, pp, mb, &ps, stderr) == 0);
 	struct cg_layout l = { .pp = pp, .dp = dp, .ep = ep, .microbatches = mb,
-			       .schedule = "1f1b" };
+			       .schedule = sched, .stages = ps.stages };
+	pass_schedule_free(&ps);
 	REQUIRE(cg_assign_stages(g, &l, stderr) == 0);
 	for (int r = 0; r < pp * dp; r++) {
 		progs[r] = cg_program_build(g, &l, r, NULL, stderr);
@@ -34,9 +38,87 @@ static int build_ep(struct ir_graph *g, int pp, int dp, int ep, int mb,
 	return pp * dp;
 }
 
+static int build_ep(struct ir_graph *g, int pp, int dp, int ep, int mb,
+		    struct rt_program **progs)
+{
+	return build_sched(g, pp, dp, ep, mb, "1f1b", progs);
+}
+
 static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program **progs)
 {
 	return build_ep(g, pp, dp, 1, mb, progs);
+}
+
+/* Plays p's actions and follows what each slot of each SAVED or COMM buffer holds: a
+ * chunk writes (buffer, micro-batch) into its slot, a receive does so once started,
+ * and a chunk that reads or a send that starts must find its own micro-batch there;
+ * nothing may overwrite a slot whose send has not been waited for.  The number of
+ * faults, each said on stderr. */
+static int check_slots(const struct rt_program *p)
+{
+	int nb = p->n_bufs, faults = 0, maxs = 1;
+	for (int b = 0; b < nb; b++)
+		maxs = p->bufs[b].slots > maxs ? p->bufs[b].slots : maxs;
+	int *owner = calloc((size_t)nb * (size_t)maxs, sizeof *owner);
+	int *pending = calloc((size_t)nb * (size_t)maxs, sizeof *pending); /* group + 1 */
+	REQUIRE(owner && pending);
+	for (int i = 0; i < nb * maxs; i++)
+		owner[i] = -1;
+	for (int a = 0; a < p->n_actions; a++) {
+		const struct rt_action *ac = &p->actions[a];
+		int reads[4096], writes[4096], nr = 0, nw = 0, send_group = -1;
+		if (ac->kind == RT_ACT_WAIT) {
+			for (int i = 0; i < nb * maxs; i++)
+				if (pending[i] == ac->index + 1)
+					pending[i] = 0;
+			continue;
+		}
+		if (ac->kind == RT_ACT_CHUNK) {
+			const struct rt_chunk *c = &p->chunks[ac->index];
+			REQUIRE(c->n_in <= 4096 && c->n_out <= 4096);
+			for (int k = 0; k < c->n_in; k++)
+				reads[nr++] = c->in[k];
+			for (int k = 0; k < c->n_out; k++)
+				writes[nw++] = c->out[k];
+		} else {
+			const struct rt_comm_op *op = &p->comms[ac->index];
+			if (op->kind == RT_COP_RECV) {
+				writes[nw++] = op->buf;
+			} else if (op->kind == RT_COP_SEND) {
+				reads[nr++] = op->buf;
+				send_group = op->group;
+			}
+		}
+		for (int k = 0; k < nr; k++) {
+			const struct rt_buffer *b = &p->bufs[reads[k]];
+			if (b->role != RT_BUF_SAVED && b->role != RT_BUF_COMM)
+				continue;
+			int at = reads[k] * maxs + ac->mb % b->slots;
+			if (owner[at] != ac->mb) {
+				fprintf(stderr, "rank %d action %d: %s slot %d holds micro-batch %d, "
+					"not %d\n", p->rank, a, b->name, ac->mb % b->slots, owner[at],
+					ac->mb);
+				faults++;
+			}
+			if (send_group >= 0)
+				pending[at] = send_group + 1;
+		}
+		for (int k = 0; k < nw; k++) {
+			const struct rt_buffer *b = &p->bufs[writes[k]];
+			if (b->role != RT_BUF_SAVED && b->role != RT_BUF_COMM)
+				continue;
+			int at = writes[k] * maxs + ac->mb % b->slots;
+			if (pending[at]) {
+				fprintf(stderr, "rank %d action %d: %s slot %d overwritten while its "
+					"send is in flight\n", p->rank, a, b->name, ac->mb % b->slots);
+				faults++;
+			}
+			owner[at] = ac->mb;
+		}
+	}
+	free(owner);
+	free(pending);
+	return faults;
 }
 
 static void free_all(struct rt_program **progs, int n)
@@ -77,17 +159,53 @@ int main(void)
 			CHECK(p->n_chunks == (pp == 1 ? 1 : 2));
 			CHECK(pp == 1 ? sends == 0 && recvs == 0 : sends > 0 && recvs > 0);
 			CHECK(dp == 1 || reduces > 0);
-			/* SAVED buffers hold the micro-batches 1F1B keeps in flight on the stage */
+			/* SAVED buffers hold at most the micro-batches 1F1B keeps in flight on
+			 * the stage (fewer when a value dies sooner: one sent on, say), and
+			 * no slot is taken by two micro-batches at once */
 			int want = pp - s < mb ? pp - s : mb;
 			for (int b = 0; b < p->n_bufs; b++)
 				if (p->bufs[b].role == RT_BUF_SAVED)
-					CHECKF(p->bufs[b].slots == want, "rank %d %s: %d slots, want %d",
-					       r, p->bufs[b].name, p->bufs[b].slots, want);
+					CHECKF(p->bufs[b].slots >= 1 && p->bufs[b].slots <= want,
+					       "rank %d %s: %d slots, want 1..%d", r, p->bufs[b].name,
+					       p->bufs[b].slots, want);
+			CHECKF(check_slots(p) == 0, "pp %d dp %d rank %d", pp, dp, r);
 			/* every micro-batch's forward and backward run once */
 			int runs = 0;
 			for (int a = 0; a < p->n_actions; a++)
 				runs += p->actions[a].kind == RT_ACT_CHUNK;
 			CHECK(runs == (pp == 1 ? mb : 2 * mb));
+		}
+		free_all(progs, n);
+		ir_graph_free(g);
+	}
+
+	/* the other schedules: zb1p's split backward (bwd_b and bwd_w chunks), dualpipev's
+	 * two stages a rank, dualpipe's two directions; every program verifies and keeps
+	 * its slots apart */
+	struct { int pp, dp, ep, mb; const char *sched; int chunks; } others[] = {
+		{ 2, 1, 1, 4, "zb1p", 3 }, { 4, 1, 1, 8, "zb1p", 3 }, { 2, 2, 1, 2, "zb1p", 3 },
+		{ 2, 1, 1, 4, "dualpipev", 6 }, { 2, 2, 1, 4, "dualpipev", 6 },
+		{ 2, 1, 1, 4, "dualpipe", 6 }, { 4, 1, 1, 8, "dualpipe", 6 },
+		{ 2, 2, 2, 4, "zb1p", 0 }, { 2, 2, 2, 4, "dualpipev", 0 },
+	};
+	for (size_t k = 0; k < sizeof others / sizeof others[0]; k++) {
+		struct ir_graph *g = model();
+		int n = build_sched(g, others[k].pp, others[k].dp, others[k].ep, others[k].mb,
+				    others[k].sched, progs);
+		CHECKF(rt_program_verify(progs, n, stderr) == 0, "%s pp %d dp %d ep %d",
+		       others[k].sched, others[k].pp, others[k].dp, others[k].ep);
+		for (int r = 0; r < n; r++) {
+			const struct rt_program *p = progs[r];
+			CHECKF(!others[k].chunks || p->n_chunks == others[k].chunks,
+			       "%s rank %d: %d chunks", others[k].sched, r, p->n_chunks);
+			CHECKF(check_slots(p) == 0, "%s rank %d", others[k].sched, r);
+			int b_chunks = 0, w_chunks = 0;
+			for (int c = 0; c < p->n_chunks; c++) {
+				b_chunks += p->chunks[c].kind == RT_CHUNK_BWD_B;
+				w_chunks += p->chunks[c].kind == RT_CHUNK_BWD_W;
+			}
+			CHECKF(b_chunks > 0 && b_chunks == w_chunks, "%s rank %d: %d B, %d W",
+			       others[k].sched, r, b_chunks, w_chunks);
 		}
 		free_all(progs, n);
 		ir_graph_free(g);
