@@ -555,6 +555,23 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 		int in = (int)(sets[k] >> b->pr & 1);
 		set_group[k] = rt_program_add_group(p, name, in ? 0 : -1, b->rank);
 	}
+	/* expert weights held by several pipeline ranks (DualPipe's two copies of a
+	 * stage): summed over those ranks among the ones holding the same rows */
+	int set_egroup[64];
+	for (int k = 0; k < n_sets; k++) {
+		set_egroup[k] = -1;
+		int experts = 0;
+		for (int i = 0; i < g->n_ops && !experts; i++)
+			experts = g->ops[i]->kind == IR_OP_PARAM && holders[i] == sets[k] &&
+				  ir_op_int(g->ops[i], "ep_global_rows", 0);
+		if (!experts || b->l->ep == 1)
+			continue;
+		const char *gname = p->groups[set_group[k]].name;
+		char name[112];
+		snprintf(name, sizeof name, "%s.experts", gname);
+		int in = (int)(sets[k] >> b->pr & 1);
+		set_egroup[k] = rt_program_add_group(p, name, in ? b->dpi % b->l->ep : -1, b->rank);
+	}
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		if (op->kind != IR_OP_PARAM || !(holders[i] >> b->pr & 1))
@@ -592,7 +609,7 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 			 * rank holds rows [row0, row0 + rows) of the global tensor; the ranks
 			 * holding the same rows are its edp group */
 			int ep = b->l->ep;
-			if (multi || v->shape.rank < 1 || v->shape.dim[0] * ep != ep_rows) {
+			if (v->shape.rank < 1 || v->shape.dim[0] * ep != ep_rows) {
 				fprintf(err, "error: internal: expert parameter %s of %" PRId64 " rows "
 					"over ep %d\n", r.path, ep_rows, ep);
 				return -1;
@@ -602,8 +619,15 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 			r.shape[0] = ep_rows;
 			r.numel = r.numel / r.rows * ep_rows;
 			r.owner = b->pr == lowest && b->dpi / ep == 0;
-			if (b->l->dp / ep > 1)
+			if (multi) {
+				int k = 0;
+				while (sets[k] != holders[i])
+					k++;
+				r.reduce_group = set_egroup[k];
+				RT_ASSERT(r.reduce_group >= 0);
+			} else if (b->l->dp / ep > 1) {
 				r.reduce_group = b->g_edp;
+			}
 		} else if (multi) {
 			int k = 0;
 			while (sets[k] != holders[i])
@@ -973,7 +997,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			b.chan[part][up] = -1;
 			if (part == UNIT_W && !b.need_w)
 				continue;
-			if (!b.dual && part != UNIT_W)
+			if ((!b.dual && part != UNIT_W) || (part == UNIT_F && !up))
 				b.chan[part][up] = b.g_pp;
 			else if (!b.dual && up)
 				b.chan[part][up] = b.chan[part][0];
