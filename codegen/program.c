@@ -243,6 +243,7 @@ struct builder {
 	uint64_t mine;            /* the stages this rank runs (for some micro-batch) */
 	uint64_t *stage_ranks;    /* per stage: the pipeline ranks that run it */
 	int split;                /* the schedule runs input- and weight-grads apart */
+	int segmented;            /* communication inside a stage cuts its units */
 	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
 	int *seg_of_op;           /* per op: its segment within the unit */
 	int *unit_of_val;         /* per value: the unit of its op, -1 sources */
@@ -436,12 +437,43 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 				  : part == UNIT_F ? RT_CHUNK_FWD
 				  : part == UNIT_W ? RT_CHUNK_BWD_W
 				  : b->split ? RT_CHUNK_BWD_B : RT_CHUNK_BWD;
-	char name[64];
+	char name[96];
+	int len;
 	if (b->pp == 1)
-		snprintf(name, sizeof name, seg ? "step.%d" : "step", seg);
+		len = snprintf(name, sizeof name, seg ? "step.%d" : "step", seg);
 	else
-		snprintf(name, sizeof name, seg ? "stage%d.%s.%d" : "stage%d.%s", stage,
-			 rt_chunk_kind_name(kind), seg);
+		len = snprintf(name, sizeof name, seg ? "stage%d.%s.%d" : "stage%d.%s", stage,
+			       rt_chunk_kind_name(kind), seg);
+	/* cut by communication: named by its ops' parts too (passes/chunk.c), the compute
+	 * ones (attn, mlp) when it has any: the ops of a dispatch or a combine that are
+	 * not communication run in the chunks beside it */
+	const char *parts[4];
+	int n_parts = 0, compute = 0;
+	for (int i = 0; b->segmented && i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (b->unit_of_op[i] < 0 || is_comm(op) ||
+		    b->unit_of_op[i] * SEG_MAX + b->seg_of_op[i] != key)
+			continue;
+		const char *pt = ir_op_str(op, "part", NULL);
+		int seen = !pt;
+		for (int k = 0; k < n_parts && !seen; k++)
+			seen = !strcmp(parts[k], pt);
+		if (!seen && n_parts < 4)
+			parts[n_parts++] = pt;
+		compute |= !seen && (!strcmp(pt, "attn") || !strcmp(pt, "mlp"));
+	}
+	for (int k = 0; compute && k < n_parts;)
+		if (strcmp(parts[k], "attn") && strcmp(parts[k], "mlp"))
+			parts[k] = parts[--n_parts];
+		else
+			k++;
+	if (n_parts == 2 && !strcmp(parts[0], "mlp")) { /* attn+mlp, in that order */
+		parts[0] = parts[1];
+		parts[1] = "mlp";
+	}
+	for (int k = 0; k < n_parts && len > 0 && len < 80; k++)
+		len += snprintf(name + len, sizeof name - (size_t)len, "%s%s", k ? "+" : ".",
+				parts[k]);
 	struct rt_chunk ch = { .name = name, .stage = stage, .kind = kind, .n_in = n_in,
 			       .n_out = n_out, .in = in_bufs, .out = out_bufs };
 	int rc = -1;
@@ -1125,6 +1157,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 
 	/* this rank's items: per unit, chunk seg 0, its comm ops, chunk seg 1, ... */
 	int per_unit = 2 * (max_seg + 1) + g->n_ops;
+	b.segmented = max_seg > 0;
 	items = rt_calloc((size_t)(nu * per_unit) + 1, sizeof *items);
 	int *n_items = rt_calloc((size_t)nu + 1, sizeof *n_items);
 	for (int u = 0; u < nu; u++) {

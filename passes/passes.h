@@ -39,6 +39,12 @@ int pass_fp8(struct ir_graph *g, FILE *err);
  * setting; scaled products of a graph quantised already count too. */
 void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8);
 
+/* chunk: every op but inputs, parameters and constants gets attr part = "attn",
+ * "dispatch", "mlp" or "combine", from its kind and its inputs (see chunk.c); with the
+ * phases (fwd, bwd_b, bwd_w) they name the chunks the program builder cuts.  0, or
+ * non-zero with a message on err. */
+int pass_chunk(struct ir_graph *g, FILE *err);
+
 /* Run the pipeline of passes in order, stopping after the pass named `after`
  * (NULL: run all).  Returns 0, or non-zero with a message (unknown pass name, a pass
  * failed, verification failed) on err. */

@@ -30,6 +30,7 @@ static const struct pass {
 	{ "autodiff", pass_autodiff },
 	{ "expert_parallel", pass_expert_parallel },
 	{ "fp8", pass_fp8 },
+	{ "chunk", pass_chunk },
 };
 
 #define N_PASSES ((int)(sizeof passes / sizeof passes[0]))

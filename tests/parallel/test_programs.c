@@ -220,8 +220,33 @@ int main(void)
 		int pp = ep_layouts[k][0], dp = ep_layouts[k][1], ep = ep_layouts[k][2];
 		ir_graph_set(g, "ep", ep, NULL);
 		REQUIRE(pass_pipeline_run(g, NULL, stderr) == 0);
+		/* the chunk pass's parts, from the ops: the grouped matmuls are the MLP, the
+		 * exchanges toward the experts dispatch, back combine */
+		for (int i = 0; i < g->n_ops; i++) {
+			const struct ir_op *op = g->ops[i];
+			const char *pt = ir_op_str(op, "part", "");
+			if (op->kind == IR_OP_INPUT || op->kind == IR_OP_PARAM ||
+			    op->kind == IR_OP_CONST)
+				continue;
+			CHECKF(*pt, "op %d (%s) has no part", i, ir_op_name(op->kind));
+			if (op->kind == IR_OP_GROUPED_MATMUL || op->kind == IR_OP_GROUPED_MATMUL_WGRAD)
+				CHECKF(!strcmp(pt, "mlp"), "%s: part %s", ir_op_name(op->kind), pt);
+			if (op->kind == IR_OP_MOE_DISPATCH || op->kind == IR_OP_ALL_TO_ALL)
+				CHECKF(!strcmp(pt, "dispatch"), "%s: part %s", ir_op_name(op->kind), pt);
+			if (op->kind == IR_OP_MOE_COMBINE || op->kind == IR_OP_MOE_UNDISPATCH)
+				CHECKF(!strcmp(pt, "combine"), "%s: part %s", ir_op_name(op->kind), pt);
+			if (op->kind == IR_OP_MATMUL)
+				CHECKF(!strcmp(pt, "attn"), "%s: part %s", ir_op_name(op->kind), pt);
+			if (op->kind == IR_OP_ALL_TO_ALLV) /* one each way, forward and backward */
+				CHECKF(!strcmp(pt, "dispatch") || !strcmp(pt, "combine"), "all_to_allv: %s", pt);
+		}
 		int n = build_ep(g, pp, dp, ep, ep_layouts[k][3], progs);
 		CHECKF(rt_program_verify(progs, n, stderr) == 0, "pp %d dp %d ep %d", pp, dp, ep);
+		/* the chunks between the exchanges are named by their parts */
+		int mlp_chunks = 0;
+		for (int c = 0; c < progs[0]->n_chunks; c++)
+			mlp_chunks += strstr(progs[0]->chunks[c].name, ".mlp") != NULL;
+		CHECKF(mlp_chunks > 0, "pp %d ep %d: no chunk named mlp", pp, ep);
 		for (int r = 0; r < n; r++) {
 			const struct rt_program *p = progs[r];
 			int a2a = 0, sliced = 0;
