@@ -330,8 +330,9 @@ static int is_collective(enum rt_cop_kind k)
  * posted, a collective only once every member of the communicator has reached it, a
  * WAIT only once every operation this rank started on that group has its partner.
  * The job must finish; if at some point no rank can move, the ranks and what each
- * waits for form a cycle of waits, which is said.  0, or the number of blocked ranks. */
-static int check_progress(struct rt_program *const *progs, int n, FILE *err)
+ * waits for form a cycle of waits, which is said (and drawn on dot, when given).  0, or
+ * the number of blocked ranks. */
+static int check_progress(struct rt_program *const *progs, int n, FILE *err, FILE *dot)
 {
 	int ng = progs[0]->n_groups;
 	size_t nn = (size_t)n * (size_t)n;
@@ -402,27 +403,63 @@ static int check_progress(struct rt_program *const *progs, int n, FILE *err)
 		const struct rt_program *p = progs[r];
 		if (pc[r] >= p->n_actions)
 			continue;
-		if (!stuck++)
+		if (!stuck++) {
 			fprintf(err, "error: the programs cannot finish: no rank can move; a cycle of "
 				"waits among these:\n");
+			if (dot)
+				fprintf(dot, "digraph waits {\n  label=\"the programs cannot finish: "
+					"each rank waits for the ranks its arrows point at\";\n"
+					"  node [shape=box, style=\"rounded,filled\", fontname="
+					"\"Helvetica\", fontsize=10, fillcolor=\"#fbeaea\"];\n"
+					"  edge [fontname=\"Helvetica\", fontsize=9, color=\"#bb3333\"];\n");
+		}
 		const struct rt_action *a = &p->actions[pc[r]];
+		if (dot) {
+			/* the rank, where it stopped, and the chunk it ran last */
+			int last = pc[r] - 1;
+			while (last >= 0 && p->actions[last].kind != RT_ACT_CHUNK)
+				last--;
+			const char *grp = p->groups[a->kind == RT_ACT_WAIT ? a->index
+						    : p->comms[a->index].group].name;
+			fprintf(dot, "  r%d [label=\"rank %d (stage %d)\\naction %d: %s %s\\nafter "
+				"%s, micro-batch %d\"];\n", r, r, p->stage, pc[r],
+				a->kind == RT_ACT_WAIT ? "wait on"
+						       : rt_cop_kind_name(p->comms[a->index].kind),
+				grp, last >= 0 ? p->chunks[p->actions[last].index].name : "nothing",
+				last >= 0 ? p->actions[last].mb : 0);
+		}
 		if (a->kind == RT_ACT_WAIT) {
 			int g = a->index;
 			fprintf(err, "  rank %d, action %d: waits on group %s for", r, pc[r],
 				p->groups[g].name);
 			for (int q = 0; q < n; q++) {
-				if (AT(sent, g, r, q) > AT(recvd, g, q, r))
+				int rq = AT(sent, g, r, q) > AT(recvd, g, q, r);
+				int sq = AT(recvd, g, r, q) > AT(sent, g, q, r);
+				if (rq)
 					fprintf(err, " rank %d to receive", q);
-				if (AT(recvd, g, r, q) > AT(sent, g, q, r))
+				if (sq)
 					fprintf(err, " rank %d to send", q);
+				if (dot && (rq || sq))
+					fprintf(dot, "  r%d -> r%d [label=\"%s%s%s on %s\"];\n", r, q,
+						rq ? "to receive" : "", rq && sq ? ", " : "",
+						sq ? "to send" : "", p->groups[g].name);
 			}
 			fputc('\n', err);
 		} else {
 			const struct rt_comm_op *o = &p->comms[a->index];
 			fprintf(err, "  rank %d, action %d: in %s over group %s, waiting for its other "
 				"members\n", r, pc[r], rt_cop_kind_name(o->kind), p->groups[o->group].name);
+			int k = coll[(size_t)o->group * (size_t)n + (size_t)r];
+			int m = group_members(progs, n, o->group, r, mem);
+			for (int i = 0; dot && i < m; i++)
+				if (coll[(size_t)o->group * (size_t)n + (size_t)mem[i]] < k)
+					fprintf(dot, "  r%d -> r%d [label=\"to reach %s on %s\"];\n", r,
+						mem[i], rt_cop_kind_name(o->kind),
+						p->groups[o->group].name);
 		}
 	}
+	if (dot && stuck)
+		fputs("}\n", dot);
 #undef AT
 	free(sent);
 	free(recvd);
@@ -434,6 +471,11 @@ static int check_progress(struct rt_program *const *progs, int n, FILE *err)
 }
 
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
+{
+	return rt_program_verify_dot(progs, n, err, NULL);
+}
+
+int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FILE *dot)
 {
 	int bad = 0;
 	int *mem = rt_calloc((size_t)n + 1, sizeof *mem);
@@ -532,7 +574,7 @@ int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 	}
 	free(mem);
 	if (!bad)
-		bad = check_progress(progs, n, err);
+		bad = check_progress(progs, n, err, dot);
 	return bad;
 }
 

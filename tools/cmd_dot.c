@@ -66,11 +66,14 @@ struct dot_job {
 	struct ir_dot_options opt;
 	struct rt_program **progs; /* --stages: every rank's program */
 	int n_progs;
+	char *cycle;               /* --stages, programs that cannot finish: their waits */
 };
 
 static void emit(const struct dot_job *j, FILE *f)
 {
-	if (j->progs)
+	if (j->cycle)
+		fputs(j->cycle, f);
+	else if (j->progs)
 		rt_programs_dot(j->progs, j->n_progs, j->opt.title, f);
 	else
 		ir_dot_write(j->g, &j->opt, f);
@@ -258,10 +261,28 @@ int cmd_dot(int argc, char **argv)
 			job.opt.title = title;
 			if (stages) {
 				snprintf(title, sizeof title, "model %s: pipeline stages", g->model);
-				status = cmd_programs(file, g, ranks, -1, &job.progs, &job.n_progs);
+				FILE *cycle = tmpfile();
+				status = cmd_programs(file, g, ranks, -1, &job.progs, &job.n_progs,
+						      cycle);
+				/* programs that cannot finish: the cycle of waits is the picture */
+				long len = cycle && status != EXIT_OK && !fseek(cycle, 0, SEEK_END)
+						   ? ftell(cycle) : 0;
+				if (len > 0) {
+					job.cycle = calloc((size_t)len + 1, 1);
+					rewind(cycle);
+					if (!job.cycle || fread(job.cycle, 1, (size_t)len, cycle) !=
+								  (size_t)len)
+						abort();
+					if (draw(&job, outp) == EXIT_OK)
+						fprintf(stderr, "sluice dot: the cycle of waits drawn in "
+							"%s\n", outp);
+				}
+				if (cycle)
+					fclose(cycle);
 			}
 			if (status == EXIT_OK)
 				status = draw(&job, outp);
+			free(job.cycle);
 			for (int r = 0; r < job.n_progs; r++)
 				rt_program_free(job.progs[r]);
 			free(job.progs);

@@ -255,7 +255,7 @@ static int parse_nonneg(const char *opt, const char *s, int *out)
 }
 
 int cmd_programs(const char *file, struct ir_graph *g, int ranks, int only,
-		 struct rt_program ***out, int *n_out)
+		 struct rt_program ***out, int *n_out, FILE *cycle)
 {
 	struct cg_layout l;
 	*out = NULL;
@@ -288,7 +288,7 @@ int cmd_programs(const char *file, struct ir_graph *g, int ranks, int only,
 	for (int r = 0; r < ranks && !bad; r++)
 		if (every || r == only)
 			bad = !(all[r] = cg_program_build(g, &l, r, NULL, stderr));
-	if (!bad && every && rt_program_verify(all, ranks, stderr)) {
+	if (!bad && every && rt_program_verify_dot(all, ranks, stderr, cycle)) {
 		fprintf(stderr, "sluice: %s: the programs of the %d ranks do not match (above)\n",
 			file, ranks);
 		bad = 1;
@@ -310,7 +310,7 @@ static int print_rank_program(const char *file, struct ir_graph *g, int rank, in
 {
 	struct rt_program **all;
 	int n;
-	int status = cmd_programs(file, g, ranks, rank, &all, &n);
+	int status = cmd_programs(file, g, ranks, rank, &all, &n, NULL);
 	if (status != EXIT_OK)
 		return status;
 	if (rank >= n) {

@@ -38,10 +38,11 @@ struct rt_program;
  * of g's settings on `ranks` ranks (0: pp x ep), checked together; g after the
  * passes.  Past CMD_VERIFY_RANKS ranks and with only >= 0, rank `only`'s program
  * alone (the others NULL).  An exit status; on success *out holds n_out programs
- * (free each, then the array). */
+ * (free each, then the array).  cycle (NULL: none) gets the drawing of the ranks that
+ * wait on each other when the check finds the job cannot finish. */
 #define CMD_VERIFY_RANKS 64
 int cmd_programs(const char *file, struct ir_graph *g, int ranks, int only,
-		 struct rt_program ***out, int *n_out);
+		 struct rt_program ***out, int *n_out, FILE *cycle);
 /* 0 when `after` names a pass (or is NULL); else prints the names, returns EXIT_USAGE. */
 int cmd_ir_check_pass(const char *cmd, const char *after);
 /* Write PATH through write() to a temporary file, fsync, rename; returns an exit status. */

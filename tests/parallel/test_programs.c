@@ -326,6 +326,24 @@ int main(void)
 	}
 	CHECKF(said, "the cycle of waits is not what was reported");
 	fclose(msg);
+	/* and drawn: both ranks, each with an arrow to the other */
+	FILE *dot = tmpfile();
+	REQUIRE(dot);
+	FILE *null = fopen("/dev/null", "w");
+	REQUIRE(null);
+	CHECK(rt_program_verify_dot(progs, n, null, dot) > 0);
+	fclose(null);
+	rewind(dot);
+	int arrows = 0, nodes = 0, closed = 0;
+	while (fgets(line, sizeof line, dot)) {
+		arrows += strstr(line, "r0 -> r1") != NULL || strstr(line, "r1 -> r0") != NULL;
+		nodes += strstr(line, "  r0 [label=\"rank 0") != NULL ||
+			 strstr(line, "  r1 [label=\"rank 1") != NULL;
+		closed |= !strcmp(line, "}\n");
+	}
+	CHECKF(arrows == 2 && nodes == 2 && closed, "the cycle drawn: %d arrows, %d ranks",
+	       arrows, nodes);
+	fclose(dot);
 	free_all(progs, n);
 	ir_graph_free(g);
 
