@@ -4,37 +4,44 @@
  * rank and a backend.  Gives: the runtime's program for that rank.
  *
  * Chunks.  With one stage the whole step is one chunk (forward and backward), so a
- * single-rank run compiles exactly the graph it always did.  With pp stages, stage s
- * has two chunks, its forward (phase FWD) and its backward (B and W together; the
- * schedules that split B from W cut them further).  Inputs, parameters and constants
- * are copied into every chunk that reads them; every other value crossing a chunk
- * boundary becomes a buffer:
- *   - made and read on the same stage (forward to backward): SAVED, one slot per
- *     micro-batch in flight;
- *   - made on stage a, read on stage c: sent from a to c (the pp group) right after
- *     the chunk that makes it, received on c before the first chunk that reads it.
- *     Everything stage a sends to stage c travels in one bundle per micro-batch, in
- *     value order, so sends and receives pair up in the same order on both sides
- *     without tags (NCCL has none).
+ * single-rank run compiles exactly the graph it always did.  With pp ranks, the model
+ * has the schedule's stages (pp; 2 pp for dualpipev) and each stage has up to three
+ * units: its forward (phase FWD), its backward, and, when the schedule defers weight
+ * gradients (zb1p, DualPipe's zero-bubble halves), the backward split by autodiff's
+ * phases into input-grads (BWD_B) and weight-grads (BWD_W).  A rank builds the units
+ * of the stages it runs.  Inputs, parameters and constants are copied into every chunk
+ * that reads them; every other value crossing a chunk boundary becomes a buffer:
+ *   - made and read on the same rank (forward to backward, or between two stages that
+ *     the rank holds): SAVED, with as many micro-batch slots as the action list keeps
+ *     it live (size_slots);
+ *   - made on one rank, read on another: sent right after the unit that makes it,
+ *     received before the first unit that reads it.  Everything a unit sends one
+ *     stage travels as one bundle per micro-batch, in value order, so sends and
+ *     receives pair up in the same order on both sides without tags (NCCL has none);
+ *     the peer is the rank that runs the other stage for that micro-batch (DualPipe
+ *     runs a stage on two ranks, by the micro-batch's direction).
  * Graph outputs become GRAD ("grad.P", summed over micro-batches) or OUTPUT buffers
  * (the losses, expert loads).
  *
- * Gradients.  A parameter read by several stages (an embedding shared with the MTP
- * module) is held by all of them; each holder keeps a GRAD buffer, the stage that
- * makes "grad.P" fills it and the others contribute zeros to one sum over every rank
- * holding it, so all copies take the same AdamW step.  A parameter of one stage sums
- * its gradient over that stage's data-parallel ranks.
+ * Gradients.  A parameter read by stages on several ranks (an embedding shared with the
+ * MTP module; any parameter under DualPipe, whose stages run on two ranks) is held by
+ * all of them; each holder keeps a GRAD buffer, the ranks running the stage that makes
+ * "grad.P" fill it and the others contribute zeros to one sum over every rank holding
+ * it, so all copies take the same AdamW step.  A parameter of one rank sums its
+ * gradient over that stage's data-parallel ranks.
  *
- * Schedule.  1F1B (PipeDream-flush): stage s of P runs min(P-s-1, M) forwards, then
- * alternates one forward and one backward, then drains the backwards; so it keeps at
- * most P-s micro-batches in flight, which sizes its slots.
+ * Schedule.  The action lists of passes/schedule.c, one per pipeline rank: each of its
+ * F, B, W, BW (B then W) and FB (F, then the backward) actions runs the units of its
+ * stage for its micro-batch, with the receives of the bundles that unit is the first to
+ * read before it and its sends after it.
  *
  * Communication inside a stage (expert parallelism's all-to-alls, placed by
  * passes/expert_parallel.c) cuts the stage's forward and backward into more chunks:
  * see "Items" below.
  *
- * Left alone on purpose: the other schedules are not built yet; the caller refuses
- * them. */
+ * Left alone on purpose: an FB action runs its forward and its backward one after the
+ * other (on CPU ranks nothing overlaps them; a GPU backend would put them on two
+ * streams); recomputation is not composed with the schedules. */
 #include "program.h"
 
 #include <inttypes.h>

@@ -10,7 +10,7 @@
  *
  * The schedules:
  *  - 1f1b: rank r runs P-1-r forwards, then one forward and one full backward in turn,
- *    then the backwards left (Megatron-LM's order, codegen/program.c's schedule_1f1b).
+ *    then the backwards left (Megatron-LM's order).
  *  - zb1p: ZB-H1 of "Zero Bubble Pipeline Parallelism" (Qi et al., 2024): 1f1b's order of
  *    forwards and input-grads, each backward split into B and W.  Rank r keeps r weight-
  *    grads waiting in the steady state (the later stages hold theirs back, so that the
