@@ -193,6 +193,8 @@ moved() {
 moved move-4to1 4 1 --set pp=2 --set microbatches=2 --set zero=1 -- --set microbatches=4
 moved move-1to2 1 2 --set microbatches=4 -- --set pp=2 --set microbatches=4
 moved move-ep 4 1 --set pp=2 --set ep=2 --set microbatches=2 -- --set microbatches=4
+# DualPipe's two copies of each stage are one global tensor in the checkpoint
+moved move-dualpipe 2 1 --set pp=2 --set microbatches=4 --set schedule=dualpipe -- --set microbatches=4
 grep -q "saved at pp 2 dp 2 ep 1 microbatches 2, now pp 1 dp 1 ep 1 microbatches 4: the same global batch" \
 	move-4to1.out && ok "the resume says the layout changed and the training did not" ||
 	fail "the resume did not say what changed: $(grep resume move-4to1.out)"
