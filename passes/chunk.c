@@ -3,8 +3,8 @@
  * dispatch, MLP, combine.
  *
  * Takes: a graph after autodiff (and expert_parallel, fp8: it runs after them so that
- * the ops they add are labelled too; an FP8 quantisation takes the part of what it
- * quantises, through its input).  Gives every op but inputs,
+ * the ops they add are labelled too: a quantisation of expert rows is mlp, of other
+ * values attn, by the rules below).  Gives every op but inputs,
  * parameters and constants a string attr `part`, read from the ops themselves, so it
  * holds for any model the language writes:
  *  - dispatch: the ops that send token rows to their experts: MOE_DISPATCH, the
