@@ -53,8 +53,16 @@ expect 0 "$sluice" ir models/tiny_moe.sl --after fp8 --set precision=fp8 -o "$tm
 has "$tmp/f8.ir" "= scaled_matmul "
 has "$tmp/f8.ir" "= scaled_grouped_matmul_wgrad "
 has "$tmp/f8.ir" "{tile_r = 128, tile_c = 128} : f8e4m3["
-expect 0 "$sluice" ir "$tmp/f8.ir"
+expect 0 "$sluice" ir "$tmp/f8.ir" --after fp8
 cmp -s "$tmp/f8.ir" "$tmp/out" || { echo "FAIL: ir round trip after fp8" >&2; fail=1; }
+# the chunk pass labels every op's part; its output reads back, and running it again
+# changes nothing
+expect 0 "$sluice" ir models/tiny_moe.sl --after chunk --set ep=2 -o "$tmp/ch.ir"
+grep -qE '= grouped_matmul_wgrad .*part = "mlp"' "$tmp/ch.ir" &&
+	grep -qE '= all_to_allv .*part = "combine"' "$tmp/ch.ir" ||
+	{ echo "FAIL: the chunk pass's parts are not in $tmp/ch.ir" >&2; fail=1; }
+expect 0 "$sluice" ir "$tmp/ch.ir"
+cmp -s "$tmp/ch.ir" "$tmp/out" || { echo "FAIL: ir round trip after chunk" >&2; fail=1; }
 expect 0 "$sluice" ir models/tiny_moe.sl --after fp8
 grep -q "scaled_matmul" "$tmp/out" && { echo "FAIL: fp8 pass ran at precision fp32" >&2; fail=1; }
 # sluice check by precision: under fp8 most GEMM FLOPs are E4M3 (not the head's nor the
