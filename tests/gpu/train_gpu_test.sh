@@ -7,8 +7,10 @@
 # the GPU resumed on the CPU and one saved on the CPU resumed on the GPU (each against
 # the uninterrupted run of the device it finishes on); a resume on the GPU against its
 # uninterrupted run, bit for bit.
-# 2 (two GPUs): the same model at dp 2 and at pp 2 (--gpus 2) against one GPU training
-# the same global batch (two micro-batches of 4 sequences a step).
+# 2 (two GPUs): the same model at dp 2, at pp 2 (1f1b) and, for tiny_moe, at ep 2
+# (--gpus 2) against one GPU training the same global batch (two micro-batches of 4
+# sequences a step); and pp 2 under zb1p, dualpipev and dualpipe over four micro-batches
+# against one GPU training those.
 # Each check runs for tiny_gpt, tiny_moe (two of its layers: one dense, one MoE) and
 # tests/gpu/mlp_lm.sl (tiny_gpt without attention), or the model files in $MODELS; a
 # model the CUDA backend has no kernel for yet is said and left out.
@@ -166,6 +168,18 @@ two_gpus() {
 	grep -E '^(device|layout|done|rank)' dp2.out pp2.out
 	compare dp2 one 1e-5 1e-4 || fail "dp 2 against one GPU"
 	compare pp2 one 1e-5 1e-4 || fail "pp 2 against one GPU"
+	if [ "$m" = tiny_moe ]; then
+		run ep2 cuda --gpus 2 --set ep=2 || fail "ep 2"
+		compare ep2 one 1e-5 1e-4 || fail "ep 2 against one GPU"
+	fi
+	# the pipeline schedules over four micro-batches (dualpipe needs 2 pp of them)
+	run one4 cuda --set microbatches=4 || fail "one GPU, 4 micro-batches"
+	local s
+	for s in zb1p dualpipev dualpipe; do
+		run "$s" cuda --gpus 2 --set pp=2 --set microbatches=4 --set schedule=$s ||
+			fail "pp 2, $s"
+		compare "$s" one4 1e-5 1e-4 || fail "pp 2 $s against one GPU"
+	done
 }
 
 ran=0
