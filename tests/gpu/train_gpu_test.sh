@@ -172,11 +172,13 @@ two_gpus() {
 		run ep2 cuda --gpus 2 --set ep=2 || fail "ep 2"
 		compare ep2 one 1e-5 1e-4 || fail "ep 2 against one GPU"
 	fi
-	# the pipeline schedules over four micro-batches (dualpipe needs 2 pp of them)
-	run one4 cuda --set microbatches=4 || fail "one GPU, 4 micro-batches"
+	# the pipeline schedules over four micro-batches (dualpipe needs 2 pp of them) and
+	# four layers (dualpipev cuts 2 pp stages)
+	run one4 cuda --set microbatches=4 --set layers=4 || fail "one GPU, 4 micro-batches"
 	local s
 	for s in zb1p dualpipev dualpipe; do
-		run "$s" cuda --gpus 2 --set pp=2 --set microbatches=4 --set schedule=$s ||
+		run "$s" cuda --gpus 2 --set pp=2 --set microbatches=4 --set layers=4 \
+			--set schedule=$s ||
 			fail "pp 2, $s"
 		compare "$s" one4 1e-5 1e-4 || fail "pp 2 $s against one GPU"
 	done
