@@ -458,6 +458,14 @@ int train_run(const struct train_opts *o)
 	int world = asked > 0 && env.world == 1 ? asked : env.world, rank = env.rank;
 	if (train_layout(o->model, g, world, &layout))
 		goto done;
+	/* dualpipe over NCCL: on two H200s (pp 2, 4 micro-batches) the job stopped before
+	 * its first step, where CPU ranks over MPI train it; refused until that is found */
+	if (cuda && layout.pp > 1 && !strcmp(layout.schedule, "dualpipe")) {
+		fprintf(stderr, "sluice train: %s: schedule dualpipe does not run on GPUs yet (its "
+			"first step does not finish over NCCL); use dualpipev, zb1p or 1f1b there, "
+			"or --device cpu\n", o->model);
+		goto done;
+	}
 	if (cuda && layout.zero) {
 		fprintf(stderr, "sluice train: %s: zero 1 (AdamW states sharded) runs on CPU ranks "
 			"only for now: --set zero=0 with --device cuda, or --device cpu\n",
