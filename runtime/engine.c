@@ -980,8 +980,10 @@ static int setup(struct engine *e)
 	}
 	e->opt = e->dev->ops->optim_new(e->dev, tt, nt);
 	free(tt);
+	rt_timing("engine: AdamW moments allocated");
 	if (!e->opt || init_params(e))
 		return -1;
+	rt_timing("engine: parameters initialised");
 	rt_rng_seed(&e->rng, e->seed);
 	if (c->resume && load_checkpoint(e, c->resume))
 		return -1;
@@ -995,6 +997,7 @@ static int setup(struct engine *e)
 	e->ckpt_every = c->ckpt_every > 0 ? c->ckpt_every : 500;
 	if (load_data(e))
 		return -1;
+	rt_timing("engine: data loaded");
 	e->gbatch = p->batch * p->microbatches * p->layout.dp;
 	size_t bt = (size_t)e->gbatch * (size_t)p->seq;
 	e->gtok = rt_calloc(bt, sizeof *e->gtok);
@@ -1094,6 +1097,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 	if (quiet)
 		pg.every = INT64_MAX;
 	int64_t first = e.step;
+	rt_timing("engine: step 1 begins");
 	double t0 = rt_now(), c0 = cpu_now(), tokens = (double)e.gbatch * p->seq;
 	int saved = 0;
 	while (e.step < e.total) {
@@ -1102,6 +1106,11 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		float lr;
 		if (step_once(&e, &loss, &lm, &lr, &gnorm))
 			goto restore;
+		if (e.step - first < 3) {
+			char what[64];
+			snprintf(what, sizeof what, "engine: step %" PRId64 " done", e.step + 1);
+			rt_timing(what);
+		}
 		if (mx) {
 			rt_metrics_begin(mx);
 			rt_metrics_num(mx, "step", (double)e.step + 1);

@@ -386,9 +386,11 @@ int train_run(const struct train_opts *o)
 #endif
 	if (!cuda && !(be = pick_backend(o->backend)))
 		return EXIT_INPUT;
+	rt_timing("main: shared libraries loaded");
 	struct ir_graph *g = compile_model(o);
 	if (!g)
 		return EXIT_INPUT;
+	rt_timing("front end: model compiled to IR");
 	int rc = EXIT_INPUT;
 	struct rt_program *prog = NULL;
 	struct rt_exec *x = NULL;
@@ -493,6 +495,7 @@ int train_run(const struct train_opts *o)
 	config_hash(g, hash, sizeof hash);
 	if (pass_pipeline_run(g, NULL, stderr))
 		goto done;
+	rt_timing("passes");
 	if (world > 1) {
 		/* every rank must run the same model at the same layout */
 		char what[256];
@@ -549,12 +552,16 @@ int train_run(const struct train_opts *o)
 		fflush(stderr);
 	}
 	double t0 = rt_now();
+	rt_timing("model figures (sluice check's)");
 	if (world > 1 && world <= 64 && verify_programs(o->model, g, &layout, world))
 		goto done;
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;
-	if (rt_program_alloc(prog, dev, err, sizeof err)) {
+	rt_timing("program built, kernels compiled");
+	int bad_alloc = rt_program_alloc(prog, dev, err, sizeof err);
+	rt_timing("program's arena allocated");
+	if (bad_alloc) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
