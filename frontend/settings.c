@@ -212,13 +212,13 @@ int sl_setting_check(const char *name, int is_str, double num, const char *str, 
 	}
 	range_text(s, want, sizeof want);
 	/* a number setting may take words too (ep_capacity = worst) */
-	if (is_str && s->choices && is_choice(s->choices, str))
-		return 0;
-	if (is_str && s->choices) {
+	if (s->choices) {
+		if (is_str && is_choice(s->choices, str))
+			return 0;
 		char words[64];
+		size_t used = strlen(want);
 		choices_text(s->choices, words, sizeof words);
-		say(msg, msg_n, "'%s' is %s or %s, not '%s'", name, want, words, str);
-		return 1;
+		snprintf(want + used, sizeof want - used, " or %s", words);
 	}
 	if (is_str) {
 		say(msg, msg_n, "'%s' is %s, not '%s'", name, want, str);
