@@ -51,7 +51,8 @@ struct sl_setting {
 	enum sl_setting_kind kind;
 	double lo, hi;              /* INT, FLOAT: the allowed range ... */
 	unsigned char lo_open, hi_open; /* ... with its ends excluded when set */
-	const char *choices;        /* CHOICE: the allowed words, separated by spaces */
+	const char *choices;        /* CHOICE: the allowed words, separated by spaces; INT,
+				     * FLOAT: words allowed beside numbers, or NULL */
 	const char *alias_of;       /* another name the engine reads for `alias_of` */
 	const char *meaning;        /* one line, NULL for an alias */
 };

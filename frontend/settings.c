@@ -52,6 +52,9 @@ static const struct sl_setting table[] = {
 	{ "pp", SL_SETTING_INT, 1, INF, 0, 0, NULL, NULL, "pipeline-parallel ranks" },
 	{ "ep", SL_SETTING_INT, 1, INF, 0, 0, NULL, NULL,
 	  "expert-parallel ranks (divides dp and the experts)" },
+	{ "ep_capacity", SL_SETTING_FLOAT, 1, INF, 0, 0, "worst", NULL,
+	  "expert-parallel receive buffers: this many times the rows of an even routing, or "
+	  "worst (every row to one rank); an overflow re-runs the step with larger ones" },
 	{ "zero", SL_SETTING_INT, 0, 1, 0, 0, NULL, NULL,
 	  "1: optimizer state sharded over data-parallel ranks (ZeRO-1)" },
 	{ "schedule", SL_SETTING_CHOICE, 0, 0, 0, 0, "1f1b zb1p dualpipe dualpipev", NULL,
@@ -208,6 +211,15 @@ int sl_setting_check(const char *name, int is_str, double num, const char *str, 
 		return 0;
 	}
 	range_text(s, want, sizeof want);
+	/* a number setting may take words too (ep_capacity = worst) */
+	if (s->choices) {
+		if (is_str && is_choice(s->choices, str))
+			return 0;
+		char words[64];
+		size_t used = strlen(want);
+		choices_text(s->choices, words, sizeof words);
+		snprintf(want + used, sizeof want - used, " or %s", words);
+	}
 	if (is_str) {
 		say(msg, msg_n, "'%s' is %s, not '%s'", name, want, str);
 		return 1;

@@ -38,5 +38,5 @@ train {
   batch = 1, seq = 4096, global_batch = 15360, microbatches = 120, steps = 2000
   optimizer = adamw(beta1 = 0.9, beta2 = 0.95), lr = 2.2e-4, warmup = 2000, wd = 0.1
   clip = 1.0, precision = fp8
-  pp = 16, schedule = dualpipe, ep = 64, zero = 1
+  pp = 16, schedule = dualpipe, ep = 64, zero = 1, ep_capacity = 1.25
 }

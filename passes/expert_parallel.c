@@ -21,12 +21,15 @@
  *    MOE_UNDISPATCH) go back through EP_REGROUP (inverse) and ALL_TO_ALLV the other way,
  *    landing where the dispatch took them from; token-order rows read by an expert-side
  *    op (the combine's input gradient) take the dispatch's way.
- *  - The receive buffer holds the most rows a rank can be sent: every token of every
- *    rank of the group choosing min(top_k, El) of this rank's experts, C = ep x tokens x
- *    min(top_k, El).  So no routing overflows it and no token is dropped; the price is
- *    memory (ep times the rows of an even routing).  A capacity below that, with the
- *    overflow seen alike on every rank and the step run again with larger buffers, is
- *    not built: this is the simplification chosen.
+ *  - The receive buffer holds C rows, the setting ep_capacity times the rows of an
+ *    even routing (tokens x top_k: what each rank receives when every expert gets its
+ *    share), default 2, at most the most a rank can be sent, every token of every rank
+ *    of the group choosing min(top_k, El) of this rank's experts: W = ep x tokens x
+ *    min(top_k, El) (ep_capacity = worst asks for W).  A routing that sends some rank
+ *    more than C rows is an overflow: the executor sees it when the counts are
+ *    exchanged, on every rank of the group alike (runtime/exec.c), runs the rest of the
+ *    step on no rows, and the engine runs the step again on programs built with twice
+ *    the capacity (runtime/engine.c, tools/train.c).  No token is dropped.
  *
  * Leaves alone: the router, the loads and balance losses (they are per token, before
  * the dispatch), the shared experts, everything outside MoE layers; stages (the new
@@ -35,6 +38,7 @@
  */
 #include "passes.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,12 +126,20 @@ static int already_parallel(const struct ir_graph *g)
 	return 0;
 }
 
+double pass_ep_capacity(const struct ir_graph *g)
+{
+	const struct ir_setting *cs = ir_graph_setting(g, "ep_capacity");
+	return !cs ? PASS_EP_CAPACITY : cs->is_str ? 0.0 : cs->num;
+}
+
 int pass_expert_parallel(struct ir_graph *g, FILE *err)
 {
 	const struct ir_setting *st = ir_graph_setting(g, "ep");
 	int ep = st && !st->is_str ? (int)st->num : 1;
 	if (ep <= 1 || already_parallel(g))
 		return 0;
+	/* the receive capacity, in even shares; 0: the worst case */
+	double factor = pass_ep_capacity(g);
 	int n_dispatch = 0;
 	for (int i = 0; i < g->n_ops; i++)
 		n_dispatch += g->ops[i]->kind == IR_OP_MOE_DISPATCH;
@@ -168,6 +180,9 @@ int pass_expert_parallel(struct ir_graph *g, FILE *err)
 			int64_t tokens = op->in[0]->shape.dim[0], k = op->in[1]->shape.dim[1];
 			L->rows = L->xs->shape.dim[0];
 			L->cap = (int64_t)ep * tokens * (k < L->local ? k : L->local);
+			double even = (double)tokens * (double)k;
+			if (factor > 0 && ceil(factor * even) < (double)L->cap)
+				L->cap = (int64_t)ceil(factor * even);
 			struct ir_value *in[1] = { L->off };
 			L->sc = mk(&s, op, IR_OP_EP_COUNTS, 1, in, IR_I32,
 				   ir_shape_of(2, (int64_t)ep, L->local));

@@ -31,7 +31,7 @@
  *    memory is the sum of its two rows, r and P-1-r, parameters twice included);
  *    communication buffers: the values that cross each stage boundary, one micro-batch
  *    of them and their gradients, on both sides; with ep > 1, the receive buffers of
- *    EP dispatch and combine (rows of the routed activation times PASS_EP_CAPACITY),
+ *    EP dispatch and combine (rows of the routed activation times ep_capacity),
  *    one set per stage, sized for its largest MoE layer, since one rank's all-to-alls
  *    run one after another on its communication stream.
  *  - A parameter owned by the embedding and read after it (the embedding table that
@@ -556,7 +556,10 @@ int pass_partition_costs(const struct ir_graph *g, const struct pass_layout *l,
 			double b = (double)value_bytes(ys);
 			if (disp && disp->kind == IR_OP_MOE_DISPATCH)
 				b += (double)value_bytes(disp->out[0]);
-			b *= PASS_EP_CAPACITY;
+			/* the capacity; the worst case is ep times the even share (at
+			 * most: fewer when top_k exceeds the experts of a rank) */
+			double f = pass_ep_capacity(g);
+			b *= f > 0 && f < ep ? f : ep;
 			if (b > c->mem_ep[m.unit[i]])
 				c->mem_ep[m.unit[i]] = b;
 		}

@@ -25,8 +25,14 @@ int pass_autodiff(struct ir_graph *g, FILE *err);
 
 /* expert_parallel: with the train setting ep > 1, each MoE layer's experts sharded
  * over the "ep" group: dispatch and combine become all-to-alls around the local
- * experts (see expert_parallel.c).  0, or non-zero with a message on err. */
+ * experts (see expert_parallel.c).  0, or non-zero with a message on err.  The
+ * receive buffers hold the setting ep_capacity (default PASS_EP_CAPACITY) times the
+ * rows of an even routing, or the worst case for ep_capacity = worst (an overflow is
+ * seen alike on every rank and the step runs again, larger). */
+#define PASS_EP_CAPACITY 2.0
 int pass_expert_parallel(struct ir_graph *g, FILE *err);
+/* The setting ep_capacity of g: a number of even shares, 0 for worst. */
+double pass_ep_capacity(const struct ir_graph *g);
 
 /* fp8: with the train setting precision = fp8, DeepSeek-V3's recipe: the forward,
  * input-gradient and weight-gradient products of linear and expert layers become
@@ -108,9 +114,6 @@ struct pass_layout { int pp, dp, ep, microbatches, zero; const char *schedule; }
 struct pass_rates { double flops_per_s; double mem_limit; };
 /* NVIDIA's stated dense BF16 rate of an H100 or H200 (SXM), FLOP/s */
 #define PASS_DEFAULT_FLOPS 989e12
-/* EP receive buffers hold this many times the rows a rank receives when the routing is
- * even (an overflow is seen alike on every rank and the step runs again, larger) */
-#define PASS_EP_CAPACITY 1.25
 
 /* One rank of one stage: its layers, parameters (params: the stage's own, whole;
  * params_per_rank: what one rank holds, experts / ep, copies included; params_copied:

@@ -85,6 +85,10 @@ struct engine {
 	float *scratch;         /* ZeRO-1: a padded gradient or weight, all shards */
 	int lead;               /* rank 0: prints, writes metrics */
 	int has_val;
+	/* expert parallelism: the receive buffers' size in even shares (0: worst case);
+	 * exchanges that overflowed and steps run again, this step and in all */
+	double ep_capacity;
+	int64_t ep_overflows, ep_reruns, ep_overflows_all, ep_reruns_all;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -654,33 +658,137 @@ static void place_batch(struct engine *e)
 	}
 }
 
+/* The optimizer's table: every trainable tensor this rank steps, in parameter order
+ * (the gradient norm adds them in that order). */
+static struct rt_dev_optim *new_optimizer(struct engine *e)
+{
+	struct rt_program *p = e->p;
+	struct rt_dev_tensor *tt = rt_calloc((size_t)p->n_params + 1, sizeof *tt);
+	int nt = 0;
+	for (int k = 0; k < p->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		if (!q->r->trainable)
+			continue;
+		if (q->r->zero) /* each element is in exactly one member's shard: counted once */
+			tt[nt++] = (struct rt_dev_tensor){ q->w + q->off, q->gs, q->m, q->v, q->len,
+							   q->r->decay, 1 };
+		else
+			tt[nt++] = (struct rt_dev_tensor){ q->w, q->g, q->m, q->v, q->n, q->r->decay,
+							   q->r->owner || p->world == 1 };
+	}
+	struct rt_dev_optim *o = e->dev->ops->optim_new(e->dev, tt, nt);
+	free(tt);
+	return o;
+}
+
+/* After an expert-parallel overflow: the program and executor rebuilt with receive
+ * buffers twice as large (up to the worst case), the weights copied into them, the
+ * batch placed again.  Every rank does it at once. */
+static int grow_capacity(struct engine *e, int64_t need, int64_t cap)
+{
+	const struct rt_train_config *c = e->c;
+	if (!c->rebuild || e->ep_capacity <= 0) {
+		fprintf(stderr, "sluice train: rank %d: an expert-parallel receive buffer "
+			"overflowed and cannot grow\n", e->p->rank);
+		return -1;
+	}
+	double f = 2.0 * e->ep_capacity;
+	/* a buffer of fewer even shares than need on some rank of this group: at least
+	 * what it needed, where this rank saw it */
+	if (cap > 0 && (double)need / (double)cap * e->ep_capacity > f)
+		f = ceil((double)need / (double)cap * e->ep_capacity);
+	if (e->lead && need > 0)
+		fprintf(stderr, "\nep: a routing sent %" PRId64 " rows to a rank whose receive "
+			"buffer holds %" PRId64 " (ep_capacity %g): the step runs again on "
+			"buffers of ep_capacity %g\n", need, cap, e->ep_capacity, f);
+	else if (e->lead)
+		fprintf(stderr, "\nep: a routing overflowed a receive buffer of another group "
+			"(ep_capacity %g): the step runs again on buffers of ep_capacity %g\n",
+			e->ep_capacity, f);
+	if (!e->dev->host) {
+		/* the weights would be copied device to device: not built */
+		fprintf(stderr, "sluice train: rank %d: an expert-parallel receive buffer "
+			"overflowed; growing it is built for CPU ranks only (set ep_capacity = "
+			"worst)\n", e->p->rank);
+		return -1;
+	}
+	struct rt_program *np = e->p;
+	struct rt_exec *nx = e->x;
+	if (c->rebuild(c->rebuild_ctx, f, &np, &nx))
+		return -1;
+	RT_ASSERT(np->n_params == e->p->n_params);
+	for (int k = 0; k < np->n_params; k++) {
+		struct eparam *q = &e->ps[k];
+		const struct rt_param *r = &np->params[k];
+		RT_ASSERT(!strcmp(r->path, q->r->path) &&
+			  (size_t)np->bufs[r->buf].numel == q->n);
+		float *w = np->bufs[r->buf].data;
+		memcpy(w, q->w, q->n * sizeof *w);
+		q->r = &np->params[k];
+		q->w = w;
+		if (r->trainable)
+			q->g = np->bufs[r->grad].data;
+		if (r->zero)
+			q->zc = rt_exec_group(nx, r->reduce_group);
+		if (q->ema)
+			q->wh = w; /* on the host: the weights themselves */
+	}
+	c->retire(c->rebuild_ctx, e->p, e->x);
+	e->p = np;
+	e->x = nx;
+	e->dev->ops->optim_free(e->dev, e->opt);
+	e->opt = new_optimizer(e);
+	if (!e->opt)
+		return -1;
+	e->ep_capacity = f;
+	place_batch(e);
+	return 0;
+}
+
 /* Run the step; the objective and its next-token part, averaged over the global
- * batch, on every rank. */
+ * batch, on every rank.  A step whose expert routing overflowed a receive buffer
+ * anywhere runs again, on larger ones. */
 static int run_step(struct engine *e, double *loss, double *lm)
 {
 	char err[256];
-	if (rt_exec_step(e->x, err, sizeof err)) {
-		fprintf(stderr, "sluice train: rank %d: %s\n", e->p->rank, err);
-		return -1;
-	}
-	struct rt_program *p = e->p;
-	/* the host's work on the last step's weights, while this one runs */
-	ema_fold(e);
-	double v[2] = { 0, 0 };
-	if (p->loss >= 0) {
-		float l[2];
-		if (e->dev->ops->download(e->dev, &l[0], p->bufs[p->loss].data, sizeof l[0]) ||
-		    e->dev->ops->download(e->dev, &l[1], p->bufs[p->lm_loss].data, sizeof l[1]))
+	for (int again = 0;; again++) {
+		struct rt_exec_stats s0, s1;
+		rt_exec_stats(e->x, &s0);
+		if (rt_exec_step(e->x, err, sizeof err)) {
+			fprintf(stderr, "sluice train: rank %d: %s\n", e->p->rank, err);
 			return -1;
-		v[0] = l[0];
-		v[1] = l[1];
+		}
+		rt_exec_stats(e->x, &s1);
+		struct rt_program *p = e->p;
+		/* the host's work on the last step's weights, while this one runs */
+		if (!again)
+			ema_fold(e);
+		double v[3] = { 0, 0, (double)(s1.ep_overflows - s0.ep_overflows) };
+		if (p->loss >= 0) {
+			float l[2];
+			if (e->dev->ops->download(e->dev, &l[0], p->bufs[p->loss].data, sizeof l[0]) ||
+			    e->dev->ops->download(e->dev, &l[1], p->bufs[p->lm_loss].data,
+						  sizeof l[1]))
+				return -1;
+			v[0] = l[0];
+			v[1] = l[1];
+		}
+		double n = (double)p->microbatches * p->layout.dp;
+		if (p->world > 1)
+			sum_world(e, v, 3);
+		*loss = v[0] / n;
+		*lm = v[1] / n;
+		if (v[2] == 0)
+			return 0;
+		/* every rank of a group counted each of its overflows */
+		int64_t events = (int64_t)(v[2] / (p->layout.ep > 1 ? p->layout.ep : 1));
+		e->ep_overflows += events;
+		e->ep_reruns++;
+		e->ep_overflows_all += events;
+		e->ep_reruns_all++;
+		if (grow_capacity(e, s1.ep_need_rows, s1.ep_cap_rows))
+			return -1;
 	}
-	double n = (double)p->microbatches * p->layout.dp;
-	if (p->world > 1)
-		sum_world(e, v, 2);
-	*loss = v[0] / n;
-	*lm = v[1] / n;
-	return 0;
 }
 
 static int eval_val(struct engine *e, double *val_loss)
@@ -917,6 +1025,7 @@ static int setup(struct engine *e)
 	const struct rt_train_config *c = e->c;
 	struct rt_program *p = e->p;
 	e->lead = p->rank == 0;
+	e->ep_capacity = c->ep_capacity;
 	e->total = c->steps;
 	e->seed = c->seed;
 	e->dev = p->dev;
@@ -963,25 +1072,11 @@ static int setup(struct engine *e)
 	}
 	if (scratch)
 		e->scratch = rt_calloc(scratch, sizeof *e->scratch);
-	/* the optimizer's table: every trainable tensor this rank steps, in parameter
-	 * order (the gradient norm adds them in that order) */
-	struct rt_dev_tensor *tt = rt_calloc((size_t)p->n_params + 1, sizeof *tt);
-	int nt = 0;
-	for (int k = 0; k < p->n_params; k++) {
-		struct eparam *q = &e->ps[k];
-		if (!q->r->trainable)
-			continue;
-		if (q->r->zero) /* each element is in exactly one member's shard: counted once */
-			tt[nt++] = (struct rt_dev_tensor){ q->w + q->off, q->gs, q->m, q->v, q->len,
-							   q->r->decay, 1 };
-		else
-			tt[nt++] = (struct rt_dev_tensor){ q->w, q->g, q->m, q->v, q->n, q->r->decay,
-							   q->r->owner || p->world == 1 };
-	}
-	e->opt = e->dev->ops->optim_new(e->dev, tt, nt);
-	free(tt);
+	e->opt = new_optimizer(e);
+	rt_timing("engine: AdamW moments allocated");
 	if (!e->opt || init_params(e))
 		return -1;
+	rt_timing("engine: parameters initialised");
 	rt_rng_seed(&e->rng, e->seed);
 	if (c->resume && load_checkpoint(e, c->resume))
 		return -1;
@@ -995,6 +1090,7 @@ static int setup(struct engine *e)
 	e->ckpt_every = c->ckpt_every > 0 ? c->ckpt_every : 500;
 	if (load_data(e))
 		return -1;
+	rt_timing("engine: data loaded");
 	e->gbatch = p->batch * p->microbatches * p->layout.dp;
 	size_t bt = (size_t)e->gbatch * (size_t)p->seq;
 	e->gtok = rt_calloc(bt, sizeof *e->gtok);
@@ -1094,14 +1190,23 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 	if (quiet)
 		pg.every = INT64_MAX;
 	int64_t first = e.step;
+	rt_timing("engine: step 1 begins");
 	double t0 = rt_now(), c0 = cpu_now(), tokens = (double)e.gbatch * p->seq;
 	int saved = 0;
 	while (e.step < e.total) {
 		double ts = rt_now();
 		double loss, lm, gnorm;
 		float lr;
+		e.ep_overflows = e.ep_reruns = 0;
 		if (step_once(&e, &loss, &lm, &lr, &gnorm))
 			goto restore;
+		p = e.p; /* rebuilt after an expert-parallel overflow */
+		x = e.x;
+		if (e.step - first < 3) {
+			char what[64];
+			snprintf(what, sizeof what, "engine: step %" PRId64 " done", e.step + 1);
+			rt_timing(what);
+		}
 		if (mx) {
 			rt_metrics_begin(mx);
 			rt_metrics_num(mx, "step", (double)e.step + 1);
@@ -1122,6 +1227,8 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		    (e.step % e.eval_every == 0 || e.step == e.total)) {
 			if (eval_val(&e, &val))
 				goto restore;
+			p = e.p;
+			x = e.x;
 			char lr_s[64] = "";
 			if (e.n_biases || p->world > 1)
 				if (e.load_ratio > 0)
@@ -1139,6 +1246,14 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 				rt_metrics_num(mx, "val_loss", val);
 			rt_metrics_num(mx, "time_s", now - t0);
 			rt_metrics_num(mx, "cpu_s", cpu_now() - c0);
+			if (p->layout.ep > 1) {
+				/* count exchanges that overflowed (each a layer and micro-batch of
+				 * one group, training or validation), steps run again, and the
+				 * receive buffers in even shares (0: the worst case) */
+				rt_metrics_num(mx, "ep_overflows", (double)e.ep_overflows);
+				rt_metrics_num(mx, "ep_reruns", (double)e.ep_reruns);
+				rt_metrics_num(mx, "ep_capacity", e.ep_capacity);
+			}
 			if (rt_metrics_end(mx))
 				fprintf(stderr, "sluice train: warning: writing %s failed\n", c->metrics);
 		}
@@ -1170,6 +1285,11 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		fprintf(stderr, "done: %" PRId64 " steps in %.1f s, %.0f tokens/s%s%s/%s\n",
 			e.step - first, el, tokens * (double)(e.step - first) / el,
 			saved ? ", checkpoint " : "", saved ? c->out_dir : "", saved ? RT_CKPT_FILE : "");
+	if (e.lead && e.ep_reruns_all)
+		fprintf(stderr, "ep: %" PRId64 " count exchange%s overflowed a receive buffer; %"
+			PRId64 " step%s run again, now on buffers of ep_capacity %g\n",
+			e.ep_overflows_all, e.ep_overflows_all == 1 ? "" : "s", e.ep_reruns_all,
+			e.ep_reruns_all == 1 ? "" : "s", e.ep_capacity);
 	if (p->world > 1) {
 		struct rt_exec_stats st;
 		rt_exec_stats(x, &st);

@@ -39,6 +39,15 @@ struct rt_train_config {
 	double flops_per_token;
 	int zero_note;              /* say that ZeRO-1 is on */
 	float ema;                  /* decay of the weights' moving average; 0: none */
+	/* Expert parallelism: the program's receive buffers, in even shares (0: the worst
+	 * case, which never overflows).  After an overflow the engine asks rebuild for a
+	 * program and executor with buffers of ep_capacity even shares (every rank at
+	 * once: it is collective), copies the weights into it, hands the old ones to
+	 * retire and runs the step again.  NULL rebuild: an overflow is an error. */
+	double ep_capacity;
+	int (*rebuild)(void *ctx, double ep_capacity, struct rt_program **p, struct rt_exec **x);
+	void (*retire)(void *ctx, struct rt_program *p, struct rt_exec *x);
+	void *rebuild_ctx;
 };
 
 /* Trains; every rank of the program's world calls it (x: the program's executor).

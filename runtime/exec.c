@@ -19,6 +19,14 @@
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
  *
+ * Expert parallelism: an ALL_TO_ALL whose output gives the receive counts of an
+ * ALL_TO_ALLV (the dispatch's) is run as an all-gather of every rank's send counts,
+ * so that every rank of the group knows every rank's receive total, at no extra
+ * collective.  When one exceeds the ALL_TO_ALLV's receive buffer, every rank of the
+ * group sees it alike, zeroes the layer's counts (the rest of the step moves and
+ * multiplies no rows, and so stays inside its buffers) and counts an overflow: that
+ * step's result is wrong, and the engine runs it again with larger buffers.
+ *
  * Counters: time in chunks (compute), in starting and finishing communication ops
  * (comm) and in WAIT actions (wait), per rank; the benchmarks read them. */
 #include <stdio.h>
@@ -38,6 +46,8 @@ struct rt_exec {
 	void **in, **out;
 	unsigned char *fresh;        /* per buffer: not yet written this step */
 	struct rt_comm *p2p;         /* a run of sends and receives is open on it */
+	int64_t *recv_cap;           /* per comm op: an ALL_TO_ALL of the receive counts of
+				      * an ALL_TO_ALLV, that one's receive rows; else -1 */
 	struct rt_exec_stats st;
 };
 
@@ -59,6 +69,19 @@ struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *e
 	x->in = rt_calloc((size_t)max_io, sizeof *x->in);
 	x->out = rt_calloc((size_t)max_io, sizeof *x->out);
 	x->fresh = rt_calloc((size_t)p->n_bufs + 1, 1);
+	x->recv_cap = rt_calloc((size_t)p->n_comms + 1, sizeof *x->recv_cap);
+	/* the counts' all-gather works on host buffers (CPU ranks); a GPU program's
+	 * receive buffers are sized for the worst case (tools/train.c) */
+	for (int k = 0; k < p->n_comms; k++) {
+		x->recv_cap[k] = -1;
+		if (p->comms[k].kind != RT_COP_ALL_TO_ALL || !x->dev->host)
+			continue;
+		for (int v = 0; v < p->n_comms; v++)
+			if (p->comms[v].kind == RT_COP_ALL_TO_ALLV &&
+			    p->comms[v].rcounts == p->comms[k].out &&
+			    p->bufs[p->comms[v].out].shape[0] > x->recv_cap[k])
+				x->recv_cap[k] = p->bufs[p->comms[v].out].shape[0];
+	}
 	for (int g = 0; g < p->n_groups; g++) {
 		if (!world) {
 			if (p->world > 1) {
@@ -92,6 +115,7 @@ void rt_exec_free(struct rt_exec *x)
 	free(x->in);
 	free(x->out);
 	free(x->fresh);
+	free(x->recv_cap);
 	free(x);
 }
 
@@ -205,6 +229,47 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 	free(sc);
 }
 
+/* The counts of a dispatch (i32 [P, El]: rows for each rank's local experts) to the
+ * ranks that receive them, as an all-gather of every rank's counts: rank q keeps row q
+ * of each rank's, and learns every rank's receive total.  An overflow of cap rows on
+ * any rank zeroes this rank's send and receive counts, as every rank of the group
+ * does (see the top of the file). */
+static void exchange_counts(struct rt_exec *x, const struct rt_comm_op *op, int mb,
+			    struct rt_comm *c, int64_t cap)
+{
+	const struct rt_program *p = x->p;
+	const struct rt_buffer *b = &p->bufs[op->buf];
+	int P = rt_comm_size(c), me = rt_comm_rank(c);
+	RT_ASSERT(b->dtype == RT_DT_I32 && b->rank >= 1 && b->shape[0] == P);
+	size_t n = (size_t)b->numel, row = n / (size_t)P;
+	int32_t *send = rt_buf_slot(p, op->buf, mb), *recv = rt_buf_slot(p, op->out, mb);
+	int32_t *all = rt_malloc(sizeof *all * n * (size_t)P);
+	rt_comm_all_gather(c, (uint64_t)(uintptr_t)send, (uint64_t)(uintptr_t)all, n,
+			   RT_COMM_I32, NULL);
+	rt_comm_sync(c, NULL);
+	int64_t most = 0;
+	for (int q = 0; q < P; q++) {
+		int64_t total = 0;
+		for (int r = 0; r < P; r++)
+			for (size_t j = 0; j < row; j++)
+				total += all[((size_t)r * (size_t)P + (size_t)q) * row + j];
+		if (total > most)
+			most = total;
+	}
+	for (int r = 0; r < P; r++)
+		memcpy(recv + (size_t)r * row, all + ((size_t)r * (size_t)P + (size_t)me) * row,
+		       row * sizeof *recv);
+	free(all);
+	if (most <= cap)
+		return;
+	memset(send, 0, n * sizeof *send);
+	memset(recv, 0, n * sizeof *recv);
+	x->st.ep_overflows++;
+	if (most > x->st.ep_need_rows)
+		x->st.ep_need_rows = most;
+	x->st.ep_cap_rows = cap;
+}
+
 static void start_comm(struct rt_exec *x, int k, int mb)
 {
 	const struct rt_comm_op *op = &x->p->comms[k];
@@ -232,6 +297,10 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 		rt_comm_all_reduce_sum(c, addr, addr, n, comm_dtype(b->dtype), NULL);
 		break;
 	case RT_COP_ALL_TO_ALL:
+		if (x->recv_cap[k] >= 0) {
+			exchange_counts(x, op, mb, c, x->recv_cap[k]);
+			break;
+		}
 		rt_comm_all_to_all(c, addr, (uint64_t)(uintptr_t)rt_buf_slot(x->p, op->out, mb),
 				   n / (size_t)rt_comm_size(c), comm_dtype(b->dtype), NULL);
 		break;

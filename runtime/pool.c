@@ -148,22 +148,33 @@ void rt_pool_run(struct rt_pool *p, int64_t n, int64_t grain, rt_pool_fn fn, voi
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-static void zero_range(void *ctx, int64_t lo, int64_t hi)
+/* One byte written in each page: the fault gives a page the kernel has zeroed (a huge
+ * page where it can), so the memory is written once, by the kernel. */
+static void touch_range(void *ctx, int64_t lo, int64_t hi)
 {
-	memset((char *)ctx + lo, 0, (size_t)(hi - lo));
+	volatile char *m = ctx;
+	for (int64_t i = lo; i < hi; i += 4096)
+		m[i] = 0;
 }
 
 void *rt_pool_alloc_zeroed(struct rt_pool *p, size_t n)
 {
+	/* calloc: large blocks come straight from mmap, zero and not yet faulted in,
+	 * and calloc knows not to clear them again (it clears what it reuses) */
+	char *m = rt_calloc(n ? n : 1, 1);
 	if (n < HUGE_PAGE)
-		return rt_calloc(n ? n : 1, 1);
-	size_t size = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-	void *m = aligned_alloc(HUGE_PAGE, size);
-	if (!m)
-		RT_BUG("out of memory allocating %zu bytes", size);
+		return m;
 	/* Huge pages where the kernel gives them on request (transparent_hugepage =
-	 * madvise, as on Debian and Ubuntu): a 512th of the faults; advice only. */
-	madvise(m, size, MADV_HUGEPAGE);
-	rt_pool_run(p, (int64_t)size, (int64_t)HUGE_PAGE * 8, zero_range, m);
+	 * madvise, as on Debian and Ubuntu): a 512th of the faults; advice only, on the
+	 * whole huge pages inside the block. */
+	uintptr_t a = ((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+	uintptr_t z = ((uintptr_t)m + n) & ~(uintptr_t)(HUGE_PAGE - 1);
+	if (z > a)
+		madvise((void *)a, z - a, MADV_HUGEPAGE);
+	/* from the block's first page boundary (the one before is calloc's, faulted) */
+	uintptr_t first = ((uintptr_t)m + 4095) & ~(uintptr_t)4095;
+	int64_t len = (int64_t)((uintptr_t)m + n - first);
+	if (len > 0)
+		rt_pool_run(p, len, (int64_t)HUGE_PAGE * 8, touch_range, (void *)first);
 	return m;
 }

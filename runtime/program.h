@@ -237,6 +237,11 @@ struct rt_exec;
 
 struct rt_exec_stats {
 	double compute_s, comm_s, wait_s; /* this rank, since the last reset */
+	/* expert parallelism: count exchanges whose routing overflowed a receive buffer
+	 * (seen alike by every rank of the group; the step's result is then wrong and
+	 * must be run again with larger buffers), the most rows one rank was sent by such
+	 * an exchange, and the receive buffer's rows there */
+	int64_t ep_overflows, ep_need_rows, ep_cap_rows;
 };
 
 /* The communicators of the program's groups: every rank of the world calls it

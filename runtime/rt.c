@@ -64,6 +64,56 @@ double rt_now(void)
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The process's start on CLOCK_BOOTTIME (field 22 of /proc/self/stat, in clock
+ * ticks since boot), so that the time before main (loading the shared libraries)
+ * counts; rt_now's origin where that cannot be read. */
+static double exec_time(void)
+{
+	char buf[1024];
+	int fd = open("/proc/self/stat", O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1.0;
+	buf[n] = 0;
+	const char *p = strrchr(buf, ')'); /* past the command name, which may hold spaces */
+	unsigned long long start = 0;
+	for (int field = 2; p && *p; p++)
+		if (*p == ' ' && ++field == 22) {
+			start = strtoull(p + 1, NULL, 10);
+			break;
+		}
+	long hz = sysconf(_SC_CLK_TCK);
+	return start && hz > 0 ? (double)start / (double)hz : -1.0;
+}
+
+void rt_timing(const char *what)
+{
+	static int on = -1;
+	static double origin, last;
+	if (on < 0) {
+		const char *env = getenv("SLUICE_TIMING");
+		on = env && *env && strcmp(env, "0");
+		if (on) {
+			struct timespec ts;
+			clock_gettime(CLOCK_BOOTTIME, &ts);
+			double boot_now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+			double start = exec_time();
+			origin = rt_now() - (start >= 0.0 ? boot_now - start : 0.0);
+			last = origin;
+		}
+	}
+	if (!on)
+		return;
+	double now = rt_now();
+	struct timespec cpu;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+	fprintf(stderr, "timing: %-36s %7.3f s since exec (+%.3f s), cpu %.3f s\n", what,
+		now - origin, now - last, (double)cpu.tv_sec + 1e-9 * (double)cpu.tv_nsec);
+	last = now;
+}
+
 int rt_num_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);

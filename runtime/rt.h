@@ -19,6 +19,10 @@ _Noreturn void rt_bug(const char *file, int line, const char *fmt, ...)
 
 double rt_now(void);                  /* monotonic seconds */
 int rt_num_cpus(void);
+/* Start-up timing: with SLUICE_TIMING set (to anything but 0), prints
+ * "timing: WHAT  T s since exec (+D s), cpu C s" on stderr, T measured from the process's
+ * start as the kernel recorded it, D since the previous mark; else nothing. */
+void rt_timing(const char *what);
 
 /* Write a whole file safely: to PATH.tmp.PID, fsync, rename over PATH, fsync the
  * directory.  Returns 0, or -1 with errno set and nothing left behind. */

@@ -374,6 +374,67 @@ static size_t gpu_arena_bytes(const struct ir_graph *g, int ordinal)
 	return want;
 }
 
+/* --- expert parallelism: programs rebuilt with larger receive buffers ------------ */
+
+struct rebuild {
+	const struct train_opts *o;
+	const struct cg_backend *be;
+	const struct cg_layout *layout;
+	struct rt_comm *comm;
+	struct rt_device *dev;
+	int rank;
+	struct ir_graph **g;           /* train_run's: the current graph, program, executor */
+	struct rt_program **prog;
+	struct rt_exec **x;
+	struct ir_graph **old;         /* graphs of retired programs, freed at the end (the
+					* engine's configuration points into the first) */
+	int n_old;
+};
+
+/* The model compiled again with ep_capacity = f and its program built for this rank,
+ * as train_run does; every rank calls it at once (the executor's groups are split
+ * anew). */
+static int rebuild_program(void *ctx, double f, struct rt_program **p, struct rt_exec **x)
+{
+	struct rebuild *rb = ctx;
+	struct ir_graph *g = compile_model(rb->o);
+	struct rt_program *np = NULL;
+	struct rt_exec *nx = NULL;
+	char err[512] = "";
+	if (!g)
+		return -1;
+	ir_graph_set(g, "ep_capacity", f, NULL);
+	mark_lm_loss(g);
+	struct cg_layout layout = *rb->layout;
+	if (pass_pipeline_run(g, NULL, stderr) || cg_assign_stages(g, &layout, stderr))
+		goto bad;
+	np = cg_program_build(g, &layout, rb->rank, rb->be, stderr);
+	if (!np)
+		goto bad;
+	int bad_alloc = rt_program_alloc(np, rb->dev, err, sizeof err);
+	if (bad_alloc || !(nx = rt_exec_new(np, rb->comm, err, sizeof err))) {
+		fprintf(stderr, "sluice train: %s\n", err);
+		goto bad;
+	}
+	rb->old = rt_realloc(rb->old, sizeof *rb->old * (size_t)(rb->n_old + 1));
+	rb->old[rb->n_old++] = *rb->g;
+	*rb->g = g;
+	*rb->prog = *p = np;
+	*rb->x = *x = nx;
+	return 0;
+bad:
+	rt_program_free(np);
+	ir_graph_free(g);
+	return -1;
+}
+
+static void retire_program(void *ctx, struct rt_program *p, struct rt_exec *x)
+{
+	(void)ctx;
+	rt_exec_free(x);
+	rt_program_free(p);
+}
+
 int train_run(const struct train_opts *o)
 {
 	int cuda = pick_device(o);
@@ -386,9 +447,11 @@ int train_run(const struct train_opts *o)
 #endif
 	if (!cuda && !(be = pick_backend(o->backend)))
 		return EXIT_INPUT;
+	rt_timing("main: shared libraries loaded");
 	struct ir_graph *g = compile_model(o);
 	if (!g)
 		return EXIT_INPUT;
+	rt_timing("front end: model compiled to IR");
 	int rc = EXIT_INPUT;
 	struct rt_program *prog = NULL;
 	struct rt_exec *x = NULL;
@@ -420,6 +483,16 @@ int train_run(const struct train_opts *o)
 	c.ckpt_every = o->ckpt_every;
 	c.stop_at = o->stop_at;
 	c.resume = o->resume;
+	if (cuda && !ir_graph_setting(g, "ep_capacity")) {
+		/* an overflow is caught on CPU ranks only (runtime/exec.c): GPU ranks size
+		 * their receive buffers for the worst case */
+		ir_graph_set(g, "ep_capacity", 0, "worst");
+	} else if (cuda && pass_ep_capacity(g) > 0 && SETTING(g, 1, "ep") > 1) {
+		fprintf(stderr, "sluice train: %s: ep_capacity %g: GPU ranks do not catch an "
+			"overflow yet; --set ep_capacity=worst\n", o->model, pass_ep_capacity(g));
+		goto done;
+	}
+	c.ep_capacity = pass_ep_capacity(g);
 	c.metrics = o->metrics;
 	c.quiet = o->quiet;
 	c.backend = be->name;
@@ -501,6 +574,7 @@ int train_run(const struct train_opts *o)
 	config_hash(g, hash, sizeof hash);
 	if (pass_pipeline_run(g, NULL, stderr))
 		goto done;
+	rt_timing("passes");
 	if (world > 1) {
 		/* every rank must run the same model at the same layout */
 		char what[256];
@@ -557,12 +631,16 @@ int train_run(const struct train_opts *o)
 		fflush(stderr);
 	}
 	double t0 = rt_now();
+	rt_timing("model figures (sluice check's)");
 	if (world > 1 && world <= 64 && verify_programs(o->model, g, &layout, world))
 		goto done;
 	prog = cg_program_build(g, &layout, rank, be, stderr);
 	if (!prog)
 		goto done;
-	if (rt_program_alloc(prog, dev, err, sizeof err)) {
+	rt_timing("program built, kernels compiled");
+	int bad_alloc = rt_program_alloc(prog, dev, err, sizeof err);
+	rt_timing("program's arena allocated");
+	if (bad_alloc) {
 		fprintf(stderr, "sluice train: %s\n", err);
 		goto done;
 	}
@@ -627,7 +705,15 @@ int train_run(const struct train_opts *o)
 		sprintf(out_dir, "runs/%s", m);
 	}
 	c.out_dir = out_dir;
+	struct rebuild rb = { .o = o, .be = be, .layout = &layout, .comm = comm, .dev = dev, .rank = rank,
+			      .g = &g, .prog = &prog, .x = &x };
+	c.rebuild = rebuild_program;
+	c.retire = retire_program;
+	c.rebuild_ctx = &rb;
 	rc = rt_train(prog, x, &c) ? EXIT_INPUT : EXIT_OK;
+	for (int i = 0; i < rb.n_old; i++)
+		ir_graph_free(rb.old[i]);
+	free(rb.old);
 done:
 	free((void *)layout.layer_stage);
 	rt_exec_free(x);

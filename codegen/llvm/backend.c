@@ -7,8 +7,14 @@
  * The layout and the distinct kernels are the plan's (codegen/plan.c), shared with
  * the CUDA backend.
  *
+ * The JIT compiles on a thread of its own while the caller goes on (the buffers are
+ * placed here, and 'sluice train' initialises the weights on the pool meanwhile); the
+ * first run waits for it.  Its errors (internal ones: the IR comes from sluice) are
+ * printed then, and that run fails.
+ *
  * run() executes the steps in order; each kernel's parallel index space is split over
  * the thread pool (runtime/pool.c). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,10 +23,27 @@
 #include "runtime/pool.h"
 #include "runtime/rt.h"
 
+/* The JIT's compile of the distinct kernels, on its own thread. */
+struct jit_job {
+	pthread_t thread;
+	struct cg_jit *jit;
+	struct kir_kernel **ks; /* the distinct kernels */
+	int n_uniq;
+	int *uniq;              /* plan kernel -> distinct index */
+	cg_kernel_fn *fns;      /* per distinct kernel */
+	FILE *dump;
+	char *msg;              /* what the compile printed */
+	size_t msg_len;
+	int rc;
+	double seconds;
+};
+
 struct cg_exec {
 	const struct ir_graph *g;
 	struct cg_plan plan;
 	struct cg_jit *jit;
+	struct jit_job *job;    /* while the kernels compile */
+	int jit_rc;             /* the compile's result, once waited for */
 	cg_kernel_fn *fns;
 	struct rt_pool *pool;
 	struct cg_gemm_ws *ws;  /* GEMM packing buffers, kept between runs */
@@ -113,10 +136,49 @@ static void print_profile(const double *t)
 			t[order[i]], 100 * t[order[i]] / total);
 }
 
+static void *jit_thread(void *arg)
+{
+	struct jit_job *j = arg;
+	double t0 = rt_now();
+	FILE *err = open_memstream(&j->msg, &j->msg_len);
+	j->rc = cg_jit_compile(j->jit, j->ks, j->n_uniq, j->fns, j->dump, err ? err : stderr);
+	if (err)
+		fclose(err);
+	if (j->dump)
+		fclose(j->dump);
+	j->seconds = rt_now() - t0;
+	return NULL;
+}
+
+/* Wait for the kernels (once); 0 when they compiled. */
+static int await_kernels(struct cg_exec *e)
+{
+	struct jit_job *j = e->job;
+	if (!j)
+		return e->jit_rc;
+	pthread_join(j->thread, NULL);
+	if (j->msg && *j->msg)
+		fputs(j->msg, stderr);
+	char what[96];
+	snprintf(what, sizeof what, "llvm: kernels ready (%.3f s of compile)", j->seconds);
+	rt_timing(what);
+	for (int i = 0; i < e->plan.n_ks; i++)
+		e->fns[i] = j->fns[j->uniq[i]];
+	e->jit_rc = j->rc;
+	free(j->msg);
+	free(j->fns);
+	free(j->ks);
+	free(j->uniq);
+	free(j);
+	e->job = NULL;
+	return e->jit_rc;
+}
+
 static void llvm_free(struct cg_exec *e)
 {
 	if (!e)
 		return;
+	await_kernels(e);
 	if (e->prof) {
 		print_profile(e->prof);
 		free(e->prof);
@@ -146,6 +208,7 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 		llvm_free(e);
 		return NULL;
 	}
+	rt_timing("llvm: kernels planned");
 	e->jit = cg_jit_new(err);
 	if (!e->jit) {
 		llvm_free(e);
@@ -165,19 +228,30 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 	int *uniq = rt_calloc((size_t)n + 1, sizeof *uniq);
 	struct kir_kernel **ks = rt_calloc((size_t)n + 1, sizeof *ks);
 	int n_uniq = cg_plan_distinct_kernels(&e->plan, uniq, ks);
-	cg_kernel_fn *fns = rt_calloc((size_t)n_uniq + 1, sizeof *fns);
-	int rc = cg_jit_compile(e->jit, ks, n_uniq, fns, dump, err);
-	for (int i = 0; i < n; i++)
-		e->fns[i] = fns[uniq[i]];
-	free(fns);
-	free(ks);
-	free(uniq);
-	if (dump)
-		fclose(dump);
-	if (rc) {
-		llvm_free(e);
-		return NULL;
+	struct jit_job *j = rt_calloc(1, sizeof *j);
+	*j = (struct jit_job){ .jit = e->jit, .ks = ks, .n_uniq = n_uniq, .uniq = uniq,
+			       .fns = rt_calloc((size_t)n_uniq + 1, sizeof *j->fns), .dump = dump };
+	e->job = j;
+	if (pthread_create(&j->thread, NULL, jit_thread, j)) {
+		/* no thread: compile here, and report as the caller asked */
+		e->job = NULL;
+		jit_thread(j);
+		if (j->msg && *j->msg)
+			fputs(j->msg, err);
+		for (int i = 0; i < n; i++)
+			e->fns[i] = j->fns[uniq[i]];
+		int rc = j->rc;
+		free(j->msg);
+		free(j->fns);
+		free(j->ks);
+		free(j->uniq);
+		free(j);
+		if (rc) {
+			llvm_free(e);
+			return NULL;
+		}
 	}
+	rt_timing("llvm: kernels compiling on a thread");
 	int nb = e->plan.n_bufs;
 	e->ptr = rt_calloc((size_t)nb + 1, sizeof *e->ptr);
 	e->outside = rt_calloc((size_t)nb + 1, 1);
@@ -187,6 +261,7 @@ static struct cg_exec *llvm_compile(const struct ir_graph *g, FILE *err)
 		llvm_free(e);
 		return NULL;
 	}
+	rt_timing("llvm: arena and outputs allocated");
 	for (int s = 0; s < e->plan.n_steps; s++)
 		if (e->plan.steps[s].n_bufs > e->max_args)
 			e->max_args = e->plan.steps[s].n_bufs;
@@ -418,6 +493,8 @@ static void run_attention(struct cg_exec *e, const struct cg_step *st)
 
 static int llvm_run(struct cg_exec *e)
 {
+	if (await_kernels(e))
+		return 1;
 	const struct cg_plan *p = &e->plan;
 	for (int s = 0; s < p->n_steps; s++) {
 		const struct cg_step *st = &p->steps[s];

@@ -14,6 +14,7 @@
 #include "frontend/fe.h"
 #include "frontend/frontend.h"
 #include "ir/ir.h"
+#include "passes/passes.h"
 
 /* --- lexer ------------------------------------------------------------------------- */
 
@@ -156,6 +157,40 @@ static void test_eval(void)
 	CHECK(s && s->is_str && !strcmp(s->str, "adamw"));
 	CHECK(sl_settings_check_graph(g, stderr) == 0);
 	ir_graph_free(g);
+}
+
+/* ep_capacity: a number >= 1, or the word worst (in the train section or --set); the
+ * pass sizes the receive buffers from it */
+static void test_ep_capacity(void)
+{
+	char src[1024];
+	snprintf(src, sizeof src, "model m\n%strain {\n  ep_capacity = worst\n}\n", tail);
+	struct ir_graph *g = compile_str(src, 0, NULL);
+	const struct ir_setting *s = g ? ir_graph_setting(g, "ep_capacity") : NULL;
+	CHECK(s && s->is_str && !strcmp(s->str, "worst") && pass_ep_capacity(g) == 0);
+	ir_graph_free(g);
+	struct sl_override o[] = { { "ep_capacity", "1.5" } };
+	g = compile_str(src, 1, o);
+	CHECK(g && ir_graph_setting_num(g, "ep_capacity", 0) == 1.5 && pass_ep_capacity(g) == 1.5);
+	ir_graph_free(g);
+	g = compile_str("model m\ngraph(tokens: i32[2, 4], targets: i32[2, 4]) {\n"
+			"  loss = cross_entropy(linear(embed(tokens, 16, 8), 16, name: head), targets)\n"
+			"}\n", 0, NULL);
+	CHECK(g && pass_ep_capacity(g) == PASS_EP_CAPACITY);
+	ir_graph_free(g);
+	const char *bad[] = { "0.5", "wrst" };
+	for (int i = 0; i < 2; i++) {
+		struct sl_override b[] = { { "ep_capacity", bad[i] } };
+		char *out = NULL;
+		size_t n = 0;
+		FILE *err = open_memstream(&out, &n);
+		g = sl_compile_source(src, strlen(src), "t.sl", 1, b, err);
+		fclose(err);
+		CHECKF(!g && strstr(out, "'ep_capacity' is a number >= 1 or worst"),
+		       "ep_capacity=%s: %s", bad[i], out);
+		ir_graph_free(g);
+		free(out);
+	}
 }
 
 /* loops, conditionals, blocks with defaults, explicit parameters, tensor arithmetic */
@@ -462,6 +497,7 @@ int main(void)
 {
 	test_lexer();
 	test_eval();
+	test_ep_capacity();
 	test_language();
 	test_tiny_gpt();
 	test_tiny_moe();
