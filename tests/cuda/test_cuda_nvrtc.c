@@ -11,33 +11,6 @@
 #include <stdlib.h>
 
 #ifndef SLUICE_HAVE_NVRTC
-/* the step graph of a model, planned for the GPU, rendered and compiled */
-static void model_compiles(const char *path)
-{
-	struct ir_graph *g = sl_compile_file(path, 0, NULL, stderr);
-	REQUIRE(g);
-	REQUIRE(pass_autodiff(g, stderr) == 0);
-	struct cg_plan p;
-	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
-	/* the distinct kernels, as the backend builds them: the others differ in name only */
-	int *uniq = calloc((size_t)p.n_ks + 1, sizeof *uniq);
-	struct kir_kernel **ks = calloc((size_t)p.n_ks + 1, sizeof *ks);
-	int n = cg_plan_distinct_kernels(&p, uniq, ks);
-	char *src = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&src, &len);
-	REQUIRE(f);
-	cg_cuda_render(ks, n, f);
-	fclose(f);
-	CHECKF(compile(path, src) == 0, "the kernels of %s do not compile cleanly", path);
-	printf("%s: the %d kernels of its step (%d distinct) compile\n", path, p.n_ks, n);
-	free(src);
-	free(ks);
-	free(uniq);
-	cg_plan_free(&p);
-	ir_graph_free(g);
-}
-
 int main(void)
 {
 	printf("skipped: this build has no NVRTC\n");
