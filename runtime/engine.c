@@ -113,6 +113,57 @@ static void on_sigusr1(int sig)
 	interrupted = 1;
 }
 
+static int catching;
+static struct sigaction old_int, old_usr1;
+
+static void catch_interrupts(void)
+{
+	if (catching)
+		return;
+	interrupted = 0;
+	struct sigaction sa = { .sa_handler = on_sigint };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_int);
+	/* SIGUSR1: a stop that mpirun passes on to the ranks (kill -USR1 of mpirun); the
+	 * launcher of '--ranks N' makes SLUICE_STOP_FILE instead (runtime/launch.c) */
+	struct sigaction su = { .sa_handler = on_sigusr1 };
+	sigemptyset(&su.sa_mask);
+	sigaction(SIGUSR1, &su, &old_usr1);
+	catching = 1;
+}
+
+static void release_interrupts(void)
+{
+	if (catching != 1)
+		return;
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
+	catching = 0;
+}
+
+int rt_train_interrupted(void)
+{
+	return interrupted;
+}
+
+/* Ctrl-C at the launcher of a job of CPU ranks: the file it names is there */
+static int stop_file_made(void)
+{
+	const char *f = getenv("SLUICE_STOP_FILE");
+	struct stat st;
+	if (f && *f && !stat(f, &st)) {
+		interrupted = 1;
+		return 1;
+	}
+	return 0;
+}
+
+void rt_train_catch_interrupts(void)
+{
+	catch_interrupts();
+	catching = 2; /* for the rest of the process: rt_train leaves them */
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
 	size_t a = strlen(s), b = strlen(suffix);
@@ -1158,7 +1209,9 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 	struct engine e = { .p = p, .x = x, .c = c };
 	struct rt_metrics *mx = NULL;
 	int rc = 1;
-	interrupted = 0;
+	/* from here on if the command did not already (a Ctrl-C during the set-up stops
+	 * the training after its first step) */
+	catch_interrupts();
 	if (setup(&e))
 		goto done;
 	if (c->metrics && e.lead && !(mx = rt_metrics_open(c->metrics, c->resume != NULL, stderr)))
@@ -1177,13 +1230,6 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		rc = 0;
 		goto done;
 	}
-	struct sigaction sa = { .sa_handler = on_sigint }, old, old_usr1;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, &old);
-	/* SIGUSR1: Ctrl-C as mpirun passes it to the ranks of a job (runtime/launch.c) */
-	struct sigaction su = { .sa_handler = on_sigusr1 };
-	sigemptyset(&su.sa_mask);
-	sigaction(SIGUSR1, &su, &old_usr1);
 	struct rt_progress pg;
 	int quiet = c->quiet || !e.lead;
 	rt_progress_init(&pg, stderr, e.total, quiet ? 0 : -1);
@@ -1199,7 +1245,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		float lr;
 		e.ep_overflows = e.ep_reruns = 0;
 		if (step_once(&e, &loss, &lm, &lr, &gnorm))
-			goto restore;
+			goto done;
 		p = e.p; /* rebuilt after an expert-parallel overflow */
 		x = e.x;
 		if (e.step - first < 3) {
@@ -1226,7 +1272,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		if (e.has_val && e.eval_every > 0 &&
 		    (e.step % e.eval_every == 0 || e.step == e.total)) {
 			if (eval_val(&e, &val))
-				goto restore;
+				goto done;
 			p = e.p;
 			x = e.x;
 			char lr_s[64] = "";
@@ -1260,10 +1306,13 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		if (!quiet)
 			rt_progress_step(&pg, e.step, (float)loss, p->lm_loss != p->loss ? lm : NAN,
 					 tokens * (double)(e.step - first) / (now - t0), eta);
-		int stop = agree_stop(&e, interrupted || (c->stop_at >= 0 && e.step >= c->stop_at));
+		int at_stop = c->stop_at >= 0 && e.step >= c->stop_at;
+		int stop = agree_stop(&e, interrupted || stop_file_made() || at_stop);
+		if (stop && !at_stop)
+			interrupted = 1; /* another rank saw it */
 		if (stop || e.step % e.ckpt_every == 0 || e.step == e.total) {
 			if (save_checkpoint(&e))
-				goto restore;
+				goto done;
 			saved = 1;
 		}
 		if (stop) {
@@ -1275,7 +1324,7 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 					interrupted ? "interrupted" : "stopped", e.step, e.total,
 					c->out_dir, RT_CKPT_FILE, c->model, c->out_dir);
 			rc = 0;
-			goto restore;
+			goto done;
 		}
 	}
 	if (!quiet)
@@ -1297,10 +1346,8 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 			"waiting %.2f s\n", p->rank, p->stage, st.compute_s, st.comm_s, st.wait_s);
 	}
 	rc = 0;
-restore:
-	sigaction(SIGINT, &old, NULL);
-	sigaction(SIGUSR1, &old_usr1, NULL);
 done:
+	release_interrupts();
 	rt_metrics_close(mx);
 	teardown(&e);
 	return rc;

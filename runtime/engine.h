@@ -54,6 +54,16 @@ struct rt_train_config {
  * Returns the exit status: 0, or 1 for an error in the input or a failed run. */
 int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_config *c);
 
+/* Ctrl-C (SIGINT) and SIGUSR1 (a stop sent through 'mpirun' by hand) set a flag for
+ * the rest of the process, which the end of rt_train's first step acts on: the train
+ * command calls it first, so that one which comes while the program compiles, or
+ * again after the training ended, is neither lost nor fatal.  Without it rt_train
+ * catches them while it runs and restores the handlers it found. */
+void rt_train_catch_interrupts(void);
+
+/* 1 when a Ctrl-C came since rt_train_catch_interrupts */
+int rt_train_interrupted(void);
+
 /* The file a checkpoint directory holds. */
 #define RT_CKPT_FILE "checkpoint.safetensors"
 

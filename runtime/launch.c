@@ -3,6 +3,7 @@
  * launcher behind '--gpus N', and the mpirun launcher behind '--ranks N'. */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "comm_impl.h"
+#include "engine.h"
 #include "rt.h"
 
 #include <limits.h>
@@ -467,6 +468,8 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	argv[a++] = "none";
 	argv[a++] = "-x";
 	argv[a++] = "SLUICE_THREADS";
+	argv[a++] = "-x";
+	argv[a++] = "SLUICE_STOP_FILE";
 	argv[a++] = "-np";
 	argv[a++] = np;
 	argv[a++] = exe;
@@ -481,6 +484,24 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 		int share = usable_cpus() / nranks;
 		set_env_int("SLUICE_THREADS", share > 1 ? share : 1);
 	}
+	/* Ctrl-C reaches the ranks as a file they look for at the end of every step
+	 * (runtime/engine.c): a signal passed on by mpirun is lost when it comes before
+	 * mpirun started them, and kills one that has not yet set its handler */
+	const char *tmp = getenv("TMPDIR");
+	char stop_dir[PATH_MAX], stop_file[PATH_MAX + 8];
+	snprintf(stop_dir, sizeof stop_dir, "%s/sluice-job.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(stop_dir)) {
+		snprintf(err, errlen, "cannot make a directory in %s: %s", tmp && *tmp ? tmp : "/tmp",
+			 strerror(errno));
+		if (!had_threads)
+			unsetenv("SLUICE_THREADS");
+		free(argv);
+		free(own);
+		free(blob);
+		return 1;
+	}
+	snprintf(stop_file, sizeof stop_file, "%s/stop", stop_dir);
+	setenv("SLUICE_STOP_FILE", stop_file, 1);
 	setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
 	setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
 	fflush(NULL);
@@ -488,6 +509,9 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	sa_new.sa_handler = on_signal;
 	sigaction(SIGINT, &sa_new, &sa_int);
 	sigaction(SIGTERM, &sa_new, &sa_term);
+	/* a Ctrl-C that came before: while the command read the model */
+	if (rt_train_interrupted())
+		forward_sig = SIGINT;
 	int status = 1;
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -503,9 +527,9 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
 	} else {
-		/* A first Ctrl-C becomes SIGUSR1, which mpirun passes on to the ranks and the
-		 * training engine takes as Ctrl-C (stop after the step, with a checkpoint);
-		 * a second one, or SIGTERM, goes to mpirun as it is, which ends the job. */
+		/* A first Ctrl-C makes the stop file, which the training engine takes as
+		 * Ctrl-C (stop after the step, with a checkpoint); a second one, or SIGTERM,
+		 * goes to mpirun as it is, which ends the job. */
 		int interrupts = 0;
 		for (;;) {
 			int ws;
@@ -523,8 +547,15 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 				break;
 			}
 			if (forward_sig) {
-				int sig = forward_sig == SIGINT && !interrupts++ ? SIGUSR1 : forward_sig;
-				kill(pid, sig);
+				if (forward_sig == SIGINT && !interrupts++) {
+					int fd = open(stop_file, O_WRONLY | O_CREAT, 0600);
+					if (fd >= 0)
+						close(fd);
+					else
+						kill(pid, SIGUSR1); /* passed on by mpirun */
+				} else {
+					kill(pid, forward_sig);
+				}
 				forward_sig = 0;
 			}
 		}
@@ -534,6 +565,9 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	}
 	sigaction(SIGINT, &sa_int, NULL);
 	sigaction(SIGTERM, &sa_term, NULL);
+	unlink(stop_file);
+	rmdir(stop_dir);
+	unsetenv("SLUICE_STOP_FILE");
 	if (!had_threads)
 		unsetenv("SLUICE_THREADS");
 	free(argv);

@@ -437,6 +437,8 @@ static void retire_program(void *ctx, struct rt_program *p, struct rt_exec *x)
 
 int train_run(const struct train_opts *o)
 {
+	/* Ctrl-C while compiling stops after the first step */
+	rt_train_catch_interrupts();
 	int cuda = pick_device(o);
 	if (cuda < 0)
 		return EXIT_INPUT;

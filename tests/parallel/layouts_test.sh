@@ -240,6 +240,30 @@ grep -q "saved at pp 2 dp 2 ep 1 microbatches 2, now pp 1 dp 1 ep 1 microbatches
 	move-4to1.out && ok "the resume says the layout changed and the training did not" ||
 	fail "the resume did not say what changed: $(grep resume move-4to1.out)"
 
+# bounded JOB SECONDS: waits for the background job, its status in $rc; one still
+# running after SECONDS is a failure of its own (what is left of it is listed, then
+# killed) rather than a test that hangs with two ranks spinning
+bounded() {
+	local job=$1 limit=$2 t=0
+	while kill -0 "$job" 2>/dev/null && [ "$t" -lt $((limit * 5)) ]; do
+		sleep 0.2
+		t=$((t + 1))
+	done
+	if kill -0 "$job" 2>/dev/null; then
+		echo "still running after $limit s:"
+		ps -eo pid,ppid,stat,etime,args | grep -v grep | grep "sluice\|mpirun" | cut -c1-200
+		pkill -9 -P "$job" 2>/dev/null
+		for pid in $(pgrep -f "$T/ck-"); do kill -9 "$pid" 2>/dev/null; done
+		kill -9 "$job" 2>/dev/null
+		wait "$job"
+		rc=124
+		return 1
+	fi
+	wait "$job"
+	rc=$?
+	return 0
+}
+
 # a rank that dies: every rank ends within seconds, the last checkpoint intact
 rm -rf "$T/ck-kill"
 "$SLUICE" train "$MODEL" --ranks 2 --data text.bin --steps 100000 --eval-every 0 --quiet \
@@ -262,8 +286,7 @@ if [ -z "$victim" ]; then
 else
 	kill -9 "$victim"
 	t0=$(date +%s)
-	wait $job
-	rc=$?
+	bounded $job 60
 	dt=$(( $(date +%s) - t0 ))
 	if [ "$rc" -eq 0 ] || [ "$dt" -gt 15 ]; then
 		fail "after rank 1 was killed the job exited $rc in $dt s: $(tail -3 kill.out)"
@@ -279,19 +302,18 @@ else
 fi
 
 # Ctrl-C (SIGINT to the launcher): every rank stops after the same step with a
-# checkpoint, and the job exits 0
+# checkpoint, and the job exits 0.  It comes as soon as mpirun runs, while the ranks
+# start and compile: one that mpirun would pass on then is lost or kills a rank.
 rm -rf "$T/ck-int"
 "$SLUICE" train "$MODEL" --ranks 2 --data text.bin --steps 100000 --eval-every 0 --quiet \
 	--set seq=32 --set batch=2 --set pp=2 --out "$T/ck-int" >int.out 2>&1 &
 job=$!
 for _ in $(seq 900); do
-	sleep 0.2
-	grep -q "^layout:" int.out && break
+	sleep 0.02
+	pgrep -P $job mpirun >/dev/null && break
 done
-sleep 2
 kill -INT $job
-wait $job
-rc=$?
+bounded $job 120
 if [ "$rc" -ne 0 ] || ! grep -q "^interrupted after step" int.out ||
 	[ ! -s "$T/ck-int/checkpoint.safetensors" ]; then
 	fail "Ctrl-C of a job of 2 ranks: status $rc: $(tail -3 int.out)"
