@@ -409,13 +409,6 @@ static int find_on_path(const char *name, char *buf, size_t n)
 	return -1;
 }
 
-static int usable_cpus(void)
-{
-	cpu_set_t set;
-	if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
-		return CPU_COUNT(&set);
-	return rt_num_cpus();
-}
 #endif
 
 int rt_launch_mpi(int nranks, char *err, size_t errlen)
@@ -481,7 +474,7 @@ int rt_launch_mpi(int nranks, char *err, size_t errlen)
 	 * no single-copy shared memory, which containers often forbid (ptrace). */
 	int had_threads = getenv("SLUICE_THREADS") != NULL;
 	if (!had_threads) {
-		int share = usable_cpus() / nranks;
+		int share = rt_num_cpus() / nranks;
 		set_env_int("SLUICE_THREADS", share > 1 ? share : 1);
 	}
 	/* Ctrl-C reaches the ranks as a file they look for at the end of every step

@@ -1,9 +1,12 @@
 /* rt.c - the runtime's base helpers. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "rt.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -114,9 +117,26 @@ void rt_timing(const char *what)
 	last = now;
 }
 
+/* The cores this process may use: those of its affinity mask, fewer where a cgroup
+ * (v2) quota allows less CPU time than that (a container of 2 cores on a large host). */
 int rt_num_cpus(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+	long n = 0;
+	if (!sched_getaffinity(0, sizeof set, &set))
+		n = CPU_COUNT(&set);
+	if (n <= 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+	if (f) {
+		long long quota, period;
+		if (fscanf(f, "%lld %lld", &quota, &period) == 2 && quota > 0 && period > 0) {
+			long q = (long)((quota + period - 1) / period);
+			if (q < n)
+				n = q;
+		}
+		fclose(f);
+	}
 	return n > 0 ? (int)n : 1;
 }
 
