@@ -44,6 +44,7 @@ enum sl_setting_kind {
 	SL_SETTING_INT,    /* a number with an integral value */
 	SL_SETTING_FLOAT,  /* a number */
 	SL_SETTING_CHOICE, /* one of the words of `choices` */
+	SL_SETTING_LIST,   /* words of `choices` separated by commas, or none */
 };
 
 struct sl_setting {
@@ -51,7 +52,7 @@ struct sl_setting {
 	enum sl_setting_kind kind;
 	double lo, hi;              /* INT, FLOAT: the allowed range ... */
 	unsigned char lo_open, hi_open; /* ... with its ends excluded when set */
-	const char *choices;        /* CHOICE: the allowed words, separated by spaces; INT,
+	const char *choices;        /* CHOICE, LIST: the allowed words, separated by spaces; INT,
 				     * FLOAT: words allowed beside numbers, or NULL */
 	const char *alias_of;       /* another name the engine reads for `alias_of` */
 	const char *meaning;        /* one line, NULL for an alias */

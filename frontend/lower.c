@@ -1043,7 +1043,8 @@ static struct fe_val override_setting(struct fe *f, const char *name, struct fe_
 	struct fe_val v = { 0 };
 	double d;
 	int64_t i;
-	if (st->kind == SL_SETTING_CHOICE || (st->choices && !parse_num(text, &d))) {
+	if (st->kind == SL_SETTING_CHOICE || st->kind == SL_SETTING_LIST ||
+	    (st->choices && !parse_num(text, &d))) {
 		/* a word (ep_capacity = worst), checked against the table later */
 		v.k = V_STR;
 		v.s = ir_strdup(f->a, text);

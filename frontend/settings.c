@@ -59,6 +59,9 @@ static const struct sl_setting table[] = {
 	  "1: optimizer state sharded over data-parallel ranks (ZeRO-1)" },
 	{ "schedule", SL_SETTING_CHOICE, 0, 0, 0, 0, "1f1b zb1p dualpipe dualpipev", NULL,
 	  "pipeline schedule" },
+	{ "recompute", SL_SETTING_LIST, 0, 0, 0, 0, "norm swiglu mla_up layers", NULL,
+	  "what the backward computes again instead of keeping it from the forward: "
+	  "norm, swiglu, mla_up, layers, a list of them (norm, swiglu) or none" },
 	{ "fim", SL_SETTING_FLOAT, 0, 1, 0, 0, NULL, NULL,
 	  "fraction of sequences in fill-in-the-middle form" },
 	{ "ema", SL_SETTING_FLOAT, 0, 1, 0, 1, NULL, NULL,
@@ -207,6 +210,32 @@ int sl_setting_check(const char *name, int is_str, double num, const char *str, 
 			else if (!strcmp(name, "schedule") && !strcmp(str, "zero_bubble"))
 				say(hint, hint_n, "zero-bubble 1F1B is zb1p");
 			return 1;
+		}
+		return 0;
+	}
+	if (s->kind == SL_SETTING_LIST) {
+		choices_text(s->choices, want, sizeof want);
+		if (!is_str) {
+			say(msg, msg_n, "'%s' is a list of %s (or none), not a number (%g)", name,
+			    want, num);
+			return 1;
+		}
+		if (!strcmp(str, "none"))
+			return 0;
+		for (const char *p = str; *p;) {
+			p += strspn(p, " ,");
+			size_t l = strcspn(p, " ,");
+			if (!l)
+				break;
+			char word[64];
+			snprintf(word, sizeof word, "%.*s", (int)l, p);
+			if (!is_choice(s->choices, word)) {
+				say(msg, msg_n, "'%s' is a list of %s (or none), not '%s'", name,
+				    want, word);
+				say(hint, hint_n, "for example %s = \"norm, swiglu\"", name);
+				return 1;
+			}
+			p += l;
 		}
 		return 0;
 	}

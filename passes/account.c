@@ -166,6 +166,14 @@ static struct lkey layer_key(const char *s)
 	return (struct lkey){ s, n };
 }
 
+size_t pass_numbered_layer(const char *scope)
+{
+	struct lkey k = layer_key(scope);
+	int numbered = k.n > 0 && k.s[k.n - 1] >= '0' && k.s[k.n - 1] <= '9' &&
+		       memchr(k.s, '.', k.n);
+	return numbered ? k.n : 0;
+}
+
 static struct pass_layer_stats *layer_of(struct acct *A, struct lkey k)
 {
 	for (int i = A->n_layers - 1; i >= 0; i--)

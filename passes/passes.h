@@ -49,6 +49,10 @@ void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8);
  * "dispatch", "mlp" or "combine", from its kind and its inputs (see chunk.c); with the
  * phases (fwd, bwd_b, bwd_w) they name the chunks the program builder cuts.  0, or
  * non-zero with a message on err. */
+/* recompute.c: forward values the backward computes again (the train setting
+ * `recompute`) */
+int pass_recompute(struct ir_graph *g, FILE *err);
+
 int pass_chunk(struct ir_graph *g, FILE *err);
 
 /* Run the pipeline of passes in order, stopping after the pass named `after`
@@ -88,6 +92,10 @@ int pass_account(const struct ir_graph *g, struct pass_account *out);
  * when the backward saves it.  Returns non-zero when a count passes 2^63. */
 int pass_account_values(const struct ir_graph *g, double *flops, int64_t *act);
 void pass_account_free(struct pass_account *a);
+/* When the scope lies in a numbered layer, one that the per-layer table keys with its
+ * number ("layers.3.attn" -> "layers.3", "mtp.0": the ops a loop made per iteration),
+ * the length of that key in scope; else 0 */
+size_t pass_numbered_layer(const char *scope);
 
 /* --- memory planning (passes/memplan.c) ------------------------------------------------ */
 /* Liveness-based placement of every value in one arena.  offset[value id] is the byte

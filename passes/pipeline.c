@@ -30,6 +30,7 @@ static const struct pass {
 	{ "autodiff", pass_autodiff },
 	{ "expert_parallel", pass_expert_parallel },
 	{ "fp8", pass_fp8 },
+	{ "recompute", pass_recompute },
 	{ "chunk", pass_chunk },
 };
 

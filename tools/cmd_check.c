@@ -121,6 +121,8 @@ struct check_extra {
 	int64_t gpu_bytes;       /* what the CUDA backend takes from the GPU's arena */
 	int have_fp8;            /* precision fp8: the fp8 pass ran before the plan */
 	int64_t act_fp8;         /* activations saved for the backward after it */
+	const char *recompute;   /* the setting, when it recomputes something */
+	int64_t act_rc;          /* activations saved for the backward after that */
 };
 
 static void count_extra(const struct ir_graph *g, struct check_extra *x)
@@ -160,6 +162,21 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 		x->have_fp8 = 1;
 		x->act_fp8 = a8.activation_bytes;
 		pass_account_free(&a8);
+	}
+	/* recompute: the forward values the backward computes again are not kept */
+	int n_before = g->n_ops;
+	if (pass_recompute(g, stderr) || ir_verify(g, stderr)) {
+		fprintf(stderr, "sluice check: %s: no memory plan: the recompute pass failed\n",
+			file);
+		return -1;
+	}
+	if (g->n_ops > n_before) {
+		struct pass_account ar;
+		if (pass_account(g, &ar))
+			return -1;
+		x->recompute = ir_graph_setting(g, "recompute")->str;
+		x->act_rc = ar.activation_bytes;
+		pass_account_free(&ar);
 	}
 	struct pass_memplan p;
 	if (pass_memplan(g, CHECK_ALIGN, &p)) {
@@ -331,6 +348,12 @@ static void print_report(const struct ir_graph *g, const char *file,
 	}
 	printf("  activations           %s per micro-batch (saved for the backward)\n",
 	       fmt_bytes(b1, sizeof b1, (double)a->activation_bytes));
+	if (x->recompute)
+		printf("    with recompute      %s per micro-batch, recompute = %s (%s without it: "
+		       "the backward computes the difference again)\n",
+		       fmt_bytes(b1, sizeof b1, (double)x->act_rc), x->recompute,
+		       fmt_bytes(b2, sizeof b2,
+				 (double)(x->have_fp8 ? x->act_fp8 : a->activation_bytes)));
 	const struct ir_setting *prec = ir_graph_setting(g, "precision");
 	if (prec && prec->is_str && !strcmp(prec->str, "bf16"))
 		printf("  precision             bf16: products' operands and the activations between "
@@ -390,6 +413,8 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "fp8_weight_bytes", (double)a->fp8_weight_bytes);
 	if (x->have_fp8)
 		cJSON_AddNumberToObject(o, "activation_bytes_fp8", (double)x->act_fp8);
+	if (x->recompute)
+		cJSON_AddNumberToObject(o, "activation_bytes_recompute", (double)x->act_rc);
 	if (x->tokens)
 		cJSON_AddNumberToObject(o, "tokens_per_micro_batch", (double)x->tokens);
 	else
