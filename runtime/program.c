@@ -221,9 +221,11 @@ static void print_shape(const int64_t *shape, int rank, FILE *out)
 	fputc(']', out);
 }
 
+static const char *const dt_name[] = { "f32", "i32", "i64" };
+
 void rt_program_print(const struct rt_program *p, FILE *out)
 {
-	static const char *const dt[] = { "f32", "i32", "i64" };
+	const char *const *dt = dt_name;
 	fprintf(out, "program rank %d of %d: stage %d, pp %d dp %d ep %d, %d micro-batch%s, "
 		"schedule %s\n", p->rank, p->world, p->stage, p->layout.pp, p->layout.dp,
 		p->layout.ep, p->microbatches, p->microbatches == 1 ? "" : "es", p->schedule);
@@ -470,6 +472,41 @@ static int check_progress(struct rt_program *const *progs, int n, FILE *err, FIL
 	return stuck;
 }
 
+/* The first pairing that fails, drawn: the two ranks at the actions that do not pair
+ * (ia, ib: -1 where the rank has none left), an arrow from the one to the other saying
+ * what differs.  Once per verification (*drawn). */
+static void dot_mismatch(FILE *dot, int *drawn, const char *group,
+			 const struct rt_program *p, int r, int ia,
+			 const struct rt_program *pq, int q, int ib, const char *what)
+{
+	if (!dot || (*drawn)++)
+		return;
+	fprintf(dot, "digraph mismatch {\n  label=\"the programs do not pair on group %s: %s\";\n"
+		"  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", "
+		"fontsize=10, fillcolor=\"#fbeaea\"];\n  edge [fontname=\"Helvetica\", "
+		"fontsize=9, color=\"#bb3333\"];\n", group, what);
+	const struct rt_program *pr[2] = { p, pq };
+	int rank[2] = { r, q }, at[2] = { ia, ib };
+	for (int k = 0; k < 2; k++) {
+		const struct rt_program *x = pr[k];
+		fprintf(dot, "  r%d [label=\"rank %d (stage %d)\\n", rank[k], rank[k], x->stage);
+		if (at[k] < 0 || at[k] >= x->n_actions) {
+			fprintf(dot, "nothing more on %s\"];\n", group);
+			continue;
+		}
+		const struct rt_action *a = &x->actions[at[k]];
+		const struct rt_comm_op *o = &x->comms[a->index];
+		const struct rt_buffer *b = &x->bufs[o->buf];
+		char shape[96] = "";
+		for (int d = 0, w = 0; d < b->rank && w < (int)sizeof shape - 24; d++)
+			w += snprintf(shape + w, sizeof shape - (size_t)w, "%s%lld", d ? ", " : "",
+				      (long long)b->shape[d]);
+		fprintf(dot, "action %d: %s %s\\n%s [%s], micro-batch %d\"];\n", at[k],
+			rt_cop_kind_name(o->kind), b->name, dt_name[b->dtype], shape, a->mb);
+	}
+	fprintf(dot, "  r%d -> r%d [label=\"%s\"];\n}\n", r, q, what);
+}
+
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 {
 	return rt_program_verify_dot(progs, n, err, NULL);
@@ -477,7 +514,7 @@ int rt_program_verify(struct rt_program *const *progs, int n, FILE *err)
 
 int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FILE *dot)
 {
-	int bad = 0;
+	int bad = 0, drawn = 0;
 	int *mem = rt_calloc((size_t)n + 1, sizeof *mem);
 	for (int r = 0; r < n && bad < 10; r++) {
 		const struct rt_program *p = progs[r];
@@ -517,6 +554,11 @@ int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FIL
 							"than that rank receives from it\n",
 							p->groups[g].name, r, ia == p->n_actions ? "less"
 								: "more", q);
+						dot_mismatch(dot, &drawn, p->groups[g].name, p, r,
+							     ia < p->n_actions ? ia : -1, pq, q,
+							     ib < pq->n_actions ? ib : -1,
+							     ia == p->n_actions ? "a receive with no send"
+										: "a send with no receive");
 						bad++;
 						break;
 					}
@@ -530,6 +572,10 @@ int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FIL
 							"shapes, dtypes or order differ\n", p->groups[g].name,
 							r, sb->name, p->actions[ia].mb, q, vb->name,
 							pq->actions[ib].mb);
+						dot_mismatch(dot, &drawn, p->groups[g].name, p, r, ia,
+							     pq, q, ib, !same_shape(sb, vb)
+							     ? "sent and received shapes or dtypes differ"
+							     : "sent and received micro-batches differ");
 						bad++;
 						break;
 					}
@@ -546,24 +592,37 @@ int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FIL
 			for (;;) {
 				while (ia < p->n_actions &&
 				       !(p->actions[ia].kind == RT_ACT_COMM &&
-					 p->comms[p->actions[ia].index].kind == RT_COP_ALL_REDUCE &&
+					 is_collective(p->comms[p->actions[ia].index].kind) &&
 					 p->comms[p->actions[ia].index].group == g))
 					ia++;
 				while (ib < pq->n_actions &&
 				       !(pq->actions[ib].kind == RT_ACT_COMM &&
-					 pq->comms[pq->actions[ib].index].kind == RT_COP_ALL_REDUCE &&
+					 is_collective(pq->comms[pq->actions[ib].index].kind) &&
 					 pq->comms[pq->actions[ib].index].group == g))
 					ib++;
 				if (ia == p->n_actions && ib == pq->n_actions)
 					break;
-				const struct rt_buffer *sb = ia < p->n_actions
-					? &p->bufs[p->comms[p->actions[ia].index].buf] : NULL;
-				const struct rt_buffer *vb = ib < pq->n_actions
-					? &pq->bufs[pq->comms[pq->actions[ib].index].buf] : NULL;
-				if (!sb || !vb || sb->numel != vb->numel || sb->dtype != vb->dtype) {
-					fprintf(err, "error: group %s: rank %d's collective %s does not "
-						"match rank %d's %s\n", p->groups[g].name, r,
-						sb ? sb->name : "(none)", q, vb ? vb->name : "(none)");
+				const struct rt_comm_op *so = ia < p->n_actions
+					? &p->comms[p->actions[ia].index] : NULL;
+				const struct rt_comm_op *vo = ib < pq->n_actions
+					? &pq->comms[pq->actions[ib].index] : NULL;
+				const struct rt_buffer *sb = so ? &p->bufs[so->buf] : NULL;
+				const struct rt_buffer *vb = vo ? &pq->bufs[vo->buf] : NULL;
+				/* the same kind, of the same size (an all-to-allv's rows are counted
+				 * at run time: its dtype alone) */
+				if (!sb || !vb || so->kind != vo->kind || sb->dtype != vb->dtype ||
+				    (so->kind != RT_COP_ALL_TO_ALLV && sb->numel != vb->numel)) {
+					fprintf(err, "error: group %s: rank %d's collective %s %s does not "
+						"match rank %d's %s %s\n", p->groups[g].name, r,
+						so ? rt_cop_kind_name(so->kind) : "",
+						sb ? sb->name : "(none)", q,
+						vo ? rt_cop_kind_name(vo->kind) : "",
+						vb ? vb->name : "(none)");
+					dot_mismatch(dot, &drawn, p->groups[g].name, p, r, so ? ia : -1,
+						     pq, q, vo ? ib : -1,
+						     !sb || !vb ? "a collective one rank does not issue"
+						     : so->kind != vo->kind ? "collectives of other kinds"
+									    : "collectives of other sizes");
 					bad++;
 					break;
 				}

@@ -219,10 +219,12 @@ void rt_program_print(const struct rt_program *p, FILE *out);
  * the job must finish: a set of ranks that wait on each other is said, with what each
  * waits for.  Returns the number of problems, each said on err. */
 int rt_program_verify(struct rt_program *const *progs, int n, FILE *err);
-/* The same; when the job cannot finish, the ranks that wait on each other are drawn
- * on dot as Graphviz DOT too (each rank, the action it is stuck at and the chunk it ran
- * last; an arrow to each rank it waits for, saying for what).  Nothing is written to
- * dot when the programs pass, or fail in their pairing (that is only said). */
+/* The same, with the failure drawn on dot as Graphviz DOT too: when the job cannot
+ * finish, the ranks that wait on each other (each rank, the action it is stuck at and
+ * the chunk it ran last; an arrow to each rank it waits for, saying for what); when a
+ * pairing fails, its first mismatch (the two ranks at the actions that do not pair,
+ * with buffer, dtype, shape and micro-batch; an arrow saying what differs).  Nothing
+ * is written to dot when the programs pass. */
 int rt_program_verify_dot(struct rt_program *const *progs, int n, FILE *err, FILE *dot);
 
 /* The programs of a job as Graphviz DOT: ranks as clusters holding their chunks (in

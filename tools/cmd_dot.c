@@ -66,7 +66,7 @@ struct dot_job {
 	struct ir_dot_options opt;
 	struct rt_program **progs; /* --stages: every rank's program */
 	int n_progs;
-	char *cycle;               /* --stages, programs that cannot finish: their waits */
+	char *cycle;               /* --stages, programs that fail to verify: the failure */
 };
 
 static void emit(const struct dot_job *j, FILE *f)
@@ -264,7 +264,8 @@ int cmd_dot(int argc, char **argv)
 				FILE *cycle = tmpfile();
 				status = cmd_programs(file, g, ranks, -1, &job.progs, &job.n_progs,
 						      cycle);
-				/* programs that cannot finish: the cycle of waits is the picture */
+				/* programs that cannot finish, or do not pair: the cycle of
+				 * waits, or the first mismatch, is the picture */
 				long len = cycle && status != EXIT_OK && !fseek(cycle, 0, SEEK_END)
 						   ? ftell(cycle) : 0;
 				if (len > 0) {

@@ -277,6 +277,27 @@ int main(void)
 	rb->rank++;
 	rb->shape[rb->rank - 1] = 2;
 	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	{
+		/* drawn: the two ranks at the send and the receive, an arrow saying what */
+		FILE *md = tmpfile();
+		REQUIRE(md);
+		CHECK(rt_program_verify_dot(progs, n, quiet, md) > 0);
+		rewind(md);
+		char ml[512];
+		int head = 0, ranks = 0, arrow = 0, closed = 0;
+		while (fgets(ml, sizeof ml, md)) {
+			head |= strstr(ml, "digraph mismatch") != NULL;
+			ranks += strstr(ml, "  r0 [label=\"rank 0") != NULL ||
+				 strstr(ml, "  r1 [label=\"rank 1") != NULL;
+			arrow |= strstr(ml, "r0 -> r1 [label=\"sent and received shapes or dtypes "
+					"differ\"]") != NULL;
+			closed |= !strcmp(ml, "}\n");
+		}
+		CHECKF(head && ranks == 2 && arrow && closed,
+		       "the mismatch drawn: graph %d, %d ranks, arrow %d, closed %d", head, ranks,
+		       arrow, closed);
+		fclose(md);
+	}
 	rb->rank--;
 	enum rt_dtype dt = rb->dtype;
 	rb->dtype = dt == RT_DT_F32 ? RT_DT_I32 : RT_DT_F32;
@@ -368,6 +389,15 @@ int main(void)
 	progs[1]->actions[x] = progs[1]->actions[y];
 	progs[1]->actions[y] = t;
 	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	progs[1]->actions[y] = progs[1]->actions[x];
+	progs[1]->actions[x] = t;
+	REQUIRE(rt_program_verify(progs, n, quiet) == 0);
+	/* a collective of another kind, of the same size, where the other rank sums: the
+	 * counts of collectives agree, the kinds do not */
+	struct rt_comm_op *cx = &progs[1]->comms[progs[1]->actions[x].index];
+	cx->kind = RT_COP_ALL_TO_ALL;
+	CHECK(rt_program_verify(progs, n, quiet) > 0);
+	cx->kind = RT_COP_ALL_REDUCE;
 	free_all(progs, n);
 	ir_graph_free(g);
 	fclose(quiet);
