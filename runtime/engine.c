@@ -1069,6 +1069,183 @@ static int step_once(struct engine *e, double *loss, double *lm, float *lr, doub
 	return 0;
 }
 
+/* --- one step's timeline (--trace) ----------------------------------------------- */
+
+/* per action, gathered: kind, micro-batch, start, end (ms from the step's start), and
+ * its name in TRACE_NAME doubles of 5 characters each */
+#define TRACE_NAME 8
+#define TRACE_K (4 + TRACE_NAME)
+enum { TR_CHUNK = 0, TR_COMM = 16, TR_WAIT = 32 }; /* + the chunk's or op's kind */
+
+static void pack_name(double *d, const char *s)
+{
+	for (int k = 0; k < TRACE_NAME; k++) {
+		uint64_t v = 0;
+		for (int c = 0; c < 5; c++) {
+			unsigned char ch = *s ? (unsigned char)*s++ : 0;
+			v = v << 8 | ch;
+		}
+		d[k] = (double)v;
+	}
+}
+
+static void unpack_name(const double *d, char *s)
+{
+	for (int k = 0; k < TRACE_NAME; k++) {
+		uint64_t v = (uint64_t)d[k];
+		for (int c = 4; c >= 0; c--)
+			s[k * 5 + (4 - c)] = (char)(v >> (8 * c) & 0xff);
+	}
+	s[TRACE_NAME * 5] = 0;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s >= 32)
+			fputc(*s, f);
+	fputc('"', f);
+}
+
+/* Every rank's actions of the traced step (t: rt_exec_trace's times, base: the step's
+ * start after a barrier), gathered to the lead, which writes them as a Chrome/Perfetto
+ * trace (a process per rank; compute and communication threads) and says the step's
+ * time, each rank's share of compute, and the costs per stage and micro-batch that
+ * `sluice schedule --costs` simulates.  0, or -1 when the file cannot be written. */
+static int trace_write(struct engine *e, const double *t, double base, int64_t step)
+{
+	struct rt_program *p = e->p;
+	int W = p->world, me = p->rank, n = p->n_actions;
+	double *head = rt_calloc((size_t)W * 3 + 1, sizeof *head);
+	int top = 0;
+	for (int c = 0; c < p->n_chunks; c++)
+		top = p->chunks[c].stage > top ? p->chunks[c].stage : top;
+	head[3 * me] = n;
+	head[3 * me + 1] = p->stage;
+	head[3 * me + 2] = top;
+	sum_world(e, head, 3 * W);
+	int maxn = 0, stages = 1;
+	for (int r = 0; r < W; r++) {
+		maxn = (int)head[3 * r] > maxn ? (int)head[3 * r] : maxn;
+		stages = (int)head[3 * r + 2] + 1 > stages ? (int)head[3 * r + 2] + 1 : stages;
+	}
+	size_t per = (size_t)maxn * TRACE_K;
+	double *all = rt_calloc((size_t)W * per + 1, sizeof *all);
+	for (int i = 0; i < n; i++) {
+		const struct rt_action *a = &p->actions[i];
+		double *d = all + (size_t)me * per + (size_t)i * TRACE_K;
+		char name[64];
+		if (a->kind == RT_ACT_CHUNK) {
+			d[0] = TR_CHUNK + p->chunks[a->index].kind;
+			snprintf(name, sizeof name, "%s", p->chunks[a->index].name);
+		} else if (a->kind == RT_ACT_COMM) {
+			const struct rt_comm_op *o = &p->comms[a->index];
+			d[0] = TR_COMM + o->kind;
+			snprintf(name, sizeof name, "%s %s", rt_cop_kind_name(o->kind),
+				 p->bufs[o->buf].name);
+		} else {
+			d[0] = TR_WAIT;
+			snprintf(name, sizeof name, "wait %s", p->groups[a->index].name);
+		}
+		d[1] = a->mb;
+		d[2] = (t[2 * i] - base) * 1e3;
+		d[3] = (t[2 * i + 1] - base) * 1e3;
+		if (d[2] < 0)
+			d[2] = 0;
+		if (d[3] < d[2])
+			d[3] = d[2];
+		pack_name(d + 4, name);
+	}
+	sum_world(e, all, (int)((size_t)W * per));
+	int rc = 0;
+	if (e->lead) {
+		char tmp[4096];
+		snprintf(tmp, sizeof tmp, "%s.tmp", e->c->trace);
+		FILE *f = fopen(tmp, "w");
+		double kind_ms[3] = { 0, 0, 0 }, step_ms = 0;
+		int have[3] = { 0, 0, 0 };
+		if (!f) {
+			fprintf(stderr, "sluice train: --trace %s: %s\n", e->c->trace, strerror(errno));
+			rc = -1;
+		} else {
+			fprintf(f, "{\"displayTimeUnit\": \"ms\", \"traceEvents\": [\n");
+			int first = 1;
+			for (int r = 0; r < W; r++) {
+				fprintf(f, "%s{\"name\": \"process_name\", \"ph\": \"M\", \"pid\": %d, "
+					"\"args\": {\"name\": \"rank %d (stage %d)\"}},\n"
+					"{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": %d, \"tid\": 0, "
+					"\"args\": {\"name\": \"compute\"}},\n{\"name\": \"thread_name\", "
+					"\"ph\": \"M\", \"pid\": %d, \"tid\": 1, \"args\": {\"name\": "
+					"\"communication\"}}", first ? "" : ",\n", r, r, (int)head[3 * r + 1],
+					r, r);
+				first = 0;
+				for (int i = 0; i < (int)head[3 * r]; i++) {
+					const double *d = all + (size_t)r * per + (size_t)i * TRACE_K;
+					char name[TRACE_NAME * 5 + 1];
+					unpack_name(d + 4, name);
+					int chunk = d[0] < TR_COMM, k = (int)d[0] - TR_CHUNK;
+					fprintf(f, ",\n{\"name\": ");
+					json_str(f, name);
+					fprintf(f, ", \"ph\": \"X\", \"pid\": %d, \"tid\": %d, \"ts\": %.3f, "
+						"\"dur\": %.3f, \"args\": {\"mb\": %d}}", r, chunk ? 0 : 1,
+						d[2] * 1e3, (d[3] - d[2]) * 1e3, (int)d[1]);
+					step_ms = d[3] > step_ms ? d[3] : step_ms;
+					if (!chunk)
+						continue;
+					int slot = k == RT_CHUNK_FWD ? 0 : k == RT_CHUNK_BWD_W ? 2
+						 : k == RT_CHUNK_BWD || k == RT_CHUNK_BWD_B ? 1 : -1;
+					if (slot >= 0) {
+						kind_ms[slot] += d[3] - d[2];
+						have[slot] = 1;
+					}
+				}
+			}
+			fprintf(f, "\n]}\n");
+			if (fclose(f) || rename(tmp, e->c->trace)) {
+				fprintf(stderr, "sluice train: --trace %s: %s\n", e->c->trace,
+					strerror(errno));
+				remove(tmp);
+				rc = -1;
+			}
+		}
+		if (!rc) {
+			fprintf(stderr, "trace: step %" PRId64 " of %d rank%s in %s (Perfetto or "
+				"chrome://tracing): %.2f ms\n", step, W, W == 1 ? "" : "s",
+				e->c->trace, step_ms);
+			for (int r = 0; r < W; r++) {
+				double busy = 0, waits = 0;
+				for (int i = 0; i < (int)head[3 * r]; i++) {
+					const double *d = all + (size_t)r * per + (size_t)i * TRACE_K;
+					if (d[0] < TR_COMM)
+						busy += d[3] - d[2];
+					else if (d[0] >= TR_WAIT)
+						waits += d[3] - d[2];
+				}
+				fprintf(stderr, "  rank %d: compute %.2f ms (%.0f%% of the step), waiting "
+					"%.2f ms\n", r, busy, step_ms > 0 ? 100 * busy / step_ms : 0,
+					waits);
+			}
+			/* a stage's F, its full backward B (input- and weight-grad) and W per
+			 * micro-batch, averaged over the stages: what the simulator takes */
+			double units = (double)stages * p->microbatches;
+			if (have[0] && have[1] && W > 1)
+				fprintf(stderr, "  measured per stage and micro-batch: F %.3f ms, B %.3f "
+					"ms, W %.3f ms; simulated: sluice schedule %s --set pp=%d --set "
+					"microbatches=%d --set schedule=%s --costs F=%.3f,B=%.3f,W=%.3f\n",
+					kind_ms[0] / units, (kind_ms[1] + kind_ms[2]) / units,
+					kind_ms[2] / units, e->c->model, p->layout.pp, p->microbatches,
+					p->schedule, kind_ms[0] / units,
+					(kind_ms[1] + kind_ms[2]) / units, kind_ms[2] / units);
+		}
+	}
+	free(head);
+	free(all);
+	return rc;
+}
+
 /* --- the loop ------------------------------------------------------------------- */
 
 static int setup(struct engine *e)
@@ -1239,12 +1416,47 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 	rt_timing("engine: step 1 begins");
 	double t0 = rt_now(), c0 = cpu_now(), tokens = (double)e.gbatch * p->seq;
 	int saved = 0;
+	/* --trace: the step asked for, else the third of the run (past the first steps'
+	 * one-time costs), or its last */
+	int64_t trace_at = c->trace_step > 0 ? c->trace_step : first + 3;
+	if (c->trace && c->trace_step > 0 && (trace_at <= first || trace_at > e.total)) {
+		if (e.lead)
+			fprintf(stderr, "sluice train: --trace-step %" PRId64 ": this run trains "
+				"steps %" PRId64 " to %" PRId64 "\n", trace_at, first + 1, e.total);
+		goto done;
+	}
+	if (trace_at > e.total)
+		trace_at = e.total;
+	double *trace_t = NULL, trace_base = 0;
 	while (e.step < e.total) {
 		double ts = rt_now();
 		double loss, lm, gnorm;
 		float lr;
 		e.ep_overflows = e.ep_reruns = 0;
-		if (step_once(&e, &loss, &lm, &lr, &gnorm))
+		if (c->trace && e.step + 1 == trace_at) {
+			double sync = 0;
+			sum_world(&e, &sync, 1); /* every rank starts the step together */
+			trace_t = rt_calloc((size_t)e.p->n_actions * 2 + 1, sizeof *trace_t);
+			rt_exec_trace(e.x, trace_t);
+			trace_base = rt_now();
+		}
+		struct rt_exec *traced = e.x;
+		int failed = step_once(&e, &loss, &lm, &lr, &gnorm);
+		if (trace_t) {
+			rt_exec_trace(traced, NULL);
+			if (!failed && e.x != traced) {
+				/* run again on a program rebuilt for an expert overflow: the next */
+				if (e.lead)
+					fprintf(stderr, "trace: step %" PRId64 " ran again with larger "
+						"expert buffers; the trace is of the next step\n", e.step + 1);
+				trace_at++;
+			} else if (!failed) {
+				failed = trace_write(&e, trace_t, trace_base, e.step + 1);
+			}
+			free(trace_t);
+			trace_t = NULL;
+		}
+		if (failed)
 			goto done;
 		p = e.p; /* rebuilt after an expert-parallel overflow */
 		x = e.x;

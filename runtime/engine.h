@@ -39,6 +39,9 @@ struct rt_train_config {
 	double flops_per_token;
 	int zero_note;              /* say that ZeRO-1 is on */
 	float ema;                  /* decay of the weights' moving average; 0: none */
+	const char *trace;          /* one step's timeline of every rank (Chrome/Perfetto
+				     * JSON), or NULL */
+	int64_t trace_step;         /* that step (1-based); 0: the third of the run */
 	/* Expert parallelism: the program's receive buffers, in even shares (0: the worst
 	 * case, which never overflows).  After an overflow the engine asks rebuild for a
 	 * program and executor with buffers of ep_capacity even shares (every rank at

@@ -49,7 +49,13 @@ struct rt_exec {
 	int64_t *recv_cap;           /* per comm op: an ALL_TO_ALL of the receive counts of
 				      * an ALL_TO_ALLV, that one's receive rows; else -1 */
 	struct rt_exec_stats st;
+	double *trace;               /* rt_exec_trace: each action's start and end, or NULL */
 };
+
+void rt_exec_trace(struct rt_exec *x, double *t)
+{
+	x->trace = t;
+}
 
 struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *err,
 			    size_t errlen)
@@ -327,6 +333,8 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 			rt_comm_p2p_end(x->p2p);
 			x->p2p = NULL;
 		}
+		if (x->trace)
+			x->trace[2 * i] = rt_now();
 		switch (a->kind) {
 		case RT_ACT_CHUNK:
 			if (run_chunk(x, a->index, a->mb, err, errlen))
@@ -343,6 +351,8 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 			break;
 		}
 		}
+		if (x->trace)
+			x->trace[2 * i + 1] = rt_now();
 	}
 	if (x->p2p) {
 		rt_comm_p2p_end(x->p2p);

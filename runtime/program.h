@@ -266,6 +266,9 @@ void rt_exec_send_host(struct rt_exec *x, int group, const void *h, size_t bytes
 void rt_exec_recv_host(struct rt_exec *x, int group, void *h, size_t bytes, int peer);
 struct rt_comm *rt_exec_group(struct rt_exec *x, int group); /* NULL: no communicator */
 void rt_exec_stats(const struct rt_exec *x, struct rt_exec_stats *s);
+/* From the next step on, each action i's start and end (rt_now(), seconds) into t[2i]
+ * and t[2i + 1] (t holds 2 x n_actions); NULL stops it. */
+void rt_exec_trace(struct rt_exec *x, double *t);
 void rt_exec_free(struct rt_exec *x);
 
 #endif

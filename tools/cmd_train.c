@@ -37,6 +37,11 @@ static void usage(FILE *f)
 		"                      gflops, val_loss (next-token cross-entropy on held-out\n"
 		"                      data, nats per token, when measured), expert load\n"
 		"                      max/mean per MoE layer, time_s and cpu_s since the start\n"
+		"  --trace OUT.json    one step's timeline of every rank as a Chrome/Perfetto\n"
+		"                      trace (a process per rank: its chunks, communication and\n"
+		"                      waits), with the step's time, each rank's compute share\n"
+		"                      and the measured costs to simulate (sluice schedule)\n"
+		"  --trace-step N      the step traced (default: the third of the run)\n"
 		"  --out DIR           checkpoints go to DIR/checkpoint.safetensors\n"
 		"                      (default runs/MODEL)\n"
 		"  --resume DIR        continue from DIR's checkpoint (or a .safetensors file)\n"
@@ -70,7 +75,7 @@ int cmd_train(int argc, char **argv)
 {
 	struct train_opts o = { .steps = -1, .eval_every = -1, .ckpt_every = -1, .stop_at = -1 };
 	const char *steps = NULL, *seed = NULL, *eval = NULL, *ckpt = NULL, *stop = NULL,
-		   *ranks = NULL, *gpus = NULL;
+		   *ranks = NULL, *gpus = NULL, *trace_step = NULL;
 	int rc = EXIT_USAGE;
 	for (int i = 1; i < argc;) {
 		int r;
@@ -91,6 +96,8 @@ int cmd_train(int argc, char **argv)
 		    (r = args_take_value(argc, argv, &i, "--device", &o.device, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--backend", &o.backend, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--metrics", &o.metrics, "train")) ||
+		    (r = args_take_value(argc, argv, &i, "--trace", &o.trace, "train")) ||
+		    (r = args_take_value(argc, argv, &i, "--trace-step", &trace_step, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--out", &o.out, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--resume", &o.resume, "train")) ||
 		    (r = args_take_value(argc, argv, &i, "--seed", &seed, "train")) ||
@@ -124,8 +131,14 @@ int cmd_train(int argc, char **argv)
 	if ((steps && parse_count("--steps", steps, &o.steps)) ||
 	    (eval && parse_count("--eval-every", eval, &o.eval_every)) ||
 	    (ckpt && parse_count("--ckpt-every", ckpt, &o.ckpt_every)) ||
-	    (stop && parse_count("--stop-at", stop, &o.stop_at)))
+	    (stop && parse_count("--stop-at", stop, &o.stop_at)) ||
+	    (trace_step && parse_count("--trace-step", trace_step, &o.trace_step)))
 		goto done;
+	if (trace_step && (!o.trace || o.trace_step < 1)) {
+		fprintf(stderr, "sluice train: %s\n", o.trace ? "--trace-step counts from 1"
+			: "--trace-step without --trace OUT.json");
+		goto done;
+	}
 	if (ranks) {
 		if (parse_count("--ranks", ranks, &v))
 			goto done;

@@ -496,6 +496,8 @@ int train_run(const struct train_opts *o)
 	}
 	c.ep_capacity = pass_ep_capacity(g);
 	c.metrics = o->metrics;
+	c.trace = o->trace;
+	c.trace_step = o->trace_step;
 	c.quiet = o->quiet;
 	c.backend = be->name;
 	if (c.steps < 1 || c.val_batches < 1 || !(lr > 0)) {

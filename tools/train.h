@@ -20,6 +20,8 @@ struct train_opts {
 	const char *device;         /* "cpu" | "cuda" | NULL: cuda when a GPU is present */
 	const char *backend;        /* "ref" | "llvm" | NULL (the best built) */
 	const char *metrics;        /* --metrics FILE */
+	const char *trace;          /* --trace OUT.json */
+	int64_t trace_step;         /* --trace-step N; 0: the third step of the run */
 	const char *out;            /* --out DIR; NULL: runs/MODEL */
 	const char *resume;         /* --resume DIR (or a .safetensors file) */
 	int has_seed;

@@ -1,6 +1,7 @@
 #!/bin/bash
 # schedule_cli.sh SLUICE - 'sluice schedule': the table, JSON that parses and lists every
-# action once, a Chrome trace that parses, a DOT picture, and bad input refused (exit 1).
+# action once, a Chrome trace that parses, a DOT picture, and bad input refused (exit 1);
+# and a training step's measured trace against the program it ran.
 set -u
 sluice=$1
 tmp=$(mktemp -d)
@@ -63,6 +64,66 @@ assert {e["pid"] for e in ev} == set(range(P))
 PY
 	grep -q '^digraph schedule' "$tmp/$s.dot" || no "$s: no DOT"
 done
+
+# measured, not only simulated: 'sluice train --trace' on two CPU ranks (pp 2, zb1p)
+# writes the third step's timeline of both ranks: every action of each rank's program
+# once, in its order, on the rank's own clock from a common start; and the costs it
+# measured, which 'sluice schedule --costs' simulates (its command line is printed)
+if command -v mpirun >/dev/null; then
+	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+	cat README.md docs/*.md >"$tmp/text.txt"
+	"$sluice" data "$tmp/text.txt" -o "$tmp/text.bin" >/dev/null 2>&1 || no "sluice data"
+	set_=(--set pp=2 --set microbatches=4 --set schedule=zb1p --set seq=32 --set batch=2)
+	if "$sluice" train $m --ranks 2 "${set_[@]}" --data "$tmp/text.bin" --steps 4 \
+		--eval-every 0 --quiet --trace "$tmp/step.json" --out "$tmp/ck" >"$tmp/train.out" 2>&1; then
+		for r in 0 1; do
+			"$sluice" ir $m "${set_[@]}" --rank $r >"$tmp/prog$r.txt" 2>/dev/null ||
+				no "ir --rank $r failed"
+		done
+		python3 - "$tmp/step.json" "$tmp/prog0.txt" "$tmp/prog1.txt" <<'PY' || no "the measured trace (above)"
+import json, re, sys
+t = json.load(open(sys.argv[1]))["traceEvents"]
+for r in (0, 1):
+    acts = []
+    sec = False
+    for line in open(sys.argv[2 + r]):
+        if line.startswith("actions:"):
+            sec = True
+            continue
+        if sec and line.startswith("  "):
+            w = line.split()
+            if w[0] == "run":
+                acts.append((w[1], int(w[3])))
+            elif w[0] == "start":
+                acts.append((w[2].lstrip("(") + " " + w[3].rstrip(")"), int(w[5])))
+            elif w[0] == "wait":
+                acts.append(("wait " + w[1], None))
+        elif sec:
+            break
+    ev = [e for e in t if e["ph"] == "X" and e["pid"] == r]
+    assert len(ev) == len(acts), f"rank {r}: {len(ev)} events, {len(acts)} actions"
+    last = 0.0
+    for e, (name, mb) in zip(ev, acts):
+        assert e["dur"] >= 0 and e["ts"] >= last - 1e-3, (r, e)
+        last = e["ts"] + e["dur"]
+        if not name.startswith(("wait", "send", "recv", "all_")):
+            assert e["name"] == name and e["args"]["mb"] == mb, (r, e, name, mb)
+            assert e["tid"] == 0, e
+    chunks = [e for e in ev if e["tid"] == 0]
+    assert chunks and all(e["dur"] > 0 for e in chunks), f"rank {r}: untimed chunks"
+print("ok: measured trace: every action of both ranks once, in order, timed")
+PY
+		cmd=$(grep -o "simulated: sluice schedule .*" "$tmp/train.out" | sed 's/^simulated: sluice //')
+		grep -q "^trace: step 3 of 2 ranks" "$tmp/train.out" || no "no trace line: $(cat "$tmp/train.out")"
+		[ -n "$cmd" ] && "$sluice" $cmd | grep -q "^step " || no "the printed simulation: '$cmd'"
+	else
+		no "train --trace failed: $(tail -3 "$tmp/train.out")"
+	fi
+	"$sluice" train $m --steps 2 --trace-step 5 --trace "$tmp/x.json" --data "$tmp/text.bin" \
+		--set seq=32 --set batch=2 >"$tmp/ts.out" 2>&1 && no "--trace-step past the run accepted"
+	grep -q "trace-step 5: this run trains steps 1 to 2" "$tmp/ts.out" ||
+		no "--trace-step 5: $(tail -2 "$tmp/ts.out")"
+fi
 
 bad() {
 	"$sluice" schedule $m "$@" --costs F=1,B=2,W=1 >/dev/null 2>"$tmp/err"
