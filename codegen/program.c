@@ -250,6 +250,9 @@ struct builder {
 	uint64_t mine;            /* the stages this rank runs (for some micro-batch) */
 	uint64_t *stage_ranks;    /* per stage: the pipeline ranks that run it */
 	int split;                /* the schedule runs input- and weight-grads apart */
+	int fb;                   /* one stage with expert parallelism: the forward of a
+				     micro-batch beside the backward of the one before */
+	int whole;                /* one stage, each micro-batch's step one unit */
 	int segmented;            /* communication inside a stage cuts its units */
 	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
 	int *seg_of_op;           /* per op: its segment within the unit */
@@ -274,7 +277,7 @@ static int is_comm(const struct ir_op *op)
 
 static int unit_stage(const struct builder *b, int unit)
 {
-	return b->pp == 1 ? 0 : unit / UNITS_PER_STAGE;
+	return b->whole ? 0 : unit / UNITS_PER_STAGE;
 }
 
 static int runs(const struct builder *b, int stage)
@@ -284,7 +287,7 @@ static int runs(const struct builder *b, int stage)
 
 static int unit_of(const struct builder *b, const struct ir_op *op)
 {
-	if (b->pp == 1)
+	if (b->whole)
 		return 0;
 	int part = is_fwd(op) ? UNIT_F : b->split && op->phase == IR_PHASE_BWD_W ? UNIT_W
 										 : UNIT_B;
@@ -440,13 +443,13 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 	int unit = key / SEG_MAX, seg = key % SEG_MAX;
 	int stage = unit_stage(b, unit);
 	int part = unit % UNITS_PER_STAGE;
-	enum rt_chunk_kind kind = b->pp == 1 ? RT_CHUNK_FWD_BWD
+	enum rt_chunk_kind kind = b->whole ? RT_CHUNK_FWD_BWD
 				  : part == UNIT_F ? RT_CHUNK_FWD
 				  : part == UNIT_W ? RT_CHUNK_BWD_W
 				  : b->split ? RT_CHUNK_BWD_B : RT_CHUNK_BWD;
 	char name[96];
 	int len;
-	if (b->pp == 1)
+	if (b->whole)
 		len = snprintf(name, sizeof name, seg ? "step.%d" : "step", seg);
 	else
 		len = snprintf(name, sizeof name, seg ? "stage%d.%s.%d" : "stage%d.%s", stage,
@@ -726,13 +729,25 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
  * backward BW runs the B unit, which holds all of it unless the schedule splits it,
  * then the W unit; an overlapped FB runs its forward, then its backward). */
 static int schedule_units(const struct builder *b, const struct pass_schedule *sched,
-			  int *units, int *mbs)
+			  int *units, int *mbs, unsigned char *pair)
 {
 	int k = 0;
-	if (b->pp == 1) {
+	if (b->whole) {
 		for (int m = 0; m < b->M; m++) {
 			units[k] = 0;
 			mbs[k++] = m;
+		}
+		return k;
+	}
+	if (b->fb) {
+		/* F0, then F(m) with B(m-1) (a pair: pair[] marks its first), then the last B */
+		for (int m = 0; m <= b->M; m++) {
+			if (m < b->M) {
+				pair[k] = m > 0;
+				units[k] = UNIT_F, mbs[k++] = m;
+			}
+			if (m > 0)
+				units[k] = UNIT_B, mbs[k++] = m - 1;
 		}
 		return k;
 	}
@@ -875,6 +890,49 @@ static int bundle_comms(struct builder *b, const int *vals, int n, int su, int p
 	return *first;
 }
 
+/* An overlapped pair, the forward of one micro-batch (unit uf) beside the backward of
+ * another (ub): their items in turn, the backward's first as DeepSeek's order has it.
+ * A turn runs its unit's computation up to its next communication, waits for the other
+ * unit's exchange (in flight during this computation), then starts its own, which is
+ * in flight during the other's next turn:
+ *   B compute, B exchange starts, F compute, wait (B's), F exchange starts, B compute,
+ *   wait (F's), B exchange starts, F compute, ...
+ * so every exchange runs under the other unit's computation, and each wait (which is
+ * on a whole group) finds one exchange in flight. */
+static void emit_pair(struct rt_program *p, const struct item *items, int per_unit,
+		      const int *n_items, int uf, int mf, int ub, int mb)
+{
+	int u[2] = { ub, uf }, m[2] = { mb, mf }, at[2] = { 0, 0 }, pend[2] = { -1, -1 };
+	while (at[0] < n_items[u[0]] || at[1] < n_items[u[1]]) {
+		for (int k = 0; k < 2; k++) {
+			const struct item *it = items + (size_t)u[k] * (size_t)per_unit;
+			if (at[k] >= n_items[u[k]])
+				continue;
+			if (pend[k] >= 0) { /* its own exchange, when the other had none */
+				rt_program_add_action(p, RT_ACT_WAIT, pend[k], m[k]);
+				pend[k] = -1;
+			}
+			while (at[k] < n_items[u[k]]) {
+				const struct item *x = &it[at[k]++];
+				if (x->chunk >= 0) {
+					rt_program_add_action(p, RT_ACT_CHUNK, x->chunk, m[k]);
+					continue;
+				}
+				if (pend[1 - k] >= 0) {
+					rt_program_add_action(p, RT_ACT_WAIT, pend[1 - k], m[1 - k]);
+					pend[1 - k] = -1;
+				}
+				rt_program_add_action(p, RT_ACT_COMM, x->comm, m[k]);
+				pend[k] = p->comms[x->comm].group;
+				break;
+			}
+		}
+	}
+	for (int k = 0; k < 2; k++)
+		if (pend[k] >= 0)
+			rt_program_add_action(p, RT_ACT_WAIT, pend[k], m[k]);
+}
+
 struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_layout *l,
 				    int rank, const struct cg_backend *be, FILE *err)
 {
@@ -936,9 +994,11 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.g_ep = rt_program_add_group(p, "ep", b.pr * edp + b.dpi / ep, b.dpi % ep);
 	b.g_edp = rt_program_add_group(p, "edp", b.pr * ep + b.dpi % ep, b.dpi / ep);
 	b.dual = b.S != b.pp || (sched.ranks && sched.param_copies > 1);
+	b.fb = l->pp == 1 && l->ep > 1 && l->microbatches > 1;
+	b.whole = l->pp == 1 && !b.fb;
 	p->loss_group = b.g_world;
 
-	int nv = g->n_values, nu = l->pp == 1 ? 1 : UNITS_PER_STAGE * b.S;
+	int nv = g->n_values, nu = b.whole ? 1 : UNITS_PER_STAGE * b.S;
 	index_uses(&b);
 	b.unit_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.unit_of_op);
 	b.seg_of_op = rt_calloc((size_t)g->n_ops + 1, sizeof *b.seg_of_op);
@@ -955,6 +1015,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	int n_bundles = nu * b.S;
 	int *first_reader = rt_calloc((size_t)n_bundles + 1, sizeof *first_reader);
 	int *units = NULL, *mbs = NULL;
+	unsigned char *pair = NULL;
 	struct item *items = NULL;
 	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
@@ -1233,15 +1294,23 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 
 	/* actions: each unit the schedule runs, for its micro-batch, with the receives of
 	 * the bundles it is the first to read before it and its sends after it */
-	int cap = l->pp == 1 ? M : 0;
+	int cap = l->pp == 1 ? 2 * M : 0;
 	for (int r = 0; l->pp > 1 && r < sched.ranks; r++)
 		cap = cap > 3 * sched.n_acts[r] ? cap : 3 * sched.n_acts[r];
 	units = rt_calloc((size_t)cap + 1, sizeof *units);
 	mbs = rt_calloc((size_t)cap + 1, sizeof *mbs);
-	n_sched = schedule_units(&b, &sched, units, mbs);
+	pair = rt_calloc((size_t)cap + 1, 1);
+	n_sched = schedule_units(&b, &sched, units, mbs, pair);
 	for (int a = 0; a < n_sched; a++) {
 		int u = units[a], m = mbs[a], s = unit_stage(&b, u);
 		RT_ASSERT(runs(&b, s));
+		if (pair[a]) {
+			/* one stage: nothing to receive or send around the pair */
+			RT_ASSERT(l->pp == 1 && a + 1 < n_sched);
+			emit_pair(p, items, per_unit, n_items, u, m, units[a + 1], mbs[a + 1]);
+			a++;
+			continue;
+		}
 		int wait[2 * UNITS_PER_STAGE], n_wait = 0;
 		for (int su = 0; su < nu; su++) {
 			int bi = su * b.S + s, ss = unit_stage(&b, su);
@@ -1327,6 +1396,7 @@ done:
 	free(first_reader);
 	free(units);
 	free(mbs);
+	free(pair);
 	free(items);
 	pass_schedule_free(&sched);
 	if (!ok) {

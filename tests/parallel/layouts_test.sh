@@ -133,6 +133,9 @@ layout dp2 2 1 2
 [ "$QUICK" = 1 ] || layout pp2dp2 4 2 2
 layout pp2dp2zero 4 2 2 --set zero=1
 layout ep2 2 1 1 --set ep=2
+# one stage, ep 2, 2 micro-batches: the forward of micro-batch 1 runs beside the
+# backward of micro-batch 0, each one's exchanges under the other's computation
+layout ep2fb 2 1 2 --set ep=2
 [ "$QUICK" = 1 ] || layout ep4 4 1 1 --set ep=4
 layout pp2ep2 4 2 2 --set ep=2
 # zb1p: each stage's backward split into input-grad and weight-grad chunks, the

@@ -50,7 +50,7 @@ static int build(struct ir_graph *g, int pp, int dp, int mb, struct rt_program *
 }
 
 /* Plays p's actions and follows what each slot of each SAVED or COMM buffer holds: a
- * chunk writes (buffer, micro-batch) into its slot, a receive does so once started,
+ * chunk writes (buffer, micro-batch) into its slot, a receive or an exchange does so once started,
  * and a chunk that reads or a send that starts must find its own micro-batch there;
  * nothing may overwrite a slot whose send has not been waited for.  The number of
  * faults, each said on stderr. */
@@ -86,6 +86,16 @@ static int check_slots(const struct rt_program *p)
 				writes[nw++] = op->buf;
 			} else if (op->kind == RT_COP_SEND) {
 				reads[nr++] = op->buf;
+				send_group = op->group;
+			} else if (op->kind != RT_COP_ALL_REDUCE) {
+				/* an exchange: reads its rows (and counts) until its wait,
+				 * writes its receive buffer */
+				reads[nr++] = op->buf;
+				if (op->scounts >= 0)
+					reads[nr++] = op->scounts;
+				if (op->rcounts >= 0)
+					reads[nr++] = op->rcounts;
+				writes[nw++] = op->out;
 				send_group = op->group;
 			}
 		}
@@ -264,6 +274,52 @@ int main(void)
 		}
 		free_all(progs, n);
 		ir_graph_free(g);
+	}
+
+	/* one stage with ep 2 and 3 micro-batches: F0, then F1 beside B0 and F2 beside B1,
+	 * then B2; in a pair each exchange is in flight while the other micro-batch
+	 * computes (a chunk of it between the exchange's start and its wait), the slots
+	 * hold what each chunk reads, and the ranks' programs pass the verifier */
+	{
+		struct ir_graph *gf = sl_compile_file("models/tiny_moe.sl", 0, NULL, stderr);
+		REQUIRE(gf);
+		ir_graph_set(gf, "ep", 2, NULL);
+		REQUIRE(pass_pipeline_run(gf, NULL, stderr) == 0);
+		int nf = build_ep(gf, 1, 2, 2, 3, progs);
+		REQUIRE(nf == 2);
+		CHECK(rt_program_verify(progs, nf, stderr) == 0);
+		for (int r = 0; r < nf; r++) {
+			const struct rt_program *p = progs[r];
+			CHECKF(check_slots(p) == 0, "fb rank %d", r);
+			int comms = 0, covered = 0, fwd_after_bwd = 0, seen_bwd = 0;
+			for (int i = 0; i < p->n_actions; i++) {
+				const struct rt_action *a = &p->actions[i];
+				if (a->kind == RT_ACT_CHUNK) {
+					enum rt_chunk_kind k = p->chunks[a->index].kind;
+					seen_bwd |= k == RT_CHUNK_BWD;
+					fwd_after_bwd += seen_bwd && k == RT_CHUNK_FWD;
+					continue;
+				}
+				if (a->kind != RT_ACT_COMM ||
+				    p->comms[a->index].kind == RT_COP_ALL_REDUCE)
+					continue;
+				comms++;
+				int g = p->comms[a->index].group, other = 0;
+				for (int j = i + 1; j < p->n_actions; j++) {
+					const struct rt_action *b2 = &p->actions[j];
+					if (b2->kind == RT_ACT_WAIT && b2->index == g)
+						break;
+					other |= b2->kind == RT_ACT_CHUNK && b2->mb != a->mb;
+				}
+				covered += other;
+			}
+			CHECKF(fwd_after_bwd > 0, "rank %d: no forward chunk after a backward one", r);
+			CHECKF(comms > 0 && 3 * covered >= comms,
+			       "rank %d: %d of %d exchanges under another micro-batch's chunks", r,
+			       covered, comms);
+		}
+		free_all(progs, nf);
+		ir_graph_free(gf);
 	}
 
 	/* broken on purpose: each must be caught */
