@@ -252,6 +252,9 @@ struct builder {
 	int split;                /* the schedule runs input- and weight-grads apart */
 	int fb;                   /* one stage with expert parallelism: the forward of a
 				     micro-batch beside the backward of the one before */
+	int overlap;              /* an FB pair's two units run in turn (expert
+				     parallelism: exchanges to hide), else one after the
+				     other */
 	int whole;                /* one stage, each micro-batch's step one unit */
 	int segmented;            /* communication inside a stage cuts its units */
 	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
@@ -725,9 +728,13 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 }
 
 /* The units this rank runs, in order, with their micro-batches: every micro-batch's
- * whole step with one stage, else the schedule's action list for this stage (a full
- * backward BW runs the B unit, which holds all of it unless the schedule splits it,
- * then the W unit; an overlapped FB runs its forward, then its backward). */
+ * whole step with one stage (with expert parallelism and several micro-batches, each
+ * forward but the first paired with the backward before it), else the schedule's
+ * action list for this stage (a full backward BW runs the B unit, which holds all of
+ * it unless the schedule splits it, then the W unit; an overlapped FB runs its forward
+ * and its backward as a pair, then its W).  pair[k] marks the first unit of a pair,
+ * whose two units run in turn (emit_pair) when there are exchanges to hide (ep > 1),
+ * else one after the other. */
 static int schedule_units(const struct builder *b, const struct pass_schedule *sched,
 			  int *units, int *mbs, unsigned char *pair)
 {
@@ -764,6 +771,7 @@ static int schedule_units(const struct builder *b, const struct pass_schedule *s
 				units[k] = base + UNIT_W, mbs[k++] = a->mb;
 			break;
 		case PASS_ACT_FB:
+			pair[k] = b->overlap; /* the forward beside the backward */
 			units[k] = base + UNIT_F, mbs[k++] = a->mb;
 			units[k] = base2 + UNIT_B, mbs[k++] = a->mb2;
 			if (b->split)
@@ -996,6 +1004,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.dual = b.S != b.pp || (sched.ranks && sched.param_copies > 1);
 	b.fb = l->pp == 1 && l->ep > 1 && l->microbatches > 1;
 	b.whole = l->pp == 1 && !b.fb;
+	b.overlap = l->ep > 1;
 	p->loss_group = b.g_world;
 
 	int nv = g->n_values, nu = b.whole ? 1 : UNITS_PER_STAGE * b.S;
@@ -1302,57 +1311,66 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	pair = rt_calloc((size_t)cap + 1, 1);
 	n_sched = schedule_units(&b, &sched, units, mbs, pair);
 	for (int a = 0; a < n_sched; a++) {
-		int u = units[a], m = mbs[a], s = unit_stage(&b, u);
-		RT_ASSERT(runs(&b, s));
-		if (pair[a]) {
-			/* one stage: nothing to receive or send around the pair */
-			RT_ASSERT(l->pp == 1 && a + 1 < n_sched);
-			emit_pair(p, items, per_unit, n_items, u, m, units[a + 1], mbs[a + 1]);
-			a++;
-			continue;
-		}
-		int wait[2 * UNITS_PER_STAGE], n_wait = 0;
-		for (int su = 0; su < nu; su++) {
-			int bi = su * b.S + s, ss = unit_stage(&b, su);
-			if (ss == s || !bundle_n[bi] || first_reader[bi] != u)
-				continue;
-			int peer = pass_schedule_rank(&sched, m, ss);
-			if (peer == b.pr)
-				continue;
-			int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], su, peer, 0,
-						 &bundle_ops[(bi * l->pp + peer) * 2]);
-			for (int k = 0; k < bundle_n[bi]; k++)
-				rt_program_add_action(p, RT_ACT_COMM, first + k, m);
-			int grp = p->comms[first].group;
-			int seen = 0;
+		/* one unit, or an overlapped pair (the forward, then the backward): what they
+		 * receive before, their items (in turn for a pair), what they send after */
+		int nun = pair[a] ? 2 : 1;
+		RT_ASSERT(a + nun <= n_sched);
+		for (int q = 0; q < nun; q++) {
+			int u = units[a + q], m = mbs[a + q], s = unit_stage(&b, u);
+			RT_ASSERT(runs(&b, s));
+			int wait[2 * UNITS_PER_STAGE], n_wait = 0;
+			for (int su = 0; su < nu; su++) {
+				int bi = su * b.S + s, ss = unit_stage(&b, su);
+				if (ss == s || !bundle_n[bi] || first_reader[bi] != u)
+					continue;
+				int peer = pass_schedule_rank(&sched, m, ss);
+				if (peer == b.pr)
+					continue;
+				int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], su, peer,
+							 0, &bundle_ops[(bi * l->pp + peer) * 2]);
+				for (int k = 0; k < bundle_n[bi]; k++)
+					rt_program_add_action(p, RT_ACT_COMM, first + k, m);
+				int grp = p->comms[first].group;
+				int seen = 0;
+				for (int k = 0; k < n_wait; k++)
+					seen |= wait[k] == grp;
+				if (!seen)
+					wait[n_wait++] = grp;
+			}
 			for (int k = 0; k < n_wait; k++)
-				seen |= wait[k] == grp;
-			if (!seen)
-				wait[n_wait++] = grp;
+				rt_program_add_action(p, RT_ACT_WAIT, wait[k], m);
 		}
-		for (int k = 0; k < n_wait; k++)
-			rt_program_add_action(p, RT_ACT_WAIT, wait[k], m);
-		const struct item *it = items + (size_t)u * (size_t)per_unit;
-		for (int k = 0; k < n_items[u]; k++) {
-			if (it[k].chunk >= 0) {
-				rt_program_add_action(p, RT_ACT_CHUNK, it[k].chunk, m);
-			} else {
-				rt_program_add_action(p, RT_ACT_COMM, it[k].comm, m);
-				rt_program_add_action(p, RT_ACT_WAIT, p->comms[it[k].comm].group, m);
+		if (nun == 2) {
+			emit_pair(p, items, per_unit, n_items, units[a], mbs[a], units[a + 1],
+				  mbs[a + 1]);
+		} else {
+			const struct item *it = items + (size_t)units[a] * (size_t)per_unit;
+			for (int k = 0; k < n_items[units[a]]; k++) {
+				if (it[k].chunk >= 0) {
+					rt_program_add_action(p, RT_ACT_CHUNK, it[k].chunk, mbs[a]);
+				} else {
+					rt_program_add_action(p, RT_ACT_COMM, it[k].comm, mbs[a]);
+					rt_program_add_action(p, RT_ACT_WAIT,
+							      p->comms[it[k].comm].group, mbs[a]);
+				}
 			}
 		}
-		for (int ds = 0; ds < b.S; ds++) {
-			int bi = u * b.S + ds;
-			if (ds == s || !bundle_n[bi])
-				continue;
-			int peer = pass_schedule_rank(&sched, m, ds);
-			if (peer == b.pr)
-				continue;
-			int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], u, peer, 1,
-						 &bundle_ops[(bi * l->pp + peer) * 2 + 1]);
-			for (int k = 0; k < bundle_n[bi]; k++)
-				rt_program_add_action(p, RT_ACT_COMM, first + k, m);
+		for (int q = 0; q < nun; q++) {
+			int u = units[a + q], m = mbs[a + q], s = unit_stage(&b, u);
+			for (int ds = 0; ds < b.S; ds++) {
+				int bi = u * b.S + ds;
+				if (ds == s || !bundle_n[bi])
+					continue;
+				int peer = pass_schedule_rank(&sched, m, ds);
+				if (peer == b.pr)
+					continue;
+				int first = bundle_comms(&b, bundle_vals[bi], bundle_n[bi], u, peer, 1,
+							 &bundle_ops[(bi * l->pp + peer) * 2 + 1]);
+				for (int k = 0; k < bundle_n[bi]; k++)
+					rt_program_add_action(p, RT_ACT_COMM, first + k, m);
+			}
 		}
+		a += nun - 1;
 	}
 	/* every send done before the step ends */
 	for (int part = 0; l->pp > 1 && part < UNITS_PER_STAGE; part++)
