@@ -37,6 +37,7 @@ struct rt_dev_tensor {
 	size_t n;
 	int decay;                  /* weight decay applies */
 	int counted;                /* counted in the gradient norm (its owner rank) */
+	int bf16_moments;           /* m and v hold n bf16 each (the FP8 recipe) */
 };
 
 struct rt_dev_optim;

@@ -146,8 +146,12 @@ static void host_adamw(struct rt_device *d, struct rt_dev_optim *o, const struct
 {
 	for (int k = 0; k < o->n; k++) {
 		const struct rt_dev_tensor *x = &o->t[k];
-		rt_adamw_step(d->pool, a, lr, t, x->w, x->g, x->m, x->v, x->n, grad_scale,
-			      x->decay);
+		if (x->bf16_moments)
+			rt_adamw_step_bf16m(d->pool, a, lr, t, x->w, x->g, x->m, x->v, x->n,
+					    grad_scale, x->decay);
+		else
+			rt_adamw_step(d->pool, a, lr, t, x->w, x->g, x->m, x->v, x->n,
+				      grad_scale, x->decay);
 	}
 }
 

@@ -54,7 +54,8 @@
 struct eparam {
 	struct rt_param *r;
 	float *w, *g;           /* in the program's buffers */
-	float *m, *v;           /* AdamW moments, trainable only (ZeRO-1: of the shard) */
+	void *m, *v;            /* AdamW moments, trainable only (ZeRO-1: of the shard):
+				 * floats, or bf16 (rt_train_config.bf16_moments) */
 	size_t n;               /* elements this rank holds */
 	/* ZeRO-1: the shard of the elements this rank steps; its group's communicator */
 	size_t off, len, chunk;
@@ -244,23 +245,41 @@ static int my_pieces(struct engine *e, struct piece *out, char **names, float **
 		struct eparam *q = &e->ps[k];
 		const struct rt_param *r = q->r;
 		const float *m = q->m, *v = q->v;
+		size_t es = e->c->bf16_moments ? 2 : 4;
 		if (r->trainable && r->zero) {
 			size_t P = (size_t)rt_comm_size(q->zc);
 			for (int j = 0; j < 2; j++) {
 				tmp[4 * k + j] = rt_calloc(P * q->chunk, sizeof **tmp);
 				rt_comm_all_gather(q->zc, (uint64_t)(uintptr_t)(j ? q->v : q->m),
 						   (uint64_t)(uintptr_t)tmp[4 * k + j], q->chunk,
-						   RT_COMM_F32, NULL);
+						   es == 2 ? RT_COMM_BF16 : RT_COMM_F32, NULL);
 				rt_comm_sync(q->zc, NULL);
+				if (es == 2) /* widened in place, from the end */
+					for (size_t i = P * q->chunk; i-- > 0;)
+						tmp[4 * k + j][i] = rt_bf16_to_f32(
+							((const uint16_t *)tmp[4 * k + j])[i]);
 			}
 			m = tmp[4 * k];
 			v = tmp[4 * k + 1];
 		} else if (r->trainable && r->owner) {
 			void *c1, *c2;
-			m = rt_device_view(e->dev, q->m, q->n * sizeof *m, &c1);
-			v = rt_device_view(e->dev, q->v, q->n * sizeof *v, &c2);
+			m = rt_device_view(e->dev, q->m, q->n * es, &c1);
+			v = rt_device_view(e->dev, q->v, q->n * es, &c2);
 			tmp[4 * k] = c1;
 			tmp[4 * k + 1] = c2;
+			if (es == 2 && m && v) {
+				/* the checkpoint keeps f32: the bf16 values widened, exactly */
+				const void *src[2] = { m, v };
+				for (int j = 0; j < 2; j++) {
+					float *wide = rt_malloc(q->n * sizeof *wide + 1);
+					for (size_t i = 0; i < q->n; i++)
+						wide[i] = rt_bf16_to_f32(((const uint16_t *)src[j])[i]);
+					free(tmp[4 * k + j]);
+					tmp[4 * k + j] = wide;
+				}
+				m = tmp[4 * k];
+				v = tmp[4 * k + 1];
+			}
 		}
 		if (!r->owner)
 			continue;
@@ -607,7 +626,23 @@ static int load_checkpoint(struct engine *e, const char *where)
 		for (int j = 0; j < 2; j++) {
 			char name[512];
 			snprintf(name, sizeof name, "adamw.%c.%s", j ? 'v' : 'm', r->path);
-			float *dst = j ? q->v : q->m;
+			void *dst = j ? q->v : q->m;
+			if (e->c->bf16_moments) {
+				/* read as f32, kept as bf16 (exact for moments saved from bf16) */
+				float *whole = rt_calloc(q->n + 1, sizeof *whole);
+				bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
+							r1, whole, stderr);
+				size_t first = r->zero ? q->off : 0, len = r->zero ? q->len : q->n;
+				size_t cnt = r->zero ? q->chunk : q->n;
+				uint16_t *h = rt_device_stage(e->dev, dst, cnt * 2);
+				memset(h, 0, cnt * 2);
+				for (size_t i = 0; i < len; i++)
+					h[i] = rt_f32_to_bf16(whole[first + i]);
+				free(whole);
+				if (rt_device_put(e->dev, dst, h, cnt * 2) || bad)
+					goto done;
+				continue;
+			}
 			if (!r->zero) {
 				float *h = rt_device_stage(e->dev, dst, bytes);
 				bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0,
@@ -621,7 +656,7 @@ static int load_checkpoint(struct engine *e, const char *where)
 			bad = rt_ckpt_load_rows(ck, name, RT_CKPT_F32, r->rank, r->shape, r0, r1,
 						    whole, stderr);
 			if (!bad)
-				memcpy(dst, whole + q->off, q->len * sizeof *dst);
+				memcpy(dst, whole + q->off, q->len * sizeof *whole);
 			free(whole);
 			if (bad)
 				goto done;
@@ -722,10 +757,11 @@ static struct rt_dev_optim *new_optimizer(struct engine *e)
 			continue;
 		if (q->r->zero) /* each element is in exactly one member's shard: counted once */
 			tt[nt++] = (struct rt_dev_tensor){ q->w + q->off, q->gs, q->m, q->v, q->len,
-							   q->r->decay, 1 };
+							   q->r->decay, 1, e->c->bf16_moments };
 		else
 			tt[nt++] = (struct rt_dev_tensor){ q->w, q->g, q->m, q->v, q->n, q->r->decay,
-							   q->r->owner || p->world == 1 };
+							   q->r->owner || p->world == 1,
+							   e->c->bf16_moments };
 	}
 	struct rt_dev_optim *o = e->dev->ops->optim_new(e->dev, tt, nt);
 	free(tt);
@@ -1282,8 +1318,9 @@ static int setup(struct engine *e)
 		}
 		if (q->r->trainable) {
 			q->g = p->bufs[q->r->grad].data;
-			q->m = e->dev->ops->alloc(e->dev, states * sizeof *q->m);
-			q->v = e->dev->ops->alloc(e->dev, states * sizeof *q->v);
+			size_t es = c->bf16_moments ? sizeof(uint16_t) : sizeof(float);
+			q->m = e->dev->ops->alloc(e->dev, states * es);
+			q->v = e->dev->ops->alloc(e->dev, states * es);
 			if (!q->m || !q->v)
 				return -1;
 		}

@@ -39,6 +39,8 @@ struct rt_train_config {
 	double flops_per_token;
 	int zero_note;              /* say that ZeRO-1 is on */
 	float ema;                  /* decay of the weights' moving average; 0: none */
+	int bf16_moments;           /* AdamW's moments kept in bf16 (precision fp8, as the
+				     * recipe keeps them); checkpoints hold them as f32 */
 	const char *trace;          /* one step's timeline of every rank (Chrome/Perfetto
 				     * JSON), or NULL */
 	int64_t trace_step;         /* that step (1-based); 0: the third of the run */

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pool.h"
 #include "rt.h"
@@ -57,6 +58,68 @@ void rt_adamw_step(struct rt_pool *pool, const struct rt_adamw *o, float lr, int
 		rt_pool_run(pool, (int64_t)n, RT_OPTIM_BLOCK, adamw_range, &j);
 	else
 		adamw_range(&j, 0, (int64_t)n);
+}
+
+float rt_bf16_to_f32(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+uint16_t rt_f32_to_bf16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, sizeof u);
+	if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu))
+		return (uint16_t)(u >> 16 | 0x40); /* a NaN stays one */
+	u += 0x7fffu + (u >> 16 & 1);
+	return (uint16_t)(u >> 16);
+}
+
+struct adamw_bf16_job {
+	const struct rt_adamw *o;
+	float lr, bc1, bc2, wd, scale;
+	float *w;
+	uint16_t *m, *v;
+	const float *g;
+};
+
+static HOT void adamw_bf16_range(void *ctx, int64_t lo, int64_t hi)
+{
+	const struct adamw_bf16_job *j = ctx;
+	const float b1 = j->o->beta1, b2 = j->o->beta2, eps = j->o->eps;
+	const float lr = j->lr, bc1 = j->bc1, bc2 = j->bc2, wd = j->wd, scale = j->scale;
+	float *restrict w = j->w;
+	uint16_t *restrict m = j->m, *restrict v = j->v;
+	const float *restrict g = j->g;
+	for (int64_t i = lo; i < hi; i++) {
+		float gi = g[i] * scale;
+		uint16_t mi = rt_f32_to_bf16(b1 * rt_bf16_to_f32(m[i]) + (1.0f - b1) * gi);
+		uint16_t vi = rt_f32_to_bf16(b2 * rt_bf16_to_f32(v[i]) + (1.0f - b2) * gi * gi);
+		m[i] = mi;
+		v[i] = vi;
+		float mhat = rt_bf16_to_f32(mi) / bc1;
+		float vhat = rt_bf16_to_f32(vi) / bc2;
+		w[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * w[i]);
+	}
+}
+
+void rt_adamw_step_bf16m(struct rt_pool *pool, const struct rt_adamw *o, float lr, int64_t t,
+			 float *w, const float *g, uint16_t *m, uint16_t *v, size_t n,
+			 float grad_scale, int decay)
+{
+	struct adamw_bf16_job j = {
+		.o = o, .lr = lr, .wd = decay ? o->weight_decay : 0.0f, .scale = grad_scale,
+		.bc1 = (float)(1.0 - pow((double)o->beta1, (double)t)),
+		.bc2 = (float)(1.0 - pow((double)o->beta2, (double)t)),
+		.w = w, .m = m, .v = v, .g = g,
+	};
+	if (pool && n > RT_OPTIM_BLOCK)
+		rt_pool_run(pool, (int64_t)n, RT_OPTIM_BLOCK, adamw_bf16_range, &j);
+	else
+		adamw_bf16_range(&j, 0, (int64_t)n);
 }
 
 static HOT double sum_squares(const float *restrict x, size_t n)

@@ -1,7 +1,7 @@
 /* optim.h - the optimizer of a training step, on plain float arrays: AdamW with
  * decoupled weight decay, global gradient-norm clipping, and the learning-rate
- * schedule (linear warm-up, then cosine decay to a floor).  Master weights, moments and
- * gradients are fp32.  Everything here is deterministic: the same inputs give the same
+ * schedule (linear warm-up, then cosine decay to a floor).  Master weights and
+ * gradients are fp32, the moments fp32 or (precision fp8) bf16.  Everything here is deterministic: the same inputs give the same
  * bits, which bit-identical resume relies on. */
 #ifndef SLUICE_RT_OPTIM_H
 #define SLUICE_RT_OPTIM_H
@@ -24,6 +24,17 @@ struct rt_adamw {
 void rt_adamw_step(struct rt_pool *pool, const struct rt_adamw *o, float lr, int64_t t,
 		   float *w, const float *g, float *m, float *v, size_t n, float grad_scale,
 		   int decay);
+/* The same with the moments kept in bf16, as DeepSeek-V3's FP8 recipe keeps them: each
+ * element's m and v are widened to f32, updated as above, rounded to the nearest bf16
+ * (ties to even) and stored, and the weight moves by the rounded values, so that a run
+ * resumed from the stored moments continues bit for bit. */
+void rt_adamw_step_bf16m(struct rt_pool *pool, const struct rt_adamw *o, float lr, int64_t t,
+			 float *w, const float *g, uint16_t *m, uint16_t *v, size_t n,
+			 float grad_scale, int decay);
+/* bf16 <-> f32: widening is exact; narrowing rounds to nearest, ties to even (NaN
+ * stays NaN) */
+float rt_bf16_to_f32(uint16_t h);
+uint16_t rt_f32_to_bf16(float f);
 
 /* The L2 norm of all gradients together: squares summed in double over fixed blocks
  * of RT_OPTIM_BLOCK elements, the blocks' sums added in order, so the result does not

@@ -305,9 +305,8 @@ static void print_precision(const struct ir_graph *g, const struct pass_account 
 		printf(" + bf16 copies %s", fmt_bytes(b2, sizeof b2, 2 * n));
 	printf("\n    gradients           f32 %s\n", fmt_bytes(b1, sizeof b1, 4 * n));
 	if (fp8)
-		printf("    AdamW moments       bf16 %s in the recipe (the training engine keeps them "
-		       "in f32 today: %s)\n", fmt_bytes(b1, sizeof b1, 4 * n),
-		       fmt_bytes(b2, sizeof b2, 8 * n));
+		printf("    AdamW moments       bf16 %s (the recipe's; f32 would take %s)\n",
+		       fmt_bytes(b1, sizeof b1, 4 * n), fmt_bytes(b2, sizeof b2, 8 * n));
 	else
 		printf("    AdamW moments       f32 %s\n", fmt_bytes(b1, sizeof b1, 8 * n));
 	if (x->have_fp8)

@@ -610,6 +610,12 @@ int train_run(const struct train_opts *o)
 				     : "emulated on the CPU: bf16 values rounded to bf16 in f32 "
 				       "buffers after every op");
 	}
+	/* DeepSeek-V3's FP8 recipe keeps AdamW's moments in bf16 */
+	c.bf16_moments = !strcmp(precision, "fp8");
+	if (rank == 0 && c.bf16_moments)
+		fprintf(stderr, "precision: fp8 (passes/fp8.c): E4M3 products with 1x128 and "
+			"128x128 scales, emulated on the CPU; f32 master weights and gradients, "
+			"AdamW moments in bf16\n");
 	if (!cuda && check_memory(o, g, arena))
 		goto done;
 	if (cuda) {

@@ -315,8 +315,15 @@ static struct rt_dev_optim *dev_optim_new(struct rt_device *d, const struct rt_d
 					  int n)
 {
 	size_t nb = 0;
-	for (int k = 0; k < n; k++)
+	for (int k = 0; k < n; k++) {
+		if (t[k].bf16_moments) {
+			/* precision fp8 is refused before a program reaches a GPU */
+			fprintf(stderr, "sluice: GPU optimizer: bf16 moments (the FP8 recipe) are "
+				"not built for the GPU yet\n");
+			return NULL;
+		}
 		nb += (t[k].n + CHUNK - 1) / CHUNK;
+	}
 	if (nb > 0x7fffffff) {
 		fprintf(stderr, "sluice: GPU optimizer: %zu blocks of %d parameters are too many "
 			"for one launch\n", nb, CHUNK);

@@ -49,7 +49,7 @@ static void test_optimizer(struct rt_device *d)
 		}
 		t[k] = (struct rt_dev_tensor){ d->ops->alloc(d, b), d->ops->alloc(d, b),
 					       d->ops->alloc(d, b), d->ops->alloc(d, b), n,
-					       k % 2, k != 2 };
+					       k % 2, k != 2, 0 };
 		REQUIRE(t[k].w && t[k].g && t[k].m && t[k].v);
 		REQUIRE(!d->ops->upload(d, t[k].w, hw[k], b));
 		REQUIRE(!d->ops->upload(d, t[k].g, hg[k], b));

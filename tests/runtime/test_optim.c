@@ -114,8 +114,73 @@ static void test_threads(void)
 	rt_pool_free(pool);
 }
 
+static uint16_t bits_bf16(uint32_t f32_bits)
+{
+	float f;
+	memcpy(&f, &f32_bits, sizeof f);
+	return rt_f32_to_bf16(f);
+}
+
+/* bf16 rounding, and AdamW with bf16 moments against the f32 step done by hand with
+ * the moments rounded: bit for bit, whatever the threads */
+static void test_adamw_bf16(void)
+{
+	/* nearest, ties to even; the largest finite rounds up to infinity; NaN stays one */
+	CHECK(bits_bf16(0x3f808000u) == 0x3f80); /* a tie, to the even 0x3f80 */
+	CHECK(bits_bf16(0x3f818000u) == 0x3f82); /* a tie, to the even 0x3f82 */
+	CHECK(bits_bf16(0x3f808001u) == 0x3f81); /* above the tie */
+	CHECK(bits_bf16(0x3f807fffu) == 0x3f80);
+	CHECK(bits_bf16(0xbf808001u) == 0xbf81); /* the sign apart */
+	CHECK(bits_bf16(0x7f7fffffu) == 0x7f80); /* to infinity */
+	CHECK(bits_bf16(0x7f800000u) == 0x7f80);
+	CHECK((bits_bf16(0x7fc00001u) & 0x7f80) == 0x7f80 && (bits_bf16(0x7fc00001u) & 0x7f));
+	CHECK(rt_bf16_to_f32(0x3f80) == 1.0f && rt_bf16_to_f32(0xc000) == -2.0f);
+
+	struct rt_adamw o = { .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f };
+	enum { N = 3 * RT_OPTIM_BLOCK + 17 };
+	float *w0 = malloc(N * sizeof *w0), *w1 = malloc(N * sizeof *w1), *w2 = malloc(N * sizeof *w2);
+	float *g = malloc(N * sizeof *g), *mr = calloc(N, sizeof *mr), *vr = calloc(N, sizeof *vr);
+	uint16_t *m1 = calloc(N, 2), *v1 = calloc(N, 2), *m2 = calloc(N, 2), *v2 = calloc(N, 2);
+	REQUIRE(w0 && w1 && w2 && g && mr && vr && m1 && v1 && m2 && v2);
+	uint64_t seed = 7;
+	for (int i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		w0[i] = w1[i] = w2[i] = (float)((double)(seed >> 11) / 9007199254740992.0 - 0.5);
+	}
+	struct rt_pool *pool = rt_pool_new(3);
+	int same = 1, moved = 0;
+	for (int t = 1; t <= 3; t++) {
+		for (int i = 0; i < N; i++) {
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			g[i] = (float)((double)(seed >> 11) / 9007199254740992.0 - 0.5) * 1e-2f;
+		}
+		float bc1 = (float)(1.0 - pow((double)o.beta1, t));
+		float bc2 = (float)(1.0 - pow((double)o.beta2, t));
+		for (int i = 0; i < N; i++) { /* by hand */
+			float gi = g[i] * 0.5f;
+			mr[i] = rt_bf16_to_f32(rt_f32_to_bf16(o.beta1 * mr[i] + (1.0f - o.beta1) * gi));
+			vr[i] = rt_bf16_to_f32(rt_f32_to_bf16(o.beta2 * vr[i] + (1.0f - o.beta2) * gi * gi));
+			w0[i] -= 1e-3f * ((mr[i] / bc1) / (sqrtf(vr[i] / bc2) + o.eps) +
+					  o.weight_decay * w0[i]);
+		}
+		rt_adamw_step_bf16m(NULL, &o, 1e-3f, t, w1, g, m1, v1, N, 0.5f, 1);
+		rt_adamw_step_bf16m(pool, &o, 1e-3f, t, w2, g, m2, v2, N, 0.5f, 1);
+		for (int i = 0; i < N; i++) {
+			same &= !memcmp(&w0[i], &w1[i], 4) && !memcmp(&w1[i], &w2[i], 4) &&
+				rt_bf16_to_f32(m1[i]) == mr[i] && m1[i] == m2[i] &&
+				rt_bf16_to_f32(v1[i]) == vr[i] && v1[i] == v2[i];
+			moved |= m1[i] != 0;
+		}
+	}
+	CHECKF(same && moved, "bf16 moments: same %d, moved %d", same, moved);
+	rt_pool_free(pool);
+	free(w0), free(w1), free(w2), free(g), free(mr), free(vr);
+	free(m1), free(v1), free(m2), free(v2);
+}
+
 int main(void)
 {
+	test_adamw_bf16();
 	test_threads();
 	test_adamw();
 	test_clip();
