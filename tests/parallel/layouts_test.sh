@@ -28,9 +28,13 @@ fails=0
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
 MODEL=$ROOT/models/tiny_moe.sl
+# LAYOUTS_QUICK: 0 every layout, 10 steps; 1 fewer layouts, 4 steps; 2 (the sanitizer
+# build, for memory errors) one layout of each kind of work: pipeline stages, ZeRO-1,
+# expert parallelism with the F&B overlap, DualPipe with experts, the capacity re-run,
+# one change of layout, a killed rank, Ctrl-C, mpirun by hand and the refusals
 QUICK=${LAYOUTS_QUICK:-0}
 STEPS=${STEPS:-10}
-[ "$QUICK" = 1 ] && STEPS=4
+[ "$QUICK" -ge 1 ] && STEPS=4
 HALF=$((STEPS / 2))
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export SLUICE_THREADS=1
@@ -128,32 +132,32 @@ layout() {
 }
 
 layout pp2 2 2 4
-[ "$QUICK" = 1 ] || layout pp4 4 4 4
-layout dp2 2 1 2
-[ "$QUICK" = 1 ] || layout pp2dp2 4 2 2
+[ "$QUICK" -ge 1 ] || layout pp4 4 4 4
+[ "$QUICK" -ge 2 ] || layout dp2 2 1 2
+[ "$QUICK" -ge 1 ] || layout pp2dp2 4 2 2
 layout pp2dp2zero 4 2 2 --set zero=1
-layout ep2 2 1 1 --set ep=2
+[ "$QUICK" -ge 2 ] || layout ep2 2 1 1 --set ep=2
 # one stage, ep 2, 2 micro-batches: the forward of micro-batch 1 runs beside the
 # backward of micro-batch 0, each one's exchanges under the other's computation
 layout ep2fb 2 1 2 --set ep=2
-[ "$QUICK" = 1 ] || layout ep4 4 1 1 --set ep=4
-layout pp2ep2 4 2 2 --set ep=2
+[ "$QUICK" -ge 1 ] || layout ep4 4 1 1 --set ep=4
+[ "$QUICK" -ge 2 ] || layout pp2ep2 4 2 2 --set ep=2
 # zb1p: each stage's backward split into input-grad and weight-grad chunks, the
 # weight-grads deferred into the bubbles; the same sums in the same order as 1f1b
 layout pp2zb1p 2 2 4 --set schedule=zb1p
-[ "$QUICK" = 1 ] || layout pp4zb1p 4 4 8 --set schedule=zb1p
-layout pp2ep2zb1p 4 2 2 --set ep=2 --set schedule=zb1p
+[ "$QUICK" -ge 1 ] || layout pp4zb1p 4 4 8 --set schedule=zb1p
+[ "$QUICK" -ge 2 ] || layout pp2ep2zb1p 4 2 2 --set ep=2 --set schedule=zb1p
 # dualpipev: 2 pp stages, rank r holding stages r and 2pp-1-r (the last rank passes
 # stage pp-1's output to stage pp in its own memory); dualpipe: half the micro-batches
 # enter at each end, each stage held by two ranks whose gradients are summed (an
 # order other than one rank's: within the bound, not bit-identical)
-layout pp2dualpipev 2 2 4 --set schedule=dualpipev
-[ "$QUICK" = 1 ] || layout pp2dp2dualpipev 4 2 4 --set schedule=dualpipev
-[ "$QUICK" = 1 ] || layout pp2ep2dualpipev 4 2 4 --set ep=2 --set schedule=dualpipev
-layout pp2dualpipe 2 2 4 --set schedule=dualpipe
-[ "$QUICK" = 1 ] || layout pp4dualpipe 4 4 8 --set schedule=dualpipe
+[ "$QUICK" -ge 2 ] || layout pp2dualpipev 2 2 4 --set schedule=dualpipev
+[ "$QUICK" -ge 1 ] || layout pp2dp2dualpipev 4 2 4 --set schedule=dualpipev
+[ "$QUICK" -ge 1 ] || layout pp2ep2dualpipev 4 2 4 --set ep=2 --set schedule=dualpipev
+[ "$QUICK" -ge 2 ] || layout pp2dualpipe 2 2 4 --set schedule=dualpipe
+[ "$QUICK" -ge 1 ] || layout pp4dualpipe 4 4 8 --set schedule=dualpipe
 layout pp2ep2dualpipe 4 2 4 --set ep=2 --set schedule=dualpipe
-[ "$QUICK" = 1 ] || layout pp2dp4ep2 8 2 1 --set ep=2
+[ "$QUICK" -ge 1 ] || layout pp2dp4ep2 8 2 1 --set ep=2
 
 # expert-parallel receive buffers below the worst case: ep_capacity = 1 (the rows of an
 # even routing) overflows on the first step of tiny_moe, whose router starts uneven;
@@ -194,7 +198,7 @@ PY
 	fi
 }
 capacity ep2-capacity 2 --set ep=2
-[ "$QUICK" = 1 ] || capacity pp2dp2ep2zero-capacity 4 --set pp=2 --set microbatches=2 --set ep=2 --set zero=1
+[ "$QUICK" -ge 1 ] || capacity pp2dp2ep2zero-capacity 4 --set pp=2 --set microbatches=2 --set ep=2 --set zero=1
 
 # a checkpoint moved between layouts: saved half-way (step 5) by 4 ranks (pp 2 x dp 2, ZeRO-1),
 # resumed on one rank, and saved by one rank, resumed on 2 stages: the later steps
@@ -235,10 +239,10 @@ moved() {
 	fi
 }
 moved move-4to1 4 1 --set pp=2 --set microbatches=2 --set zero=1 -- --set microbatches=4
-moved move-1to2 1 2 --set microbatches=4 -- --set pp=2 --set microbatches=4
-moved move-ep 4 1 --set pp=2 --set ep=2 --set microbatches=2 -- --set microbatches=4
+[ "$QUICK" -ge 2 ] || moved move-1to2 1 2 --set microbatches=4 -- --set pp=2 --set microbatches=4
+[ "$QUICK" -ge 2 ] || moved move-ep 4 1 --set pp=2 --set ep=2 --set microbatches=2 -- --set microbatches=4
 # DualPipe's two copies of each stage are one global tensor in the checkpoint
-moved move-dualpipe 2 1 --set pp=2 --set microbatches=4 --set schedule=dualpipe -- --set microbatches=4
+[ "$QUICK" -ge 2 ] || moved move-dualpipe 2 1 --set pp=2 --set microbatches=4 --set schedule=dualpipe -- --set microbatches=4
 grep -q "saved at pp 2 dp 2 ep 1 microbatches 2, now pp 1 dp 1 ep 1 microbatches 4: the same global batch" \
 	move-4to1.out && ok "the resume says the layout changed and the training did not" ||
 	fail "the resume did not say what changed: $(grep resume move-4to1.out)"
