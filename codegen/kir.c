@@ -85,7 +85,7 @@ int kir_shared(struct kir_kernel *k, const char *name, enum kir_type t, int64_t 
 
 enum kir_type kir_value_type(enum kir_type t)
 {
-	return t == KIR_BF16 || t == KIR_F16 ? KIR_F32 : t;
+	return t == KIR_BF16 || t == KIR_F16 || t == KIR_F8E4M3 || t == KIR_F8E5M2 ? KIR_F32 : t;
 }
 
 int kir_index(struct kir_kernel *k, const char *name)
@@ -100,8 +100,9 @@ int kir_type_is_float(enum kir_type t)
 
 const char *kir_type_name(enum kir_type t)
 {
-	static const char *const n[] = { "f32", "f64", "i32", "i64", "bool", "bf16", "f16" };
-	return (unsigned)t < 7 ? n[t] : "?";
+	static const char *const n[] = { "f32", "f64", "i32", "i64", "bool", "bf16", "f16",
+					  "f8e4m3", "f8e5m2" };
+	return (unsigned)t < sizeof n / sizeof *n ? n[t] : "?";
 }
 
 static struct kir_expr *node(struct kir_kernel *k, enum kir_op op, enum kir_type t)

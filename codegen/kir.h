@@ -44,7 +44,9 @@
 
 enum kir_type {
 	KIR_F32, KIR_F64, KIR_I32, KIR_I64, KIR_BOOL,
-	KIR_BF16, KIR_F16  /* storage only: buffers and shared arrays hold them, loads give f32 */
+	KIR_BF16, KIR_F16, /* storage only: buffers and shared arrays hold them, loads give f32 */
+	KIR_F8E4M3, KIR_F8E5M2 /* storage only, one byte: a load gives the f32 value, a store
+				* rounds to nearest (ties to even), saturating, NaN kept */
 };
 
 enum kir_op {

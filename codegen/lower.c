@@ -36,8 +36,14 @@
  * as the reference) on targets that emulate FP8 (cg_target.emulate_fp8, the CPU):
  * QUANT_FP8 is a kernel per tile (max-abs, scale, rounding, in the f32 arithmetic that
  * ir.h states), a scaled product dequantises its operands into two scratch buffers and
- * runs the unscaled library GEMM over them (products and sums in f32); other targets
- * refuse FP8 ops.  Simplifications, on purpose: INPUT and
+ * runs the unscaled library GEMM over them (products and sums in f32).  On targets
+ * that store FP8 (cg_target.fp8_storage, the GPU) f8 values are bytes, rounded by the
+ * store; the quantisation is the same kernel, and a scaled product runs as the target's
+ * block-scaled FP8 GEMM where cg_fp8_gemm_form finds the shape (the forward and the
+ * input gradient of a linear layer: K in 128-blocks, bf16 out), with kernels ahead that
+ * relay W and the scales as that GEMM wants them; elsewhere (the weight gradients, the
+ * grouped products, other shapes) its operands are dequantised into f32 as above.
+ * Other targets refuse FP8 ops.  Simplifications, on purpose: INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
  * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
  * choices) are clamped into range instead of reported; an inlined value read twice in
@@ -46,6 +52,7 @@
 #include <string.h>
 
 #include "plan.h"
+#include "runtime/gpu.h"
 #include "runtime/rt.h"
 
 typedef struct kir_expr kx;
@@ -73,6 +80,8 @@ static enum kir_type storage_type(const struct cg_target *tg, enum ir_dtype t)
 {
 	if (tg->half_storage && (t == IR_BF16 || t == IR_F16))
 		return t == IR_BF16 ? KIR_BF16 : KIR_F16;
+	if (tg->fp8_storage && (t == IR_F8E4M3 || t == IR_F8E5M2))
+		return t == IR_F8E4M3 ? KIR_F8E4M3 : KIR_F8E5M2;
 	return t == IR_I32 ? KIR_I32 : t == IR_I64 ? KIR_I64 : KIR_F32;
 }
 
@@ -234,7 +243,7 @@ static kx *round_to(struct kb *kb, kx *v, enum ir_dtype t)
 	if (v->type != KIR_F32 || r == KIR_CONST || v->op == r)
 		return v;
 	if ((r == KIR_RF8E4M3 || r == KIR_RF8E5M2) && !kb->p->target->emulate_fp8)
-		return v; /* refused in cg_plan_graph */
+		return v; /* a one-byte store rounds (fp8_storage), else refused in cg_plan_graph */
 	return kir_un(kb->k, r, v);
 }
 
@@ -1239,19 +1248,95 @@ static int64_t dequant_tile(const struct ir_op *op, int back)
 	return ns > 0 ? (n + ns - 1) / ns : 1;
 }
 
-/* A scaled product: both operands dequantised into scratch, then the unscaled GEMM. */
+enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *op)
+{
+	if (!p->target->fp8_storage || op->kind != IR_OP_SCALED_MATMUL)
+		return CG_FP8_DEQUANT;
+	const struct ir_value *a = op->in[0], *b = op->in[1], *y = op->out[0];
+	const struct ir_attr *at = ir_op_attr(op, "a_tile"), *bt = ir_op_attr(op, "b_tile");
+	if (ir_op_int(op, "trans_a", 0) || !at || !bt || at->n != 2 || bt->n != 2 ||
+	    at->ints[0] != 1 || at->ints[1] != 128 || bt->ints[0] != 128 || bt->ints[1] != 128)
+		return CG_FP8_DEQUANT;
+	if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || b->shape.rank != 2 ||
+	    a->shape.rank < 2 || p->buf_type[y->id] != KIR_BF16 || p->view_of[a->id] >= 0 ||
+	    p->view_of[b->id] >= 0)
+		return CG_FP8_DEQUANT;
+	int64_t K = a->shape.dim[a->shape.rank - 1], N = y->shape.dim[y->shape.rank - 1];
+	int64_t M = N ? ir_shape_numel(&y->shape) / N : 0;
+	/* cuBLASLt's block-scaled kernels: K in whole 128-blocks, 16-byte rows of every
+	 * operand and of the scale vectors */
+	if (K % 128 || N % 16 || M % 16 || M <= 0 || M > INT32_MAX || N > INT32_MAX ||
+	    K > INT32_MAX)
+		return CG_FP8_DEQUANT;
+	return ir_op_int(op, "trans_b", 0) ? CG_FP8_DGRAD : CG_FP8_FWD;
+}
+
+/* dst [dr, dc] (a scratch buffer) = src [sr, sc] (a value's buffer, row-major), or its
+ * transpose when tr; entries that src does not cover are 0.  A point per entry. */
+static void emit_relayout(struct cg_plan *p, const struct ir_op *op, int src, int64_t sr,
+			  int64_t sc, int tr, int dst, int64_t dr, int64_t dc, const char *what,
+			  const char *prefix)
+{
+	struct kb kb = kb_begin(p, op, what, dr * dc, prefix);
+	kx *pt = var(&kb, 0);
+	kx *i = idiv(&kb, pt, dc), *j = irem(&kb, pt, dc);
+	kx *r = tr ? j : i, *c = tr ? i : j;
+	kx *in = kir_bin(kb.k, KIR_AND, fbin(&kb, KIR_LT, r, c64(&kb, sr)),
+			 fbin(&kb, KIR_LT, c, c64(&kb, sc)));
+	kx *at = kir_select(kb.k, in, iadd(&kb, imul(&kb, r, sc), c), c64(&kb, 0));
+	kx *v = kir_select(kb.k, in, ld(&kb, src, at, KIR_F32), fc(&kb, 0));
+	kir_store(kb.k, &kb.k->body, kb_buf(&kb, dst), pt, v);
+	kb_end(&kb, 8192);
+}
+
+/* A scaled product.  Emulated (and on fp8_storage targets where cg_fp8_gemm_form says
+ * CG_FP8_DEQUANT): both operands dequantised into f32 scratch, then the unscaled GEMM,
+ * into an f32 scratch that a kernel rounds into the output where the output is stored
+ * narrower.  Otherwise the relayouts of cg_fp8_gemm_form, then the block-scaled GEMM. */
 static void emit_scaled(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
 	int base = op->kind == IR_OP_SCALED_MATMUL ? 2 : 3;
-	int d[2];
+	enum cg_step_kind kind = op->kind == IR_OP_SCALED_MATMUL ? CG_STEP_MATMUL
+				 : op->kind == IR_OP_SCALED_GROUPED_MATMUL ? CG_STEP_GROUPED
+				 : CG_STEP_WGRAD;
+	enum cg_fp8_form form = cg_fp8_gemm_form(p, op);
+	const struct ir_value *y = op->out[0];
+	int d[3], n = 0;
+	if (form != CG_FP8_DEQUANT) {
+		const struct ir_value *a = op->in[0], *b = op->in[1];
+		int64_t K = a->shape.dim[a->shape.rank - 1], N = y->shape.dim[y->shape.rank - 1];
+		int64_t M = ir_shape_numel(&y->shape) / N, Kb = K / 128, Nb = (N + 127) / 128;
+		int64_t S = rt_gemm_block_scale_stride((int)K);
+		if (form == CG_FP8_FWD) { /* W [K, N] to [N, K] */
+			d[n] = scratch(p, KIR_F8E4M3, N * K);
+			emit_relayout(p, op, b->id, K, N, 1, d[n++], N, K, "wt", prefix);
+		}
+		d[n] = scratch(p, KIR_F32, Kb * M); /* [M, K/128] to [K/128, M] */
+		emit_relayout(p, op, op->in[2]->id, M, Kb, 1, d[n++], Kb, M, "sat", prefix);
+		d[n] = scratch(p, KIR_F32, Nb * S); /* W's blocks to [N/128, S] */
+		if (form == CG_FP8_FWD)
+			emit_relayout(p, op, op->in[3]->id, Kb, Nb, 1, d[n++], Nb, S, "sbt", prefix);
+		else
+			emit_relayout(p, op, op->in[3]->id, Nb, Kb, 0, d[n++], Nb, S, "sbp", prefix);
+		add_lib_step_scratch(p, op, kind, n, d);
+		return;
+	}
 	for (int i = 0; i < 2; i++) {
 		const struct ir_attr *t = ir_op_attr(op, i ? "b_tile" : "a_tile");
 		d[i] = scratch(p, KIR_F32, ir_shape_numel(&op->in[i]->shape));
 		emit_dequant(p, op, op->in[i], op->in[base + i], t->ints[0], t->ints[1], d[i], prefix);
 	}
-	add_lib_step_scratch(p, op, op->kind == IR_OP_SCALED_MATMUL ? CG_STEP_MATMUL
-				    : op->kind == IR_OP_SCALED_GROUPED_MATMUL ? CG_STEP_GROUPED
-				    : CG_STEP_WGRAD, 2, d);
+	n = 2;
+	int narrow = p->target->fp8_storage && p->buf_type[y->id] != KIR_F32;
+	if (narrow)
+		d[n++] = scratch(p, KIR_F32, ir_shape_numel(&y->shape));
+	add_lib_step_scratch(p, op, kind, n, d);
+	if (narrow) { /* y = the f32 result, rounded by the store */
+		struct kb kb = kb_begin(p, op, "out", ir_shape_numel(&y->shape), prefix);
+		kx *pt = var(&kb, 0);
+		st(&kb, &kb.k->body, y->id, pt, ld(&kb, d[2], pt, KIR_F32));
+		kb_end(&kb, 8192);
+	}
 }
 
 /* after an op whose output is bf16 or f16: round it in place */
@@ -1449,7 +1534,7 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 			break;
 		case IR_OP_QUANT_FP8: case IR_OP_DEQUANT_FP8: case IR_OP_SCALED_MATMUL:
 		case IR_OP_SCALED_GROUPED_MATMUL: case IR_OP_SCALED_GROUPED_MATMUL_WGRAD:
-			if (!p->target->emulate_fp8)
+			if (!p->target->emulate_fp8 && !p->target->fp8_storage)
 				goto refuse;
 			if (op->kind == IR_OP_QUANT_FP8)
 				emit_quant_fp8(p, op, prefix);

@@ -18,7 +18,8 @@
 static enum ir_dtype shadow_dtype(enum kir_type t)
 {
 	return t == KIR_I64 ? IR_I64 : t == KIR_I32 ? IR_I32 : t == KIR_BF16 ? IR_BF16
-	       : t == KIR_F16 ? IR_F16 : IR_F32;
+	       : t == KIR_F16 ? IR_F16 : t == KIR_F8E4M3 ? IR_F8E4M3 : t == KIR_F8E5M2 ? IR_F8E5M2
+	       : IR_F32;
 }
 
 int cg_plan_layout(const struct cg_plan *p, int64_t *off, int64_t *peak, FILE *err)

@@ -28,6 +28,26 @@ struct cg_target {
 	 * then the unscaled library GEMM over them.  0: FP8 ops are refused (a target with
 	 * FP8 GEMMs of its own lowers them its way) */
 	int emulate_fp8;
+	/* FP8 stored: f8 values live in one-byte buffers (KIR_F8E4M3, KIR_F8E5M2: a store
+	 * rounds), QUANT_FP8 and DEQUANT_FP8 are kernels, and a scaled product either
+	 * runs as the target's block-scaled FP8 GEMM (cg_fp8_gemm_form) or, where that
+	 * takes no such shape, dequantises its operands into f32 scratch and runs the
+	 * f32 library routine, as emulate_fp8 does */
+	int fp8_storage;
+};
+
+/* How a target with fp8_storage runs a scaled product (see lower.c): */
+enum cg_fp8_form {
+	CG_FP8_DEQUANT, /* operands dequantised into f32 scratch (the step's first two
+			 * scratch buffers), the f32 routine over them, into a third f32
+			 * scratch buffer that a kernel after the step rounds into the output
+			 * when the output is not stored in f32 */
+	CG_FP8_FWD,     /* y[M,N] = x[M,K] W[K,N]: a block-scaled FP8 GEMM (1x128 tiles of
+			 * x, 128x128 blocks of W) after three relayouts into scratch: W
+			 * transposed to [N,K], x's scales to [K/128][M], W's to
+			 * [N/128][S] (S: runtime/gpu.h's rt_gemm_block_scale_stride) */
+	CG_FP8_DGRAD,   /* y[M,N] = dy[M,K] W[N,K]^T: the same GEMM, W read as stored, after
+			 * two relayouts: dy's scales to [K/128][M], W's to [N/128][S] */
 };
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are
@@ -70,6 +90,9 @@ struct cg_plan {
 };
 
 /* 0, or non-zero with a message on err (an op the backend cannot run). */
+/* The form of scaled product op on P's target (CG_FP8_DEQUANT unless fp8_storage). */
+enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *op);
+
 int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
 		  const char *prefix, FILE *err);
 void cg_plan_free(struct cg_plan *p);

@@ -508,13 +508,11 @@ int train_run(const struct train_opts *o)
 	/* bf16: the bf16 pass casts the products' operands (both backends; the CPU holds
 	 * bf16 values in f32 buffers rounded after every op); fp8: the fp8 pass quantises
 	 * the products, the CPU backend runs them emulated (operands rounded to E4M3 with
-	 * their scales, products and sums in f32); the CUDA backend does not lower the FP8
-	 * ops yet */
-	if (strcmp(precision, "fp32") && strcmp(precision, "bf16") &&
-	    (cuda || strcmp(precision, "fp8"))) {
-		fprintf(stderr, "sluice train: %s: precision %s: the %s backend trains in %s; "
-			"--set precision=fp32\n", o->model, precision, cuda ? "CUDA" : "CPU",
-			cuda ? "fp32 or bf16" : "fp32, bf16 or fp8 (emulated)");
+	 * their scales, products and sums in f32), the CUDA backend with E4M3 in bytes
+	 * (cuBLASLt's block-scaled FP8 GEMM where the shape allows, else dequantised) */
+	if (strcmp(precision, "fp32") && strcmp(precision, "bf16") && strcmp(precision, "fp8")) {
+		fprintf(stderr, "sluice train: %s: precision %s: sluice trains in fp32, bf16 or "
+			"fp8; --set precision=fp32\n", o->model, precision);
 		goto done;
 	}
 	const char *optimizer = setting_str(g, "optimizer", "adamw");

@@ -44,6 +44,7 @@
 struct mm {
 	struct rt_gemm_args args;
 	int a, b, d;                        /* buffers */
+	int sa, sb;                         /* block-scaled fp8: the scale buffers, else -1 */
 	int n_loop;
 	int64_t loop_n[IR_MAX_RANK];        /* outer first */
 	int64_t loop_a[IR_MAX_RANK], loop_b[IR_MAX_RANK], loop_d[IR_MAX_RANK]; /* strides */
@@ -79,7 +80,8 @@ void cg_cuda_use_gpu(struct rt_gpu *g)
 
 static size_t type_size(enum kir_type t)
 {
-	return t == KIR_I64 || t == KIR_F64 ? 8 : t == KIR_BF16 || t == KIR_F16 ? 2 : 4;
+	return t == KIR_I64 || t == KIR_F64 ? 8 : t == KIR_BF16 || t == KIR_F16 ? 2
+	       : t == KIR_F8E4M3 || t == KIR_F8E5M2 ? 1 : 4;
 }
 
 static int64_t round256(int64_t n)
@@ -173,9 +175,49 @@ static void op_error(const struct ir_op *op, FILE *err)
 	fprintf(err, "error: ");
 }
 
-/* Plan one MATMUL as cuBLASLt calls; 0, or -1 with a message. */
-static int plan_matmul(const struct cg_plan *p, const struct ir_op *op, struct mm *mm, FILE *err)
+static void contiguous(const struct ir_shape *s, int64_t *st)
 {
+	int64_t acc = 1;
+	for (int d = s->rank - 1; d >= 0; d--) {
+		st[d] = acc;
+		acc *= s->dim[d];
+	}
+}
+
+/* A scaled product that cg_fp8_gemm_form gives to cuBLASLt's block-scaled FP8 GEMM:
+ * x (or dy) as stored, W transposed (CG_FP8_FWD) or as stored, the scales relaid by
+ * the kernels ahead of the step (their scratch buffers, in the order lower.c makes
+ * them). */
+static int plan_fp8(const struct cg_plan *p, const struct cg_step *st, enum cg_fp8_form form,
+		    struct mm *mm)
+{
+	const struct ir_op *op = st->op;
+	const struct ir_value *A = op->in[0], *Y = op->out[0];
+	int64_t K = A->shape.dim[A->shape.rank - 1], N = Y->shape.dim[Y->shape.rank - 1];
+	int sc = op->n_in + op->n_out;
+	struct rt_gemm_args *g = &mm->args;
+	g->mode = RT_GEMM_FP8_BLOCK;
+	g->m = (int)(ir_shape_numel(&Y->shape) / N);
+	g->n = (int)N;
+	g->k = (int)K;
+	mm->a = p->alias[A->id];
+	mm->d = p->alias[Y->id];
+	if (form == CG_FP8_FWD) {
+		mm->b = st->bufs[sc];
+		sc++;
+	} else {
+		mm->b = p->alias[op->in[1]->id];
+	}
+	mm->sa = st->bufs[sc];
+	mm->sb = st->bufs[sc + 1];
+	mm->n_loop = 0;
+	return 0;
+}
+
+/* Plan one MATMUL as cuBLASLt calls; 0, or -1 with a message. */
+static int plan_matmul(const struct cg_plan *p, const struct cg_step *st, struct mm *mm, FILE *err)
+{
+	const struct ir_op *op = st->op;
 	const struct ir_value *A = op->in[0], *B = op->in[1], *Y = op->out[0];
 	int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
 	const struct ir_shape *ys = &Y->shape, *as = &A->shape, *bs = &B->shape;
@@ -186,8 +228,22 @@ static int plan_matmul(const struct cg_plan *p, const struct ir_op *op, struct m
 	mm->a = operand(p, A, sa);
 	mm->b = operand(p, B, sb);
 	mm->d = p->alias[Y->id];
+	mm->sa = mm->sb = -1;
 	struct rt_gemm_args *g = &mm->args;
 	memset(g, 0, sizeof *g);
+	if (op->kind == IR_OP_SCALED_MATMUL) {
+		enum cg_fp8_form form = cg_fp8_gemm_form(p, op);
+		if (form != CG_FP8_DEQUANT)
+			return plan_fp8(p, st, form, mm);
+		/* the dequantised operands, contiguous in their shapes, and the f32 result */
+		int sc = op->n_in + op->n_out;
+		mm->a = st->bufs[sc];
+		mm->b = st->bufs[sc + 1];
+		if (st->n_bufs > sc + 2)
+			mm->d = st->bufs[sc + 2];
+		contiguous(&A->shape, sa);
+		contiguous(&B->shape, sb);
+	}
 	if (gemm_mode(p->buf_type[mm->a], p->buf_type[mm->b], p->buf_type[mm->d], &g->mode)) {
 		op_error(op, err);
 		fprintf(err, "the CUDA backend has no matmul of %s by %s into %s\n",
@@ -280,6 +336,10 @@ static int run_matmul(struct cg_exec *e, const struct mm *mm)
 		g.a = e->ptr[mm->a] + (rt_dptr)oa * ei;
 		g.b = e->ptr[mm->b] + (rt_dptr)ob * ei;
 		g.d = e->ptr[mm->d] + (rt_dptr)od * eo;
+		if (mm->sa >= 0) {
+			g.a_scale = e->ptr[mm->sa];
+			g.b_scale = e->ptr[mm->sb];
+		}
 		if (rt_gemm_run(e->gemm, &g, RT_STREAM_COMPUTE))
 			return -1;
 	}
@@ -294,6 +354,25 @@ static int lib_dtype(enum kir_type t, enum cg_cuda_dtype *d)
 		return -1;
 	*d = t == KIR_F32 ? CG_CUDA_F32 : CG_CUDA_BF16;
 	return 0;
+}
+
+/* A grouped step's x, w (dy for the weight gradient), offsets and output: the op's own,
+ * or for a scaled one its operands dequantised into f32 scratch and its f32 result
+ * (the output itself, or the scratch that a kernel after the step rounds into it). */
+static void grouped_bufs(const struct cg_step *st, int b[4])
+{
+	const struct ir_op *op = st->op;
+	if (op->kind == IR_OP_SCALED_GROUPED_MATMUL ||
+	    op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD) {
+		int sc = op->n_in + op->n_out;
+		b[0] = st->bufs[sc];
+		b[1] = st->bufs[sc + 1];
+		b[2] = st->bufs[2];
+		b[3] = st->n_bufs > sc + 2 ? st->bufs[sc + 2] : st->bufs[op->n_in];
+		return;
+	}
+	for (int i = 0; i < 4; i++)
+		b[i] = st->bufs[i];
 }
 
 /* Plan an attention or grouped-GEMM step for lib.h; 0, or -1 with a message. */
@@ -324,15 +403,18 @@ static int plan_lib(const struct cg_plan *p, const struct cg_step *st, struct cg
 		}
 	} else {
 		const struct ir_value *xs = op->in[0];
+		int gb[4];
+		grouped_bufs(st, gb);
+		t = p->buf_type[gb[0]];
 		*gr = (struct cg_cuda_grouped){
 			.R = xs->shape.dim[0], .K = xs->shape.dim[1],
 			.N = st->kind == CG_STEP_GROUPED ? op->out[0]->shape.dim[1] : op->in[1]->shape.dim[1],
 			.E = st->kind == CG_STEP_GROUPED ? op->in[1]->shape.dim[0] : op->out[0]->shape.dim[0],
 			.trans_b = (int)ir_op_int(op, "trans_b", 0),
-			.offsets_i64 = p->buf_type[st->bufs[2]] == KIR_I64,
+			.offsets_i64 = p->buf_type[gb[2]] == KIR_I64,
 		};
-		bad |= lib_dtype(t, &gr->dtype) || p->buf_type[st->bufs[1]] != t ||
-		       p->buf_type[st->bufs[3]] != t;
+		bad |= lib_dtype(t, &gr->dtype) || p->buf_type[gb[1]] != t ||
+		       p->buf_type[gb[3]] != t;
 	}
 	if (bad) {
 		op_error(op, err);
@@ -356,9 +438,13 @@ static int run_lib(struct cg_exec *e, int s, const struct cg_step *st)
 		return cg_cuda_attention_bwd(e->lib, &e->attn[s], b[0], b[1], b[2], b[3], b[4], b[5],
 					     b[6], b[7], b[8], b[9], c);
 	case CG_STEP_GROUPED:
-		return cg_cuda_grouped(e->lib, &e->grouped[s], b[0], b[1], b[2], b[3], c);
-	case CG_STEP_WGRAD:
-		return cg_cuda_wgrad(e->lib, &e->grouped[s], b[0], b[1], b[2], b[3], c);
+	case CG_STEP_WGRAD: {
+		int gb[4];
+		grouped_bufs(st, gb);
+		rt_dptr x = e->ptr[gb[0]], w = e->ptr[gb[1]], o = e->ptr[gb[2]], y = e->ptr[gb[3]];
+		return st->kind == CG_STEP_GROUPED ? cg_cuda_grouped(e->lib, &e->grouped[s], x, w, o, y, c)
+						   : cg_cuda_wgrad(e->lib, &e->grouped[s], x, w, o, y, c);
+	}
 	default:
 		RT_BUG("not a library step");
 	}
@@ -504,7 +590,7 @@ static struct cg_exec *cuda_compile(const struct ir_graph *g, FILE *err)
 		const struct cg_step *st = &p->steps[s];
 		int bad = 0;
 		if (st->kind == CG_STEP_MATMUL)
-			bad = plan_matmul(p, st->op, &e->mm[s], err);
+			bad = plan_matmul(p, st, &e->mm[s], err);
 		else if (st->kind != CG_STEP_KERNEL) {
 			bad = plan_lib(p, st, &e->attn[s], &e->grouped[s], err);
 			n_lib++;

@@ -44,7 +44,7 @@
 #include "runtime/rt.h"
 
 const struct cg_target cg_target_cuda = {
-	.name = "the CUDA backend", .half_storage = 1, .block_threads = 256,
+	.name = "the CUDA backend", .half_storage = 1, .block_threads = 256, .fp8_storage = 1,
 };
 
 /* --- a growing string ------------------------------------------------------------ */
@@ -83,7 +83,7 @@ struct cw {
 	int in_spread;             /* inside a spread loop or reduction */
 	int n_tmp;
 	int red_f32, red_f64;      /* the kernel needs the shared arrays of a reduction */
-	int *half;                 /* the unit converts bf16 ([0]) / f16 ([1]) */
+	int *half;                 /* the unit converts bf16 ([0]) / f16 ([1]) / f8 ([2]) */
 	int uses_p;
 };
 
@@ -97,8 +97,20 @@ static const char *ctype(enum kir_type t)
 	case KIR_BOOL: return "bool";
 	case KIR_BF16: return "sl_bf16";
 	case KIR_F16: return "sl_f16";
+	case KIR_F8E4M3: case KIR_F8E5M2: return "sl_f8";
 	}
 	RT_BUG("kir: bad type %d", (int)t);
+}
+
+/* which prelude a storage type needs: 0 bf16, 1 f16, 2 f8 */
+static int half_index(enum kir_type t)
+{
+	return t == KIR_BF16 ? 0 : t == KIR_F16 ? 1 : 2;
+}
+
+static int is_narrow(enum kir_type t)
+{
+	return t == KIR_BF16 || t == KIR_F16 || t == KIR_F8E4M3 || t == KIR_F8E5M2;
 }
 
 static void indent(struct cw *w)
@@ -156,9 +168,10 @@ static void expr(struct cw *w, struct str *b, const struct kir_expr *e);
 static void load(struct cw *w, struct str *b, enum kir_type t, const char *name,
 		 const struct kir_expr *idx)
 {
-	const char *widen = t == KIR_BF16 ? "sl_bf16_to_f32(" : t == KIR_F16 ? "sl_f16_to_f32(" : "";
+	const char *widen = t == KIR_BF16 ? "sl_bf16_to_f32(" : t == KIR_F16 ? "sl_f16_to_f32("
+			    : t == KIR_F8E4M3 ? "sl_e4m3_to_f32(" : t == KIR_F8E5M2 ? "sl_e5m2_to_f32(" : "";
 	if (*widen)
-		w->half[t == KIR_F16] = 1;
+		w->half[half_index(t)] = 1;
 	sput(b, "%s%s[", widen, name);
 	expr(w, b, idx);
 	sput(b, "]%s", *widen ? ")" : "");
@@ -288,6 +301,15 @@ static void expr(struct cw *w, struct str *b, const struct kir_expr *e)
 		expr(w, b, e->a);
 		sput(b, "))");
 		return;
+	case KIR_RF8E4M3:
+	case KIR_RF8E5M2: {
+		const char *f = e->op == KIR_RF8E4M3 ? "e4m3" : "e5m2";
+		w->half[2] = 1;
+		sput(b, "sl_%s_to_f32(sl_f32_to_%s(", f, f);
+		expr(w, b, e->a);
+		sput(b, "))");
+		return;
+	}
 	case KIR_MAX:
 	case KIR_MIN:
 		sput(b, "sl_%s<%s>(", e->op == KIR_MAX ? "max" : "min", ctype(e->type));
@@ -336,10 +358,12 @@ static void store(struct cw *w, enum kir_type t, const char *name, const struct 
 	indent(w);
 	if (w->block && !w->in_spread)
 		sput(w->out, "if (threadIdx.x == 0)\n"), w->depth++, indent(w), w->depth--;
-	if (t == KIR_BF16 || t == KIR_F16) {
-		const char *nar = t == KIR_BF16 ? "sl_f32_to_bf16" : "sl_f32_to_f16";
-		const char *wid = t == KIR_BF16 ? "sl_bf16_to_f32" : "sl_f16_to_f32";
-		w->half[t == KIR_F16] = 1;
+	if (is_narrow(t)) {
+		const char *nar = t == KIR_BF16 ? "sl_f32_to_bf16" : t == KIR_F16 ? "sl_f32_to_f16"
+				  : t == KIR_F8E4M3 ? "sl_f32_to_e4m3" : "sl_f32_to_e5m2";
+		const char *wid = t == KIR_BF16 ? "sl_bf16_to_f32" : t == KIR_F16 ? "sl_f16_to_f32"
+				  : t == KIR_F8E4M3 ? "sl_e4m3_to_f32" : "sl_e5m2_to_f32";
+		w->half[half_index(t)] = 1;
 		if (add)
 			sput(w->out, "%s[%s] = %s(%s(%s[%s]) + %s);\n", name, idx.s, nar, wid, name,
 			     idx.s, val.s);
@@ -461,8 +485,8 @@ static void render_kernel(const struct kir_kernel *k, struct str *out, int *half
 	sput(out, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", w.threads, k->name);
 	for (int i = 0; i < k->n_bufs; i++) {
 		enum kir_type t = k->bufs[i].type;
-		if (t == KIR_BF16 || t == KIR_F16)
-			half[t == KIR_F16] = 1;
+		if (is_narrow(t))
+			half[half_index(t)] = 1;
 		sput(out, "%s%s%s *__restrict__ %s", i ? ", " : "", k->bufs[i].written ? "" : "const ",
 		     ctype(t), k->bufs[i].name);
 	}
@@ -474,8 +498,8 @@ static void render_kernel(const struct kir_kernel *k, struct str *out, int *half
 		sput(out, "\tconst long long p = blockIdx.x;\n");
 	for (int i = 0; i < k->n_shared; i++) {
 		enum kir_type t = k->shared[i].type;
-		if (t == KIR_BF16 || t == KIR_F16)
-			half[t == KIR_F16] = 1;
+		if (is_narrow(t))
+			half[half_index(t)] = 1;
 		sput(out, "\t__shared__ %s %s[%lld];\n", ctype(t), k->shared[i].name,
 		     (long long)k->shared[i].count);
 	}
@@ -544,10 +568,49 @@ static const char prelude_f16[] =
 	"\treturn h;\n"
 	"}\n";
 
+/* E4M3 and E5M2 in a byte.  The narrowing is the hardware's (sm_89 and later):
+ * nearest, ties to even, subnormals kept, saturating to the largest finite value
+ * (infinities too), NaN kept, as the reference executor rounds.  The widening goes
+ * through f16, which holds every value of both formats exactly. */
+static const char prelude_f8[] =
+	"\n"
+	"typedef unsigned char sl_f8;\n"
+	"__device__ __forceinline__ float sl_f8x_to_f32(unsigned short h2)\n"
+	"{\n"
+	"\tunsigned short h = h2 & 0xffff; /* the low f16 of the pair */\n"
+	"\tfloat f;\n"
+	"\tasm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h));\n"
+	"\treturn f;\n"
+	"}\n"
+	"__device__ __forceinline__ float sl_e4m3_to_f32(sl_f8 q)\n"
+	"{\n"
+	"\tunsigned h2;\n"
+	"\tasm(\"cvt.rn.f16x2.e4m3x2 %0, %1;\" : \"=r\"(h2) : \"h\"((unsigned short)q));\n"
+	"\treturn sl_f8x_to_f32((unsigned short)h2);\n"
+	"}\n"
+	"__device__ __forceinline__ float sl_e5m2_to_f32(sl_f8 q)\n"
+	"{\n"
+	"\tunsigned h2;\n"
+	"\tasm(\"cvt.rn.f16x2.e5m2x2 %0, %1;\" : \"=r\"(h2) : \"h\"((unsigned short)q));\n"
+	"\treturn sl_f8x_to_f32((unsigned short)h2);\n"
+	"}\n"
+	"__device__ __forceinline__ sl_f8 sl_f32_to_e4m3(float f)\n"
+	"{\n"
+	"\tunsigned short q2;\n"
+	"\tasm(\"cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\" : \"=h\"(q2) : \"f\"(0.0f), \"f\"(f));\n"
+	"\treturn (sl_f8)(q2 & 0xff);\n"
+	"}\n"
+	"__device__ __forceinline__ sl_f8 sl_f32_to_e5m2(float f)\n"
+	"{\n"
+	"\tunsigned short q2;\n"
+	"\tasm(\"cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;\" : \"=h\"(q2) : \"f\"(0.0f), \"f\"(f));\n"
+	"\treturn (sl_f8)(q2 & 0xff);\n"
+	"}\n";
+
 static void render_unit(struct kir_kernel *const *ks, int n, const char *steps, FILE *out)
 {
 	struct str body = { 0 };
-	int half[2] = { 0, 0 };
+	int half[3] = { 0, 0, 0 };
 	for (int i = 0; i < n; i++) {
 		sput(&body, "\n");
 		render_kernel(ks[i], &body, half);
@@ -558,6 +621,8 @@ static void render_unit(struct kir_kernel *const *ks, int n, const char *steps, 
 		fputs(prelude_bf16, out);
 	if (half[1])
 		fputs(prelude_f16, out);
+	if (half[2])
+		fputs(prelude_f8, out);
 	if (steps)
 		fputs(steps, out);
 	if (body.n)

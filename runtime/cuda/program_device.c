@@ -10,7 +10,8 @@
  *                fixed order (one block): the norm is the same every run, and one
  *                double comes back to the host a step;
  *   adamw        runtime/optim.c's update, element for element, the clipping factor
- *                folded in as the gradient scale.
+ *                folded in as the gradient scale; the moments in f32, or in bf16
+ *                (the FP8 recipe: rt_adamw_step_bf16m's rounding, to nearest even).
  *
  * A launch covers the table through a block list: block b steps elements
  * [off, off + CHUNK) of tensor t, so one launch serves every tensor whatever their
@@ -40,7 +41,7 @@
 static const char optim_src[] =
 	"#define CHUNK " STR(CHUNK) "\n"
 	"typedef unsigned long long u64;\n"
-	"struct tensor { float *w, *g, *m, *v; u64 n; int decay, counted; };\n"
+	"struct tensor { float *w, *g, *m, *v; u64 n; int decay, counted, bf16m, pad; };\n"
 	"struct blk { u64 off; int t, pad; };\n"
 	"extern \"C\" __global__ void add_f32(float *a, const float *b, u64 n)\n"
 	"{\n"
@@ -91,6 +92,13 @@ static const char optim_src[] =
 	"	if (threadIdx.x == 0)\n"
 	"		*out = s;\n"
 	"}\n"
+	"__device__ float bf16_f32(unsigned short h) { return __uint_as_float((unsigned)h << 16); }\n"
+	"__device__ unsigned short f32_bf16(float f)\n"
+	"{\n"
+	"	unsigned short h;\n"
+	"	asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(h) : \"f\"(f));\n"
+	"	return h;\n"
+	"}\n"
 	"extern \"C\" __global__ void adamw(const tensor *t, const blk *b, float b1, float b2,\n"
 	"				   float eps, float lr, float bc1, float bc2, float wd,\n"
 	"				   float scale)\n"
@@ -99,12 +107,23 @@ static const char optim_src[] =
 	"	tensor x = t[k.t];\n"
 	"	float d = x.decay ? wd : 0.0f;\n"
 	"	u64 end = k.off + CHUNK < x.n ? k.off + CHUNK : x.n;\n"
+	"	unsigned short *m16 = (unsigned short *)x.m, *v16 = (unsigned short *)x.v;\n"
 	"	for (u64 i = k.off + threadIdx.x; i < end; i += blockDim.x) {\n"
 	"		float gi = x.g[i] * scale;\n"
-	"		float m = b1 * x.m[i] + (1.0f - b1) * gi;\n"
-	"		float v = b2 * x.v[i] + (1.0f - b2) * gi * gi;\n"
-	"		x.m[i] = m;\n"
-	"		x.v[i] = v;\n"
+	"		float m, v;\n"
+	"		if (x.bf16m) { /* the moments stored in bf16, rounded to nearest even */\n"
+	"			m = b1 * bf16_f32(m16[i]) + (1.0f - b1) * gi;\n"
+	"			v = b2 * bf16_f32(v16[i]) + (1.0f - b2) * gi * gi;\n"
+	"			m16[i] = f32_bf16(m);\n"
+	"			v16[i] = f32_bf16(v);\n"
+	"			m = bf16_f32(m16[i]);\n"
+	"			v = bf16_f32(v16[i]);\n"
+	"		} else {\n"
+	"			m = b1 * x.m[i] + (1.0f - b1) * gi;\n"
+	"			v = b2 * x.v[i] + (1.0f - b2) * gi * gi;\n"
+	"			x.m[i] = m;\n"
+	"			x.v[i] = v;\n"
+	"		}\n"
 	"		float mhat = m / bc1;\n"
 	"		float vhat = v / bc2;\n"
 	"		float w = x.w[i];\n"
@@ -298,7 +317,7 @@ static int dev_sync(struct rt_device *d)
 struct gpu_tensor {             /* the kernels' struct tensor */
 	rt_dptr w, g, m, v;
 	unsigned long long n;
-	int decay, counted;
+	int decay, counted, bf16m, pad;
 };
 
 struct gpu_blk {                /* the kernels' struct blk */
@@ -315,15 +334,8 @@ static struct rt_dev_optim *dev_optim_new(struct rt_device *d, const struct rt_d
 					  int n)
 {
 	size_t nb = 0;
-	for (int k = 0; k < n; k++) {
-		if (t[k].bf16_moments) {
-			/* precision fp8 is refused before a program reaches a GPU */
-			fprintf(stderr, "sluice: GPU optimizer: bf16 moments (the FP8 recipe) are "
-				"not built for the GPU yet\n");
-			return NULL;
-		}
+	for (int k = 0; k < n; k++)
 		nb += (t[k].n + CHUNK - 1) / CHUNK;
-	}
 	if (nb > 0x7fffffff) {
 		fprintf(stderr, "sluice: GPU optimizer: %zu blocks of %d parameters are too many "
 			"for one launch\n", nb, CHUNK);
@@ -334,7 +346,7 @@ static struct rt_dev_optim *dev_optim_new(struct rt_device *d, const struct rt_d
 	size_t b = 0;
 	for (int k = 0; k < n; k++) {
 		ht[k] = (struct gpu_tensor){ A(t[k].w), A(t[k].g), A(t[k].m), A(t[k].v), t[k].n,
-					     t[k].decay, t[k].counted };
+					     t[k].decay, t[k].counted, t[k].bf16_moments, 0 };
 		for (size_t off = 0; off < t[k].n; off += CHUNK)
 			hb[b++] = (struct gpu_blk){ off, k, 0 };
 	}

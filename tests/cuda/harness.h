@@ -1,7 +1,8 @@
 /* harness.h - what the GPU backend's tests share: opening the GPU (or exiting 77,
  * skipped, when there is none), moving a value between the reference executor's host
  * storage (every float dtype as f32, i32 and i64 as such) and the CUDA backend's
- * device storage (bf16 and f16 in 16 bits), and the normalised error of test_ops.c. */
+ * device storage (bf16 and f16 in 16 bits, f8 in a byte), and the normalised error of
+ * test_ops.c. */
 #ifndef SLUICE_TEST_CUDA_HARNESS_H
 #define SLUICE_TEST_CUDA_HARNESS_H
 
@@ -71,9 +72,31 @@ static float harness_from_f16(uint16_t h)
 	return (float)(h & 0x8000 ? -v : v);
 }
 
+/* an E4M3 (e5m2 0) or E5M2 (1) byte's value */
+static float harness_from_f8(uint8_t b, int e5m2)
+{
+	int e = e5m2 ? (b >> 2) & 31 : (b >> 3) & 15, m = e5m2 ? b & 3 : b & 7;
+	int mb = e5m2 ? 2 : 3, bias = e5m2 ? 15 : 7;
+	double v;
+	if (e5m2 && e == 31)
+		v = m ? NAN : INFINITY;
+	else if (!e5m2 && e == 15 && m == 7)
+		v = NAN;
+	else if (e == 0)
+		v = ldexp(m, 1 - bias - mb);
+	else
+		v = ldexp((1 << mb) + m, e - bias - mb);
+	return (float)(b & 0x80 ? -v : v);
+}
+
+static int harness_is_f8(enum ir_dtype t)
+{
+	return t == IR_F8E4M3 || t == IR_F8E5M2;
+}
+
 static size_t harness_dev_size(enum ir_dtype t)
 {
-	return t == IR_BF16 || t == IR_F16 ? 2 : t == IR_I64 ? 8 : t == IR_F8E4M3 ? 1 : 4;
+	return t == IR_BF16 || t == IR_F16 ? 2 : t == IR_I64 ? 8 : harness_is_f8(t) ? 1 : 4;
 }
 
 /* Copy value v from host storage to new device memory; returns its address. */
@@ -84,6 +107,10 @@ static rt_dptr harness_upload(struct rt_gpu *g, const struct ir_value *v, const 
 	if (!d)
 		exit(1);
 	void *tmp = NULL;
+	if (harness_is_f8(v->dtype)) {
+		fprintf(stderr, "harness: f8 inputs are not uploaded (quantise f32 ones)\n");
+		exit(1);
+	}
 	if (v->dtype == IR_BF16 || v->dtype == IR_F16) {
 		uint16_t *h = malloc(n * 2 + 2);
 		for (size_t i = 0; i < n; i++)
@@ -108,12 +135,14 @@ static void *harness_download(struct rt_gpu *g, const struct ir_value *v, rt_dpt
 		exit(1);
 	if (rt_gpu_sync(g, RT_STREAM_COMPUTE))
 		exit(1);
-	if (v->dtype != IR_BF16 && v->dtype != IR_F16)
+	if (v->dtype != IR_BF16 && v->dtype != IR_F16 && !harness_is_f8(v->dtype))
 		return raw;
 	float *f = malloc(n * 4 + 4);
 	for (size_t i = 0; i < n; i++)
-		f[i] = v->dtype == IR_BF16 ? harness_from_bf16(((uint16_t *)raw)[i])
-					   : harness_from_f16(((uint16_t *)raw)[i]);
+		f[i] = harness_is_f8(v->dtype) ? harness_from_f8(((uint8_t *)raw)[i],
+								  v->dtype == IR_F8E5M2)
+		       : v->dtype == IR_BF16 ? harness_from_bf16(((uint16_t *)raw)[i])
+					     : harness_from_f16(((uint16_t *)raw)[i]);
 	free(raw);
 	return f;
 }

@@ -5,6 +5,8 @@
  *   softmax    over the last axis: block max and sum
  *   xent       cross entropy: the row log-sum-exp, the mean over rows in double
  *   bf16       silu of a bf16 input into a bf16 output: loads widen, stores round
+ *   fp8        x W in FP8: x and W quantised into bytes (1x128 tiles, 128x128
+ *              blocks), W and the scales relaid for cuBLASLt's block-scaled GEMM
  *   stage      by hand: a row staged in a shared array, a barrier, a block sum
  * A change in what the compiler emits shows here in review.  When it is meant, rewrite
  * the files with SLUICE_REGEN_GOLDEN=1 (from the source root:
@@ -88,6 +90,34 @@ static struct ir_graph *bf16(void)
 	return g;
 }
 
+static struct ir_value *quant(struct ir_graph *g, struct ir_value *x, int64_t tr, int64_t tc,
+			      struct ir_value **scale)
+{
+	struct ir_op *q = ir_op_new(g, IR_OP_QUANT_FP8, 1, &x, 2);
+	ir_op_set_int(g, q, "tile_r", tr);
+	ir_op_set_int(g, q, "tile_c", tc);
+	q->out[0]->dtype = IR_F8E4M3;
+	q->out[0]->shape = x->shape;
+	q->out[1]->shape = SHAPE(x->shape.dim[0] / tr, x->shape.dim[1] / tc);
+	*scale = q->out[1];
+	return q->out[0];
+}
+
+static struct ir_graph *fp8(void)
+{
+	struct ir_graph *g = ir_graph_new("fp8");
+	struct ir_value *x = input(g, "x", IR_BF16, SHAPE(64, 256));
+	struct ir_value *w = ir_op1(g, IR_OP_PARAM, 0, NULL, IR_F32, SHAPE(256, 128));
+	struct ir_value *in[4];
+	in[0] = quant(g, x, 1, 128, &in[2]);
+	in[1] = quant(g, w, 128, 128, &in[3]);
+	struct ir_value *y = ir_op1(g, IR_OP_SCALED_MATMUL, 4, in, IR_BF16, SHAPE(64, 128));
+	ir_op_set_ints(g, y->def, "a_tile", 2, (int64_t[]){ 1, 128 });
+	ir_op_set_ints(g, y->def, "b_tile", 2, (int64_t[]){ 128, 128 });
+	ir_graph_add_output(g, "y", y);
+	return g;
+}
+
 /* a block kernel by hand: y[p, j] = x[p, C-1-j] - mean(x[p, :]), stored as bf16 */
 static struct kir_kernel *stage(void)
 {
@@ -146,6 +176,7 @@ int main(void)
 		{ "softmax", softmax, 1, 1 },
 		{ "xent", xent, 2, 2 },
 		{ "bf16", bf16, 1, 1 },
+		{ "fp8", fp8, 5, 0 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		int n, nb;

@@ -1,7 +1,7 @@
 /* test_cuda_nvrtc.c - every golden CUDA C file (the .cu files of tests/cuda/golden/), the
  * library kernels of codegen/cuda/lib_kernels.cu, and every kernel the lowering makes
  * of the tiny models' whole training steps (tiny_gpt, tiny_moe at their own sizes,
- * forward and backward, planned for cg_target_cuda) compile with NVRTC for sm_90, to a
+ * forward and backward, planned for cg_target_cuda; tiny_moe in fp8 too) compile with NVRTC for sm_90, to a
  * cubin, with no error and no warning.  NVRTC compiles without a
  * GPU or driver, so this runs on any machine whose build found it (the runtime's
  * rt_module_build needs a device to read the architecture from, so NVRTC is called
@@ -62,12 +62,14 @@ static int compile(const char *name, const char *src)
 	return bad;
 }
 
-/* the step graph of a model, planned for the GPU, rendered and compiled */
-static void model_compiles(const char *path)
+/* the step graph of a model (precision PREC, or the file's), planned for the GPU,
+ * rendered and compiled */
+static void model_compiles(const char *path, const char *prec)
 {
-	struct ir_graph *g = sl_compile_file(path, 0, NULL, stderr);
+	struct sl_override over = { "precision", prec };
+	struct ir_graph *g = sl_compile_file(path, prec ? 1 : 0, &over, stderr);
 	REQUIRE(g);
-	REQUIRE(pass_autodiff(g, stderr) == 0);
+	REQUIRE(pass_pipeline_run(g, prec ? "fp8" : "autodiff", stderr) == 0);
 	struct cg_plan p;
 	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
 	/* the distinct kernels, as the backend builds them: the others differ in name only */
@@ -81,7 +83,8 @@ static void model_compiles(const char *path)
 	cg_cuda_render(ks, n, f);
 	fclose(f);
 	CHECKF(compile(path, src) == 0, "the kernels of %s do not compile cleanly", path);
-	printf("%s: the %d kernels of its step (%d distinct) compile\n", path, p.n_ks, n);
+	printf("%s%s%s: the %d kernels of its step (%d distinct) compile\n", path,
+	       prec ? ", precision " : "", prec ? prec : "", p.n_ks, n);
 	free(src);
 	free(ks);
 	free(uniq);
@@ -115,8 +118,9 @@ int main(void)
 	/* the library kernels (codegen/cuda/lib_kernels.cu), as cg_cuda_lib_load builds them */
 	CHECKF(compile("sluice_lib.cu", cg_cuda_lib_source()) == 0,
 	       "the library kernels do not compile cleanly");
-	model_compiles("models/tiny_gpt.sl");
-	model_compiles("models/tiny_moe.sl");
+	model_compiles("models/tiny_gpt.sl", NULL);
+	model_compiles("models/tiny_moe.sl", NULL);
+	model_compiles("models/tiny_moe.sl", "fp8"); /* f8 in bytes, quantisation kernels */
 	return CHECK_DONE();
 }
 #endif

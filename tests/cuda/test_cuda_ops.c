@@ -22,6 +22,14 @@
  * not: its random-signed terms cancel, which makes its relative error meaningless,
  * and its parts y are compared).
  *
+ * FP8 (fp8_ops below, as tests/llvm/test_ops.c): QUANT_FP8 and the casts to f8 are
+ * compared bit for bit with the reference (its rounding: nearest, ties to even,
+ * saturating, subnormals kept; the GPU's is the hardware's cvt.rn.satfinite), the
+ * scaled products that the backend dequantises (f32 out, K not in 128-blocks) under
+ * 1e-5, and those that run as cuBLASLt's block-scaled FP8 GEMM (bf16 out, K in
+ * 128-blocks, as cg_fp8_gemm_form takes them) under the 16-bit bound: the products of
+ * two E4M3 values are exact in either, and the result is rounded to bf16 once.
+ *
  * A graph holding an op the backend may lack a kernel for (harness.h) may be refused
  * with a message saying so, and is then counted as refused; any other refusal fails
  * the test. */
@@ -34,7 +42,8 @@ static void run(const char *label);
 #include "op_cases.inc"
 
 static struct rt_gpu *gpu;
-static int n_refused, n_compared, n_backward;
+static int n_refused, n_compared, n_backward, n_exact;
+static int exact; /* float outputs must be bit-identical to the reference's */
 static double worst_f32, worst_16;
 static char worst_f32_at[96], worst_16_at[96];
 
@@ -110,6 +119,19 @@ static void compare(const char *label, int backward)
 			size_t es = v->dtype == IR_I32 ? 4 : 8;
 			CHECKF(!memcmp(a, b, es * (size_t)n), "%s: output %s differs", label,
 			       G->output_names[o]);
+			free(a);
+			continue;
+		}
+		if (exact) {
+			int64_t diff = 0, first = -1;
+			for (int64_t i = 0; i < n; i++)
+				if (memcmp((float *)a + i, (float *)b + i, 4) && diff++ == 0)
+					first = i;
+			CHECKF(!diff, "%s: output %s: %lld of %lld entries differ in bits (first "
+			       "%lld: %a, reference %a)", label, G->output_names[o], (long long)diff,
+			       (long long)n, (long long)first, first >= 0 ? ((float *)a)[first] : 0.0,
+			       first >= 0 ? ((float *)b)[first] : 0.0);
+			n_exact++;
 			free(a);
 			continue;
 		}
@@ -195,26 +217,131 @@ static void run(const char *label)
 	ir_graph_free(G);
 }
 
+/* QUANT_FP8 of x in tr x tc tiles to format t: its outputs, made graph outputs */
+static struct ir_op *quant(struct ir_value *x, int64_t tr, int64_t tc, enum ir_dtype t)
+{
+	struct ir_op *q = ir_op_new(G, IR_OP_QUANT_FP8, 1, &x, 2);
+	ir_op_set_int(G, q, "tile_r", tr);
+	ir_op_set_int(G, q, "tile_c", tc);
+	q->out[0]->dtype = t;
+	q->out[0]->shape = x->shape;
+	struct ir_shape s = x->shape;
+	s.dim[s.rank - 2] = (s.dim[s.rank - 2] + tr - 1) / tr;
+	s.dim[s.rank - 1] = (s.dim[s.rank - 1] + tc - 1) / tc;
+	q->out[1]->shape = s;
+	return q;
+}
+
+/* a scaled product of a [.., M, K] (1x128 tiles) and b (128x128 blocks), [K, N] or
+ * with tb [N, K], into dtype t */
+static struct ir_value *scaled(struct ir_value *a, struct ir_value *b, int tb, enum ir_dtype t,
+			       struct ir_shape ys)
+{
+	struct ir_op *qa = quant(a, 1, 128, IR_F8E4M3), *qb = quant(b, 128, 128, IR_F8E4M3);
+	struct ir_value *ins[4] = { qa->out[0], qb->out[0], qa->out[1], qb->out[1] };
+	struct ir_value *y = ir_op1(G, IR_OP_SCALED_MATMUL, 4, ins, t, ys);
+	ir_op_set_int(G, y->def, "trans_b", tb);
+	ir_op_set_ints(G, y->def, "a_tile", 2, (int64_t[]){ 1, 128 });
+	ir_op_set_ints(G, y->def, "b_tile", 2, (int64_t[]){ 128, 128 });
+	return y;
+}
+
+static void fp8_ops(void)
+{
+	/* quantisation, bit for bit: 1x128 activation tiles (ragged: 300 = 2 x 128 + 44)
+	 * over a batch dim, 128x128 weight blocks (ragged both ways), e5m2, 128x1; the
+	 * inputs span many binades, so subnormal, normal and saturating codes all occur */
+	static const struct { int64_t r, c; enum ir_dtype t; } qs[] = {
+		{ 1, 128, IR_F8E4M3 }, { 128, 128, IR_F8E4M3 }, { 1, 128, IR_F8E5M2 },
+		{ 128, 1, IR_F8E4M3 },
+	};
+	for (int i = 0; i < 4; i++) {
+		begin();
+		struct ir_value *x = in(IR_F32, i == 0 ? S(3, 40, 300) : S(200, 260), G_WIDE, 0);
+		struct ir_op *q = quant(x, qs[i].r, qs[i].c, qs[i].t);
+		ir_graph_add_output(G, "q", q->out[0]);
+		ir_graph_add_output(G, "scale", q->out[1]);
+		exact = 1;
+		char label[64];
+		snprintf(label, sizeof label, "quant_fp8 %lldx%lld %s", (long long)qs[i].r,
+			 (long long)qs[i].c, ir_dtype_name(qs[i].t));
+		run(label);
+		exact = 0;
+	}
+	/* dequant, and the casts to f8 */
+	begin();
+	struct ir_value *x = fin(S(40, 300));
+	struct ir_op *q = quant(x, 1, 128, IR_F8E4M3);
+	struct ir_value *dq = op2(IR_OP_DEQUANT_FP8, q->out[0], q->out[1], IR_F32, x->shape);
+	struct ir_value *x8 = in(IR_F32, S(16, 64), G_WIDE, 0);
+	struct ir_value *c8 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E5M2, x8->shape);
+	struct ir_value *c4 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E4M3, x8->shape);
+	OUT(dq);
+	OUT(c8);
+	OUT(c4);
+	exact = 1;
+	run("dequant_fp8, cast to f8");
+	exact = 0;
+
+	/* scaled products the backend dequantises: K = 300, f32 out */
+	for (int tb = 0; tb < 2; tb++) {
+		begin();
+		struct ir_value *a = fin(S(2, 40, 300)), *b = fin(tb ? S(72, 300) : S(300, 72));
+		struct ir_value *y = scaled(a, b, tb, IR_F32, S(2, 40, 72));
+		OUT(y);
+		run(tb ? "scaled_matmul (dequantised), b^T" : "scaled_matmul (dequantised)");
+	}
+	/* and those cuBLASLt's block-scaled FP8 GEMM runs: the forward x W (W transposed
+	 * for it) and the input gradient dy W^T, bf16 out, K = 384 (3 blocks: the scale
+	 * rows padded to 4), N = 320 (a ragged last block of W) */
+	for (int tb = 0; tb < 2; tb++) {
+		begin();
+		struct ir_value *a = fin(S(2, 64, 384)), *b = fin(tb ? S(320, 384) : S(384, 320));
+		struct ir_value *y = scaled(a, b, tb, IR_BF16, S(2, 64, 320));
+		OUT(y);
+		run(tb ? "scaled_matmul (fp8 GEMM), b^T" : "scaled_matmul (fp8 GEMM)");
+	}
+	/* the grouped products, dequantised */
+	begin();
+	struct ir_value *xs = fin(S(50, 130)), *w = fin(S(4, 130, 24)), *dy = fin(S(50, 24));
+	struct ir_value *off = in(IR_I32, S(5), G_OFF, 50);
+	struct ir_op *qx = quant(xs, 1, 128, IR_F8E4M3), *qw = quant(w, 128, 128, IR_F8E4M3);
+	struct ir_value *gin[5] = { qx->out[0], qw->out[0], off, qx->out[1], qw->out[1] };
+	struct ir_value *gy = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL, 5, gin, IR_F32, S(50, 24));
+	ir_op_set_ints(G, gy->def, "a_tile", 2, (int64_t[]){ 1, 128 });
+	ir_op_set_ints(G, gy->def, "b_tile", 2, (int64_t[]){ 128, 128 });
+	struct ir_op *qxt = quant(xs, 128, 1, IR_F8E4M3), *qd = quant(dy, 128, 1, IR_F8E4M3);
+	struct ir_value *win[5] = { qxt->out[0], qd->out[0], off, qxt->out[1], qd->out[1] };
+	struct ir_value *gw = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL_WGRAD, 5, win, IR_F32,
+				     S(4, 130, 24));
+	ir_op_set_ints(G, gw->def, "a_tile", 2, (int64_t[]){ 128, 1 });
+	ir_op_set_ints(G, gw->def, "b_tile", 2, (int64_t[]){ 128, 1 });
+	OUT(gy);
+	OUT(gw);
+	run("scaled grouped products");
+}
+
 int main(void)
 {
 	gpu = harness_open((size_t)1 << 30);
 	srand(12345);
 	op_cases_all();
-	/* an op with no GPU path is refused at compile, not run wrongly */
+	fp8_ops();
+	/* a communication op is refused at compile, not run wrongly */
 	begin();
-	struct ir_value *x = fin(S(4, 128));
-	struct ir_op *q = ir_op_new(G, IR_OP_QUANT_FP8, 1, &x, 2);
-	q->out[0]->dtype = IR_F8E4M3;
-	q->out[0]->shape = x->shape;
-	q->out[1]->shape = S(4, 1);
-	ir_graph_add_output(G, "q", q->out[1]);
+	struct ir_value *x = fin(S(6, 4));
+	struct ir_value *sc = in(IR_I32, S(2, 3), G_CNT, 6);
+	struct ir_value *a2a = op3(IR_OP_ALL_TO_ALLV, x, sc, sc, IR_F32, S(9, 4));
+	ir_op_set_str(G, a2a->def, "group", "ep");
+	OUT(a2a);
+	REQUIRE(ir_verify(G, stderr) == 0);
 	char *msg = NULL;
 	size_t len = 0;
 	FILE *err = open_memstream(&msg, &len);
 	struct cg_exec *e = cg_backend_cuda.compile(G, err);
 	fclose(err);
 	CHECK(!e);
-	CHECKF(strstr(msg, "the CUDA backend cannot run op quant_fp8"), "message: %s", msg);
+	CHECKF(strstr(msg, "cannot run op all_to_allv over a group of 2 ranks"), "message: %s", msg);
 	free(msg);
 	ir_graph_free(G);
 	printf("%d op cases on the CUDA backend against the reference executor, %d of them "
@@ -222,6 +349,7 @@ int main(void)
 	       "yet)\n", n_cases, n_backward, n_compared, n_refused);
 	printf("worst f32 normalised error %.3g (%s), bound 1e-05\n", worst_f32, worst_f32_at);
 	printf("worst with 16-bit values %.3g (%s), bound 8e-03\n", worst_16, worst_16_at);
+	printf("%d FP8 outputs compared bit for bit\n", n_exact);
 	rt_gpu_close(gpu);
 	return CHECK_DONE();
 }

@@ -9,7 +9,11 @@
  * division and square root, so each element should round alike: the bound is a
  * relative 1e-6 (a few fp32 ulps, what a contraction would cost), and the test prints
  * the difference it saw.  The norm: squares summed in double in another order, relative
- * 1e-12.  The scale, the sums and the copies: exact. */
+ * 1e-12.  The scale, the sums and the copies: exact.  The FP8 recipe's AdamW, moments
+ * stored in bf16 (rt_adamw_step_bf16m), beside f32-moment tensors in one table: the
+ * weights under the same 1e-6, the bf16 moments bit for bit (one rounding of values
+ * that agree to an ulp or two of fp32 lands on the same bf16 but at a tie, which the
+ * test would show). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +197,89 @@ static void test_moves(struct rt_device *d)
 	free(back);
 }
 
+/* bf16 moments on the even tensors, f32 on the odd ones, five steps each side */
+static void test_optimizer_bf16m(struct rt_device *d)
+{
+	uint64_t seed = 7;
+	float *hw[NT], *hg[NT], *hm[NT], *hv[NT];
+	uint16_t *hm16[NT], *hv16[NT];
+	struct rt_dev_tensor t[NT];
+	for (int k = 0; k < NT; k++) {
+		size_t n = sizes[k], b = n * sizeof(float), es = k % 2 ? sizeof(float) : 2;
+		hw[k] = rt_malloc(b);
+		hg[k] = rt_malloc(b);
+		hm[k] = rt_malloc(b);
+		hv[k] = rt_malloc(b);
+		hm16[k] = rt_malloc(n * 2);
+		hv16[k] = rt_malloc(n * 2);
+		for (size_t i = 0; i < n; i++) {
+			hw[k][i] = (float)test_rand(&seed);
+			hg[k][i] = (float)(test_rand(&seed) * 1e-2);
+			hm16[k][i] = rt_f32_to_bf16(hm[k][i] = (float)(test_rand(&seed) * 1e-3));
+			hv16[k][i] = rt_f32_to_bf16(hv[k][i] = (float)(fabs(test_rand(&seed)) * 1e-5));
+		}
+		t[k] = (struct rt_dev_tensor){ d->ops->alloc(d, b), d->ops->alloc(d, b),
+					       d->ops->alloc(d, n * es), d->ops->alloc(d, n * es), n,
+					       1, 1, k % 2 == 0 };
+		REQUIRE(t[k].w && t[k].g && t[k].m && t[k].v);
+		REQUIRE(!d->ops->upload(d, t[k].w, hw[k], b));
+		REQUIRE(!d->ops->upload(d, t[k].g, hg[k], b));
+		REQUIRE(!d->ops->upload(d, t[k].m, k % 2 ? (void *)hm[k] : hm16[k], n * es));
+		REQUIRE(!d->ops->upload(d, t[k].v, k % 2 ? (void *)hv[k] : hv16[k], n * es));
+	}
+	struct rt_dev_optim *o = d->ops->optim_new(d, t, NT);
+	REQUIRE(o);
+	struct rt_adamw a = { 0.9f, 0.95f, 1e-8f, 0.1f };
+	for (int step = 1; step <= 5; step++) {
+		float lr = 1e-3f * (float)step;
+		d->ops->adamw(d, o, &a, lr, step, 1.0f);
+		for (int k = 0; k < NT; k++)
+			if (k % 2)
+				rt_adamw_step(NULL, &a, lr, step, hw[k], hg[k], hm[k], hv[k], sizes[k],
+					      1.0f, 1);
+			else
+				rt_adamw_step_bf16m(NULL, &a, lr, step, hw[k], hg[k], hm16[k],
+						    hv16[k], sizes[k], 1.0f, 1);
+	}
+	double worst = 0;
+	size_t differ16 = 0, n16 = 0;
+	for (int k = 0; k < NT; k++) {
+		size_t n = sizes[k];
+		float *back = rt_malloc(n * sizeof *back);
+		REQUIRE(!d->ops->download(d, back, t[k].w, n * sizeof *back));
+		for (size_t i = 0; i < n; i++)
+			worst = fmax(worst, rel(back[i], hw[k][i]));
+		if (k % 2 == 0) {
+			uint16_t *m = rt_malloc(n * 2), *v = rt_malloc(n * 2);
+			REQUIRE(!d->ops->download(d, m, t[k].m, n * 2));
+			REQUIRE(!d->ops->download(d, v, t[k].v, n * 2));
+			for (size_t i = 0; i < n; i++)
+				differ16 += (m[i] != hm16[k][i]) + (v[i] != hv16[k][i]);
+			n16 += 2 * n;
+			free(m);
+			free(v);
+		}
+		free(back);
+	}
+	printf("AdamW with bf16 moments, 5 steps: max relative difference of the weights "
+	       "%.3g; %zu of %zu bf16 moments differ\n", worst, differ16, n16);
+	CHECK(worst <= 1e-6);
+	CHECK(differ16 == 0);
+	d->ops->optim_free(d, o);
+	for (int k = 0; k < NT; k++) {
+		d->ops->free(d, t[k].w);
+		d->ops->free(d, t[k].g);
+		d->ops->free(d, t[k].m);
+		d->ops->free(d, t[k].v);
+		free(hw[k]);
+		free(hg[k]);
+		free(hm[k]);
+		free(hv[k]);
+		free(hm16[k]);
+		free(hv16[k]);
+	}
+}
+
 int main(void)
 {
 	gpu_test_require("test_gpu_optim");
@@ -204,6 +291,7 @@ int main(void)
 		fprintf(stderr, "%s\n", err);
 	REQUIRE(d);
 	test_optimizer(d);
+	test_optimizer_bf16m(d);
 	test_moves(d);
 	rt_device_free(d);
 	rt_gpu_close(g);

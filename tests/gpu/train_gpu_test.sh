@@ -114,6 +114,22 @@ one_gpu() {
 	run gpu_bf16 cuda --set precision=bf16 || fail "gpu, bf16"
 	compare gpu_bf16 cpu_bf16 1e-3 1e-2 || fail "bf16 on the GPU against bf16 on the CPU"
 	compare gpu_bf16 gpu 0 0 >/dev/null && fail "bf16 on the GPU gives fp32's losses"
+	# fp8 (passes/fp8.c): the GPU keeps E4M3 in bytes, rounded by the hardware's
+	# conversion, the CPU in f32 buffers rounded by the reference's rule, which agree
+	# bit for bit (test_cuda_ops); the products' operands are the same values, summed
+	# in another order, so the runs differ as bf16's do, and where a sum lands next to
+	# a rounding point of E4M3 (one element's operand moves by 2^-4 relative, a product
+	# over K terms by a fraction of that): the bf16 bounds.  The AdamW moments are bf16
+	# on both (rt_adamw_step_bf16m's rounding); a resume on the GPU is exact; fp8 must
+	# not train as bf16 does (the pass acted)
+	run cpu_fp8 cpu --set precision=fp8 || fail "cpu, fp8"
+	run gpu_fp8 cuda --set precision=fp8 || fail "gpu, fp8"
+	compare gpu_fp8 cpu_fp8 1e-3 1e-2 || fail "fp8 on the GPU against fp8 on the CPU"
+	compare gpu_fp8 gpu_bf16 0 0 >/dev/null && fail "fp8 on the GPU gives bf16's losses"
+	run gpu_fp8_half cuda --set precision=fp8 --stop-at $((STEPS / 2)) || fail "gpu, fp8, first half"
+	run gpu_fp8_rest cuda --set precision=fp8 --resume "$PWD/ck-gpu_fp8_half" ||
+		fail "gpu, fp8, resumed"
+	compare gpu_fp8_rest gpu_fp8 0 0 || fail "an fp8 resume on the GPU is not exact"
 }
 
 # ema_close A B: every ema.NAME tensor of A's checkpoint against B's.  The two runs'
