@@ -202,8 +202,7 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 		x->have_cpu_plan = cg_llvm_arena_plan(g, &x->cpu_arena, stderr) == 0;
 #endif
 #ifdef SLUICE_HAVE_CUDA
-	/* the CUDA backend does not lower the FP8 ops yet: no plan of it at fp8 */
-	if (!cut && !x->have_fp8)
+	if (!cut)
 		x->have_gpu_plan = cg_cuda_arena_plan(g, &x->gpu_bytes, stderr) == 0;
 #endif
 	return 0;
@@ -372,11 +371,6 @@ static void print_report(const struct ir_graph *g, const char *file,
 		printf("  GPU backend memory    %s (the CUDA backend's plan over its fused kernels, "
 		       "its outputs and cuBLASLt's workspace; parameters apart)\n",
 		       fmt_bytes(b1, sizeof b1, (double)x->gpu_bytes));
-#ifdef SLUICE_HAVE_CUDA
-	else if (x->have_fp8)
-		printf("  GPU backend memory    unavailable at precision fp8 (the CUDA backend does "
-		       "not lower the FP8 ops yet)\n");
-#endif
 	if (!verbose)
 		return;
 	printf("\n  %-16s %12s %12s %14s %14s\n", "layer", "params", "active", "FLOPs/token",

@@ -9,7 +9,8 @@
 #
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
 # GEMM_ROUNDS (rounds of every GEMM row timed by sluice and PyTorch in turn, default 3), SKIP_COMM=1 (do not
-# run tools/bench/comm-check.sh), SKIP_BENCH=1 (build and test only: no GEMM or NVRTC benchmarks).
+# run tools/bench/comm-check.sh), SKIP_BENCH=1 (build and test only: no GEMM or NVRTC benchmarks),
+# FP8=1 (run tools/bench/gpu_fp8.sh: fp8 against bf16, throughput and the loss gap).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -139,6 +140,10 @@ python3 tools/bench/gemm_table.py "$LOG/gemm_sluice_untuned.txt" -- "${th_logs[@
 step "sluice bench nvrtc" nvrtc.txt "$S" bench nvrtc
 fi
 
+if [ "${FP8:-0}" = 1 ]; then
+	step "tools/bench/gpu_fp8.sh" gpu_fp8.log env SLUICE="$S" bash tools/bench/gpu_fp8.sh "$LOG/fp8"
+fi
+
 if [ -f tools/bench/comm-check.sh ] && [ "${SKIP_COMM:-0}" != 1 ]; then
 	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
 fi
@@ -162,6 +167,11 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
 	echo
 	echo "== NVRTC"
 	tail -n 6 "$LOG/nvrtc.txt"
+fi
+if [ "${FP8:-0}" = 1 ]; then
+	echo "== FP8 against BF16 (tools/bench/gpu_fp8.sh)"
+	grep -E '^\|' "$LOG/gpu_fp8.log" | head -40
+	echo
 fi
 ok=1
 for s in "${status[@]}"; do
