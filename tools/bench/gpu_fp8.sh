@@ -7,7 +7,9 @@
 #     backend's memory among it);
 #   - the loss gap: tools/bench/fp8_gap.sh on tiny_moe, GAP_STEPS steps (default 500).
 # Logs and metrics go to LOGDIR; a markdown table is printed last.
-# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS.
+# The text: DATA (a shard made by 'sluice data'), else the default data where Debian's
+# fortunes are installed, else a shard made here from the repository's own text.
+# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS, DATA.
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
 	echo "usage: tools/bench/gpu_fp8.sh LOGDIR" >&2
@@ -22,6 +24,14 @@ export NCCL_NVLS_ENABLE=0
 tmp=$(mktemp -d /tmp/sluice-gpu-fp8.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 rc=0
+data=()
+if [ -n "${DATA:-}" ]; then
+	data=(--data "$DATA")
+elif [ ! -d /usr/share/games/fortunes ]; then
+	cat README.md docs/*.md tools/*.c codegen/*.c runtime/*.c >"$tmp/text.txt"
+	"$S" data "$tmp/text.txt" -o "$tmp/text.bin" >/dev/null || exit 1
+	data=(--data "$tmp/text.bin")
+fi
 # model|settings: tiny_moe at a GPU-sized batch; gpt2_124m, whose linear layers (width
 # 768 and 2048, K in 128-blocks) run as cuBLASLt's block-scaled FP8 GEMM in fp8
 CASES=("models/tiny_moe.sl|--set batch=32 --set seq=256"
@@ -32,7 +42,7 @@ for c in "${CASES[@]}"; do
 		# shellcheck disable=SC2086
 		"$S" check "$model" --set precision=$prec $set >"$LOG/check-$name-$prec.txt" 2>&1
 		# shellcheck disable=SC2086
-		if ! "$S" train "$model" --device cuda --steps "$STEPS" --eval-every 0 --quiet \
+		if ! "$S" train "$model" "${data[@]}" --device cuda --steps "$STEPS" --eval-every 0 --quiet \
 			--set precision=$prec $set --metrics "$LOG/speed-$name-$prec.jsonl" \
 			--out "$tmp/$name-$prec" >"$LOG/speed-$name-$prec.log" 2>&1; then
 			echo "gpu_fp8: $name $prec failed:" >&2
@@ -64,7 +74,7 @@ for c in sys.argv[2:]:
           fmt(row["fp8"][0], "%.0f"), fmt(ratio, "%.3f"), fmt(row["bf16"][1], "%.4f"),
           fmt(row["fp8"][1], "%.4f")))
 PY
-SLUICE=$S DEVICE=cuda STEPS=${GAP_STEPS:-500} OUT="$LOG/fp8gap-tiny_moe" \
+SLUICE=$S DEVICE=cuda STEPS=${GAP_STEPS:-500} OUT="$LOG/fp8gap-tiny_moe" SET="${data[*]}" \
 	bash tools/bench/fp8_gap.sh models/tiny_moe.sl >"$LOG/fp8gap-tiny_moe.md" 2>&1 || rc=1
 cat "$LOG/fp8gap-tiny_moe.md"
 exit $rc
