@@ -40,9 +40,10 @@
  * that store FP8 (cg_target.fp8_storage, the GPU) f8 values are bytes, rounded by the
  * store; the quantisation is the same kernel, and a scaled product runs as the target's
  * block-scaled FP8 GEMM where cg_fp8_gemm_form finds the shape (the forward and the
- * input gradient of a linear layer: K in 128-blocks, bf16 out), with kernels ahead that
- * relay W and the scales as that GEMM wants them; elsewhere (the weight gradients, the
- * grouped products, other shapes) its operands are dequantised into f32 as above.
+ * input gradient of a linear layer: K in 128-blocks, bf16 out; its weight gradient,
+ * tokens in 128-blocks, f32 out), with kernels ahead that relay the operands and the
+ * scales as that GEMM wants them; elsewhere (the grouped products, other shapes) its
+ * operands are dequantised into f32 as above.
  * Other targets refuse FP8 ops.  Simplifications, on purpose: INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
  * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
@@ -1197,12 +1198,33 @@ static void emit_quant_fp8(struct cg_plan *p, const struct ir_op *op, const char
 					     kir_bin(kb.k, KIR_SUB, c64(&kb, K), c0)));
 	int base = local(&kb, b, "base", iadd(&kb, imul(&kb, bt, M * K),
 					      iadd(&kb, imul(&kb, r0, K), c0)));
+	double maxv = q->dtype == IR_F8E5M2 ? 57344.0 : 448.0;
+	if (tc >= 32 && kb_rows(&kb, tr * tc)) {
+		/* a block per tile: its elements in one flat range over the threads, the
+		 * max-abs a block reduction */
+		int e = kir_index(kb.k, "e");
+		int n = local(&kb, b, "n", kir_bin(kb.k, KIR_MUL, var(&kb, rn), var(&kb, cn)));
+		kx *ev = var(&kb, e);
+		kx *at = iadd(&kb, var(&kb, base),
+			      iadd(&kb, imul(&kb, kir_bin(kb.k, KIR_DIV, ev, var(&kb, cn)), K),
+				   kir_bin(kb.k, KIR_REM, ev, var(&kb, cn))));
+		kx *amax = row_reduce(&kb, KIR_RED_MAX, e, c64(&kb, 0), var(&kb, n),
+				      kir_un(kb.k, KIR_ABS, ldv(&kb, x, at)));
+		int sc = local(&kb, b, "scale", fbin(&kb, KIR_DIV, amax, fc(&kb, maxv)));
+		st(&kb, b, sv->id, pt, var(&kb, sc));
+		struct kir_block *le = row_loop(&kb, b, e, c64(&kb, 0), var(&kb, n));
+		kx *pos = fbin(&kb, KIR_LT, fc(&kb, 0), var(&kb, sc));
+		kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, ldv(&kb, x, at), var(&kb, sc)),
+				     fc(&kb, 0));
+		st(&kb, le, q->id, at, round_to(&kb, val, q->dtype));
+		kb_end(&kb, grain_rows(tr * tc));
+		return;
+	}
 	int i = kir_index(kb.k, "i"), j = kir_index(kb.k, "j");
 	kx *at = iadd(&kb, var(&kb, base), iadd(&kb, imul(&kb, var(&kb, i), K), var(&kb, j)));
 	kx *inner = kir_reduce(kb.k, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, cn),
 			       kir_un(kb.k, KIR_ABS, ldv(&kb, x, at)));
 	kx *amax = kir_reduce(kb.k, KIR_RED_MAX, i, c64(&kb, 0), var(&kb, rn), inner);
-	double maxv = q->dtype == IR_F8E5M2 ? 57344.0 : 448.0;
 	int sc = local(&kb, b, "scale", fbin(&kb, KIR_DIV, amax, fc(&kb, maxv)));
 	st(&kb, b, sv->id, pt, var(&kb, sc));
 	struct kir_block *li = kir_loop(kb.k, b, i, c64(&kb, 0), var(&kb, rn));
@@ -1248,23 +1270,36 @@ static int64_t dequant_tile(const struct ir_op *op, int back)
 	return ns > 0 ? (n + ns - 1) / ns : 1;
 }
 
+static int tile_is(const struct ir_attr *t, int64_t r, int64_t c)
+{
+	return t && t->n == 2 && t->ints[0] == r && t->ints[1] == c;
+}
+
 enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *op)
 {
 	if (!p->target->fp8_storage || op->kind != IR_OP_SCALED_MATMUL)
 		return CG_FP8_DEQUANT;
 	const struct ir_value *a = op->in[0], *b = op->in[1], *y = op->out[0];
 	const struct ir_attr *at = ir_op_attr(op, "a_tile"), *bt = ir_op_attr(op, "b_tile");
-	if (ir_op_int(op, "trans_a", 0) || !at || !bt || at->n != 2 || bt->n != 2 ||
-	    at->ints[0] != 1 || at->ints[1] != 128 || bt->ints[0] != 128 || bt->ints[1] != 128)
-		return CG_FP8_DEQUANT;
 	if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || b->shape.rank != 2 ||
-	    a->shape.rank < 2 || p->buf_type[y->id] != KIR_BF16 || p->view_of[a->id] >= 0 ||
-	    p->view_of[b->id] >= 0)
+	    a->shape.rank < 2 || p->view_of[a->id] >= 0 || p->view_of[b->id] >= 0)
+		return CG_FP8_DEQUANT;
+	/* cuBLASLt's block-scaled kernels: the contraction in whole 128-blocks, 16-byte
+	 * rows of every operand and of the scale vectors */
+	if (ir_op_int(op, "trans_a", 0)) {
+		if (ir_op_int(op, "trans_b", 0) || a->shape.rank != 2 || y->shape.rank != 2 ||
+		    !tile_is(at, 128, 1) || !tile_is(bt, 128, 1) || p->buf_type[y->id] != KIR_F32)
+			return CG_FP8_DEQUANT;
+		int64_t M = a->shape.dim[0], K = a->shape.dim[1], N = b->shape.dim[1];
+		if (M % 128 || K % 16 || N % 16 || M <= 0 || M > INT32_MAX || K > INT32_MAX ||
+		    N > INT32_MAX)
+			return CG_FP8_DEQUANT;
+		return CG_FP8_WGRAD;
+	}
+	if (!tile_is(at, 1, 128) || !tile_is(bt, 128, 128) || p->buf_type[y->id] != KIR_BF16)
 		return CG_FP8_DEQUANT;
 	int64_t K = a->shape.dim[a->shape.rank - 1], N = y->shape.dim[y->shape.rank - 1];
 	int64_t M = N ? ir_shape_numel(&y->shape) / N : 0;
-	/* cuBLASLt's block-scaled kernels: K in whole 128-blocks, 16-byte rows of every
-	 * operand and of the scale vectors */
 	if (K % 128 || N % 16 || M % 16 || M <= 0 || M > INT32_MAX || N > INT32_MAX ||
 	    K > INT32_MAX)
 		return CG_FP8_DEQUANT;
@@ -1302,6 +1337,16 @@ static void emit_scaled(struct cg_plan *p, const struct ir_op *op, const char *p
 	enum cg_fp8_form form = cg_fp8_gemm_form(p, op);
 	const struct ir_value *y = op->out[0];
 	int d[3], n = 0;
+	if (form == CG_FP8_WGRAD) { /* x [M, K] to [K, M], dy [M, N] to [N, M] */
+		const struct ir_value *a = op->in[0], *b = op->in[1];
+		int64_t M = a->shape.dim[0], K = a->shape.dim[1], N = b->shape.dim[1];
+		d[0] = scratch(p, KIR_F8E4M3, K * M);
+		emit_relayout(p, op, a->id, M, K, 1, d[0], K, M, "xt", prefix);
+		d[1] = scratch(p, KIR_F8E4M3, N * M);
+		emit_relayout(p, op, b->id, M, N, 1, d[1], N, M, "dyt", prefix);
+		add_lib_step_scratch(p, op, kind, 2, d);
+		return;
+	}
 	if (form != CG_FP8_DEQUANT) {
 		const struct ir_value *a = op->in[0], *b = op->in[1];
 		int64_t K = a->shape.dim[a->shape.rank - 1], N = y->shape.dim[y->shape.rank - 1];

@@ -48,6 +48,10 @@ enum cg_fp8_form {
 			 * [N/128][S] (S: runtime/gpu.h's rt_gemm_block_scale_stride) */
 	CG_FP8_DGRAD,   /* y[M,N] = dy[M,K] W[N,K]^T: the same GEMM, W read as stored, after
 			 * two relayouts: dy's scales to [K/128][M], W's to [N/128][S] */
+	CG_FP8_WGRAD,   /* dW[K,N] = x[M,K]^T dy[M,N], both in 128x1 tiles along the tokens
+			 * M, f32 out: the FP8 GEMM with 1x128 scales on both operands,
+			 * after x and dy are transposed to [K,M] and [N,M] (their scales,
+			 * [M/128][K] and [M/128][N], are as that GEMM reads them) */
 };
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are

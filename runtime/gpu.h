@@ -163,6 +163,10 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  *                      TF32), for results that must agree with a CPU's.
  *   RT_GEMM_F16        A, B, D f16.
  *   RT_GEMM_BF16_F32OUT  A, B bf16, D f32.
+ *   RT_GEMM_FP8_VEC    A, B fp8 E4M3, D f32, both scaled per 1x128 tile along K (a
+ *                      weight gradient in DeepSeek-V3's recipe, whose operands are
+ *                      tiled along the tokens): a_scale [K/128][M] as in FP8_BLOCK,
+ *                      b_scale [K/128][N] (N fastest).  K a multiple of 128; sm_90.
  * The fp8 modes take the packed TN form only: A, B and D 16-byte aligned, K and N
  * multiples of 16.  The other modes also take the layouts below, and need A, B and D
  * aligned to their element only (cuBLASLt is told the real alignment; 256 bytes, as
@@ -178,7 +182,7 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  * mode ($SLUICE_GEMM_TUNE=0: take the heuristic's first choice untimed).  The
  * workspace comes from G's arena. */
 enum rt_gemm_mode { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK, RT_GEMM_F32, RT_GEMM_F16,
-		    RT_GEMM_BF16_F32OUT };
+		    RT_GEMM_BF16_F32OUT, RT_GEMM_FP8_VEC };
 
 struct rt_gemm;
 struct rt_gemm_args {

@@ -187,7 +187,8 @@ static void contiguous(const struct ir_shape *s, int64_t *st)
 /* A scaled product that cg_fp8_gemm_form gives to cuBLASLt's block-scaled FP8 GEMM:
  * x (or dy) as stored, W transposed (CG_FP8_FWD) or as stored, the scales relaid by
  * the kernels ahead of the step (their scratch buffers, in the order lower.c makes
- * them). */
+ * them); or a weight gradient, both operands transposed by those kernels, the scales
+ * read as they are. */
 static int plan_fp8(const struct cg_plan *p, const struct cg_step *st, enum cg_fp8_form form,
 		    struct mm *mm)
 {
@@ -196,12 +197,24 @@ static int plan_fp8(const struct cg_plan *p, const struct cg_step *st, enum cg_f
 	int64_t K = A->shape.dim[A->shape.rank - 1], N = Y->shape.dim[Y->shape.rank - 1];
 	int sc = op->n_in + op->n_out;
 	struct rt_gemm_args *g = &mm->args;
+	mm->n_loop = 0;
+	mm->d = p->alias[Y->id];
+	if (form == CG_FP8_WGRAD) { /* dW [K, N] = (x^T [K, M]) (dy^T [N, M])^T */
+		g->mode = RT_GEMM_FP8_VEC;
+		g->m = (int)K;
+		g->n = (int)N;
+		g->k = (int)A->shape.dim[0];
+		mm->a = st->bufs[sc];
+		mm->b = st->bufs[sc + 1];
+		mm->sa = p->alias[op->in[2]->id];
+		mm->sb = p->alias[op->in[3]->id];
+		return 0;
+	}
 	g->mode = RT_GEMM_FP8_BLOCK;
 	g->m = (int)(ir_shape_numel(&Y->shape) / N);
 	g->n = (int)N;
 	g->k = (int)K;
 	mm->a = p->alias[A->id];
-	mm->d = p->alias[Y->id];
 	if (form == CG_FP8_FWD) {
 		mm->b = st->bufs[sc];
 		sc++;
@@ -210,7 +223,6 @@ static int plan_fp8(const struct cg_plan *p, const struct cg_step *st, enum cg_f
 	}
 	mm->sa = st->bufs[sc];
 	mm->sb = st->bufs[sc + 1];
-	mm->n_loop = 0;
 	return 0;
 }
 

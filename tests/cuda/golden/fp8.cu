@@ -73,61 +73,55 @@ __device__ __forceinline__ sl_f8 sl_f32_to_e5m2(float f)
  *   step 5: scaled_matmul (op 4) -> cuBLASLt matmul
  */
 
-extern "C" __global__ void __launch_bounds__(256) k0_quant_fp8(const sl_bf16 *__restrict__ b0, float *__restrict__ b1, sl_f8 *__restrict__ b2)
+extern "C" __global__ void __launch_bounds__(128) k0_quant_fp8(const sl_bf16 *__restrict__ b0, float *__restrict__ b1, sl_f8 *__restrict__ b2)
 {
-	const long long p = (long long)blockIdx.x * 256 + threadIdx.x;
-	if (p >= 128LL)
-		return;
+	const long long p = blockIdx.x;
+	__shared__ float sl_red_f32[32];
 	long long rn1;
 	long long cn2;
 	long long base3;
+	long long n5;
 	float scale6;
 	rn1 = sl_min<long long>(1, (64 - ((p / 2) % 64)));
 	cn2 = sl_min<long long>(128, (256 - ((p % 2) * 128)));
 	base3 = (((p / 128) * 16384) + ((((p / 2) % 64) * 256) + ((p % 2) * 128)));
+	n5 = (rn1 * cn2);
 	float sl_r0 = __int_as_float(0xff800000);
-	for (long long i4 = 0; i4 < rn1; i4++) {
-		float sl_r1 = __int_as_float(0xff800000);
-		for (long long j5 = 0; j5 < cn2; j5++) {
-			sl_r1 = sl_max<float>(fabsf(sl_bf16_to_f32(b0[(base3 + ((i4 * 256) + j5))])), sl_r1);
-		}
-		sl_r0 = sl_max<float>(sl_r1, sl_r0);
+	for (long long e4 = threadIdx.x; e4 < n5; e4 += 128) {
+		sl_r0 = sl_max<float>(fabsf(sl_bf16_to_f32(b0[(base3 + (((e4 / cn2) * 256) + (e4 % cn2)))])), sl_r0);
 	}
+	sl_r0 = sl_block_reduce<float, true>(sl_r0, sl_red_f32, __int_as_float(0xff800000));
 	scale6 = (sl_r0 / 448.0f);
-	b1[p] = scale6;
-	for (long long i4 = 0; i4 < rn1; i4++) {
-		for (long long j5 = 0; j5 < cn2; j5++) {
-			b2[(base3 + ((i4 * 256) + j5))] = sl_f32_to_e4m3(((0.0f < scale6) ? (sl_bf16_to_f32(b0[(base3 + ((i4 * 256) + j5))]) / scale6) : 0.0f));
-		}
+	if (threadIdx.x == 0)
+		b1[p] = scale6;
+	for (long long e4 = threadIdx.x; e4 < n5; e4 += 128) {
+		b2[(base3 + (((e4 / cn2) * 256) + (e4 % cn2)))] = sl_f32_to_e4m3(((0.0f < scale6) ? (sl_bf16_to_f32(b0[(base3 + (((e4 / cn2) * 256) + (e4 % cn2)))]) / scale6) : 0.0f));
 	}
 }
 
 extern "C" __global__ void __launch_bounds__(256) k1_quant_fp8(const float *__restrict__ b0, float *__restrict__ b1, sl_f8 *__restrict__ b2)
 {
-	const long long p = (long long)blockIdx.x * 256 + threadIdx.x;
-	if (p >= 2LL)
-		return;
+	const long long p = blockIdx.x;
+	__shared__ float sl_red_f32[32];
 	long long rn1;
 	long long cn2;
 	long long base3;
+	long long n5;
 	float scale6;
 	rn1 = sl_min<long long>(128, (256 - ((p % 2) * 128)));
 	cn2 = sl_min<long long>(128, (128 - 0));
 	base3 = (((p / 2) * 32768) + (((p % 2) * 128) * 128));
+	n5 = (rn1 * cn2);
 	float sl_r0 = __int_as_float(0xff800000);
-	for (long long i4 = 0; i4 < rn1; i4++) {
-		float sl_r1 = __int_as_float(0xff800000);
-		for (long long j5 = 0; j5 < cn2; j5++) {
-			sl_r1 = sl_max<float>(fabsf(b0[(base3 + ((i4 * 128) + j5))]), sl_r1);
-		}
-		sl_r0 = sl_max<float>(sl_r1, sl_r0);
+	for (long long e4 = threadIdx.x; e4 < n5; e4 += 256) {
+		sl_r0 = sl_max<float>(fabsf(b0[(base3 + (((e4 / cn2) * 128) + (e4 % cn2)))]), sl_r0);
 	}
+	sl_r0 = sl_block_reduce<float, true>(sl_r0, sl_red_f32, __int_as_float(0xff800000));
 	scale6 = (sl_r0 / 448.0f);
-	b1[p] = scale6;
-	for (long long i4 = 0; i4 < rn1; i4++) {
-		for (long long j5 = 0; j5 < cn2; j5++) {
-			b2[(base3 + ((i4 * 128) + j5))] = sl_f32_to_e4m3(((0.0f < scale6) ? (b0[(base3 + ((i4 * 128) + j5))] / scale6) : 0.0f));
-		}
+	if (threadIdx.x == 0)
+		b1[p] = scale6;
+	for (long long e4 = threadIdx.x; e4 < n5; e4 += 256) {
+		b2[(base3 + (((e4 / cn2) * 128) + (e4 % cn2)))] = sl_f32_to_e4m3(((0.0f < scale6) ? (b0[(base3 + (((e4 / cn2) * 128) + (e4 % cn2)))] / scale6) : 0.0f));
 	}
 }
 
