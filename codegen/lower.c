@@ -40,7 +40,7 @@
  * that store FP8 (cg_target.fp8_storage, the GPU) f8 values are bytes, rounded by the
  * store; the quantisation is the same kernel, and a scaled product runs as the target's
  * block-scaled FP8 GEMM where cg_fp8_gemm_form finds the shape (the forward and the
- * input gradient of a linear layer: K in 128-blocks, bf16 out; its weight gradient,
+ * input gradient of a linear layer: K in 128-blocks, bf16 or f32 out; its weight gradient,
  * tokens in 128-blocks, f32 out), with kernels ahead that relay the operands and the
  * scales as that GEMM wants them; elsewhere (the grouped products, other shapes) its
  * operands are dequantised into f32 as above.
@@ -1296,7 +1296,8 @@ enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *o
 			return CG_FP8_DEQUANT;
 		return CG_FP8_WGRAD;
 	}
-	if (!tile_is(at, 1, 128) || !tile_is(bt, 128, 128) || p->buf_type[y->id] != KIR_BF16)
+	enum kir_type yt = p->buf_type[y->id];
+	if (!tile_is(at, 1, 128) || !tile_is(bt, 128, 128) || (yt != KIR_BF16 && yt != KIR_F32))
 		return CG_FP8_DEQUANT;
 	int64_t K = a->shape.dim[a->shape.rank - 1], N = y->shape.dim[y->shape.rank - 1];
 	int64_t M = N ? ir_shape_numel(&y->shape) / N : 0;

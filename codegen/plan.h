@@ -43,7 +43,8 @@ enum cg_fp8_form {
 			 * scratch buffer that a kernel after the step rounds into the output
 			 * when the output is not stored in f32 */
 	CG_FP8_FWD,     /* y[M,N] = x[M,K] W[K,N]: a block-scaled FP8 GEMM (1x128 tiles of
-			 * x, 128x128 blocks of W) after three relayouts into scratch: W
+			 * x, 128x128 blocks of W; y bf16 or f32) after three relayouts into
+			 * scratch: W
 			 * transposed to [N,K], x's scales to [K/128][M], W's to
 			 * [N/128][S] (S: runtime/gpu.h's rt_gemm_block_scale_stride) */
 	CG_FP8_DGRAD,   /* y[M,N] = dy[M,K] W[N,K]^T: the same GEMM, W read as stored, after

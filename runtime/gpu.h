@@ -167,6 +167,7 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  *                      weight gradient in DeepSeek-V3's recipe, whose operands are
  *                      tiled along the tokens): a_scale [K/128][M] as in FP8_BLOCK,
  *                      b_scale [K/128][N] (N fastest).  K a multiple of 128; sm_90.
+ *   RT_GEMM_FP8_BLOCK_F32  as RT_GEMM_FP8_BLOCK, D f32.
  * The fp8 modes take the packed TN form only: A, B and D 16-byte aligned, K and N
  * multiples of 16.  The other modes also take the layouts below, and need A, B and D
  * aligned to their element only (cuBLASLt is told the real alignment; 256 bytes, as
@@ -182,7 +183,7 @@ void rt_sha256(const void *data, size_t len, unsigned char out[32]);
  * mode ($SLUICE_GEMM_TUNE=0: take the heuristic's first choice untimed).  The
  * workspace comes from G's arena. */
 enum rt_gemm_mode { RT_GEMM_BF16, RT_GEMM_FP8, RT_GEMM_FP8_BLOCK, RT_GEMM_F32, RT_GEMM_F16,
-		    RT_GEMM_BF16_F32OUT, RT_GEMM_FP8_VEC };
+		    RT_GEMM_BF16_F32OUT, RT_GEMM_FP8_VEC, RT_GEMM_FP8_BLOCK_F32 };
 
 struct rt_gemm;
 struct rt_gemm_args {

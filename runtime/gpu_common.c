@@ -290,6 +290,7 @@ const char *rt_gemm_mode_name(enum rt_gemm_mode m)
 	case RT_GEMM_F16: return "f16";
 	case RT_GEMM_BF16_F32OUT: return "bf16-f32out";
 	case RT_GEMM_FP8_VEC: return "fp8-vec";
+	case RT_GEMM_FP8_BLOCK_F32: return "fp8-block-f32out";
 	}
 	return "?";
 }
@@ -297,12 +298,14 @@ const char *rt_gemm_mode_name(enum rt_gemm_mode m)
 size_t rt_gemm_in_bytes(enum rt_gemm_mode m)
 {
 	return m == RT_GEMM_F32 ? 4
-	       : m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK || m == RT_GEMM_FP8_VEC ? 1 : 2;
+	       : m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK || m == RT_GEMM_FP8_VEC ||
+		 m == RT_GEMM_FP8_BLOCK_F32 ? 1 : 2;
 }
 
 size_t rt_gemm_out_bytes(enum rt_gemm_mode m)
 {
-	return m == RT_GEMM_F32 || m == RT_GEMM_BF16_F32OUT || m == RT_GEMM_FP8_VEC ? 4 : 2;
+	return m == RT_GEMM_F32 || m == RT_GEMM_BF16_F32OUT || m == RT_GEMM_FP8_VEC ||
+	       m == RT_GEMM_FP8_BLOCK_F32 ? 4 : 2;
 }
 
 int rt_gemm_block_scale_stride(int k)
@@ -314,11 +317,13 @@ const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 {
 	if (a->m <= 0 || a->n <= 0 || a->k <= 0)
 		return "M, N and K must be positive";
-	if ((unsigned)a->mode > RT_GEMM_FP8_VEC)
+	if ((unsigned)a->mode > RT_GEMM_FP8_BLOCK_F32)
 		return "unknown GEMM mode";
 	if (!a->a || !a->b || !a->d)
 		return "A, B and D must be device addresses";
-	int fp8 = a->mode == RT_GEMM_FP8 || a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC;
+	int block = a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC ||
+		    a->mode == RT_GEMM_FP8_BLOCK_F32;
+	int fp8 = a->mode == RT_GEMM_FP8 || block;
 	int packed = !a->trans_a && !a->trans_b && !a->lda && !a->ldb && !a->ldd && a->batch <= 1;
 	if (fp8) {
 		if (!packed)
@@ -326,7 +331,7 @@ const char *rt_gemm_check_args(const struct rt_gemm_args *a)
 		/* cuBLASLt's fp8 kernels want 16-byte aligned rows: K a multiple of 16 */
 		if (a->k % 16 || a->n % 16)
 			return "fp8 GEMMs need K and N to be multiples of 16";
-		if ((a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC) && a->k % 128)
+		if (block && a->k % 128)
 			return "block-scaled fp8 needs K to be a multiple of 128";
 		if (!a->a_scale || !a->b_scale)
 			return "fp8 GEMMs need a_scale and b_scale";

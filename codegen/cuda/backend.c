@@ -210,7 +210,7 @@ static int plan_fp8(const struct cg_plan *p, const struct cg_step *st, enum cg_f
 		mm->sb = p->alias[op->in[3]->id];
 		return 0;
 	}
-	g->mode = RT_GEMM_FP8_BLOCK;
+	g->mode = p->buf_type[mm->d] == KIR_F32 ? RT_GEMM_FP8_BLOCK_F32 : RT_GEMM_FP8_BLOCK;
 	g->m = (int)(ir_shape_numel(&Y->shape) / N);
 	g->n = (int)N;
 	g->k = (int)K;

@@ -137,7 +137,8 @@ static uint32_t align_of(rt_dptr p)
 
 static int is_fp8(enum rt_gemm_mode m)
 {
-	return m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK || m == RT_GEMM_FP8_VEC;
+	return m == RT_GEMM_FP8 || m == RT_GEMM_FP8_BLOCK || m == RT_GEMM_FP8_VEC ||
+	       m == RT_GEMM_FP8_BLOCK_F32;
 }
 
 /* the alignment of a batch's matrices: of the first, and of the step between them */
@@ -190,8 +191,7 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 	int fp8 = is_fp8(a->mode);
 	cudaDataType_t in = fp8 ? CUDA_R_8F_E4M3 : a->mode == RT_GEMM_F32 ? CUDA_R_32F
 			    : a->mode == RT_GEMM_F16 ? CUDA_R_16F : CUDA_R_16BF;
-	cudaDataType_t out = a->mode == RT_GEMM_F32 || a->mode == RT_GEMM_BF16_F32OUT ||
-			     a->mode == RT_GEMM_FP8_VEC ? CUDA_R_32F
+	cudaDataType_t out = rt_gemm_out_bytes(a->mode) == 4 ? CUDA_R_32F
 			     : a->mode == RT_GEMM_F16 ? CUDA_R_16F : CUDA_R_16BF;
 	/* cuBLASLt's A is our B: [N,K] K-major (op T), or with trans_b N-major (op N);
 	 * its B is our A: [M,K] K-major (op N), or with trans_a M-major (op T) */
@@ -209,7 +209,9 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 	    set_batch(p->la, k->batch, k->stride_b) || set_batch(p->lb, k->batch, k->stride_a) ||
 	    set_batch(p->ld, k->batch, k->stride_d))
 		goto fail;
-	if (a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC) {
+	int block = a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC ||
+		    a->mode == RT_GEMM_FP8_BLOCK_F32;
+	if (block) {
 		int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
 		int32_t blk = a->mode == RT_GEMM_FP8_VEC ? vec : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
 		if (SET_DESC(p->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, blk) ||
@@ -250,8 +252,7 @@ static struct plan *plan_make(struct rt_gemm *c, const struct rt_gemm_args *a)
 			rt_gemm_mode_name(a->mode), a->m, a->n, a->k, k->trans_a ? " A^T" : "",
 			k->trans_b ? " B^T" : "", k->batch, c->g->info.name,
 			c->g->info.cc_major, c->g->info.cc_minor,
-			a->mode == RT_GEMM_FP8_BLOCK || a->mode == RT_GEMM_FP8_VEC
-				? "; block-scaled fp8 needs sm_90" : "");
+			is_fp8(a->mode) && a->mode != RT_GEMM_FP8 ? "; block-scaled fp8 needs sm_90" : "");
 		goto fail;
 	}
 	p->ncand = returned;

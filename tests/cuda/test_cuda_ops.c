@@ -25,9 +25,9 @@
  * FP8 (fp8_ops below, as tests/llvm/test_ops.c): QUANT_FP8 and the casts to f8 are
  * compared bit for bit with the reference (its rounding: nearest, ties to even,
  * saturating, subnormals kept; the GPU's is the hardware's cvt.rn.satfinite), the
- * scaled products that the backend dequantises (f32 out, K not in 128-blocks) under
- * 1e-5, and those that run as cuBLASLt's block-scaled FP8 GEMM (cg_fp8_gemm_form: the
- * forward and input gradient, bf16 out, and the weight gradient, f32 out) under 1e-3:
+ * scaled products that the backend dequantises (K not in 128-blocks) under 1e-5, and
+ * those that run as cuBLASLt's block-scaled FP8 GEMM (cg_fp8_gemm_form: the forward and
+ * input gradient, bf16 or f32 out, and the weight gradient, f32 out) under 1e-3:
  * the products of two E4M3 values are exact, but the tensor cores add them within each
  * 128-block of K keeping about 14 bits (DeepSeek-V3 measured this on Hopper, hence
  * the promotion to f32 every 128), a relative 1e-4 a block, and a bf16 output is
@@ -300,12 +300,16 @@ static void fp8_ops(void)
 	 * rows padded to 4), N = 320 (a ragged last block of W); the weight gradient
 	 * x^T dy, 128x1 tiles over 256 tokens, f32 out */
 	bound = 1e-3;
-	for (int tb = 0; tb < 2; tb++) {
+	for (int c = 0; c < 4; c++) { /* b^T or not, bf16 or f32 out */
+		int tb = c % 2;
 		begin();
 		struct ir_value *a = fin(S(2, 64, 384)), *b = fin(tb ? S(320, 384) : S(384, 320));
-		struct ir_value *y = scaled(a, b, tb, IR_BF16, S(2, 64, 320));
+		struct ir_value *y = scaled(a, b, tb, c < 2 ? IR_BF16 : IR_F32, S(2, 64, 320));
 		OUT(y);
-		run(tb ? "scaled_matmul (fp8 GEMM), b^T" : "scaled_matmul (fp8 GEMM)");
+		char label[64];
+		snprintf(label, sizeof label, "scaled_matmul (fp8 GEMM%s)%s", c < 2 ? "" : ", f32",
+			 tb ? ", b^T" : "");
+		run(label);
 	}
 	begin();
 	struct ir_value *wx = fin(S(256, 192)), *wdy = fin(S(256, 320));

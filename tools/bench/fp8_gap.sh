@@ -17,13 +17,18 @@
 # On a CPU the FP8 products are emulated (E4M3 operands rounded exactly, products and
 # sums in f32).  With DEVICE=cuda both runs use 'sluice train --device cuda'; the fp8
 # run needs a CUDA backend that lowers the FP8 ops (README.md: refused until it does).
+# BASE and TEST (default bf16 and fp8) name the two precisions: BASE=fp32 TEST=bf16
+# measures how far two runs that differ only in rounding drift apart, the scale
+# against which an fp8 gap is read.
 # Usage: tools/bench/fp8_gap.sh MODEL.sl
 #   env: SLUICE (default ./build/sluice), DEVICE (cpu), STEPS (300), SEED (1337),
-#        OUT (runs/fp8gap-MODEL), SET ("--set a=b ..." passed to both runs)
+#        OUT (runs/fp8gap-MODEL), SET ("--set a=b ..." passed to both runs),
+#        BASE (bf16), TEST (fp8)
 set -euo pipefail
 usage="usage: tools/bench/fp8_gap.sh MODEL.sl
   env: SLUICE (./build/sluice), DEVICE (cpu|cuda, default cpu), STEPS (300),
-       SEED (1337), OUT (runs/fp8gap-MODEL), SET (\"--set a=b ...\" for both runs)"
+       SEED (1337), OUT (runs/fp8gap-MODEL), SET (\"--set a=b ...\" for both runs),
+       BASE (bf16), TEST (fp8): the two precisions compared"
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
 	echo "$usage" >&2
 	exit 2
@@ -33,6 +38,12 @@ SLUICE=${SLUICE:-./build/sluice}
 DEVICE=${DEVICE:-cpu}
 STEPS=${STEPS:-300}
 SEED=${SEED:-1337}
+BASE=${BASE:-bf16}
+TEST=${TEST:-fp8}
+for p in "$BASE" "$TEST"; do
+	case $p in fp32 | bf16 | fp8) ;; *) echo "fp8_gap: BASE and TEST are fp32, bf16 or fp8" >&2; exit 2 ;; esac
+done
+[ "$BASE" != "$TEST" ] || { echo "fp8_gap: BASE and TEST must differ" >&2; exit 2; }
 name=$(basename "$model" .sl)
 out=${OUT:-runs/fp8gap-$name}
 [ -f "$model" ] || { echo "fp8_gap: no model file '$model'" >&2; exit 2; }
@@ -43,7 +54,7 @@ case $SEED in '' | *[!0-9]*) echo "fp8_gap: SEED must be a non-negative integer"
 mkdir -p "$out"
 
 echo "$name: $STEPS steps on $DEVICE, seed $SEED${SET:+, $SET}"
-for prec in bf16 fp8; do
+for prec in "$BASE" "$TEST"; do
 	rm -f "$out/$prec.jsonl"
 	# shellcheck disable=SC2086
 	"$SLUICE" train "$model" --device "$DEVICE" --steps "$STEPS" --seed "$SEED" \
@@ -56,13 +67,13 @@ for prec in bf16 fp8; do
 	echo "$prec: $(grep -E '^done:' "$out/$prec.log")"
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "$BASE" "$TEST" <<'PY'
 import json, os, sys
-out = sys.argv[1]
+out, base, test = sys.argv[1:4]
 def curve(prec):
     rows = [json.loads(l) for l in open(os.path.join(out, prec + ".jsonl"))]
     return {r["step"]: r for r in rows}
-b16, f8 = curve("bf16"), curve("fp8")
+b16, f8 = curve(base), curve(test)
 if sorted(b16) != sorted(f8):
     sys.exit("fp8_gap: the two runs logged different steps")
 steps = sorted(b16)
@@ -71,7 +82,7 @@ lb = [b16[s]["loss"] for s in steps]
 lf = [f8[s]["loss"] for s in steps]
 gap = [(f - b) / b for b, f in zip(lb, lf)]
 with open(os.path.join(out, "gap.csv"), "w") as f:
-    f.write("step,loss_bf16,loss_fp8,gap\n")
+    f.write(f"step,loss_{base},loss_{test},gap\n")
     for s, b, p, g in zip(steps, lb, lf, gap):
         f.write(f"{s},{b:.7g},{p:.7g},{g:.6e}\n")
 
@@ -87,7 +98,7 @@ for i in range(W - 1, n):
         smooth.append((steps[i], (mf - mb) / mb))
 
 every = max(1, n // 10)
-print("\n| step | bf16 loss | fp8 loss | gap |")
+print(f"\n| step | {base} loss | {test} loss | gap |")
 print("| --- | --- | --- | --- |")
 for i in range(n):
     if i == 0 or (i + 1) % every == 0 or i == n - 1:
@@ -99,7 +110,7 @@ top = max(range(n), key=lambda i: abs(gap[i]))
 print("\n| figure | value |")
 print("| --- | --- |")
 print(f"| mean gap, last {tail} steps ({steps[-tail]}-{steps[-1]}) | {100 * mean_tail:+.3f}% |")
-print(f"| mean loss, last {tail} steps: bf16 / fp8 | "
+print(f"| mean loss, last {tail} steps: {base} / {test} | "
       f"{sum(lb[-tail:]) / tail:.4f} / {sum(lf[-tail:]) / tail:.4f} |")
 if smooth:
     s_top, g_top = max(smooth, key=lambda t: abs(t[1]))

@@ -5,11 +5,13 @@
 #     tokens/s the median of the steps after the fifth (the first steps compile, tune
 #     cuBLASLt and warm up), and what 'sluice check' reports (check-*.txt: the GPU
 #     backend's memory among it);
-#   - the loss gap: tools/bench/fp8_gap.sh on tiny_moe, GAP_STEPS steps (default 500).
+#   - the loss gap: tools/bench/fp8_gap.sh on tiny_moe, GAP_STEPS steps (default 300),
+#     fp8 against bf16 and, for the scale of what rounding alone does, fp32 against
+#     bf16, for each seed of SEEDS (default 1 2 3).
 # Logs and metrics go to LOGDIR; a markdown table is printed last.
 # The text: DATA (a shard made by 'sluice data'), else the default data where Debian's
 # fortunes are installed, else a shard made here from the repository's own text.
-# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS, DATA.
+# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS, SEEDS, DATA.
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
 	echo "usage: tools/bench/gpu_fp8.sh LOGDIR" >&2
@@ -74,7 +76,27 @@ for c in sys.argv[2:]:
           fmt(row["fp8"][0], "%.0f"), fmt(ratio, "%.3f"), fmt(row["bf16"][1], "%.4f"),
           fmt(row["fp8"][1], "%.4f")))
 PY
-SLUICE=$S DEVICE=cuda STEPS=${GAP_STEPS:-500} OUT="$LOG/fp8gap-tiny_moe" SET="${data[*]}" \
-	bash tools/bench/fp8_gap.sh models/tiny_moe.sl >"$LOG/fp8gap-tiny_moe.md" 2>&1 || rc=1
-cat "$LOG/fp8gap-tiny_moe.md"
+# the loss gap, fp8 against bf16, and for scale fp32 against bf16 (two runs that differ
+# only in rounding), over SEEDS
+echo
+echo "| seed | runs | mean gap, last 20% of steps | largest smoothed gap | largest single-step gap |"
+echo "| --- | --- | --- | --- | --- |"
+for seed in ${SEEDS:-1 2 3}; do
+	for pair in "bf16 fp8" "bf16 fp32"; do
+		# shellcheck disable=SC2086
+		set -- $pair
+		o="$LOG/gap-$seed-$1-$2"
+		if SLUICE=$S DEVICE=cuda STEPS=${GAP_STEPS:-300} SEED=$seed BASE=$1 TEST=$2 OUT="$o" \
+			SET="${data[*]}" bash tools/bench/fp8_gap.sh models/tiny_moe.sl >"$o.md" 2>&1; then
+			mean=$(grep -m1 '^| mean gap' "$o.md" | cut -d'|' -f3)
+			big=$(grep -m1 '^| largest smoothed' "$o.md" | cut -d'|' -f3)
+			one=$(grep -m1 '^| largest single' "$o.md" | cut -d'|' -f3)
+			echo "| $seed | $2 against $1 |$mean|$big|$one|"
+		else
+			echo "| $seed | $2 against $1 | failed: $o.md | | |"
+			rc=1
+		fi
+		rm -rf "${o:?}/$1" "${o:?}/$2" # the checkpoints
+	done
+done
 exit $rc
