@@ -42,7 +42,9 @@
  * block-scaled FP8 GEMM where cg_fp8_gemm_form finds the shape (the forward and the
  * input gradient of a linear layer: K in 128-blocks, bf16 or f32 out; its weight gradient,
  * tokens in 128-blocks, f32 out), with kernels ahead that relay the operands and the
- * scales as that GEMM wants them; elsewhere (the grouped products, other shapes) its
+ * scales as that GEMM wants them; the grouped forward (and input gradient) of expert
+ * layers widens its E4M3 operands to bf16 for the target's grouped product that applies
+ * the scales every 128 of K; elsewhere (the grouped weight gradient, other shapes) the
  * operands are dequantised into f32 as above.
  * Other targets refuse FP8 ops.  Simplifications, on purpose: INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
@@ -1277,10 +1279,21 @@ static int tile_is(const struct ir_attr *t, int64_t r, int64_t c)
 
 enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *op)
 {
-	if (!p->target->fp8_storage || op->kind != IR_OP_SCALED_MATMUL)
+	if (!p->target->fp8_storage)
 		return CG_FP8_DEQUANT;
 	const struct ir_value *a = op->in[0], *b = op->in[1], *y = op->out[0];
 	const struct ir_attr *at = ir_op_attr(op, "a_tile"), *bt = ir_op_attr(op, "b_tile");
+	if (op->kind == IR_OP_SCALED_GROUPED_MATMUL) {
+		enum kir_type yt = p->buf_type[y->id];
+		int64_t K = a->shape.dim[1], N = y->shape.dim[1], E = b->shape.dim[0];
+		if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || !tile_is(at, 1, 128) ||
+		    !tile_is(bt, 128, 128) || K % 8 || N % 8 || E > 2047 || a->shape.dim[0] > INT32_MAX ||
+		    K > INT32_MAX || N > INT32_MAX || (yt != KIR_F32 && yt != KIR_BF16))
+			return CG_FP8_DEQUANT;
+		return CG_FP8_GROUPED;
+	}
+	if (op->kind != IR_OP_SCALED_MATMUL)
+		return CG_FP8_DEQUANT;
 	if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || b->shape.rank != 2 ||
 	    a->shape.rank < 2 || p->view_of[a->id] >= 0 || p->view_of[b->id] >= 0)
 		return CG_FP8_DEQUANT;
@@ -1345,6 +1358,18 @@ static void emit_scaled(struct cg_plan *p, const struct ir_op *op, const char *p
 		emit_relayout(p, op, a->id, M, K, 1, d[0], K, M, "xt", prefix);
 		d[1] = scratch(p, KIR_F8E4M3, N * M);
 		emit_relayout(p, op, b->id, M, N, 1, d[1], N, M, "dyt", prefix);
+		add_lib_step_scratch(p, op, kind, 2, d);
+		return;
+	}
+	if (form == CG_FP8_GROUPED) { /* xs [R, K] and w [E, K, N] (or [E, N, K]) in bf16 */
+		const struct ir_value *a = op->in[0], *b = op->in[1];
+		const struct ir_shape *ws = &b->shape;
+		int64_t R = a->shape.dim[0], K = a->shape.dim[1];
+		d[0] = scratch(p, KIR_BF16, R * K);
+		emit_relayout(p, op, a->id, R, K, 0, d[0], R, K, "x16", prefix);
+		d[1] = scratch(p, KIR_BF16, ir_shape_numel(ws));
+		emit_relayout(p, op, b->id, ws->dim[0] * ws->dim[1], ws->dim[2], 0, d[1],
+			      ws->dim[0] * ws->dim[1], ws->dim[2], "w16", prefix);
 		add_lib_step_scratch(p, op, kind, 2, d);
 		return;
 	}

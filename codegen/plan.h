@@ -53,6 +53,10 @@ enum cg_fp8_form {
 			 * M, f32 out: the FP8 GEMM with 1x128 scales on both operands,
 			 * after x and dy are transposed to [K,M] and [N,M] (their scales,
 			 * [M/128][K] and [M/128][N], are as that GEMM reads them) */
+	CG_FP8_GROUPED, /* SCALED_GROUPED_MATMUL, 1x128 tiles of x and 128x128 blocks of
+			 * each expert's w, K and N multiples of 8, at most 2047 experts, y
+			 * f32 or bf16: x and w widened to bf16 into scratch (exact), then the
+			 * target's grouped product that applies the scales every 128 of K */
 };
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are

@@ -371,9 +371,17 @@ static int lib_dtype(enum kir_type t, enum cg_cuda_dtype *d)
 /* A grouped step's x, w (dy for the weight gradient), offsets and output: the op's own,
  * or for a scaled one its operands dequantised into f32 scratch and its f32 result
  * (the output itself, or the scratch that a kernel after the step rounds into it). */
-static void grouped_bufs(const struct cg_step *st, int b[4])
+static void grouped_bufs(const struct cg_plan *p, const struct cg_step *st, int b[4])
 {
 	const struct ir_op *op = st->op;
+	if (cg_fp8_gemm_form(p, op) == CG_FP8_GROUPED) { /* bf16 copies, the output itself */
+		int sc = op->n_in + op->n_out;
+		b[0] = st->bufs[sc];
+		b[1] = st->bufs[sc + 1];
+		b[2] = st->bufs[2];
+		b[3] = st->bufs[op->n_in];
+		return;
+	}
 	if (op->kind == IR_OP_SCALED_GROUPED_MATMUL ||
 	    op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD) {
 		int sc = op->n_in + op->n_out;
@@ -416,17 +424,19 @@ static int plan_lib(const struct cg_plan *p, const struct cg_step *st, struct cg
 	} else {
 		const struct ir_value *xs = op->in[0];
 		int gb[4];
-		grouped_bufs(st, gb);
+		grouped_bufs(p, st, gb);
 		t = p->buf_type[gb[0]];
+		int fp8 = cg_fp8_gemm_form(p, op) == CG_FP8_GROUPED;
 		*gr = (struct cg_cuda_grouped){
 			.R = xs->shape.dim[0], .K = xs->shape.dim[1],
 			.N = st->kind == CG_STEP_GROUPED ? op->out[0]->shape.dim[1] : op->in[1]->shape.dim[1],
 			.E = st->kind == CG_STEP_GROUPED ? op->in[1]->shape.dim[0] : op->out[0]->shape.dim[0],
 			.trans_b = (int)ir_op_int(op, "trans_b", 0),
 			.offsets_i64 = p->buf_type[gb[2]] == KIR_I64,
+			.fp8 = fp8, .y_f32 = p->buf_type[gb[3]] == KIR_F32,
 		};
 		bad |= lib_dtype(t, &gr->dtype) || p->buf_type[gb[1]] != t ||
-		       p->buf_type[gb[3]] != t;
+		       (!fp8 && p->buf_type[gb[3]] != t) || (fp8 && !cg_cuda_grouped_fp8_ok(gr));
 	}
 	if (bad) {
 		op_error(op, err);
@@ -452,8 +462,12 @@ static int run_lib(struct cg_exec *e, int s, const struct cg_step *st)
 	case CG_STEP_GROUPED:
 	case CG_STEP_WGRAD: {
 		int gb[4];
-		grouped_bufs(st, gb);
+		grouped_bufs(&e->plan, st, gb);
 		rt_dptr x = e->ptr[gb[0]], w = e->ptr[gb[1]], o = e->ptr[gb[2]], y = e->ptr[gb[3]];
+		const struct cg_cuda_grouped *g = &e->grouped[s];
+		if (g->fp8)
+			return cg_cuda_grouped_fp8(e->lib, g, x, w, o, e->ptr[st->bufs[3]],
+						   e->ptr[st->bufs[4]], y, g->y_f32, c);
 		return st->kind == CG_STEP_GROUPED ? cg_cuda_grouped(e->lib, &e->grouped[s], x, w, o, y, c)
 						   : cg_cuda_wgrad(e->lib, &e->grouped[s], x, w, o, y, c);
 	}

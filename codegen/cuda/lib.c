@@ -51,7 +51,7 @@ struct cg_cuda_lib {
 	struct rt_kernel *delta[N_TYPES], *grouped[N_TYPES], *wgrad[N_TYPES];
 	/* bf16 on tensor cores */
 	struct rt_kernel *fwd_mma[N_MMA_HEADS], *dq_mma[N_MMA_HEADS], *dkv_mma[N_MMA_HEADS];
-	struct rt_kernel *grouped_mma, *wgrad_mma;
+	struct rt_kernel *grouped_mma, *wgrad_mma, *grouped_fp8;
 	int bwd_mma; /* $SLUICE_CUDA_ATTN_BWD_MMA=1: the tensor-core attention backward */
 };
 
@@ -108,6 +108,7 @@ struct cg_cuda_lib *cg_cuda_lib_load(struct rt_gpu *g)
 		l->dkv_mma[i] = kernel(l, &bad, "sl_attn_dkv_mma_bf16_d%d_%d", dk, dv);
 	}
 	l->grouped_mma = kernel(l, &bad, "sl_grouped_mma_bf16");
+	l->grouped_fp8 = kernel(l, &bad, "sl_grouped_mma_fp8");
 	l->wgrad_mma = kernel(l, &bad, "sl_wgrad_mma_bf16");
 	if (bad) {
 		cg_cuda_lib_free(l);
@@ -288,6 +289,33 @@ int cg_cuda_grouped(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_d
 	unsigned smem = (unsigned)(sizeof(int) * (size_t)(E + 1));
 	return rt_kernel_launch(l->g, mma ? l->grouped_mma : l->grouped[a->dtype], grid, block,
 				smem, s, args);
+}
+
+int cg_cuda_grouped_fp8_ok(const struct cg_cuda_grouped *a)
+{
+	return !grouped_check(a) && a->dtype == CG_CUDA_BF16 && a->K % 8 == 0 && a->N % 8 == 0 &&
+	       a->E <= G_MMA_EMAX;
+}
+
+int cg_cuda_grouped_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr x,
+			rt_dptr w, rt_dptr offsets, rt_dptr sx, rt_dptr sw, rt_dptr y, int y_f32,
+			enum rt_stream_kind s)
+{
+	if (!cg_cuda_grouped_fp8_ok(a) || !aligned16(x) || !aligned16(w) || !aligned16(y))
+		return fail("FP8 grouped GEMM", "needs bf16 rows of 16 bytes and at most 2047 "
+			    "experts");
+	if (!a->R || !a->N)
+		return 0;
+	int R = (int)a->R, K = (int)a->K, N = (int)a->N, E = (int)a->E;
+	int i64 = a->offsets_i64 != 0, tb = a->trans_b != 0, f32 = y_f32 != 0;
+	void *args[] = { &x, &w, &offsets, &i64, &sx, &sw, &y, &f32, &R, &K, &N, &E, &tb };
+	unsigned grid[3] = { (unsigned)((R + G_MT - 1) / G_MT), (unsigned)((N + G_MT - 1) / G_MT),
+			     1 };
+	unsigned block[3] = { G_THREADS, 1, 1 };
+	if (grid[1] > 65535)
+		return fail("FP8 grouped GEMM", "N too large (over 65535 column tiles)");
+	unsigned smem = (unsigned)(sizeof(int) * (size_t)(E + 1));
+	return rt_kernel_launch(l->g, l->grouped_fp8, grid, block, smem, s, args);
 }
 
 int cg_cuda_wgrad(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr xs,

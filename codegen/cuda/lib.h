@@ -73,11 +73,20 @@ struct cg_cuda_grouped {
 	int trans_b;
 	int offsets_i64;          /* offsets are int64_t, else int32_t */
 	enum cg_cuda_dtype dtype; /* of x (xs), w, y (dy, dw) */
+	int fp8, y_f32;           /* cg_cuda_grouped_fp8's step, and its output's type */
 };
 
 int cg_cuda_grouped(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr x,
 		    rt_dptr w, rt_dptr offsets, rt_dptr y, enum rt_stream_kind s);
 int cg_cuda_wgrad(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr xs,
 		  rt_dptr dy, rt_dptr offsets, rt_dptr dw, enum rt_stream_kind s);
+/* The grouped product of FP8 operands with DeepSeek-V3's scales, on tensor cores: x and
+ * w the E4M3 values widened to bf16, sx per 1x128 tile of x, sw per 128x128 block of
+ * each expert's w (SCALED_GROUPED_MATMUL's layouts), y f32 (y_f32) or bf16; a->dtype
+ * bf16.  Needs what the bf16 tensor-core kernel needs (cg_cuda_grouped_fp8_ok). */
+int cg_cuda_grouped_fp8_ok(const struct cg_cuda_grouped *a);
+int cg_cuda_grouped_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr x,
+			rt_dptr w, rt_dptr offsets, rt_dptr sx, rt_dptr sw, rt_dptr y, int y_f32,
+			enum rt_stream_kind s);
 
 #endif

@@ -745,6 +745,113 @@ __device__ __forceinline__ void grouped_mma(const sl_bf16 *__restrict__ x,
 	mma_store(acc, y, N, r0, n0, R, N);
 }
 
+/* out[row][col] = acc in f32, as mma_store */
+__device__ __forceinline__ void mma_store_f32(const float acc[4][4][4], float *out, long long ld,
+					      int row0, int col0, int rows, int cols)
+{
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int g = lane >> 2, t = lane & 3;
+#pragma unroll
+	for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			int row = row0 + (warp >> 2) * 64 + mi * 16 + g + 8 * h;
+			if (row >= rows)
+				continue;
+#pragma unroll
+			for (int ni = 0; ni < 4; ni++) {
+				int col = col0 + (warp & 3) * 32 + ni * 8 + 2 * t;
+				if (col >= cols)
+					continue;
+				*(float2 *)(out + row * ld + col) =
+					make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+			}
+		}
+}
+
+/* The grouped GEMM of FP8 operands with DeepSeek-V3's scales (SCALED_GROUPED_MATMUL):
+ * x and w hold E4M3 values widened to bf16 (exactly: every E4M3 value is a bf16 one),
+ * sx one scale per 1x128 tile of x ([R][KB], KB = ceil(K/128)), sw one per 128x128
+ * block of each expert's w ([E][KB][NB], or [E][NB][KB] when trans_b; NB = ceil(N/128)).
+ * The products of each 128 of K are summed in f32 on their own, then scaled by the two
+ * tiles' scales and added to the total (DeepSeek-V3's promotion): four chunks of 32.
+ * The tensor cores run bf16 (the products of two E4M3 values are exact in f32), not
+ * Hopper's FP8 instructions: FP8's arithmetic at bf16's speed.  y f32 or bf16. */
+template <bool TB>
+__device__ __forceinline__ void grouped_mma_fp8(const sl_bf16 *__restrict__ x,
+						const sl_bf16 *__restrict__ w,
+						const void *__restrict__ off, int off_i64,
+						const float *__restrict__ sx,
+						const float *__restrict__ sw, void *y, int y_f32,
+						int R, int K, int N, int E,
+						sl_bf16 (*sa)[MTILE], sl_bf16 (*sb)[MTILE])
+{
+	extern __shared__ int so[];
+	int r0 = blockIdx.x * MT, n0 = blockIdx.y * MT, nb = n0 / 128;
+	int KB = (K + 127) / 128, NB = (N + 127) / 128;
+	load_offsets(so, off, off_i64, E, R);
+	__syncthreads();
+	float acc[4][4][4] = {}, part[4][4][4] = {};
+	int nk = (K + MKC - 1) / MKC;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int rbase = r0 + (warp >> 2) * 64 + (lane >> 2);
+	for (int e = 0; e < E; e++) {
+		int lo = max(so[e], r0), hi = min(so[e + 1], r0 + MT);
+		if (lo >= hi || nk == 0)
+			continue;
+		const sl_bf16 *we = w + (long long)e * K * N;
+		stage_k(sa[0], x, K, r0, lo, hi, 0, K);
+		if (TB)
+			stage_k(sb[0], we, K, n0, 0, N, 0, K);
+		else
+			stage_mn(sb[0], we, N, 0, 0, K, n0, N);
+		cp_commit();
+		for (int kt = 0; kt < nk; kt++) {
+			int st = kt & 1;
+			if (kt + 1 < nk) {
+				int k0 = (kt + 1) * MKC;
+				stage_k(sa[st ^ 1], x, K, r0, lo, hi, k0, K);
+				if (TB)
+					stage_k(sb[st ^ 1], we, K, n0, 0, N, k0, K);
+				else
+					stage_mn(sb[st ^ 1], we, N, k0, 0, K, n0, N);
+				cp_commit();
+				cp_wait<1>();
+			} else {
+				cp_wait<0>();
+			}
+			__syncthreads();
+			mma_chunk<true, TB>(part, sa[st], sb[st]);
+			__syncthreads();
+			if ((kt + 1) % (128 / MKC) && kt + 1 < nk)
+				continue;
+			/* a 128-block of K is summed: scale it into the total */
+			int kb = kt / (128 / MKC);
+			float s_w = sw[(long long)e * KB * NB + (TB ? (long long)nb * KB + kb
+								   : (long long)kb * NB + nb)];
+#pragma unroll
+			for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+				for (int h = 0; h < 2; h++) {
+					int row = rbase + mi * 16 + 8 * h;
+					float s = row >= lo && row < hi ? sx[(long long)row * KB + kb] * s_w
+									: 0.0f;
+#pragma unroll
+					for (int ni = 0; ni < 4; ni++) {
+						acc[mi][ni][2 * h] += part[mi][ni][2 * h] * s;
+						acc[mi][ni][2 * h + 1] += part[mi][ni][2 * h + 1] * s;
+						part[mi][ni][2 * h] = 0.0f;
+						part[mi][ni][2 * h + 1] = 0.0f;
+					}
+				}
+		}
+	}
+	if (y_f32)
+		mma_store_f32(acc, (float *)y, N, r0, n0, R, N);
+	else
+		mma_store(acc, (sl_bf16 *)y, N, r0, n0, R, N);
+}
+
 /* the weight gradient on tensor cores: out[i][j] = sum over expert e's rows r of
  * a[r][i] b[r][j], both operands MN-major */
 __device__ __forceinline__ void wgrad_mma(const sl_bf16 *__restrict__ xs,
@@ -1234,6 +1341,18 @@ extern "C" __global__ void __launch_bounds__(256)
 		grouped_mma<true>(x, w, off, off_i64, y, R, K, N, E, sa, sb);
 	else
 		grouped_mma<false>(x, w, off, off_i64, y, R, K, N, E, sa, sb);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+	sl_grouped_mma_fp8(const sl_bf16 *x, const sl_bf16 *w, const void *off, int off_i64,
+			   const float *sx, const float *sw, void *y, int y_f32, int R, int K,
+			   int N, int E, int trans_b)
+{
+	__shared__ __align__(16) sl_bf16 sa[2][MTILE], sb[2][MTILE];
+	if (trans_b)
+		grouped_mma_fp8<true>(x, w, off, off_i64, sx, sw, y, y_f32, R, K, N, E, sa, sb);
+	else
+		grouped_mma_fp8<false>(x, w, off, off_i64, sx, sw, y, y_f32, R, K, N, E, sa, sb);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

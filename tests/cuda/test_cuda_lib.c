@@ -309,7 +309,7 @@ static void grouped_case(int64_t R, int64_t K, int64_t N, int64_t E, const int64
 			 int tb, int i64, enum cg_cuda_dtype t)
 {
 	size_t mark = rt_gpu_arena_mark(g);
-	struct cg_cuda_grouped a = { R, K, N, E, tb, i64, t };
+	struct cg_cuda_grouped a = { R, K, N, E, tb, i64, t, 0, 0 };
 	char what[200];
 	int n = snprintf(what, sizeof what, "grouped %s R=%lld K=%lld N=%lld E=%lld%s %s offsets",
 			 dt_name(t), (long long)R, (long long)K, (long long)N, (long long)E,
@@ -407,7 +407,7 @@ static void timings(enum cg_cuda_dtype t)
 		rt_gpu_arena_reset(g, mark);
 	}
 	{
-		struct cg_cuda_grouped a = { 16384, 2048, 1408, 8, 0, 0, t };
+		struct cg_cuda_grouped a = { 16384, 2048, 1408, 8, 0, 0, t, 0, 0 };
 		int64_t off[9];
 		for (int e = 0; e <= 8; e++) /* unequal counts: 1/2 to 3/2 of the mean */
 			off[e] = e == 8 ? a.R : e * a.R / 8 + (e % 2 ? 512 : 0);

@@ -27,7 +27,8 @@
  * saturating, subnormals kept; the GPU's is the hardware's cvt.rn.satfinite), the
  * scaled products that the backend dequantises (K not in 128-blocks) under 1e-5, and
  * those that run as cuBLASLt's block-scaled FP8 GEMM (cg_fp8_gemm_form: the forward and
- * input gradient, bf16 or f32 out, and the weight gradient, f32 out) under 1e-3:
+ * input gradient, bf16 or f32 out, and the weight gradient, f32 out) under 1e-3
+ * (the grouped forward on bf16 tensor cores, f32 sums of exact products, keeps 1e-5):
  * the products of two E4M3 values are exact, but the tensor cores add them within each
  * 128-block of K keeping about 14 bits (DeepSeek-V3 measured this on Hopper, hence
  * the promotion to f32 every 128), a relative 1e-4 a block, and a bf16 output is
@@ -340,6 +341,29 @@ static void fp8_ops(void)
 	OUT(gy);
 	OUT(gw);
 	run("scaled grouped products");
+	/* and the grouped forward the tensor cores run (K, N multiples of 8: the operands
+	 * widened to bf16, the scales applied every 128 of K), w stored [E, K, N] and
+	 * [E, N, K], f32 and bf16 out: K = 320 (a ragged last block), 300 rows over 4
+	 * experts */
+	for (int c = 0; c < 4; c++) {
+		int tb = c % 2;
+		begin();
+		struct ir_value *fx = fin(S(300, 320));
+		struct ir_value *fw = fin(tb ? S(4, 192, 320) : S(4, 320, 192));
+		struct ir_value *foff = in(IR_I32, S(5), G_OFF, 300);
+		struct ir_op *fqx = quant(fx, 1, 128, IR_F8E4M3), *fqw = quant(fw, 128, 128, IR_F8E4M3);
+		struct ir_value *fin5[5] = { fqx->out[0], fqw->out[0], foff, fqx->out[1], fqw->out[1] };
+		struct ir_value *fy = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL, 5, fin5,
+					     c < 2 ? IR_F32 : IR_BF16, S(300, 192));
+		ir_op_set_int(G, fy->def, "trans_b", tb);
+		ir_op_set_ints(G, fy->def, "a_tile", 2, (int64_t[]){ 1, 128 });
+		ir_op_set_ints(G, fy->def, "b_tile", 2, (int64_t[]){ 128, 128 });
+		OUT(fy);
+		char label[64];
+		snprintf(label, sizeof label, "scaled grouped (tensor cores, %s)%s",
+			 c < 2 ? "f32" : "bf16", tb ? ", w^T" : "");
+		run(label);
+	}
 }
 
 int main(void)
