@@ -48,9 +48,12 @@
  * exchanges, stay in the activations' dtype.
  *
  * Not done here, on purpose or not yet: a forward value that other backward ops read
- * too is still saved in its dtype besides its FP8 copy; the AdamW
- * moments are the engine's, in f32 (the recipe keeps them in BF16); master weights
- * and gradients stay f32, as the recipe wants.
+ * too is still saved in its dtype besides its FP8 copy; the AdamW moments are the
+ * engine's (bf16 at precision fp8, as the recipe keeps them); master weights and
+ * gradients stay f32, as the recipe wants.  The activations between the products stay
+ * in the graph's dtype (f32): the bf16 pass does not run at precision fp8, since it
+ * would put a cast between each product and its PARAM, by which this pass finds the
+ * linear layers; the recipe has them in bf16.
  */
 #include "passes.h"
 
