@@ -11,7 +11,7 @@
 # Logs and metrics go to LOGDIR; a markdown table is printed last.
 # The text: DATA (a shard made by 'sluice data'), else the default data where Debian's
 # fortunes are installed, else a shard made here from the repository's own text.
-# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS, SEEDS, DATA.
+# env: SLUICE (default build-gpu/sluice), STEPS, GAP_STEPS, SEEDS, DATA, MODELS_1B.
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
 	echo "usage: tools/bench/gpu_fp8.sh LOGDIR" >&2
@@ -35,9 +35,11 @@ elif [ ! -d /usr/share/games/fortunes ]; then
 	data=(--data "$tmp/text.bin")
 fi
 # model|settings: tiny_moe at a GPU-sized batch; gpt2_124m, whose linear layers (width
-# 768 and 2048, K in 128-blocks) run as cuBLASLt's block-scaled FP8 GEMM in fp8
+# 768 and 2048, K in 128-blocks) run as cuBLASLt's block-scaled FP8 GEMM in fp8; the
+# 1B MoE (models/moe_1b.sl) at its own batch, 8 x 1024 (MODELS_1B=0 leaves it out)
 CASES=("models/tiny_moe.sl|--set batch=32 --set seq=256"
 	"models/gpt2_124m.sl|--set batch=16 --set seq=512")
+[ "${MODELS_1B:-1}" = 0 ] || CASES+=("models/moe_1b.sl|--set batch=8 --set seq=1024")
 for c in "${CASES[@]}"; do
 	model=${c%%|*} set=${c#*|} name=$(basename "${c%%|*}" .sl)
 	for prec in bf16 fp8; do
