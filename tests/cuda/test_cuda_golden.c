@@ -9,6 +9,10 @@
  *              blocks; a block of threads per tile), W and the scales relaid for
  *              cuBLASLt's block-scaled GEMM
  *   stage      by hand: a row staged in a shared array, a barrier, a block sum
+ * And how the GPU target runs the scaled products of tiny_moe's fp8 step
+ * (cg_fp8_gemm_form): some of each of the linear layers' three FP8 GEMMs, the grouped
+ * forward on tensor cores, and the rest (K of 64, the grouped weight gradient)
+ * dequantised, each step with the scratch buffers its form needs.
  * A change in what the compiler emits shows here in review.  When it is meant, rewrite
  * the files with SLUICE_REGEN_GOLDEN=1 (from the source root:
  * SLUICE_REGEN_GOLDEN=1 build/tests/cuda/test_cuda_golden) and review the diff;
@@ -18,7 +22,9 @@
 
 #include "check.h"
 #include "codegen/cuda/cuda_impl.h"
+#include "frontend/frontend.h"
 #include "ir/golden.h"
+#include "passes/passes.h"
 
 #define SHAPE(...) ir_shape_make((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), \
 				 (int64_t[]){ __VA_ARGS__ })
@@ -169,8 +175,44 @@ static void golden(const char *name, const char *text)
 	CHECKF(golden_compare(path, text), "%s: the CUDA C differs from %s", name, path);
 }
 
+static void fp8_forms(void)
+{
+	struct sl_override over = { "precision", "fp8" };
+	struct ir_graph *g = sl_compile_file("models/tiny_moe.sl", 1, &over, stderr);
+	REQUIRE(g);
+	REQUIRE(pass_pipeline_run(g, "fp8", stderr) == 0);
+	struct cg_plan p;
+	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
+	int n[CG_FP8_GROUPED + 1] = { 0 }, wgrad_grouped = 0, bad = 0;
+	for (int i = 0; i < p.n_steps; i++) {
+		const struct cg_step *st = &p.steps[i];
+		const struct ir_op *op = st->op;
+		if (st->kind == CG_STEP_KERNEL || (op->kind != IR_OP_SCALED_MATMUL &&
+						    op->kind != IR_OP_SCALED_GROUPED_MATMUL &&
+						    op->kind != IR_OP_SCALED_GROUPED_MATMUL_WGRAD))
+			continue;
+		enum cg_fp8_form f = cg_fp8_gemm_form(&p, op);
+		n[f]++;
+		wgrad_grouped += op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD && f == CG_FP8_DEQUANT;
+		/* the scratch buffers of each form (lower.c's emit_scaled) */
+		int want = f == CG_FP8_FWD ? 3 : f == CG_FP8_DGRAD || f == CG_FP8_WGRAD ||
+			   f == CG_FP8_GROUPED ? 2 : p.buf_type[op->out[0]->id] == KIR_F32 ? 2 : 3;
+		bad += st->n_bufs != op->n_in + op->n_out + want;
+	}
+	printf("tiny_moe fp8 on the GPU target: %d forward, %d input-gradient, %d weight-gradient "
+	       "FP8 GEMMs, %d grouped on tensor cores, %d dequantised (%d of them grouped weight "
+	       "gradients)\n", n[CG_FP8_FWD], n[CG_FP8_DGRAD], n[CG_FP8_WGRAD], n[CG_FP8_GROUPED],
+	       n[CG_FP8_DEQUANT], wgrad_grouped);
+	CHECK(n[CG_FP8_FWD] > 0 && n[CG_FP8_DGRAD] > 0 && n[CG_FP8_WGRAD] > 0);
+	CHECK(n[CG_FP8_GROUPED] > 0 && wgrad_grouped > 0);
+	CHECKF(bad == 0, "%d scaled steps with other scratch buffers than their form's", bad);
+	cg_plan_free(&p);
+	ir_graph_free(g);
+}
+
 int main(void)
 {
+	fp8_forms();
 	struct { const char *name; struct ir_graph *(*make)(void); int ks, blocks; } cases[] = {
 		{ "silu_mul", silu_mul, 1, 1 },
 		{ "rmsnorm", rmsnorm, 2, 2 },
