@@ -47,7 +47,6 @@ static void run(const char *label);
 
 static struct rt_gpu *gpu;
 static int n_refused, n_compared, n_backward, n_exact;
-static int exact; /* float outputs must be bit-identical to the reference's */
 static double bound; /* when set, the bound for this case's float outputs */
 static double worst_f32, worst_16;
 static char worst_f32_at[96], worst_16_at[96];
@@ -222,80 +221,10 @@ static void run(const char *label)
 	ir_graph_free(G);
 }
 
-/* QUANT_FP8 of x in tr x tc tiles to format t: its outputs, made graph outputs */
-static struct ir_op *quant(struct ir_value *x, int64_t tr, int64_t tc, enum ir_dtype t)
-{
-	struct ir_op *q = ir_op_new(G, IR_OP_QUANT_FP8, 1, &x, 2);
-	ir_op_set_int(G, q, "tile_r", tr);
-	ir_op_set_int(G, q, "tile_c", tc);
-	q->out[0]->dtype = t;
-	q->out[0]->shape = x->shape;
-	struct ir_shape s = x->shape;
-	s.dim[s.rank - 2] = (s.dim[s.rank - 2] + tr - 1) / tr;
-	s.dim[s.rank - 1] = (s.dim[s.rank - 1] + tc - 1) / tc;
-	q->out[1]->shape = s;
-	return q;
-}
-
-/* a scaled product of a [.., M, K] (1x128 tiles) and b (128x128 blocks), [K, N] or
- * with tb [N, K], into dtype t */
-static struct ir_value *scaled(struct ir_value *a, struct ir_value *b, int tb, enum ir_dtype t,
-			       struct ir_shape ys)
-{
-	struct ir_op *qa = quant(a, 1, 128, IR_F8E4M3), *qb = quant(b, 128, 128, IR_F8E4M3);
-	struct ir_value *ins[4] = { qa->out[0], qb->out[0], qa->out[1], qb->out[1] };
-	struct ir_value *y = ir_op1(G, IR_OP_SCALED_MATMUL, 4, ins, t, ys);
-	ir_op_set_int(G, y->def, "trans_b", tb);
-	ir_op_set_ints(G, y->def, "a_tile", 2, (int64_t[]){ 1, 128 });
-	ir_op_set_ints(G, y->def, "b_tile", 2, (int64_t[]){ 128, 128 });
-	return y;
-}
-
+/* fp8_op_cases() (op_cases.inc), then the products the GPU runs its own ways */
 static void fp8_ops(void)
 {
-	/* quantisation, bit for bit: 1x128 activation tiles (ragged: 300 = 2 x 128 + 44)
-	 * over a batch dim, 128x128 weight blocks (ragged both ways), e5m2, 128x1; the
-	 * inputs span many binades, so subnormal, normal and saturating codes all occur */
-	static const struct { int64_t r, c; enum ir_dtype t; } qs[] = {
-		{ 1, 128, IR_F8E4M3 }, { 128, 128, IR_F8E4M3 }, { 1, 128, IR_F8E5M2 },
-		{ 128, 1, IR_F8E4M3 },
-	};
-	for (int i = 0; i < 4; i++) {
-		begin();
-		struct ir_value *x = in(IR_F32, i == 0 ? S(3, 40, 300) : S(200, 260), G_WIDE, 0);
-		struct ir_op *q = quant(x, qs[i].r, qs[i].c, qs[i].t);
-		ir_graph_add_output(G, "q", q->out[0]);
-		ir_graph_add_output(G, "scale", q->out[1]);
-		exact = 1;
-		char label[64];
-		snprintf(label, sizeof label, "quant_fp8 %lldx%lld %s", (long long)qs[i].r,
-			 (long long)qs[i].c, ir_dtype_name(qs[i].t));
-		run(label);
-		exact = 0;
-	}
-	/* dequant, and the casts to f8 */
-	begin();
-	struct ir_value *x = fin(S(40, 300));
-	struct ir_op *q = quant(x, 1, 128, IR_F8E4M3);
-	struct ir_value *dq = op2(IR_OP_DEQUANT_FP8, q->out[0], q->out[1], IR_F32, x->shape);
-	struct ir_value *x8 = in(IR_F32, S(16, 64), G_WIDE, 0);
-	struct ir_value *c8 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E5M2, x8->shape);
-	struct ir_value *c4 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E4M3, x8->shape);
-	OUT(dq);
-	OUT(c8);
-	OUT(c4);
-	exact = 1;
-	run("dequant_fp8, cast to f8");
-	exact = 0;
-
-	/* scaled products the backend dequantises: K = 300, f32 out */
-	for (int tb = 0; tb < 2; tb++) {
-		begin();
-		struct ir_value *a = fin(S(2, 40, 300)), *b = fin(tb ? S(72, 300) : S(300, 72));
-		struct ir_value *y = scaled(a, b, tb, IR_F32, S(2, 40, 72));
-		OUT(y);
-		run(tb ? "scaled_matmul (dequantised), b^T" : "scaled_matmul (dequantised)");
-	}
+	fp8_op_cases();
 	/* and those cuBLASLt's block-scaled FP8 GEMM runs: the forward x W (W transposed
 	 * for it) and the input gradient dy W^T, bf16 out, K = 384 (3 blocks: the scale
 	 * rows padded to 4), N = 320 (a ragged last block of W); the weight gradient
@@ -323,24 +252,6 @@ static void fp8_ops(void)
 	OUT(dw);
 	run("scaled_matmul (fp8 GEMM), weight gradient");
 	bound = 0;
-	/* the grouped products, dequantised */
-	begin();
-	struct ir_value *xs = fin(S(50, 130)), *w = fin(S(4, 130, 24)), *dy = fin(S(50, 24));
-	struct ir_value *off = in(IR_I32, S(5), G_OFF, 50);
-	struct ir_op *qx = quant(xs, 1, 128, IR_F8E4M3), *qw = quant(w, 128, 128, IR_F8E4M3);
-	struct ir_value *gin[5] = { qx->out[0], qw->out[0], off, qx->out[1], qw->out[1] };
-	struct ir_value *gy = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL, 5, gin, IR_F32, S(50, 24));
-	ir_op_set_ints(G, gy->def, "a_tile", 2, (int64_t[]){ 1, 128 });
-	ir_op_set_ints(G, gy->def, "b_tile", 2, (int64_t[]){ 128, 128 });
-	struct ir_op *qxt = quant(xs, 128, 1, IR_F8E4M3), *qd = quant(dy, 128, 1, IR_F8E4M3);
-	struct ir_value *win[5] = { qxt->out[0], qd->out[0], off, qxt->out[1], qd->out[1] };
-	struct ir_value *gw = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL_WGRAD, 5, win, IR_F32,
-				     S(4, 130, 24));
-	ir_op_set_ints(G, gw->def, "a_tile", 2, (int64_t[]){ 128, 1 });
-	ir_op_set_ints(G, gw->def, "b_tile", 2, (int64_t[]){ 128, 1 });
-	OUT(gy);
-	OUT(gw);
-	run("scaled grouped products");
 	/* and the grouped forward the tensor cores run (K, N multiples of 8: the operands
 	 * widened to bf16, the scales applied every 128 of K), w stored [E, K, N] and
 	 * [E, N, K], f32 and bf16 out: K = 320 (a ragged last block), 300 rows over 4

@@ -25,7 +25,6 @@ static void run(const char *label);
 
 #include "op_cases.inc"
 
-static int exact; /* float outputs must be bit-identical to the reference's */
 
 /* Run G on both backends and compare every graph output. */
 static void run(const char *label)
@@ -217,105 +216,13 @@ static void ep_regroup_round_trip(void)
 	}
 }
 
-/* QUANT_FP8 of x in tr x tc tiles to format t: its outputs, made graph outputs */
-static struct ir_op *quant(struct ir_value *x, int64_t tr, int64_t tc, enum ir_dtype t)
-{
-	struct ir_op *q = ir_op_new(G, IR_OP_QUANT_FP8, 1, &x, 2);
-	ir_op_set_int(G, q, "tile_r", tr);
-	ir_op_set_int(G, q, "tile_c", tc);
-	q->out[0]->dtype = t;
-	q->out[0]->shape = x->shape;
-	struct ir_shape s = x->shape;
-	s.dim[s.rank - 2] = (s.dim[s.rank - 2] + tr - 1) / tr;
-	s.dim[s.rank - 1] = (s.dim[s.rank - 1] + tc - 1) / tc;
-	q->out[1]->shape = s;
-	return q;
-}
-
-/* input data over many binades (so that subnormal, normal and saturating codes all
- * occur after scaling), bound alike on both executors: the quantisation's inputs must be
- * the same f32 values for its outputs to be compared bit for bit */
-static struct ir_value *wide(struct ir_shape s)
-{
-	return in(IR_F32, s, G_WIDE, 0);
-}
-
-static void fp8_ops(void)
-{
-	/* quantisation: bit for bit, 1x128 activation tiles (ragged: 300 = 2 x 128 + 44)
-	 * over a batch dim, 128x128 weight blocks (ragged both ways), e5m2, 128x1 */
-	static const struct { int64_t r, c; enum ir_dtype t; } qs[] = {
-		{ 1, 128, IR_F8E4M3 }, { 128, 128, IR_F8E4M3 }, { 1, 128, IR_F8E5M2 },
-		{ 128, 1, IR_F8E4M3 },
-	};
-	for (int i = 0; i < 4; i++) {
-		begin();
-		struct ir_value *x = wide(i == 0 ? S(3, 40, 300) : S(200, 260));
-		struct ir_op *q = quant(x, qs[i].r, qs[i].c, qs[i].t);
-		ir_graph_add_output(G, "q", q->out[0]);
-		ir_graph_add_output(G, "scale", q->out[1]);
-		exact = 1;
-		char label[64];
-		snprintf(label, sizeof label, "quant_fp8 %lldx%lld %s", (long long)qs[i].r,
-			 (long long)qs[i].c, ir_dtype_name(qs[i].t));
-		run(label);
-		exact = 0;
-	}
-	/* dequant, and the casts to f8 (rounded alike) */
-	begin();
-	struct ir_value *x = fin(S(40, 300));
-	struct ir_op *q = quant(x, 1, 128, IR_F8E4M3);
-	struct ir_value *dq = op2(IR_OP_DEQUANT_FP8, q->out[0], q->out[1], IR_F32, x->shape);
-	struct ir_value *x8 = wide(S(16, 64));
-	struct ir_value *c8 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E5M2, x8->shape);
-	struct ir_value *c4 = ir_op1(G, IR_OP_CAST, 1, &x8, IR_F8E4M3, x8->shape);
-	OUT(dq);
-	OUT(c8);
-	OUT(c4);
-	exact = 1;
-	run("dequant_fp8, cast to f8");
-	exact = 0;
-
-	/* scaled products: forward (a [2, 40, 300] per 1x128, b [300, 72] per 128x128,
-	 * b stored transposed too), the grouped forward and weight gradient */
-	for (int tb = 0; tb < 2; tb++) {
-		begin();
-		struct ir_value *a = fin(S(2, 40, 300)), *b = fin(tb ? S(72, 300) : S(300, 72));
-		struct ir_op *qa = quant(a, 1, 128, IR_F8E4M3), *qb = quant(b, 128, 128, IR_F8E4M3);
-		struct ir_value *ins[4] = { qa->out[0], qb->out[0], qa->out[1], qb->out[1] };
-		struct ir_value *y = ir_op1(G, IR_OP_SCALED_MATMUL, 4, ins, IR_F32, S(2, 40, 72));
-		ir_op_set_int(G, y->def, "trans_b", tb);
-		ir_op_set_ints(G, y->def, "a_tile", 2, (int64_t[]){ 1, 128 });
-		ir_op_set_ints(G, y->def, "b_tile", 2, (int64_t[]){ 128, 128 });
-		OUT(y);
-		run(tb ? "scaled_matmul, b transposed" : "scaled_matmul");
-	}
-	begin();
-	struct ir_value *xs = fin(S(50, 130)), *w = fin(S(4, 130, 24)), *dy = fin(S(50, 24));
-	struct ir_value *off = in(IR_I32, S(5), G_OFF, 50);
-	struct ir_op *qx = quant(xs, 1, 128, IR_F8E4M3), *qw = quant(w, 128, 128, IR_F8E4M3);
-	struct ir_value *gin[5] = { qx->out[0], qw->out[0], off, qx->out[1], qw->out[1] };
-	struct ir_value *gy = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL, 5, gin, IR_F32, S(50, 24));
-	ir_op_set_ints(G, gy->def, "a_tile", 2, (int64_t[]){ 1, 128 });
-	ir_op_set_ints(G, gy->def, "b_tile", 2, (int64_t[]){ 128, 128 });
-	struct ir_op *qxt = quant(xs, 128, 1, IR_F8E4M3), *qd = quant(dy, 128, 1, IR_F8E4M3);
-	struct ir_value *win[5] = { qxt->out[0], qd->out[0], off, qxt->out[1], qd->out[1] };
-	struct ir_value *gw = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL_WGRAD, 5, win, IR_F32,
-				     S(4, 130, 24));
-	ir_op_set_ints(G, gw->def, "a_tile", 2, (int64_t[]){ 128, 1 });
-	ir_op_set_ints(G, gw->def, "b_tile", 2, (int64_t[]){ 128, 1 });
-	OUT(gy);
-	OUT(gw);
-	run("scaled grouped products");
-}
-
 int main(void)
 {
 	srand(12345);
 	op_cases_all();
 	attention_determinism();
 	ep_regroup_round_trip();
-	fp8_ops();
+	fp8_op_cases();
 	/* communication ops are refused with a message, not run wrongly */
 	char *msg = NULL;
 	size_t len = 0;
