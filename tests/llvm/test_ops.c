@@ -75,14 +75,7 @@ static void run(const char *label)
 			continue;
 		}
 		if (exact) {
-			int64_t diff = 0, first = -1;
-			for (int64_t i = 0; i < n; i++)
-				if (memcmp((float *)a + i, (float *)b + i, 4) && diff++ == 0)
-					first = i;
-			CHECKF(!diff, "%s: output %s: %lld of %lld entries differ in bits (first %lld: "
-			       "%a, reference %a)", label, G->output_names[o], (long long)diff,
-			       (long long)n, (long long)first, first >= 0 ? ((float *)a)[first] : 0.0,
-			       first >= 0 ? ((float *)b)[first] : 0.0);
+			same_bits(label, G->output_names[o], a, b, n);
 			continue;
 		}
 		double num = 0, den = 0, maxrel = 0;
