@@ -5,8 +5,9 @@
  * the activations between products are bf16, and what decides the stability of
  * training stays f32.
  *
- * Takes: a forward graph (the pass runs before autodiff).  With another precision it
- * does nothing (fp8 is passes/fp8.c's: precision is one choice, one of the two runs).
+ * Takes: a forward graph (the pass runs before autodiff).  Runs at precision bf16 and
+ * at fp8, whose products passes/fp8.c then quantises (from these bf16 activations and
+ * the f32 master weights behind the casts); with another precision it does nothing.
  *
  * The rules, by op kind and graph structure alone (no per-model code):
  *  1. Products: MATMUL, GROUPED_MATMUL and ATTENTION (q, k, v) read bf16 operands; an
@@ -33,11 +34,12 @@
  *     "promote"): neg, scale, add, sub, mul, silu, relu, rope, reshape, transpose,
  *     broadcast, slice, concat, stop_grad, gather_rows, take_along, put_along,
  *     moe_dispatch (its rows) and moe_combine (its rows; the gates are read as they
- *     are) take the widest dtype of their float inputs: bf16 when all are bf16, else
- *     f32, a bf16 input widened by a cast.  The residual stream starts f32 (the
- *     embedding's rows of an f32 table) and so stays f32: every block joins it
- *     through an add.  A MoE layer's expert and shared-expert outputs and their sum
- *     stay bf16 until that add (the combine moves bf16 rows, as V3's does).
+ *     are), and expert_parallel's all_to_allv and ep_regroup (a graph read back) take
+ *     the widest dtype of their float inputs: bf16 when all are bf16, else f32, a bf16
+ *     input widened by a cast. The residual stream starts f32 (the embedding's rows of
+ *     an f32 table) and so stays f32: every block joins it through an add. A MoE
+ *     layer's expert and shared-expert outputs and their sum stay bf16 until that add
+ *     (the combine moves bf16 rows, as V3's does).
  *  5. Routing: a MATMUL whose output reaches a TOPK through ops other than products
  *     (the router) runs wholly in f32, so the scores and the gates are f32 (Megatron's
  *     moe_router_dtype = fp32; the router is E columns wide, its cost negligible).
@@ -61,8 +63,7 @@
  * is; a graph with a backward but without these casts is refused (the precision must
  * be chosen before autodiff).
  *
- * Not built yet: ep > 1 (refused with a message).  expert_parallel shards the expert
- * weights a grouped product reads as PARAMs, and does not know their casts yet.
+ * With ep > 1, expert_parallel shards an expert weight's cast with its PARAM.
  *
  * On the CPU the executors hold bf16 values in f32 (LLVM) or double (reference)
  * buffers, rounded after every op: the bf16 graph trains emulated, with the numbers a
@@ -93,6 +94,7 @@ static enum role role_of(enum ir_opkind k)
 	case IR_OP_TRANSPOSE: case IR_OP_BROADCAST: case IR_OP_SLICE: case IR_OP_CONCAT:
 	case IR_OP_STOP_GRAD: case IR_OP_GATHER_ROWS: case IR_OP_TAKE_ALONG:
 	case IR_OP_PUT_ALONG: case IR_OP_MOE_DISPATCH: case IR_OP_MOE_COMBINE:
+	case IR_OP_ALL_TO_ALLV: case IR_OP_EP_REGROUP: /* expert_parallel's, read back */
 		return ROLE_FOLLOW;
 	case IR_OP_INPUT: case IR_OP_PARAM: case IR_OP_CONST: case IR_OP_CAST:
 		return ROLE_AS_IS;
@@ -409,19 +411,16 @@ static void bf_free(struct bf *b)
 
 int pass_bf16(struct ir_graph *g, FILE *err)
 {
+	/* precision fp8 has the activations between its products in bf16 too (the recipe's:
+	 * passes/fp8.c quantises the bf16 operands and the f32 master weights) */
 	const struct ir_setting *s = ir_graph_setting(g, "precision");
-	if (!s || !s->is_str || strcmp(s->str, "bf16"))
+	if (!s || !s->is_str || (strcmp(s->str, "bf16") && strcmp(s->str, "fp8")))
 		return 0;
-	/* expert_parallel shards an expert weight that a grouped product reads directly; a
-	 * cast of it (rule 1) it does not know yet (it would shard the cast with its PARAM) */
-	if (ir_graph_setting_num(g, "ep", 1) > 1)
-		for (int j = 0; j < g->n_ops; j++)
-			if (g->ops[j]->kind == IR_OP_GROUPED_MATMUL) {
-				fprintf(err, "error: bf16: precision bf16 with ep > 1 is not built yet "
-					     "(expert_parallel does not shard a cast expert weight); "
-					     "--set ep=1 or precision=fp32\n");
-				return 1;
-			}
+	/* a graph read back after the fp8 pass has had its casts: that pass dropped the
+	 * weights' (its products read the f32 PARAMs' FP8 copies) */
+	for (int j = 0; j < g->n_ops; j++)
+		if (g->ops[j]->kind == IR_OP_QUANT_FP8)
+			return 0;
 	struct bf b = { .g = g, .nv = g->n_values };
 	b.ops = rt_malloc(sizeof *b.ops * (size_t)(g->n_ops + 1));
 	const struct ir_op *bwd = NULL;

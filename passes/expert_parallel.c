@@ -15,8 +15,8 @@
  *    matmuls, their weight gradients, the elementwise ops between them, forward and
  *    backward) now works on the C local rows; the expert weights become their local
  *    slice [El, ...] (attr ep_global_rows = E on the PARAM, so the program builder
- *    knows the global tensor and which rows this rank holds), and so do their
- *    gradients.
+ *    knows the global tensor and which rows this rank holds), and so do their casts
+ *    (precision bf16 and fp8 read a bf16 cast of the f32 PARAM) and their gradients.
  *  - Combine: expert rows read by a token-side op (MOE_COMBINE, MOE_COMBINE_BWD_GATE,
  *    MOE_UNDISPATCH) go back through EP_REGROUP (inverse) and ALL_TO_ALLV the other way,
  *    landing where the dispatch took them from; token-order rows read by an expert-side
@@ -43,6 +43,22 @@
 #include <string.h>
 
 #include "runtime/rt.h"
+
+/* an expert weight as a grouped product reads it: its PARAM [E, ...], or a cast of it
+ * (the bf16 pass casts the f32 master weight each step) */
+static struct ir_value *expert_param(struct ir_value *v)
+{
+	const struct ir_op *d = v->def;
+	if (d && d->kind == IR_OP_CAST && d->in[0]->def && d->in[0]->def->kind == IR_OP_PARAM)
+		v = d->in[0];
+	return v;
+}
+
+static int expert_weight(struct ir_value *v)
+{
+	struct ir_value *p = expert_param(v);
+	return p->def && p->def->kind == IR_OP_PARAM && v->shape.rank >= 1;
+}
 
 struct ep_layer {
 	struct ir_value *xs, *off, *loff, *sc, *rc;
@@ -239,14 +255,18 @@ int pass_expert_parallel(struct ir_graph *g, FILE *err)
 				op->in[k] = s.local[v->id];
 			} else if (s.layer_of[v->id] >= 0) {
 				/* local already */
-			} else if (v->def && v->def->kind == IR_OP_PARAM && v->shape.rank >= 1 &&
-				   v->shape.dim[0] == L->experts &&
+			} else if (expert_weight(v) &&
+				   (v->shape.dim[0] == L->experts ||
+				    ir_op_attr(expert_param(v)->def, "ep_global_rows")) &&
 				   (op->kind == IR_OP_GROUPED_MATMUL ||
 				    op->kind == IR_OP_GROUPED_MATMUL_WGRAD)) {
-				if (!ir_op_attr(v->def, "ep_global_rows")) {
-					ir_op_set_int(g, v->def, "ep_global_rows", L->experts);
-					v->shape.dim[0] = L->local;
+				/* the PARAM, or its cast (precision bf16): both become the slice */
+				struct ir_value *p = expert_param(v);
+				if (!ir_op_attr(p->def, "ep_global_rows")) {
+					ir_op_set_int(g, p->def, "ep_global_rows", L->experts);
+					p->shape.dim[0] = L->local;
 				}
+				v->shape.dim[0] = L->local;
 			} else if (v->def && v->def->kind != IR_OP_PARAM &&
 				   v->def->kind != IR_OP_CONST && v->shape.rank >= 1 &&
 				   v->shape.dim[0] == L->rows && ir_dtype_is_float(v->dtype)) {

@@ -47,13 +47,17 @@
  * gradient reads the received FP8 copy too).  The combine, and the backward's
  * exchanges, stay in the activations' dtype.
  *
+ * The bf16 pass ran before (at precision fp8 as at bf16): the activations between the
+ * products are bf16, as the recipe has them, and a product reads its weight through a
+ * bf16 cast of the f32 PARAM.  This pass finds the PARAM behind the cast and quantises
+ * the f32 master weight (one rounding, not f32 -> bf16 -> E4M3); the casts, read by
+ * nothing then, are dropped.  A weight gradient that the bf16 pass had written bf16 and
+ * widened writes f32 at once (widen_wgrad).
+ *
  * Not done here, on purpose or not yet: a forward value that other backward ops read
  * too is still saved in its dtype besides its FP8 copy; the AdamW moments are the
  * engine's (bf16 at precision fp8, as the recipe keeps them); master weights and
- * gradients stay f32, as the recipe wants.  The activations between the products stay
- * in the graph's dtype (f32): the bf16 pass does not run at precision fp8, since it
- * would put a cast between each product and its PARAM, by which this pass finds the
- * linear layers; the recipe has them in bf16.
+ * gradients stay f32, as the recipe wants.
  */
 #include "passes.h"
 
@@ -97,6 +101,18 @@ static struct ir_value *mk(struct fp8_state *s, const struct ir_op *like, enum i
 	v->def->stage = -1;
 	s->order[s->n_order++] = v->def;
 	return v;
+}
+
+/* The trainable f32 PARAM of rank `rank` that a product reads as w: w itself, or the
+ * PARAM behind the bf16 pass's cast (the f32 master weight, which is what gets
+ * quantised: one rounding, not two); else NULL. */
+static struct ir_value *weight_of(const struct ir_value *w, int rank)
+{
+	if (w->def && w->def->kind == IR_OP_CAST && w->dtype == IR_BF16)
+		w = w->def->in[0];
+	const struct ir_op *p = w->def;
+	return p && p->kind == IR_OP_PARAM && w->shape.rank == rank && w->dtype == IR_F32 &&
+	       ir_op_int(p, "trainable", 1) != 0 ? p->out[0] : NULL;
 }
 
 static struct qpair quantise(struct fp8_state *s, const struct ir_op *like,
@@ -220,8 +236,9 @@ static void make_scaled(struct fp8_state *s, struct ir_op *op, enum tiling ta, e
 				      : quantise(s, op, op->in[0], ta);
 	/* the gradient rows that dispatch brings to the down-projection's weight gradient:
 	 * their FP8 copy, as the activations' (DeepSeek-V3 sends them in FP8 alike) */
-	struct qpair qb = tb == T_COL && dispatch_of(op->in[1]) ? quantise_saved(s, op, op->in[1])
-							       : quantise(s, op, op->in[1], tb);
+	struct ir_value *b = op->in[1], *w = weight_of(b, b->shape.rank);
+	struct qpair qb = tb == T_COL && dispatch_of(b) ? quantise_saved(s, op, b)
+			  : quantise(s, op, tb == T_BLOCK && w ? w : b, tb);
 	int grouped = op->kind != IR_OP_MATMUL;
 	int n = grouped ? 5 : 4;
 	struct ir_value **in = ir_alloc(s->g->arena, sizeof *in * (size_t)n);
@@ -244,6 +261,40 @@ static void make_scaled(struct fp8_state *s, struct ir_op *op, enum tiling ta, e
 	}
 	ir_op_set_ints(s->g, op, "a_tile", 2, t[0]);
 	ir_op_set_ints(s->g, op, "b_tile", 2, t[1]);
+}
+
+/* A weight gradient product that writes bf16 (the bf16 pass's rule, before this pass)
+ * read only by its widening cast to f32: it writes f32 at once instead (its scaled form
+ * accumulates in f32, the recipe's weight gradients are f32), and the cast's readers
+ * read it (drop_dead drops the cast). */
+static void widen_wgrad(struct fp8_state *s, struct ir_op *op)
+{
+	struct ir_value *y = op->out[0];
+	struct ir_op *cast = NULL;
+	if (y->dtype != IR_BF16)
+		return;
+	for (int o = 0; o < s->g->n_outputs; o++)
+		if (s->g->outputs[o] == y)
+			return;
+	for (int i = 0; i < s->n_order; i++)
+		for (int j = 0; j < s->order[i]->n_in; j++)
+			if (s->order[i]->in[j] == y) {
+				if (cast || s->order[i]->kind != IR_OP_CAST ||
+				    s->order[i]->out[0]->dtype != IR_F32)
+					return;
+				cast = s->order[i];
+			}
+	if (!cast)
+		return;
+	y->dtype = IR_F32;
+	struct ir_value *c = cast->out[0];
+	for (int i = 0; i < s->n_order; i++)
+		for (int j = 0; j < s->order[i]->n_in; j++)
+			if (s->order[i]->in[j] == c)
+				s->order[i]->in[j] = y;
+	for (int o = 0; o < s->g->n_outputs; o++)
+		if (s->g->outputs[o] == c)
+			s->g->outputs[o] = y;
 }
 
 /* uses: per value id, the ops that read it (a CSR list) */
@@ -297,12 +348,6 @@ static int reaches_head_or_router(const struct ir_graph *g, const struct uses *u
 	return 0;
 }
 
-static int is_weight(const struct ir_value *w, int rank)
-{
-	return w->def && w->def->kind == IR_OP_PARAM && w->shape.rank == rank &&
-	       w->dtype == IR_F32 && ir_op_int(w->def, "trainable", 1) != 0;
-}
-
 /* the product(s) whose result flows into gradient value v of weight w */
 static void mark_wgrad(struct fp8_state *s, struct ir_value *v, struct ir_value *w, int depth)
 {
@@ -336,12 +381,11 @@ static void classify(const struct ir_graph *g, const struct uses *u, signed char
 			continue;
 		struct ir_value *w = NULL;
 		if (op->kind == IR_OP_MATMUL && !ir_op_int(op, "trans_a", 0) &&
-		    !ir_op_int(op, "trans_b", 0) && is_weight(op->in[1], 2))
-			w = op->in[1];
-		else if (op->kind == IR_OP_GROUPED_MATMUL && !ir_op_int(op, "trans_b", 0) &&
-			 is_weight(op->in[1], 3))
-			w = op->in[1];
-		else
+		    !ir_op_int(op, "trans_b", 0))
+			w = weight_of(op->in[1], 2);
+		else if (op->kind == IR_OP_GROUPED_MATMUL && !ir_op_int(op, "trans_b", 0))
+			w = weight_of(op->in[1], 3);
+		if (!w)
 			continue;
 		int keep = op->in[0]->dtype != IR_F32 && op->in[0]->dtype != IR_BF16;
 		keep |= reaches_head_or_router(g, u, op->out[0], 6);
@@ -363,10 +407,12 @@ void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8)
 		const struct ir_op *op = g->ops[i];
 		if (op->phase != IR_PHASE_FWD)
 			continue;
+		const struct ir_value *w = op->n_in > 1 ? weight_of(op->in[1], op->in[1]->shape.rank)
+							: NULL;
 		if (op->kind == IR_OP_SCALED_MATMUL || op->kind == IR_OP_SCALED_GROUPED_MATMUL)
 			fp8[op->out[0]->id] = 1; /* quantised already */
-		else if ((op->kind == IR_OP_MATMUL || op->kind == IR_OP_GROUPED_MATMUL) &&
-			 weight[op->in[1]->id] == 1 && !ir_op_int(op, "trans_b", 0) &&
+		else if ((op->kind == IR_OP_MATMUL || op->kind == IR_OP_GROUPED_MATMUL) && w &&
+			 weight[w->id] == 1 && !ir_op_int(op, "trans_b", 0) &&
 			 !ir_op_int(op, "trans_a", 0))
 			fp8[op->out[0]->id] = 1;
 	}
@@ -376,7 +422,8 @@ void pass_fp8_products(const struct ir_graph *g, unsigned char *fp8)
 }
 
 /* Drop the backward's shape ops and casts that no op reads any more (the reshape of x
- * that the weight gradient read before it read the FP8 copy), so that the forward
+ * that the weight gradient read before it read the FP8 copy; the bf16 casts of the
+ * quantised weights, whose products now read the f32 PARAM's FP8 copy), so that the forward
  * values they read are not kept for the backward, and the dispatch exchanges of rows
  * that now travel in FP8 (every rank drops the same ones: the pass runs alike on
  * each). */
@@ -394,6 +441,8 @@ static void drop_dead(const struct ir_graph *g, struct ir_op **order, int *n)
 		int dead = op->n_out == 1 && !uses[op->out[0]->id] &&
 			   (((op->kind == IR_OP_RESHAPE || op->kind == IR_OP_TRANSPOSE ||
 			      op->kind == IR_OP_CAST) && op->phase != IR_PHASE_FWD) ||
+			    (op->kind == IR_OP_CAST && op->in[0]->def &&
+			     op->in[0]->def->kind == IR_OP_PARAM) ||
 			    op->kind == IR_OP_EP_REGROUP || op->kind == IR_OP_ALL_TO_ALLV);
 		if (dead) {
 			for (int j = 0; j < op->n_in; j++)
@@ -458,7 +507,8 @@ int pass_fp8(struct ir_graph *g, FILE *err)
 
 	for (int i = 0; i < n_old; i++) {
 		struct ir_op *op = old[i];
-		struct ir_value *w = op->n_in > 1 ? op->in[1] : NULL;
+		struct ir_value *w = op->n_in > 1 ? weight_of(op->in[1], op->in[1]->shape.rank)
+						  : NULL;
 		int quantised_w = w && w->id < s.n_vals && s.weight[w->id] == 1;
 		if (op->kind == IR_OP_MATMUL && quantised_w && op->phase == IR_PHASE_FWD &&
 		    !ir_op_int(op, "trans_a", 0) && !ir_op_int(op, "trans_b", 0)) {
@@ -480,6 +530,10 @@ int pass_fp8(struct ir_graph *g, FILE *err)
 		s.order[s.n_order++] = op;
 	}
 	RT_ASSERT(s.n_order == g->n_ops);
+	for (int i = 0; i < s.n_order; i++)
+		if (s.order[i]->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD ||
+		    (s.order[i]->kind == IR_OP_SCALED_MATMUL && s.wgrad_of[s.order[i]->id]))
+			widen_wgrad(&s, s.order[i]);
 	drop_dead(g, s.order, &s.n_order);
 	memcpy(g->ops, s.order, sizeof *g->ops * (size_t)s.n_order);
 	g->n_ops = s.n_order;
