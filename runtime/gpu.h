@@ -61,6 +61,17 @@ int rt_gpu_stream_wait(struct rt_gpu *g, enum rt_stream_kind waiter,
 int rt_gpu_sync(struct rt_gpu *g, enum rt_stream_kind s);
 int rt_gpu_sync_all(struct rt_gpu *g);
 
+/* CUDA graphs: the work queued on stream S between rt_gpu_capture_begin and
+ * rt_gpu_capture_end is recorded, not run (kernel arguments by value, device pointers
+ * as they were), and comes back as a graph that rt_gpu_graph_launch replays on S in
+ * one call.  rt_gpu_capture_end(g, s, 0) ends a capture whose work failed and discards
+ * it.  NULL (message printed) when the work cannot be captured. */
+struct rt_gpu_graph;
+int rt_gpu_capture_begin(struct rt_gpu *g, enum rt_stream_kind s);
+struct rt_gpu_graph *rt_gpu_capture_end(struct rt_gpu *g, enum rt_stream_kind s, int ok);
+int rt_gpu_graph_launch(struct rt_gpu *g, struct rt_gpu_graph *gr, enum rt_stream_kind s);
+void rt_gpu_graph_free(struct rt_gpu_graph *gr);
+
 /* Arena: sub-allocations from the one allocation made by rt_gpu_open, aligned to
  * ALIGN (a power of two, at least 256).  0 (message printed) when it does not fit.
  * Memory comes back in stack order: rt_gpu_arena_reset(g, mark) frees everything

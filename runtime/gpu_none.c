@@ -36,6 +36,16 @@ int rt_gpu_stream_wait(struct rt_gpu *g, enum rt_stream_kind w, enum rt_stream_k
 	return none();
 }
 int rt_gpu_sync(struct rt_gpu *g, enum rt_stream_kind s) { return none(); }
+int rt_gpu_capture_begin(struct rt_gpu *g, enum rt_stream_kind s) { return none(); }
+struct rt_gpu_graph *rt_gpu_capture_end(struct rt_gpu *g, enum rt_stream_kind s, int ok)
+{
+	return NULL;
+}
+int rt_gpu_graph_launch(struct rt_gpu *g, struct rt_gpu_graph *gr, enum rt_stream_kind s)
+{
+	return none();
+}
+void rt_gpu_graph_free(struct rt_gpu_graph *gr) { (void)gr; }
 int rt_gpu_sync_all(struct rt_gpu *g) { return none(); }
 rt_dptr rt_gpu_alloc(struct rt_gpu *g, size_t bytes, size_t align) { return 0; }
 size_t rt_gpu_arena_mark(const struct rt_gpu *g) { return 0; }

@@ -291,13 +291,10 @@ static void print_precision(const struct ir_graph *g, const struct pass_account 
 		printf("    GEMM FLOPs/token    fp8 %s (%.1f%%), bf16/f32 %s (output head, routers, "
 		       "attention core)\n", fmt_flops(b1, sizeof b1, f8), f > 0 ? 100 * f8 / f : 0.0,
 		       fmt_flops(b2, sizeof b2, f - f8));
-	else if (bf16) /* the fp8 pass finds no product behind the bf16 pass's casts */
-		printf("    GEMM FLOPs/token    bf16 %s (--set precision=fp8 shows the E4M3 share)\n",
-		       fmt_flops(b1, sizeof b1, f));
 	else
-		printf("    GEMM FLOPs/token    f32 %s (under fp8: %s of it, %.1f%%, in E4M3)\n",
-		       fmt_flops(b1, sizeof b1, f), fmt_flops(b2, sizeof b2, f8),
-		       f > 0 ? 100 * f8 / f : 0.0);
+		printf("    GEMM FLOPs/token    %s %s (under fp8: %s of it, %.1f%%, in E4M3)\n",
+		       bf16 ? "bf16" : "f32", fmt_flops(b1, sizeof b1, f),
+		       fmt_flops(b2, sizeof b2, f8), f > 0 ? 100 * f8 / f : 0.0);
 	printf("    weights             f32 master %s", fmt_bytes(b1, sizeof b1, 4 * n));
 	if (fp8)
 		printf(" + E4M3 copies %s (%s weights, with a scale per 128x128 block)",

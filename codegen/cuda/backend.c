@@ -50,6 +50,10 @@ struct mm {
 	int64_t loop_a[IR_MAX_RANK], loop_b[IR_MAX_RANK], loop_d[IR_MAX_RANK]; /* strides */
 };
 
+/* bound-pointer sets a chunk keeps a CUDA graph for: one per micro-batch slot the
+ * executor binds it to, a few in practice; beyond these the steps run directly */
+#define MAX_REPLAYS 16
+
 struct cg_exec {
 	const struct ir_graph *g;
 	struct cg_plan plan;
@@ -69,6 +73,13 @@ struct cg_exec {
 	rt_dptr *args;
 	void **argp;
 	int max_args;
+	/* CUDA graphs of the steps, one per set of bound pointers seen (run_steps) */
+	struct replay {
+		rt_dptr *ptr;               /* e->ptr when captured */
+		struct rt_gpu_graph *graph; /* NULL until captured */
+		int runs;                   /* -1: capture failed, run directly */
+	} replay[MAX_REPLAYS];
+	int n_replays;
 };
 
 static struct rt_gpu *the_gpu;
@@ -498,6 +509,10 @@ static void cuda_free(struct cg_exec *e)
 	free(e->outside);
 	free(e->args);
 	free(e->argp);
+	for (int i = 0; i < e->n_replays; i++) {
+		rt_gpu_graph_free(e->replay[i].graph);
+		free(e->replay[i].ptr);
+	}
 	cg_plan_free(&e->plan);
 	free(e);
 }
@@ -680,20 +695,12 @@ static void *cuda_tensor(struct cg_exec *e, int value_id)
 	return (void *)(uintptr_t)e->ptr[value_id];
 }
 
-static int cuda_run(struct cg_exec *e)
+/* queue the steps on the compute stream */
+static int run_steps(struct cg_exec *e)
 {
 	const struct cg_plan *p = &e->plan;
 	for (int s = 0; s < p->n_steps; s++) {
 		const struct cg_step *st = &p->steps[s];
-		for (int i = 0; i < st->n_bufs; i++) {
-			int b = st->bufs[i];
-			if (!e->ptr[b] && p->buf_numel[b]) {
-				fprintf(stderr, "sluice: the CUDA backend: value %%%d is read by op %d "
-					"(%s) but was never bound\n", b, st->op->id,
-					ir_op_name(st->op->kind));
-				return 1;
-			}
-		}
 		int rc = 0;
 		if (st->kind == CG_STEP_KERNEL) {
 			for (int i = 0; i < st->n_bufs; i++)
@@ -712,6 +719,68 @@ static int cuda_run(struct cg_exec *e)
 		}
 	}
 	return 0;
+}
+
+/* SLUICE_CUDA_GRAPHS=0 turns the graphs off (every run queues its launches) */
+static int graphs_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *v = getenv("SLUICE_CUDA_GRAPHS");
+		on = !v || strcmp(v, "0");
+	}
+	return on;
+}
+
+/* The chunk's steps as a CUDA graph: the first run with a set of bound pointers queues
+ * them (and warms up the library GEMMs' choices), the second captures them, and every
+ * later run with the same pointers replays the graph, one launch instead of one per
+ * step.  The replay runs the same kernels with the same arguments in the same order, so
+ * it computes the same bits. */
+static int cuda_run(struct cg_exec *e)
+{
+	const struct cg_plan *p = &e->plan;
+	for (int s = 0; s < p->n_steps; s++) {
+		const struct cg_step *st = &p->steps[s];
+		for (int i = 0; i < st->n_bufs; i++) {
+			int b = st->bufs[i];
+			if (!e->ptr[b] && p->buf_numel[b]) {
+				fprintf(stderr, "sluice: the CUDA backend: value %%%d is read by op %d "
+					"(%s) but was never bound\n", b, st->op->id,
+					ir_op_name(st->op->kind));
+				return 1;
+			}
+		}
+	}
+	if (!graphs_on())
+		return run_steps(e);
+	size_t bytes = sizeof *e->ptr * (size_t)e->g->n_values;
+	struct replay *r = NULL;
+	for (int i = 0; i < e->n_replays && !r; i++)
+		if (!memcmp(e->replay[i].ptr, e->ptr, bytes))
+			r = &e->replay[i];
+	if (!r && e->n_replays < MAX_REPLAYS) {
+		r = &e->replay[e->n_replays++];
+		r->ptr = rt_malloc(bytes);
+		memcpy(r->ptr, e->ptr, bytes);
+	}
+	if (!r || r->runs < 0 || r->runs++ == 0)
+		return run_steps(e);
+	if (!r->graph) {
+		if (rt_gpu_capture_begin(e->gpu, RT_STREAM_COMPUTE)) {
+			r->runs = -1;
+			return run_steps(e);
+		}
+		int rc = run_steps(e);
+		r->graph = rt_gpu_capture_end(e->gpu, RT_STREAM_COMPUTE, !rc);
+		if (!r->graph) {
+			fprintf(stderr, "sluice: the CUDA backend: a chunk's launches could not be "
+				"captured as a CUDA graph; they run one by one\n");
+			r->runs = -1;
+			return run_steps(e);
+		}
+	}
+	return rt_gpu_graph_launch(e->gpu, r->graph, RT_STREAM_COMPUTE);
 }
 
 static int64_t cuda_arena_bytes(const struct cg_exec *e)

@@ -252,6 +252,56 @@ int rt_gpu_sync_all(struct rt_gpu *g)
 	return rt_gpu_bind(g) || CU(cuCtxSynchronize, ());
 }
 
+/* --- CUDA graphs ------------------------------------------------------------------- */
+
+struct rt_gpu_graph {
+	CUgraph graph;
+	CUgraphExec exec;
+};
+
+int rt_gpu_capture_begin(struct rt_gpu *g, enum rt_stream_kind s)
+{
+	/* relaxed: the capture does not forbid this thread's other driver calls (the
+	 * library GEMM's heuristics query, an allocation elsewhere) */
+	return rt_gpu_bind(g) ||
+	       CU(cuStreamBeginCapture, (g->stream[s], CU_STREAM_CAPTURE_MODE_RELAXED));
+}
+
+struct rt_gpu_graph *rt_gpu_capture_end(struct rt_gpu *g, enum rt_stream_kind s, int ok)
+{
+	CUgraph graph = NULL;
+	if (rt_gpu_bind(g))
+		return NULL;
+	int rc = CU(cuStreamEndCapture, (g->stream[s], &graph));
+	if (rc || !ok || !graph) {
+		if (graph)
+			rt_cu.p_cuGraphDestroy(graph);
+		return NULL;
+	}
+	struct rt_gpu_graph *gr = rt_calloc(1, sizeof *gr);
+	gr->graph = graph;
+	if (CU(cuGraphInstantiateWithFlags, (&gr->exec, graph, 0))) {
+		rt_cu.p_cuGraphDestroy(graph);
+		free(gr);
+		return NULL;
+	}
+	return gr;
+}
+
+int rt_gpu_graph_launch(struct rt_gpu *g, struct rt_gpu_graph *gr, enum rt_stream_kind s)
+{
+	return rt_gpu_bind(g) || CU(cuGraphLaunch, (gr->exec, g->stream[s]));
+}
+
+void rt_gpu_graph_free(struct rt_gpu_graph *gr)
+{
+	if (!gr)
+		return;
+	rt_cu.p_cuGraphExecDestroy(gr->exec);
+	rt_cu.p_cuGraphDestroy(gr->graph);
+	free(gr);
+}
+
 /* --- the arena ---------------------------------------------------------------------- */
 
 rt_dptr rt_gpu_alloc(struct rt_gpu *g, size_t bytes, size_t align)

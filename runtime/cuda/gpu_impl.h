@@ -20,7 +20,9 @@
 	X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc) X(cuMemFreeHost)                   \
 	X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuMemcpy)      \
 	X(cuMemsetD8Async) X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) \
-	X(cuLaunchKernel) X(cuGetErrorName) X(cuGetErrorString)
+	X(cuLaunchKernel) X(cuGetErrorName) X(cuGetErrorString)                        \
+	X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiateWithFlags)    \
+	X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)
 
 #define RT_CU_FIELD(fn) __typeof__(&fn) p_##fn;
 struct rt_cu_api {

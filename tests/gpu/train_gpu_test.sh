@@ -6,7 +6,8 @@
 # the GPU from the same seed and data: the losses step by step; a checkpoint saved on
 # the GPU resumed on the CPU and one saved on the CPU resumed on the GPU (each against
 # the uninterrupted run of the device it finishes on); a resume on the GPU against its
-# uninterrupted run, bit for bit.
+# uninterrupted run, bit for bit; the chunks replayed as CUDA graphs against their
+# launches one by one (SLUICE_CUDA_GRAPHS=0), bit for bit.
 # 2 (two GPUs): the same model at dp 2, at pp 2 (1f1b) and, for tiny_moe, at ep 2
 # (--gpus 2) against one GPU training the same global batch (two micro-batches of 4
 # sequences a step); and pp 2 under zb1p and dualpipev over four micro-batches against
@@ -89,6 +90,11 @@ one_gpu() {
 	run gpu cuda || fail "gpu run"
 	grep -E '^(device|train|done)' gpu.out
 	compare gpu cpu 1e-5 1e-4 || fail "GPU losses against the CPU's"
+	# the chunks replayed as CUDA graphs (the default) against their launches queued one
+	# by one: the same kernels with the same arguments in the same order, bit for bit
+	SLUICE_CUDA_GRAPHS=0 run gpu_nograph cuda || fail "gpu run without CUDA graphs"
+	compare gpu gpu_nograph 0 0 || fail "CUDA graph replay differs from direct launches"
+	grep -q "could not be captured" gpu.out && fail "a chunk was not captured: $(grep -m1 captured gpu.out)"
 	# resume on the GPU: bit for bit
 	run gpu_half cuda --stop-at $((STEPS / 2)) || fail "gpu, first half"
 	run gpu_rest cuda --resume "$PWD/ck-gpu_half" || fail "gpu, resumed"
