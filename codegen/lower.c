@@ -1292,6 +1292,16 @@ enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *o
 			return CG_FP8_DEQUANT;
 		return CG_FP8_GROUPED;
 	}
+	if (op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD) {
+		enum kir_type yt = p->buf_type[y->id];
+		int64_t K = a->shape.dim[1], N = b->shape.dim[1], E = y->shape.dim[0];
+		if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || !tile_is(at, 128, 1) ||
+		    !tile_is(bt, 128, 1) || ir_op_int(op, "trans_b", 0) || K % 8 || N % 8 ||
+		    E > 2047 || a->shape.dim[0] > INT32_MAX || K > INT32_MAX || N > INT32_MAX ||
+		    (yt != KIR_F32 && yt != KIR_BF16))
+			return CG_FP8_DEQUANT;
+		return CG_FP8_GROUPED_WGRAD;
+	}
 	if (op->kind != IR_OP_SCALED_MATMUL)
 		return CG_FP8_DEQUANT;
 	if (a->dtype != IR_F8E4M3 || b->dtype != IR_F8E4M3 || b->shape.rank != 2 ||
@@ -1358,6 +1368,16 @@ static void emit_scaled(struct cg_plan *p, const struct ir_op *op, const char *p
 		emit_relayout(p, op, a->id, M, K, 1, d[0], K, M, "xt", prefix);
 		d[1] = scratch(p, KIR_F8E4M3, N * M);
 		emit_relayout(p, op, b->id, M, N, 1, d[1], N, M, "dyt", prefix);
+		add_lib_step_scratch(p, op, kind, 2, d);
+		return;
+	}
+	if (form == CG_FP8_GROUPED_WGRAD) { /* xs [R, K] and dy [R, N] in bf16 */
+		const struct ir_value *a = op->in[0], *b = op->in[1];
+		int64_t R = a->shape.dim[0], K = a->shape.dim[1], N = b->shape.dim[1];
+		d[0] = scratch(p, KIR_BF16, R * K);
+		emit_relayout(p, op, a->id, R, K, 0, d[0], R, K, "x16", prefix);
+		d[1] = scratch(p, KIR_BF16, R * N);
+		emit_relayout(p, op, b->id, R, N, 0, d[1], R, N, "dy16", prefix);
 		add_lib_step_scratch(p, op, kind, 2, d);
 		return;
 	}

@@ -57,6 +57,10 @@ enum cg_fp8_form {
 			 * each expert's w, K and N multiples of 8, at most 2047 experts, y
 			 * f32 or bf16: x and w widened to bf16 into scratch (exact), then the
 			 * target's grouped product that applies the scales every 128 of K */
+	CG_FP8_GROUPED_WGRAD, /* SCALED_GROUPED_MATMUL_WGRAD, dW[E,K,N]: 128x1 tiles of
+			 * both operands, K and N multiples of 8, at most 2047 experts, dW
+			 * f32 or bf16: xs and dy widened to bf16 into scratch, then the
+			 * target's weight gradient that applies the scales every 128 rows */
 };
 
 /* Buffers are numbered: ids below the graph's n_values are its values, ids above are

@@ -385,7 +385,9 @@ static int lib_dtype(enum kir_type t, enum cg_cuda_dtype *d)
 static void grouped_bufs(const struct cg_plan *p, const struct cg_step *st, int b[4])
 {
 	const struct ir_op *op = st->op;
-	if (cg_fp8_gemm_form(p, op) == CG_FP8_GROUPED) { /* bf16 copies, the output itself */
+	enum cg_fp8_form form = cg_fp8_gemm_form(p, op);
+	if (form == CG_FP8_GROUPED || form == CG_FP8_GROUPED_WGRAD) {
+		/* bf16 copies, the output itself */
 		int sc = op->n_in + op->n_out;
 		b[0] = st->bufs[sc];
 		b[1] = st->bufs[sc + 1];
@@ -437,7 +439,8 @@ static int plan_lib(const struct cg_plan *p, const struct cg_step *st, struct cg
 		int gb[4];
 		grouped_bufs(p, st, gb);
 		t = p->buf_type[gb[0]];
-		int fp8 = cg_fp8_gemm_form(p, op) == CG_FP8_GROUPED;
+		enum cg_fp8_form form = cg_fp8_gemm_form(p, op);
+		int fp8 = form == CG_FP8_GROUPED || form == CG_FP8_GROUPED_WGRAD;
 		*gr = (struct cg_cuda_grouped){
 			.R = xs->shape.dim[0], .K = xs->shape.dim[1],
 			.N = st->kind == CG_STEP_GROUPED ? op->out[0]->shape.dim[1] : op->in[1]->shape.dim[1],
@@ -476,6 +479,9 @@ static int run_lib(struct cg_exec *e, int s, const struct cg_step *st)
 		grouped_bufs(&e->plan, st, gb);
 		rt_dptr x = e->ptr[gb[0]], w = e->ptr[gb[1]], o = e->ptr[gb[2]], y = e->ptr[gb[3]];
 		const struct cg_cuda_grouped *g = &e->grouped[s];
+		if (g->fp8 && st->kind == CG_STEP_WGRAD)
+			return cg_cuda_wgrad_fp8(e->lib, g, x, w, o, e->ptr[st->bufs[3]],
+						 e->ptr[st->bufs[4]], y, g->y_f32, c);
 		if (g->fp8)
 			return cg_cuda_grouped_fp8(e->lib, g, x, w, o, e->ptr[st->bufs[3]],
 						   e->ptr[st->bufs[4]], y, g->y_f32, c);

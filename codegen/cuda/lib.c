@@ -51,7 +51,7 @@ struct cg_cuda_lib {
 	struct rt_kernel *delta[N_TYPES], *grouped[N_TYPES], *wgrad[N_TYPES];
 	/* bf16 on tensor cores */
 	struct rt_kernel *fwd_mma[N_MMA_HEADS], *dq_mma[N_MMA_HEADS], *dkv_mma[N_MMA_HEADS];
-	struct rt_kernel *grouped_mma, *wgrad_mma, *grouped_fp8;
+	struct rt_kernel *grouped_mma, *wgrad_mma, *grouped_fp8, *wgrad_fp8;
 	int bwd_mma; /* $SLUICE_CUDA_ATTN_BWD_MMA=1: the tensor-core attention backward */
 };
 
@@ -110,6 +110,7 @@ struct cg_cuda_lib *cg_cuda_lib_load(struct rt_gpu *g)
 	l->grouped_mma = kernel(l, &bad, "sl_grouped_mma_bf16");
 	l->grouped_fp8 = kernel(l, &bad, "sl_grouped_mma_fp8");
 	l->wgrad_mma = kernel(l, &bad, "sl_wgrad_mma_bf16");
+	l->wgrad_fp8 = kernel(l, &bad, "sl_wgrad_mma_fp8");
 	if (bad) {
 		cg_cuda_lib_free(l);
 		return NULL;
@@ -316,6 +317,27 @@ int cg_cuda_grouped_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, 
 		return fail("FP8 grouped GEMM", "N too large (over 65535 column tiles)");
 	unsigned smem = (unsigned)(sizeof(int) * (size_t)(E + 1));
 	return rt_kernel_launch(l->g, l->grouped_fp8, grid, block, smem, s, args);
+}
+
+int cg_cuda_wgrad_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr xs,
+		      rt_dptr dy, rt_dptr offsets, rt_dptr sx, rt_dptr sy, rt_dptr dw, int y_f32,
+		      enum rt_stream_kind s)
+{
+	if (!cg_cuda_grouped_fp8_ok(a) || a->trans_b || !aligned16(xs) || !aligned16(dy) ||
+	    !aligned16(dw))
+		return fail("FP8 grouped GEMM weight gradient", "needs bf16 rows of 16 bytes, "
+			    "dw [E,K,N] and at most 2047 experts");
+	if (!a->E || !a->K || !a->N)
+		return 0;
+	int R = (int)a->R, K = (int)a->K, N = (int)a->N, f32 = y_f32 != 0;
+	int i64 = a->offsets_i64 != 0;
+	void *args[] = { &xs, &dy, &offsets, &i64, &sx, &sy, &dw, &f32, &R, &K, &N };
+	unsigned grid[3] = { (unsigned)((N + G_MT - 1) / G_MT), (unsigned)((K + G_MT - 1) / G_MT),
+			     (unsigned)a->E };
+	unsigned block[3] = { G_THREADS, 1, 1 };
+	if (grid[1] > 65535)
+		return fail("FP8 grouped GEMM weight gradient", "dw too tall (over 65535 row tiles)");
+	return rt_kernel_launch(l->g, l->wgrad_fp8, grid, block, 0, s, args);
 }
 
 int cg_cuda_wgrad(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr xs,

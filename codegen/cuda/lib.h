@@ -88,5 +88,12 @@ int cg_cuda_grouped_fp8_ok(const struct cg_cuda_grouped *a);
 int cg_cuda_grouped_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr x,
 			rt_dptr w, rt_dptr offsets, rt_dptr sx, rt_dptr sw, rt_dptr y, int y_f32,
 			enum rt_stream_kind s);
+/* Its weight gradient (SCALED_GROUPED_MATMUL_WGRAD): xs [R,K] and dy [R,N] the E4M3
+ * values widened to bf16, sx [ceil(R/128)][K] and sy [ceil(R/128)][N] one scale per
+ * 128x1 tile, dw [E,K,N] f32 (y_f32) or bf16, the products of each 128-row tile summed
+ * on their own and then scaled; a->trans_b 0, a->dtype bf16, a->N dy's columns. */
+int cg_cuda_wgrad_fp8(struct cg_cuda_lib *l, const struct cg_cuda_grouped *a, rt_dptr xs,
+		      rt_dptr dy, rt_dptr offsets, rt_dptr sx, rt_dptr sy, rt_dptr dw, int y_f32,
+		      enum rt_stream_kind s);
 
 #endif

@@ -852,6 +852,23 @@ __device__ __forceinline__ void grouped_mma_fp8(const sl_bf16 *__restrict__ x,
 		mma_store(acc, (sl_bf16 *)y, N, r0, n0, R, N);
 }
 
+/* expert e's rows [lim[0], lim[1]): the running maxima of the clamped offsets 0..e and
+ * 0..e+1, by the whole block (lim in shared memory) */
+__device__ __forceinline__ void expert_rows(const void *__restrict__ off, int off_i64, int e,
+					    int R, int lim[2])
+{
+	if (threadIdx.x < 2)
+		lim[threadIdx.x] = 0;
+	__syncthreads();
+	for (int j = threadIdx.x; j <= e + 1; j += 256) {
+		int v = offset_at(off, off_i64, j, R);
+		if (j <= e)
+			atomicMax(&lim[0], v);
+		atomicMax(&lim[1], v);
+	}
+	__syncthreads();
+}
+
 /* the weight gradient on tensor cores: out[i][j] = sum over expert e's rows r of
  * a[r][i] b[r][j], both operands MN-major */
 __device__ __forceinline__ void wgrad_mma(const sl_bf16 *__restrict__ xs,
@@ -863,16 +880,7 @@ __device__ __forceinline__ void wgrad_mma(const sl_bf16 *__restrict__ xs,
 	__shared__ int lim[2];
 	__shared__ __align__(16) sl_bf16 sa[2][MTILE], sb[2][MTILE];
 	int e = blockIdx.z;
-	if (threadIdx.x < 2)
-		lim[threadIdx.x] = 0;
-	__syncthreads();
-	for (int j = threadIdx.x; j <= e + 1; j += 256) {
-		int v = offset_at(off, off_i64, j, R);
-		if (j <= e)
-			atomicMax(&lim[0], v);
-		atomicMax(&lim[1], v);
-	}
-	__syncthreads();
+	expert_rows(off, off_i64, e, R, lim);
 	int lo = lim[0], hi = lim[1];
 	const sl_bf16 *a = trans_b ? dy : xs, *bm = trans_b ? xs : dy;
 	int M = trans_b ? N : K, Nc = trans_b ? K : N;
@@ -900,6 +908,77 @@ __device__ __forceinline__ void wgrad_mma(const sl_bf16 *__restrict__ xs,
 		__syncthreads();
 	}
 	mma_store(acc, dw + (long long)e * M * Nc, Nc, i0, c0, M, Nc);
+}
+
+/* The experts' weight gradient of FP8 operands with DeepSeek-V3's scales
+ * (SCALED_GROUPED_MATMUL_WGRAD): dw[e] = xs_e^T dy_e [K,N] over expert e's rows, xs
+ * [R,K] and dy [R,N] E4M3 values widened to bf16 (exact), sx [RB][K] and sy [RB][N] one
+ * scale per 128x1 tile (128 rows of one column; RB = ceil(R/128)).  The rows are taken
+ * in chunks of 32 aligned to multiples of 32, so that a chunk lies within one 128-row
+ * tile (a tile shared by two experts keeps its scale for both, as the reference does);
+ * the products of a tile's rows are summed in f32 on their own, then scaled by
+ * sx[tile][i] sy[tile][j] and added to the total.  dw f32 (y_f32) or bf16. */
+__device__ __forceinline__ void wgrad_mma_fp8(const sl_bf16 *__restrict__ xs,
+					      const sl_bf16 *__restrict__ dy,
+					      const void *__restrict__ off, int off_i64,
+					      const float *__restrict__ sx,
+					      const float *__restrict__ sy, void *dw, int y_f32,
+					      int R, int K, int N)
+{
+	__shared__ int lim[2];
+	__shared__ __align__(16) sl_bf16 sa[2][MTILE], sb[2][MTILE];
+	int e = blockIdx.z;
+	expert_rows(off, off_i64, e, R, lim);
+	int lo = lim[0], hi = lim[1], r0 = lo / MKC * MKC;
+	int i0 = blockIdx.y * MT, c0 = blockIdx.x * MT;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int ibase = i0 + (warp >> 2) * 64 + (lane >> 2), jbase = c0 + (warp & 3) * 32 + 2 * (lane & 3);
+	float acc[4][4][4] = {}, part[4][4][4] = {};
+	int nk = hi > lo ? (hi - r0 + MKC - 1) / MKC : 0;
+	if (nk > 0) {
+		stage_mn(sa[0], xs, K, r0, lo, hi, i0, K);
+		stage_mn(sb[0], dy, N, r0, lo, hi, c0, N);
+		cp_commit();
+	}
+	for (int kt = 0; kt < nk; kt++) {
+		int st = kt & 1, r = r0 + kt * MKC;
+		if (kt + 1 < nk) {
+			stage_mn(sa[st ^ 1], xs, K, r + MKC, lo, hi, i0, K);
+			stage_mn(sb[st ^ 1], dy, N, r + MKC, lo, hi, c0, N);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		mma_chunk<false, false>(part, sa[st], sb[st]);
+		__syncthreads();
+		int tile = r / 128;
+		if (kt + 1 < nk && (r + MKC) / 128 == tile)
+			continue;
+		/* the tile's rows are summed: scale them into the total */
+		const float *stx = sx + (long long)tile * K, *sty = sy + (long long)tile * N;
+#pragma unroll
+		for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				int i = ibase + mi * 16 + 8 * h;
+				float si = i < K ? stx[i] : 0.0f;
+#pragma unroll
+				for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+					for (int c = 0; c < 2; c++) {
+						int j = jbase + ni * 8 + c;
+						float s = j < N ? si * sty[j] : 0.0f;
+						acc[mi][ni][2 * h + c] += part[mi][ni][2 * h + c] * s;
+						part[mi][ni][2 * h + c] = 0.0f;
+					}
+			}
+	}
+	if (y_f32)
+		mma_store_f32(acc, (float *)dw + (long long)e * K * N, N, i0, c0, K, N);
+	else
+		mma_store(acc, (sl_bf16 *)dw + (long long)e * K * N, N, i0, c0, K, N);
 }
 
 /* Attention forward in bf16 on tensor cores (FlashAttention-2's layout): 4 warps, each
@@ -1360,6 +1439,14 @@ extern "C" __global__ void __launch_bounds__(256)
 			  sl_bf16 *dw, int R, int K, int N, int E, int trans_b)
 {
 	wgrad_mma(xs, dy, off, off_i64, dw, R, K, N, E, trans_b);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+	sl_wgrad_mma_fp8(const sl_bf16 *xs, const sl_bf16 *dy, const void *off, int off_i64,
+			 const float *sx, const float *sy, void *dw, int y_f32, int R, int K,
+			 int N)
+{
+	wgrad_mma_fp8(xs, dy, off, off_i64, sx, sy, dw, y_f32, R, K, N);
 }
 
 #define ATTN_MMA_ENTRY(DK, DV)                                                              \

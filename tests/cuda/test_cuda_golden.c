@@ -183,7 +183,7 @@ static void fp8_forms(void)
 	REQUIRE(pass_pipeline_run(g, "fp8", stderr) == 0);
 	struct cg_plan p;
 	REQUIRE(cg_plan_graph(&p, g, &cg_target_cuda, "k", stderr) == 0);
-	int n[CG_FP8_GROUPED + 1] = { 0 }, wgrad_grouped = 0, bad = 0;
+	int n[CG_FP8_GROUPED_WGRAD + 1] = { 0 }, wgrad_grouped = 0, bad = 0;
 	for (int i = 0; i < p.n_steps; i++) {
 		const struct cg_step *st = &p.steps[i];
 		const struct ir_op *op = st->op;
@@ -194,17 +194,22 @@ static void fp8_forms(void)
 		enum cg_fp8_form f = cg_fp8_gemm_form(&p, op);
 		n[f]++;
 		wgrad_grouped += op->kind == IR_OP_SCALED_GROUPED_MATMUL_WGRAD && f == CG_FP8_DEQUANT;
+		CHECKF(op->kind != IR_OP_SCALED_GROUPED_MATMUL_WGRAD || f == CG_FP8_GROUPED_WGRAD ||
+		       f == CG_FP8_DEQUANT, "op %d: a grouped weight gradient in form %d", op->id, f);
 		/* the scratch buffers of each form (lower.c's emit_scaled) */
 		int want = f == CG_FP8_FWD ? 3 : f == CG_FP8_DGRAD || f == CG_FP8_WGRAD ||
-			   f == CG_FP8_GROUPED ? 2 : p.buf_type[op->out[0]->id] == KIR_F32 ? 2 : 3;
+			   f == CG_FP8_GROUPED || f == CG_FP8_GROUPED_WGRAD ? 2 : p.buf_type[op->out[0]->id] == KIR_F32 ? 2 : 3;
 		bad += st->n_bufs != op->n_in + op->n_out + want;
 	}
 	printf("tiny_moe fp8 on the GPU target: %d forward, %d input-gradient, %d weight-gradient "
-	       "FP8 GEMMs, %d grouped on tensor cores, %d dequantised (%d of them grouped weight "
-	       "gradients)\n", n[CG_FP8_FWD], n[CG_FP8_DGRAD], n[CG_FP8_WGRAD], n[CG_FP8_GROUPED],
+	       "FP8 GEMMs, %d grouped and %d grouped weight gradients on tensor cores, %d "
+	       "dequantised (%d of them grouped weight gradients)\n", n[CG_FP8_FWD],
+	       n[CG_FP8_DGRAD], n[CG_FP8_WGRAD], n[CG_FP8_GROUPED], n[CG_FP8_GROUPED_WGRAD],
 	       n[CG_FP8_DEQUANT], wgrad_grouped);
 	CHECK(n[CG_FP8_FWD] > 0 && n[CG_FP8_DGRAD] > 0 && n[CG_FP8_WGRAD] > 0);
-	CHECK(n[CG_FP8_GROUPED] > 0 && wgrad_grouped > 0);
+	/* every expert weight gradient of tiny_moe (widths 64..256, multiples of 8) takes
+	 * the tensor cores */
+	CHECK(n[CG_FP8_GROUPED] > 0 && n[CG_FP8_GROUPED_WGRAD] > 0 && wgrad_grouped == 0);
 	CHECKF(bad == 0, "%d scaled steps with other scratch buffers than their form's", bad);
 	cg_plan_free(&p);
 	ir_graph_free(g);

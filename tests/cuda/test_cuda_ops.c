@@ -268,6 +268,24 @@ static void fp8_ops(void)
 			 c < 2 ? "f32" : "bf16", tb ? ", w^T" : "");
 		run(label);
 	}
+	/* and the experts' weight gradient the tensor cores run: 128x1 tiles of xs and dy,
+	 * 300 rows over 4 experts (segments that start and end inside a 128-row tile and
+	 * a 32-row chunk: the tile's scale serves both experts), K = 320, N = 192 (column
+	 * tiles ragged against 128), f32 and bf16 out: f32 sums of exact products */
+	for (int c = 0; c < 2; c++) {
+		begin();
+		struct ir_value *gx = fin(S(300, 320)), *gd = fin(S(300, 192));
+		struct ir_value *goff = in(IR_I32, S(5), G_OFF, 300);
+		struct ir_op *gqx = quant(gx, 128, 1, IR_F8E4M3), *gqd = quant(gd, 128, 1, IR_F8E4M3);
+		struct ir_value *gin5[5] = { gqx->out[0], gqd->out[0], goff, gqx->out[1], gqd->out[1] };
+		struct ir_value *gw = ir_op1(G, IR_OP_SCALED_GROUPED_MATMUL_WGRAD, 5, gin5,
+					     c ? IR_BF16 : IR_F32, S(4, 320, 192));
+		ir_op_set_ints(G, gw->def, "a_tile", 2, (int64_t[]){ 128, 1 });
+		ir_op_set_ints(G, gw->def, "b_tile", 2, (int64_t[]){ 128, 1 });
+		OUT(gw);
+		run(c ? "scaled grouped weight gradient (tensor cores, bf16)"
+		      : "scaled grouped weight gradient (tensor cores, f32)");
+	}
 }
 
 int main(void)

@@ -119,8 +119,8 @@ if smooth:
 print(f"| largest single-step gap | {100 * gap[top]:+.3f}% (step {steps[top]}) |")
 if smooth:
     ok = abs(g_top) < 0.0025
-    print(f"\nsmoothed |gap| {'stays under' if ok else 'exceeds'} 0.25% "
-          f"(DeepSeek-V3's criterion): {'yes' if ok else 'no'}")
+    print(f"\nsmoothed |gap| {'stays under' if ok else 'exceeds'} 0.25%: DeepSeek-V3's "
+          f"criterion {'met' if ok else 'not met'} on this run")
 else:
     print(f"\nno {W}-step window after the warm-up (step {warm}): run more steps "
           "to judge the 0.25% criterion")
