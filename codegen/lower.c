@@ -38,14 +38,18 @@
  * ir.h states), a scaled product dequantises its operands into two scratch buffers and
  * runs the unscaled library GEMM over them (products and sums in f32).  On targets
  * that store FP8 (cg_target.fp8_storage, the GPU) f8 values are bytes, rounded by the
- * store; the quantisation is the same kernel, and a scaled product runs as the target's
+ * store; the quantisation is the same kernel.  On every target an elementwise producer
+ * of the quantised value (SwiGLU's product, a residual add, a cast) with no other
+ * reader is computed inside the quantisation kernel instead of being stored and read
+ * back (fuses_into_quant).  A scaled product runs as the target's
  * block-scaled FP8 GEMM where cg_fp8_gemm_form finds the shape (the forward and the
  * input gradient of a linear layer: K in 128-blocks, bf16 or f32 out; its weight gradient,
  * tokens in 128-blocks, f32 out), with kernels ahead that relay the operands and the
  * scales as that GEMM wants them; the grouped forward (and input gradient) of expert
  * layers widens its E4M3 operands to bf16 for the target's grouped product that applies
- * the scales every 128 of K; elsewhere (the grouped weight gradient, other shapes) the
- * operands are dequantised into f32 as above.
+ * the scales every 128 of K, and its weight gradient likewise for the target's one that
+ * applies them every 128 rows; elsewhere (other shapes) the operands are dequantised
+ * into f32 as above.
  * Other targets refuse FP8 ops.  Simplifications, on purpose: INPUT and
  * PARAM data are used as given (the reference rounds bound data to the value's dtype:
  * bind bf16 values that are already bf16); indices read from data (embedding rows, top-k
@@ -345,6 +349,22 @@ static int is_reduction(enum ir_opkind k)
 {
 	return k == IR_OP_REDUCE_SUM || k == IR_OP_REDUCE_MEAN || k == IR_OP_REDUCE_MAX ||
 	       k == IR_OP_SUM_TO;
+}
+
+/* Producers a QUANT_FP8 computes in place of reading their output (the quantisation
+ * fused into its producer: the norm's scaling, SwiGLU's product, a residual add): the
+ * elementwise arithmetic, whose reads follow the tile's own layout.  Views and gathers,
+ * which would scatter the tile's reads, are read from their buffers. */
+static int fuses_into_quant(enum ir_opkind k)
+{
+	switch (k) {
+	case IR_OP_NEG: case IR_OP_SCALE: case IR_OP_CAST: case IR_OP_ADD: case IR_OP_SUB:
+	case IR_OP_MUL: case IR_OP_DIV: case IR_OP_SILU: case IR_OP_RELU: case IR_OP_SIGMOID:
+	case IR_OP_TANH: case IR_OP_EXP: case IR_OP_SQUARE: case IR_OP_STOP_GRAD:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 static kx *op_at(struct kb *kb, const struct ir_op *op, kx **idx);
@@ -1179,8 +1199,27 @@ static void emit_reduce_max_bwd(struct cg_plan *p, const struct ir_op *op, const
 static void add_lib_step_scratch(struct cg_plan *p, const struct ir_op *op,
 				 enum cg_step_kind kind, int n_scratch, const int *scratch_ids);
 
+/* x [..., M, K] at batch bt (the flat index over the leading dims), row and column: its
+ * buffer at flat index at, or its producer's expression where x is inlined */
+static kx *quant_in(struct kb *kb, const struct ir_value *x, kx *bt, kx *row, kx *col, kx *at)
+{
+	if (!kb->p->inlined[x->id])
+		return ldv(kb, x, at);
+	const struct ir_shape *s = &x->shape;
+	kx *idx[IR_MAX_RANK];
+	idx[s->rank - 2] = row;
+	idx[s->rank - 1] = col;
+	for (int d = s->rank - 3; d >= 0; d--) {
+		idx[d] = d ? irem(kb, bt, s->dim[d]) : bt;
+		bt = idiv(kb, bt, s->dim[d]);
+	}
+	return val_at(kb, x, idx);
+}
+
 /* QUANT_FP8: a point per tile of x [..., M, K]: amax over the tile, scale = amax / max,
- * q = round(x / scale) (0 where the scale is 0), all in f32 as ir.h states */
+ * q = round(x / scale) (0 where the scale is 0), all in f32 as ir.h states.  An
+ * elementwise producer of x is computed here (fuses_into_quant) rather than stored and
+ * read back: x's bf16 rounding is op_at's, so the values are those of the stored x. */
 static void emit_quant_fp8(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
 	const struct ir_value *x = op->in[0], *q = op->out[0], *sv = op->out[1];
@@ -1207,32 +1246,33 @@ static void emit_quant_fp8(struct cg_plan *p, const struct ir_op *op, const char
 		int e = kir_index(kb.k, "e");
 		int n = local(&kb, b, "n", kir_bin(kb.k, KIR_MUL, var(&kb, rn), var(&kb, cn)));
 		kx *ev = var(&kb, e);
-		kx *at = iadd(&kb, var(&kb, base),
-			      iadd(&kb, imul(&kb, kir_bin(kb.k, KIR_DIV, ev, var(&kb, cn)), K),
-				   kir_bin(kb.k, KIR_REM, ev, var(&kb, cn))));
+		kx *er = kir_bin(kb.k, KIR_DIV, ev, var(&kb, cn));
+		kx *ec = kir_bin(kb.k, KIR_REM, ev, var(&kb, cn));
+		kx *at = iadd(&kb, var(&kb, base), iadd(&kb, imul(&kb, er, K), ec));
+		kx *xe = quant_in(&kb, x, bt, iadd(&kb, r0, er), iadd(&kb, c0, ec), at);
 		kx *amax = row_reduce(&kb, KIR_RED_MAX, e, c64(&kb, 0), var(&kb, n),
-				      kir_un(kb.k, KIR_ABS, ldv(&kb, x, at)));
+				      kir_un(kb.k, KIR_ABS, xe));
 		int sc = local(&kb, b, "scale", fbin(&kb, KIR_DIV, amax, fc(&kb, maxv)));
 		st(&kb, b, sv->id, pt, var(&kb, sc));
 		struct kir_block *le = row_loop(&kb, b, e, c64(&kb, 0), var(&kb, n));
 		kx *pos = fbin(&kb, KIR_LT, fc(&kb, 0), var(&kb, sc));
-		kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, ldv(&kb, x, at), var(&kb, sc)),
-				     fc(&kb, 0));
+		kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, xe, var(&kb, sc)), fc(&kb, 0));
 		st(&kb, le, q->id, at, round_to(&kb, val, q->dtype));
 		kb_end(&kb, grain_rows(tr * tc));
 		return;
 	}
 	int i = kir_index(kb.k, "i"), j = kir_index(kb.k, "j");
 	kx *at = iadd(&kb, var(&kb, base), iadd(&kb, imul(&kb, var(&kb, i), K), var(&kb, j)));
+	kx *xe = quant_in(&kb, x, bt, iadd(&kb, r0, var(&kb, i)), iadd(&kb, c0, var(&kb, j)), at);
 	kx *inner = kir_reduce(kb.k, KIR_RED_MAX, j, c64(&kb, 0), var(&kb, cn),
-			       kir_un(kb.k, KIR_ABS, ldv(&kb, x, at)));
+			       kir_un(kb.k, KIR_ABS, xe));
 	kx *amax = kir_reduce(kb.k, KIR_RED_MAX, i, c64(&kb, 0), var(&kb, rn), inner);
 	int sc = local(&kb, b, "scale", fbin(&kb, KIR_DIV, amax, fc(&kb, maxv)));
 	st(&kb, b, sv->id, pt, var(&kb, sc));
 	struct kir_block *li = kir_loop(kb.k, b, i, c64(&kb, 0), var(&kb, rn));
 	struct kir_block *lj = kir_loop(kb.k, li, j, c64(&kb, 0), var(&kb, cn));
 	kx *pos = fbin(&kb, KIR_LT, fc(&kb, 0), var(&kb, sc));
-	kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, ldv(&kb, x, at), var(&kb, sc)), fc(&kb, 0));
+	kx *val = kir_select(kb.k, pos, fbin(&kb, KIR_DIV, xe, var(&kb, sc)), fc(&kb, 0));
 	st(&kb, lj, q->id, at, round_to(&kb, val, q->dtype));
 	kb_end(&kb, grain_rows(tr * tc));
 }
@@ -1521,7 +1561,11 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 			int64_t nv = ir_shape_numel(&v->shape);
 			int64_t no = op->n_out ? ir_shape_numel(&op->out[0]->shape) : -1;
 			int reads_once = nv == no || is_reduction(op->kind);
-			if (!is_pointwise(op->kind) || !op->n_out ||
+			/* QUANT_FP8 reads its input a tile at a time (twice: the max-abs, then the
+			 * rounding), so an elementwise producer is computed inside it */
+			int quant = op->kind == IR_OP_QUANT_FP8 && j == 0 && v->def &&
+				    fuses_into_quant(v->def->kind);
+			if ((!is_pointwise(op->kind) && !quant) || !op->n_out ||
 			    (!reads_once && v->def && v->def->kind != IR_OP_CONST))
 				ok[v->id] = 0;
 			if (nv != no)

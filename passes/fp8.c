@@ -218,12 +218,14 @@ static struct qpair quantise_saved(struct fp8_state *s, const struct ir_op *like
 		return quantise(s, like, xa, T_COL);
 	struct qpair *slot = &s->requant[x->id];
 	if (!slot->q) {
+		/* dequantised in f32 whatever x's dtype: the 128x1 tiles quantise the FP8
+		 * copy's values, not a bf16 rounding of them */
 		struct ir_value *in[2] = { fq.q, fq.s };
-		struct ir_value *d = mk(s, like, IR_OP_DEQUANT_FP8, 2, in, x->dtype, x->shape);
+		struct ir_value *d = mk(s, like, IR_OP_DEQUANT_FP8, 2, in, IR_F32, x->shape);
 		ir_op_set_int(s->g, d->def, "tile_r", 1);
 		ir_op_set_int(s->g, d->def, "tile_c", FP8_TILE);
 		if (!ir_shape_eq(&d->shape, &xa->shape))
-			d = mk(s, like, IR_OP_RESHAPE, 1, &d, x->dtype, xa->shape);
+			d = mk(s, like, IR_OP_RESHAPE, 1, &d, IR_F32, xa->shape);
 		*slot = quantise(s, like, d, T_COL);
 	}
 	return *slot;

@@ -502,6 +502,11 @@ static void cuda_free(struct cg_exec *e)
 		if (e->top && rt_gpu_arena_mark(e->gpu) == e->top)
 			rt_gpu_arena_reset(e->gpu, e->mark);
 	}
+	/* the graphs launch the modules' kernels: gone before the modules are */
+	for (int i = 0; i < e->n_replays; i++) {
+		rt_gpu_graph_free(e->replay[i].graph);
+		free(e->replay[i].ptr);
+	}
 	rt_gemm_free(e->gemm);
 	cg_cuda_lib_free(e->lib);
 	rt_module_free(e->mod);
@@ -515,10 +520,6 @@ static void cuda_free(struct cg_exec *e)
 	free(e->outside);
 	free(e->args);
 	free(e->argp);
-	for (int i = 0; i < e->n_replays; i++) {
-		rt_gpu_graph_free(e->replay[i].graph);
-		free(e->replay[i].ptr);
-	}
 	cg_plan_free(&e->plan);
 	free(e);
 }
