@@ -203,14 +203,19 @@ static void print_model(const struct ir_graph *g, double *flops_per_token, int64
 
 /* Weights, gradients and both moments are 16 bytes a parameter on the host, plus the
  * planned arena: refuse a model that cannot fit rather than die allocating it. */
-static int check_memory(const struct train_opts *o, const struct ir_graph *g, int64_t arena)
+/* What a CPU run holds besides its code: the arena, and per trainable parameter its f32
+ * weight and gradient, the two AdamW moments (f32, or bf16 at precision fp8) and the
+ * moving average (ema) where there is one; a buffer its f32 value. */
+static int check_memory(const struct train_opts *o, const struct ir_graph *g, int64_t arena,
+			const struct rt_train_config *c)
 {
 	double need = (double)arena;
+	double per = 8.0 + (c->bf16_moments ? 4.0 : 8.0) + (c->ema > 0 ? 4.0 : 0.0);
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
 		if (op->kind == IR_OP_PARAM)
 			need += (double)ir_shape_numel(&op->out[0]->shape) *
-				(ir_op_int(op, "trainable", 1) ? 16.0 : 4.0);
+				(ir_op_int(op, "trainable", 1) ? per : 4.0);
 	}
 	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
 	double have = pages > 0 && psize > 0 ? (double)pages * (double)psize : 0.0;
@@ -624,7 +629,7 @@ int train_run(const struct train_opts *o)
 		fprintf(stderr, "precision: fp8 (passes/fp8.c): E4M3 products with 1x128 and "
 			"128x128 scales, emulated on the CPU; f32 master weights and gradients, "
 			"AdamW moments in bf16\n");
-	if (!cuda && check_memory(o, g, arena))
+	if (!cuda && check_memory(o, g, arena, &c))
 		goto done;
 	if (cuda) {
 #ifdef SLUICE_HAVE_CUDA
