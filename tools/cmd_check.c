@@ -123,7 +123,55 @@ struct check_extra {
 	int64_t act_fp8;         /* activations saved for the backward after it */
 	const char *recompute;   /* the setting, when it recomputes something */
 	int64_t act_rc;          /* activations saved for the backward after that */
+	int ep;                  /* the expert-parallel group, when > 1: */
+	double a2a[3];           /* bytes a rank sends over it a micro-batch, forward and
+				  * backward: E4M3 rows, their f32 scales, rows of other dtypes */
 };
+
+/* With ep > 1: what the expert-parallel all-to-alls of one rank send to the other ranks
+ * of the group a micro-batch, from the step after expert_parallel and fp8 (run on a
+ * copy of g, which is after autodiff): for each ALL_TO_ALLV over "ep", the rows it
+ * moves under an even routing (the fewer of its input's and output's rows: the tokens'
+ * rows one way, into the receive buffer the other), times their width and the bytes of
+ * their dtype, (ep - 1) / ep of them to other ranks.  0, or -1 with a message. */
+static int a2a_bytes(const char *file, const struct ir_graph *g, struct check_extra *x)
+{
+	x->ep = (int)ir_graph_setting_num(g, "ep", 1);
+	if (x->ep <= 1)
+		return 0;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return -1;
+	ir_print(g, f);
+	fclose(f);
+	struct ir_graph *c = ir_parse(text, len, file, stderr);
+	free(text);
+	if (!c || pass_expert_parallel(c, stderr) || pass_fp8(c, stderr) || ir_verify(c, stderr)) {
+		fprintf(stderr, "sluice check: %s: no all-to-all figures: the expert-parallel "
+			"passes failed\n", file);
+		if (c)
+			ir_graph_free(c);
+		return -1;
+	}
+	for (int i = 0; i < c->n_ops; i++) {
+		const struct ir_op *op = c->ops[i];
+		if (op->kind != IR_OP_ALL_TO_ALLV || strcmp(ir_op_str(op, "group", ""), "ep"))
+			continue;
+		const struct ir_value *in = op->in[0], *out = op->out[0];
+		int64_t rows = in->shape.dim[0] < out->shape.dim[0] ? in->shape.dim[0]
+								    : out->shape.dim[0];
+		int64_t width = in->shape.dim[0] ? ir_shape_numel(&in->shape) / in->shape.dim[0] : 0;
+		double b = (double)rows * (double)width * (double)ir_dtype_size(in->dtype) *
+			   (double)(x->ep - 1) / x->ep;
+		/* the scales of E4M3 rows travel beside them (passes/fp8.c) */
+		int scales = in->def && in->def->kind == IR_OP_QUANT_FP8 && in == in->def->out[1];
+		x->a2a[in->dtype == IR_F8E4M3 ? 0 : scales ? 1 : 2] += b;
+	}
+	ir_graph_free(c);
+	return 0;
+}
 
 static void count_extra(const struct ir_graph *g, struct check_extra *x)
 {
@@ -150,6 +198,8 @@ static int plan_memory(const char *file, struct ir_graph *g, struct check_extra 
 			file);
 		return -1;
 	}
+	if (a2a_bytes(file, g, x))
+		return -1;
 	/* precision fp8: the step as it runs, its products quantised (the pass reads the
 	 * setting; a no-op otherwise) */
 	const struct ir_setting *prec = ir_graph_setting(g, "precision");
@@ -313,6 +363,17 @@ static void print_precision(const struct ir_graph *g, const struct pass_account 
 		       "linear layers' inputs saved as their E4M3 copies where the backward reads "
 		       "them only there)\n", fmt_bytes(b1, sizeof b1, (double)x->act_fp8),
 		       fmt_bytes(b2, sizeof b2, (double)a->activation_bytes));
+	if (x->ep > 1) {
+		double t = x->a2a[0] + x->a2a[1] + x->a2a[2];
+		printf("    all-to-all (ep %d)   %s a rank sends a micro-batch, forward and backward, "
+		       "under an even routing, at the dtypes' widths (CPU ranks send every float "
+		       "in 4 bytes)", x->ep, fmt_bytes(b1, sizeof b1, t));
+		if (x->a2a[0] > 0)
+			printf(": E4M3 rows %s + their scales %s, other rows %s",
+			       fmt_bytes(b1, sizeof b1, x->a2a[0]), fmt_bytes(b2, sizeof b2, x->a2a[1]),
+			       fmt_bytes(b3, sizeof b3, x->a2a[2]));
+		printf("\n");
+	}
 }
 
 static void print_report(const struct ir_graph *g, const char *file,
@@ -406,6 +467,11 @@ static void print_json(const struct ir_graph *g, const char *file, const struct 
 	cJSON_AddNumberToObject(o, "fp8_weight_bytes", (double)a->fp8_weight_bytes);
 	if (x->have_fp8)
 		cJSON_AddNumberToObject(o, "activation_bytes_fp8", (double)x->act_fp8);
+	if (x->ep > 1) {
+		cJSON_AddNumberToObject(o, "all_to_all_bytes", x->a2a[0] + x->a2a[1] + x->a2a[2]);
+		cJSON_AddNumberToObject(o, "all_to_all_bytes_e4m3", x->a2a[0]);
+		cJSON_AddNumberToObject(o, "all_to_all_bytes_scales", x->a2a[1]);
+	}
 	if (x->recompute)
 		cJSON_AddNumberToObject(o, "activation_bytes_recompute", (double)x->act_rc);
 	if (x->tokens)

@@ -79,6 +79,25 @@ assert 0.5 * o["flops_per_token"] < o["flops_fp8_per_token"] < o["flops_per_toke
 assert 0 < o["activation_bytes_fp8"] < o["activation_bytes"], o
 assert 0 < o["params_fp8"] < o["params_total"] + o["params_mtp"], o
 PY
+# the expert-parallel all-to-alls a rank sends a micro-batch, by precision (ep 2): bf16
+# rows half of fp32's; fp8's dispatched rows one byte an element with their scales
+# (a float per 128), the combine's in bf16: below bf16's, above a quarter of fp32's
+for p in fp32 bf16 fp8; do
+	expect 0 "$sluice" check --json models/tiny_moe.sl --set ep=2 --set precision=$p
+	cp "$tmp/out" "$tmp/a2a-$p.json"
+done
+python3 - "$tmp"/a2a-fp32.json "$tmp"/a2a-bf16.json "$tmp"/a2a-fp8.json <<'PY' ||
+import json, sys
+f32, b16, f8 = (json.load(open(p)) for p in sys.argv[1:])
+a, b, c = (o["all_to_all_bytes"] for o in (f32, b16, f8))
+assert a > 0 and b == a / 2 and a / 4 < c < b, (a, b, c)
+e, s = f8["all_to_all_bytes_e4m3"], f8["all_to_all_bytes_scales"]
+assert e > 0 and abs(s - e * 4 / 128) < 1e-6 * e, (e, s)
+assert f32["all_to_all_bytes_e4m3"] == 0
+PY
+	{ echo "FAIL: sluice check's all-to-all bytes by precision" >&2; fail=1; }
+expect 0 "$sluice" check models/tiny_moe.sl --set ep=2 --set precision=fp8
+has "$tmp/out" "all-to-all (ep 2)"
 expect 0 "$sluice" check models/tiny_moe.sl
 has "$tmp/out" "GEMM FLOPs/token    f32 "
 # autodiff leaves a graph already differentiated as is: 'sluice ir' reads back its own
