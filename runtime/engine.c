@@ -90,6 +90,7 @@ struct engine {
 	 * exchanges that overflowed and steps run again, this step and in all */
 	double ep_capacity;
 	int64_t ep_overflows, ep_reruns, ep_overflows_all, ep_reruns_all;
+	int64_t exec_steps; /* the program's steps run: training, validation, runs again */
 };
 
 static volatile sig_atomic_t interrupted;
@@ -845,6 +846,7 @@ static int run_step(struct engine *e, double *loss, double *lm)
 			fprintf(stderr, "sluice train: rank %d: %s\n", e->p->rank, err);
 			return -1;
 		}
+		e->exec_steps++;
 		rt_exec_stats(e->x, &s1);
 		struct rt_program *p = e->p;
 		/* the host's work on the last step's weights, while this one runs */
@@ -1592,7 +1594,14 @@ int rt_train(struct rt_program *p, struct rt_exec *x, const struct rt_train_conf
 		struct rt_exec_stats st;
 		rt_exec_stats(x, &st);
 		fprintf(stderr, "rank %d (stage %d): compute %.2f s, communication %.2f s, "
-			"waiting %.2f s\n", p->rank, p->stage, st.compute_s, st.comm_s, st.wait_s);
+			"waiting %.2f s", p->rank, p->stage, st.compute_s, st.comm_s, st.wait_s);
+		/* what 'sluice check' predicts as "all-to-all" a micro-batch (every step the
+		 * program ran: validation runs it too) */
+		int64_t mbs = e.exec_steps * p->microbatches;
+		if (st.a2a_bytes && mbs > 0)
+			fprintf(stderr, ", all-to-all sent %.3f MiB a micro-batch",
+				(double)st.a2a_bytes / mbs / 1048576.0);
+		fputc('\n', stderr);
 	}
 	rc = 0;
 done:

@@ -212,8 +212,10 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 		RT_BUG("all_to_allv: negative counts");
 	free(c1);
 	free(c2);
-	size_t st = 0, rt = 0;
+	size_t st = 0, rt = 0, me = (size_t)rt_comm_rank(c);
 	for (int q = 0; q < P; q++) {
+		if ((size_t)q != me)
+			x->st.a2a_bytes += (int64_t)(sc[q] * row * rt_dtype_size(in->dtype));
 		so[q] = st * row;
 		ro[q] = rt * row;
 		st += sc[q];

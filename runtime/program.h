@@ -244,6 +244,9 @@ struct rt_exec_stats {
 	 * must be run again with larger buffers), the most rows one rank was sent by such
 	 * an exchange, and the receive buffer's rows there */
 	int64_t ep_overflows, ep_need_rows, ep_cap_rows;
+	/* bytes this rank sent to the other ranks of ALL_TO_ALLV exchanges (the expert
+	 * parallel dispatch and combine), at the program buffers' element widths */
+	int64_t a2a_bytes;
 };
 
 /* The communicators of the program's groups: every rank of the world calls it
