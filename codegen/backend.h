@@ -38,6 +38,9 @@ struct cg_backend {
 	 * memory plan laid it out; NULL for executors that keep every value apart (the
 	 * reference). */
 	int64_t (*arena_bytes)(const struct cg_exec *e);
+	/* 1: bf16, f16 and f8 values are held at their width (the GPU); 0: every float
+	 * value in an f32 (the CPU backends).  A compiled program's buffers say which. */
+	int narrow;
 };
 
 extern const struct cg_backend cg_backend_ref;   /* codegen/ref.c */

@@ -246,6 +246,7 @@ struct builder {
 	struct rt_program *p;
 	int rank, pr, dpi, pp, M; /* pr: this rank's place in the pipeline, rank / dp */
 	int S;                    /* the model's stages: pp, or 2 pp (dualpipev) */
+	const struct cg_backend *be;
 	const struct pass_schedule *sched; /* NULL with one stage */
 	uint64_t mine;            /* the stages this rank runs (for some micro-batch) */
 	uint64_t *stage_ranks;    /* per stage: the pipeline ranks that run it */
@@ -299,14 +300,23 @@ static int unit_of(const struct builder *b, const struct ir_op *op)
 
 static enum rt_dtype rt_dtype_of(enum ir_dtype t)
 {
-	return t == IR_I32 ? RT_DT_I32 : t == IR_I64 ? RT_DT_I64 : RT_DT_F32;
+	switch (t) {
+	case IR_I32: return RT_DT_I32;
+	case IR_I64: return RT_DT_I64;
+	case IR_BF16: return RT_DT_BF16;
+	case IR_F16: return RT_DT_F16;
+	case IR_F8E4M3: return RT_DT_F8E4M3;
+	case IR_F8E5M2: return RT_DT_F8E5M2;
+	default: return RT_DT_F32;
+	}
 }
 
 static int add_value_buffer(struct builder *b, const struct ir_value *v, const char *name,
 			    enum rt_buf_role role, int slots, int param)
 {
-	struct rt_buffer rb = { .name = name, .dtype = rt_dtype_of(v->dtype), .role = role,
-				.rank = v->shape.rank, .slots = slots, .param = param };
+	enum rt_dtype t = rt_dtype_of(v->dtype);
+	enum rt_dtype held = b->be && b->be->narrow ? t : RT_DT_F32;
+	struct rt_buffer rb = { .name = name, .dtype = t, .stored = held, .role = role, .rank = v->shape.rank, .slots = slots, .param = param };
 	memcpy(rb.shape, v->shape.dim, sizeof rb.shape[0] * (size_t)v->shape.rank);
 	return rt_program_add_buffer(b->p, &rb);
 }
@@ -955,7 +965,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		fprintf(err, "error: at most 64 pipeline stages, got %d\n", l->pp);
 		return NULL;
 	}
-	struct builder b = { .g = g, .l = l, .rank = rank, .pr = rank / l->dp,
+	struct builder b = { .g = g, .l = l, .be = be, .rank = rank, .pr = rank / l->dp,
 			     .dpi = rank % l->dp, .pp = l->pp, .M = l->microbatches, .S = 1,
 			     .mine = 1 };
 	/* the schedule's action lists (passes/schedule.c), one per pipeline rank, and

@@ -3,6 +3,7 @@
  * call goes through the communicator's ops table (comm_impl.h); what is the same for
  * every backend (the layout groups, the accessors) is here once. */
 #include "comm_impl.h"
+#include "gpu.h"
 #include "rt.h"
 
 #include <stdio.h>
@@ -56,6 +57,17 @@ void rt_comm_free(struct rt_comm *c)
 }
 
 int rt_comm_rank(const struct rt_comm *c) { return c->rank; }
+
+void rt_comm_set_lane(struct rt_comm *c, int lane)
+{
+	RT_ASSERT(lane >= 0 && lane < RT_COMM_LANES);
+	c->lane = lane;
+}
+
+int rt_comm_lane_stream(const struct rt_comm *c)
+{
+	return c->lane ? RT_STREAM_LANE + c->lane - 1 : RT_STREAM_COMM;
+}
 int rt_comm_size(const struct rt_comm *c) { return c->size; }
 enum rt_comm_kind rt_comm_kind(const struct rt_comm *c) { return c->kind; }
 struct rt_gpu *rt_comm_gpu(const struct rt_comm *c) { return c->world->gpu; }

@@ -227,6 +227,12 @@ void rt_comm_groups(struct rt_comm *world, const struct rt_layout *l,
  * (a clean end: waits for every rank) and the GPU. */
 void rt_comm_free(struct rt_comm *c);
 int rt_comm_rank(const struct rt_comm *c);
+/* Which GPU stream c's operations go on when the caller names none: lane 0 (the
+ * default) the GPU's communication stream RT_STREAM_COMM, lane k in 1 .. RT_COMM_LANES - 1
+ * stream RT_STREAM_LANE + k - 1.  Nothing on CPU ranks (MPI). */
+void rt_comm_set_lane(struct rt_comm *c, int lane);
+/* The stream kind (enum rt_stream_kind) of c's lane. */
+int rt_comm_lane_stream(const struct rt_comm *c);
 int rt_comm_size(const struct rt_comm *c);
 enum rt_comm_kind rt_comm_kind(const struct rt_comm *c);
 struct rt_gpu *rt_comm_gpu(const struct rt_comm *c); /* this rank's GPU; NULL over MPI */

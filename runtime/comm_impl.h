@@ -51,6 +51,7 @@ struct rt_comm {
 	struct rt_comm *world; /* the world communicator (itself for the world) */
 	struct rt_rdzv *z;     /* the world's rendezvous and fault channel */
 	struct rt_gpu *gpu;    /* this rank's GPU (NCCL), NULL on CPU ranks */
+	int lane;              /* rt_comm_set_lane: 0 the communication stream */
 };
 
 /* The backends' world communicators: NULL with a message when this build lacks the

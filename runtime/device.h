@@ -12,10 +12,11 @@
  * Order: zero, copy, add_f32, input and the optimizer's operations are queued in that
  * order on the device's compute stream (the host runs them at once); upload and
  * download are complete on return, after everything queued before them;
- * comm_begin makes the communication stream wait for the compute stream (before a
- * communication op that reads what the compute stream wrote), comm_wait completes a
- * group's started operations for what follows on the compute stream (MPI: waits on
- * the host; NCCL: the compute stream waits for the communication stream).
+ * comm_begin makes c's communication stream (its lane, rt_comm_set_lane) wait for the
+ * compute stream (before a communication op that reads what the compute stream
+ * wrote), comm_wait completes a group's started operations for what follows on the
+ * compute stream (MPI: waits on the host; NCCL: the compute stream waits for c's
+ * communication stream).
  *
  * The optimizer works on a table of tensors made once (optim_new): weights, gradients
  * and AdamW's two moments of every trainable tensor a rank steps, all fp32 and all on
@@ -63,7 +64,7 @@ struct rt_device_ops {
 	void (*snapshot_wait)(struct rt_device *d);
 	void *(*host_alloc)(struct rt_device *d, size_t bytes);
 	void (*host_free)(struct rt_device *d, void *mem);
-	void (*comm_begin)(struct rt_device *d);
+	void (*comm_begin)(struct rt_device *d, struct rt_comm *c);
 	void (*comm_wait)(struct rt_device *d, struct rt_comm *c);
 	int (*sync)(struct rt_device *d);   /* everything queued is done */
 	/* the optimizer over a table of tensors (copied: the caller's array may go) */

@@ -75,6 +75,12 @@ static void *host_host_alloc(struct rt_device *d, size_t bytes)
 	return rt_pool_alloc_zeroed(d->pool, bytes);
 }
 
+static void host_comm_begin(struct rt_device *d, struct rt_comm *c)
+{
+	(void)d;
+	(void)c;
+}
+
 static void host_comm_wait(struct rt_device *d, struct rt_comm *c)
 {
 	(void)d;
@@ -168,7 +174,7 @@ static const struct rt_device_ops host_ops = {
 	.snapshot_wait = host_nothing,
 	.host_alloc = host_host_alloc,
 	.host_free = host_free,
-	.comm_begin = host_nothing,
+	.comm_begin = host_comm_begin,
 	.comm_wait = host_comm_wait,
 	.sync = host_sync,
 	.optim_new = host_optim_new,

@@ -14,7 +14,18 @@
  * receives between two stages cross (a stage sends micro-batch 1's activation before
  * it receives micro-batch 0's gradient, its peer the other way round) would wait
  * forever on GPUs; in one NCCL group both proceed, as with MPI.  tests/gpu/
- * train_gpu_test.sh 2 runs pp 2.  Chunk outputs are copied where they are kept: the micro-batch slot
+ * train_gpu_test.sh 2 runs pp 2.
+ *
+ * That is not enough where sends wait on each other across communicators: DualPipe's
+ * values travel both ways between two ranks, and rank 0 may queue a send of
+ * micro-batch 1 that rank 1 receives only after its own send of micro-batch 3, which
+ * rank 0 receives after its send.  On one stream each send holds back the receive
+ * the other waits for.  So on a GPU every communicator that carries sends and
+ * receives gets a stream of its own (a lane, rt_comm_set_lane; RT_COMM_LANES - 1 of
+ * them, the collectives keep the communication stream): on one communicator every
+ * rank issues its operations in the same order (the verifier checks it), and the
+ * communicators progress apart, as MPI's operations do.  A run of sends and receives
+ * is one NCCL group only while they share a stream.  Chunk outputs are copied where they are kept: the micro-batch slot
  * of a SAVED buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
@@ -27,6 +38,12 @@
  * multiplies no rows, and so stays inside its buffers) and counts an overflow: that
  * step's result is wrong, and the engine runs it again with larger buffers.
  *
+ * Widths: a send, receive or all-to-all carries its values at their dtype's width.
+ * Where the buffer holds them in f32 (CPU ranks at bf16 or fp8: rt_dtype), the values
+ * are packed into a narrow copy that travels (struct wire), and what arrives is
+ * widened into the buffer at the group's WAIT, exactly, since every value is of its
+ * dtype already.  All-reduces (gradients, f32) sum at the stored width.
+ *
  * Counters: time in chunks (compute), in starting and finishing communication ops
  * (comm) and in WAIT actions (wait), per rank; the benchmarks read them. */
 #include <stdio.h>
@@ -34,6 +51,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "gpu.h"
 #include "program.h"
 #include "rt.h"
 
@@ -49,6 +67,14 @@ struct rt_exec {
 	int64_t *recv_cap;           /* per comm op: an ALL_TO_ALL of the receive counts of
 				      * an ALL_TO_ALLV, that one's receive rows; else -1 */
 	struct rt_exec_stats st;
+	struct wire {                /* a packed copy in flight, freed at its group's WAIT */
+		int group;
+		void *bytes;
+		float *dst;          /* where its values are widened to; NULL: sent */
+		size_t n;
+		enum rt_dtype t;
+	} *wires;
+	int n_wires, cap_wires;
 	double *trace;               /* rt_exec_trace: each action's start and end, or NULL */
 };
 
@@ -100,6 +126,15 @@ struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *e
 		}
 		x->gc[g] = rt_comm_split(world, p->groups[g].color, p->groups[g].key);
 	}
+	/* on a GPU, each communicator that carries sends and receives its own stream
+	 * while there are lanes (see the top of the file); collectives on the first */
+	int lane = 1;
+	for (int k = 0; k < p->n_comms && !x->dev->host; k++) {
+		struct rt_comm *c = x->gc[p->comms[k].group];
+		if (c && (p->comms[k].kind == RT_COP_SEND || p->comms[k].kind == RT_COP_RECV) &&
+		    rt_comm_lane_stream(c) == RT_STREAM_COMM && lane < RT_COMM_LANES)
+			rt_comm_set_lane(c, lane++);
+	}
 	return x;
 }
 
@@ -122,6 +157,9 @@ void rt_exec_free(struct rt_exec *x)
 	free(x->out);
 	free(x->fresh);
 	free(x->recv_cap);
+	for (int i = 0; i < x->n_wires; i++)
+		free(x->wires[i].bytes);
+	free(x->wires);
 	free(x);
 }
 
@@ -132,7 +170,56 @@ void rt_exec_stats(const struct rt_exec *x, struct rt_exec_stats *s)
 
 static enum rt_comm_dtype comm_dtype(enum rt_dtype t)
 {
-	return t == RT_DT_I64 ? RT_COMM_I64 : t == RT_DT_I32 ? RT_COMM_I32 : RT_COMM_F32;
+	switch (t) {
+	case RT_DT_I64: return RT_COMM_I64;
+	case RT_DT_I32: return RT_COMM_I32;
+	case RT_DT_BF16: return RT_COMM_BF16;
+	case RT_DT_F16: return RT_COMM_F16;
+	case RT_DT_F8E4M3:
+	case RT_DT_F8E5M2: return RT_COMM_U8;
+	default: return RT_COMM_F32;
+	}
+}
+
+/* Does buffer b travel packed (held in f32, its values narrower)? */
+static int packed(const struct rt_buffer *b)
+{
+	return b->stored != b->dtype;
+}
+
+/* A narrow copy of n values of b's dtype for group g: packed from src when src, else
+ * to be widened into dst at the group's WAIT.  Its address for the communicator. */
+static uint64_t wire(struct rt_exec *x, int g, const struct rt_buffer *b, const float *src,
+		     float *dst, size_t n)
+{
+	RT_ASSERT(x->dev->host);
+	if (x->n_wires == x->cap_wires) {
+		x->cap_wires = x->cap_wires ? 2 * x->cap_wires : 8;
+		x->wires = rt_realloc(x->wires, sizeof *x->wires * (size_t)x->cap_wires);
+	}
+	struct wire *w = &x->wires[x->n_wires++];
+	*w = (struct wire){ .group = g, .bytes = rt_malloc(n * rt_dtype_size(b->dtype) + 1),
+			    .dst = dst, .n = n, .t = b->dtype };
+	if (src)
+		rt_pack(b->dtype, w->bytes, src, n);
+	return (uint64_t)(uintptr_t)w->bytes;
+}
+
+/* After group g's WAIT: its received copies widened where they belong, all freed. */
+static void land_wires(struct rt_exec *x, int g)
+{
+	int k = 0;
+	for (int i = 0; i < x->n_wires; i++) {
+		struct wire *w = &x->wires[i];
+		if (w->group != g) {
+			x->wires[k++] = *w;
+			continue;
+		}
+		if (w->dst)
+			rt_unpack(w->t, w->dst, w->bytes, w->n);
+		free(w->bytes);
+	}
+	x->n_wires = k;
 }
 
 /* Keep output o of a chunk in buffer b for micro-batch mb. */
@@ -229,11 +316,17 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 	char *dst = rt_buf_slot(p, op->out, mb);
 	/* the rows past what arrived are zero, as the op says (on the GPU, zeroed on the
 	 * compute stream before the communication stream writes the rows) */
-	size_t esz = rt_dtype_size(out->dtype);
+	size_t esz = rt_dtype_size(out->stored);
 	x->dev->ops->zero(x->dev, dst + rt * row * esz, ((size_t)out->numel - rt * row) * esz);
-	x->dev->ops->comm_begin(x->dev);
-	rt_comm_all_to_allv(c, (uint64_t)(uintptr_t)rt_buf_slot(p, op->buf, mb), sc, so,
-			    (uint64_t)(uintptr_t)dst, rc, ro, comm_dtype(in->dtype), NULL);
+	uint64_t sa = (uint64_t)(uintptr_t)rt_buf_slot(p, op->buf, mb);
+	uint64_t ra = (uint64_t)(uintptr_t)dst;
+	RT_ASSERT(in->dtype == out->dtype && in->stored == out->stored);
+	if (packed(in)) {
+		sa = wire(x, op->group, in, (const float *)(uintptr_t)sa, NULL, st * row);
+		ra = wire(x, op->group, out, NULL, (float *)dst, rt * row);
+	}
+	x->dev->ops->comm_begin(x->dev, c);
+	rt_comm_all_to_allv(c, sa, sc, so, ra, rc, ro, comm_dtype(in->dtype), NULL);
 	free(sc);
 }
 
@@ -293,25 +386,36 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 		x->fresh[op->buf] = 0;
 	}
 	if (op->kind != RT_COP_ALL_TO_ALLV) /* it reads its counts first */
-		x->dev->ops->comm_begin(x->dev);
+		x->dev->ops->comm_begin(x->dev, c);
+	float *slot = (float *)(uintptr_t)addr;
 	switch (op->kind) {
 	case RT_COP_SEND:
+		if (packed(b))
+			addr = wire(x, op->group, b, slot, NULL, n);
 		rt_comm_send(c, addr, n, comm_dtype(b->dtype), op->peer, NULL);
 		break;
 	case RT_COP_RECV:
+		if (packed(b))
+			addr = wire(x, op->group, b, NULL, slot, n);
 		rt_comm_recv(c, addr, n, comm_dtype(b->dtype), op->peer, NULL);
 		break;
 	case RT_COP_ALL_REDUCE:
-		rt_comm_all_reduce_sum(c, addr, addr, n, comm_dtype(b->dtype), NULL);
+		rt_comm_all_reduce_sum(c, addr, addr, n, comm_dtype(b->stored), NULL);
 		break;
-	case RT_COP_ALL_TO_ALL:
+	case RT_COP_ALL_TO_ALL: {
 		if (x->recv_cap[k] >= 0) {
 			exchange_counts(x, op, mb, c, x->recv_cap[k]);
 			break;
 		}
-		rt_comm_all_to_all(c, addr, (uint64_t)(uintptr_t)rt_buf_slot(x->p, op->out, mb),
-				   n / (size_t)rt_comm_size(c), comm_dtype(b->dtype), NULL);
+		uint64_t ra = (uint64_t)(uintptr_t)rt_buf_slot(x->p, op->out, mb);
+		if (packed(b)) {
+			addr = wire(x, op->group, b, slot, NULL, n);
+			ra = wire(x, op->group, b, NULL, (float *)(uintptr_t)ra, n);
+		}
+		rt_comm_all_to_all(c, addr, ra, n / (size_t)rt_comm_size(c), comm_dtype(b->dtype),
+				   NULL);
 		break;
+	}
 	case RT_COP_ALL_TO_ALLV:
 		all_to_allv(x, op, mb, c);
 		break;
@@ -328,12 +432,16 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		const struct rt_action *a = &p->actions[i];
 		int p2p = a->kind == RT_ACT_COMM && (p->comms[a->index].kind == RT_COP_SEND ||
 						       p->comms[a->index].kind == RT_COP_RECV);
-		if (p2p && !x->p2p) {
-			x->p2p = x->gc[p->comms[a->index].group];
-			rt_comm_p2p_begin(x->p2p);
-		} else if (!p2p && x->p2p) {
+		struct rt_comm *pc = p2p ? x->gc[p->comms[a->index].group] : NULL;
+		/* a run of sends and receives on one stream is one group; another stream
+		 * starts another, so that no group joins two lanes */
+		if (x->p2p && (!pc || rt_comm_lane_stream(pc) != rt_comm_lane_stream(x->p2p))) {
 			rt_comm_p2p_end(x->p2p);
 			x->p2p = NULL;
+		}
+		if (pc && !x->p2p) {
+			x->p2p = pc;
+			rt_comm_p2p_begin(x->p2p);
 		}
 		if (x->trace)
 			x->trace[2 * i] = rt_now();
@@ -349,6 +457,7 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 			double t0 = rt_now();
 			if (x->gc[a->index])
 				x->dev->ops->comm_wait(x->dev, x->gc[a->index]);
+			land_wires(x, a->index);
 			x->st.wait_s += rt_now() - t0;
 			break;
 		}
@@ -360,6 +469,8 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		rt_comm_p2p_end(x->p2p);
 		x->p2p = NULL;
 	}
+	if (x->n_wires)
+		RT_BUG("a packed exchange of group %d was never waited for", x->wires[0].group);
 	/* a buffer no chunk wrote this step (a stage without that output) is zero */
 	for (int b = 0; b < p->n_bufs; b++)
 		if (x->fresh[b])
@@ -407,7 +518,7 @@ void rt_exec_sum(struct rt_exec *x, int group, double *v, int n)
 	double *all = rt_malloc(nb * (size_t)(size + 1));
 	memcpy(all + (size_t)n * (size_t)size, v, nb);
 	char *a = reachable(x, all, nb * (size_t)(size + 1), 1);
-	x->dev->ops->comm_begin(x->dev);
+	x->dev->ops->comm_begin(x->dev, c);
 	rt_comm_all_gather(c, (uint64_t)(uintptr_t)(a + nb * (size_t)size),
 			   (uint64_t)(uintptr_t)a, (size_t)n, RT_COMM_I64, NULL);
 	back(x, c, all, a, nb * (size_t)size);
@@ -428,7 +539,7 @@ void rt_exec_sum_buf(struct rt_exec *x, int group, int buf)
 		return;
 	RT_ASSERT(b->dtype == RT_DT_F32);
 	uint64_t a = (uint64_t)(uintptr_t)b->data;
-	x->dev->ops->comm_begin(x->dev);
+	x->dev->ops->comm_begin(x->dev, c);
 	rt_comm_all_reduce_sum(c, a, a, (size_t)b->numel, RT_COMM_F32, NULL);
 	x->dev->ops->comm_wait(x->dev, c);
 }
@@ -443,7 +554,7 @@ void rt_exec_send_host(struct rt_exec *x, int group, const void *h, size_t bytes
 	for (size_t at = 0; at < bytes; at += PIECE) {
 		size_t n = bytes - at < PIECE ? bytes - at : PIECE;
 		void *a = reachable(x, (char *)h + at, n, 1);
-		x->dev->ops->comm_begin(x->dev);
+		x->dev->ops->comm_begin(x->dev, c);
 		rt_comm_send(c, (uint64_t)(uintptr_t)a, n, RT_COMM_U8, peer, NULL);
 		rt_comm_sync(c, NULL);
 	}
@@ -456,7 +567,7 @@ void rt_exec_recv_host(struct rt_exec *x, int group, void *h, size_t bytes, int 
 	for (size_t at = 0; at < bytes; at += PIECE) {
 		size_t n = bytes - at < PIECE ? bytes - at : PIECE;
 		void *a = reachable(x, (char *)h + at, n, 0);
-		x->dev->ops->comm_begin(x->dev);
+		x->dev->ops->comm_begin(x->dev, c);
 		rt_comm_recv(c, (uint64_t)(uintptr_t)a, n, RT_COMM_U8, peer, NULL);
 		rt_comm_sync(c, NULL);
 		back(x, c, (char *)h + at, a, n);

@@ -42,11 +42,16 @@ int rt_gpu_query(int ordinal, struct rt_gpu_info *info);
 
 /* --- an opened device: primary context, streams, arena ----------------------- */
 
-enum rt_stream_kind { RT_STREAM_COMPUTE, RT_STREAM_COMM, RT_STREAM_COPY, RT_STREAM_KINDS };
+/* RT_STREAM_LANE + i (i < RT_COMM_LANES - 1): further communication streams, one per
+ * communicator that a program's sends and receives travel on (rt_comm_set_lane), so
+ * that a send blocked on its peer holds back no other communicator's operations. */
+#define RT_COMM_LANES 8
+enum rt_stream_kind { RT_STREAM_COMPUTE, RT_STREAM_COMM, RT_STREAM_COPY, RT_STREAM_LANE,
+		      RT_STREAM_KINDS = RT_STREAM_LANE + RT_COMM_LANES - 1 };
 
 struct rt_gpu;
 
-/* Retain the device's primary context, create its three streams and one arena of
+/* Retain the device's primary context, create its streams and one arena of
  * ARENA_BYTES of device memory (0: no arena).  NULL (message printed) on failure. */
 struct rt_gpu *rt_gpu_open(int ordinal, size_t arena_bytes);
 void rt_gpu_close(struct rt_gpu *g);

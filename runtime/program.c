@@ -2,6 +2,7 @@
 #include "program.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,130 @@
 
 size_t rt_dtype_size(enum rt_dtype t)
 {
-	return t == RT_DT_I64 ? 8 : 4;
+	static const size_t sz[] = { 4, 4, 8, 2, 2, 1, 1 };
+	return (unsigned)t < sizeof sz / sizeof sz[0] ? sz[t] : 0;
+}
+
+const char *rt_dtype_name(enum rt_dtype t)
+{
+	static const char *const names[] = { "f32", "i32", "i64", "bf16", "f16", "f8e4m3",
+					     "f8e5m2" };
+	return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
+}
+
+int rt_dtype_is_float(enum rt_dtype t)
+{
+	return t != RT_DT_I32 && t != RT_DT_I64;
+}
+
+/* The narrow float formats: exponent and mantissa bits, bias, largest finite
+ * magnitude, and whether that format saturates (the f8 formats, as the IR's rounding
+ * does) rather than overflowing to infinity (f16).  e4m3 has no infinity: its one NaN
+ * a sign, all ones. */
+struct small_fmt {
+	int ebits, mbits, bias;
+	double maxv;
+	int saturate, has_inf;
+};
+
+static const struct small_fmt *small_fmt(enum rt_dtype t)
+{
+	static const struct small_fmt f16 = { 5, 10, 15, 65504.0, 0, 1 };
+	static const struct small_fmt e4m3 = { 4, 3, 7, 448.0, 1, 0 };
+	static const struct small_fmt e5m2 = { 5, 2, 15, 57344.0, 1, 1 };
+	return t == RT_DT_F16 ? &f16 : t == RT_DT_F8E4M3 ? &e4m3 : t == RT_DT_F8E5M2 ? &e5m2 : NULL;
+}
+
+static unsigned encode_small(const struct small_fmt *fm, float f)
+{
+	unsigned sign = signbit(f) ? 1u << (fm->ebits + fm->mbits) : 0u;
+	unsigned all = (1u << fm->ebits) - 1u, top = all << fm->mbits;
+	if (isnan(f))
+		return sign | top | ((1u << fm->mbits) - 1u);
+	double a = fabs((double)f);
+	if (fm->saturate && a > fm->maxv)
+		a = fm->maxv;
+	int emin = 1 - fm->bias, e;
+	if (a == 0.0)
+		return sign;
+	if (a < ldexp(1.0, emin))
+		e = emin;
+	else {
+		frexp(a, &e);
+		e -= 1;
+	}
+	double q = ldexp(1.0, e - fm->mbits);
+	double r = nearbyint(a / q) * q; /* exact: a power of two apart */
+	if (r > fm->maxv) /* f16 only: a saturating format's a is at most its largest */
+		return sign | top; /* infinity */
+	if (r < ldexp(1.0, emin))
+		return sign | (unsigned)(r / ldexp(1.0, emin - fm->mbits));
+	frexp(r, &e);
+	e -= 1;
+	unsigned mant = (unsigned)((r / ldexp(1.0, e) - 1.0) * ldexp(1.0, fm->mbits));
+	return sign | ((unsigned)(e + fm->bias) << fm->mbits) | mant;
+}
+
+static float decode_small(const struct small_fmt *fm, unsigned u)
+{
+	unsigned all = (1u << fm->ebits) - 1u, mmask = (1u << fm->mbits) - 1u;
+	unsigned ex = (u >> fm->mbits) & all, mant = u & mmask;
+	double s = (u >> (fm->ebits + fm->mbits)) & 1u ? -1.0 : 1.0, v;
+	if (ex == all && (fm->has_inf || mant == mmask))
+		v = fm->has_inf && !mant ? INFINITY : NAN;
+	else if (!ex)
+		v = ldexp((double)mant, 1 - fm->bias - fm->mbits);
+	else
+		v = ldexp(1.0 + ldexp((double)mant, -fm->mbits), (int)ex - fm->bias);
+	return (float)(s * v);
+}
+
+void rt_pack(enum rt_dtype t, void *dst, const float *src, size_t n)
+{
+	if (t == RT_DT_BF16) {
+		uint16_t *d = dst;
+		for (size_t i = 0; i < n; i++) {
+			uint32_t u;
+			memcpy(&u, &src[i], sizeof u);
+			d[i] = isnan(src[i]) ? (uint16_t)((u >> 16) | 0x40u)
+					     : (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+		}
+		return;
+	}
+	const struct small_fmt *fm = small_fmt(t);
+	RT_ASSERT(fm);
+	if (t == RT_DT_F16) {
+		uint16_t *d = dst;
+		for (size_t i = 0; i < n; i++)
+			d[i] = (uint16_t)encode_small(fm, src[i]);
+		return;
+	}
+	uint8_t *d = dst;
+	for (size_t i = 0; i < n; i++)
+		d[i] = (uint8_t)encode_small(fm, src[i]);
+}
+
+void rt_unpack(enum rt_dtype t, float *dst, const void *src, size_t n)
+{
+	if (t == RT_DT_BF16) {
+		const uint16_t *s = src;
+		for (size_t i = 0; i < n; i++) {
+			uint32_t u = (uint32_t)s[i] << 16;
+			memcpy(&dst[i], &u, sizeof u);
+		}
+		return;
+	}
+	const struct small_fmt *fm = small_fmt(t);
+	RT_ASSERT(fm);
+	if (t == RT_DT_F16) {
+		const uint16_t *s = src;
+		for (size_t i = 0; i < n; i++)
+			dst[i] = decode_small(fm, s[i]);
+		return;
+	}
+	const uint8_t *s = src;
+	for (size_t i = 0; i < n; i++)
+		dst[i] = decode_small(fm, s[i]);
 }
 
 const char *rt_buf_role_name(enum rt_buf_role r)
@@ -77,7 +201,10 @@ int rt_program_add_buffer(struct rt_program *p, const struct rt_buffer *b)
 	d->numel = 1;
 	for (int i = 0; i < d->rank; i++)
 		d->numel *= d->shape[i];
-	d->bytes = d->numel * (int64_t)rt_dtype_size(d->dtype);
+	if (!rt_dtype_is_float(d->dtype) || d->dtype == RT_DT_F32)
+		d->stored = d->dtype;
+	RT_ASSERT(d->stored == RT_DT_F32 || d->stored == d->dtype);
+	d->bytes = d->numel * (int64_t)rt_dtype_size(d->stored);
 	if (d->slots < 1)
 		d->slots = 1;
 	d->offset = -1;
@@ -221,11 +348,8 @@ static void print_shape(const int64_t *shape, int rank, FILE *out)
 	fputc(']', out);
 }
 
-static const char *const dt_name[] = { "f32", "i32", "i64" };
-
 void rt_program_print(const struct rt_program *p, FILE *out)
 {
-	const char *const *dt = dt_name;
 	fprintf(out, "program rank %d of %d: stage %d, pp %d dp %d ep %d, %d micro-batch%s, "
 		"schedule %s\n", p->rank, p->world, p->stage, p->layout.pp, p->layout.dp,
 		p->layout.ep, p->microbatches, p->microbatches == 1 ? "" : "es", p->schedule);
@@ -236,7 +360,10 @@ void rt_program_print(const struct rt_program *p, FILE *out)
 	fprintf(out, "buffers:\n");
 	for (int i = 0; i < p->n_bufs; i++) {
 		const struct rt_buffer *b = &p->bufs[i];
-		fprintf(out, "  b%d %s %s %s", i, b->name, rt_buf_role_name(b->role), dt[b->dtype]);
+		fprintf(out, "  b%d %s %s %s", i, b->name, rt_buf_role_name(b->role),
+			rt_dtype_name(b->dtype));
+		if (b->stored != b->dtype)
+			fprintf(out, " (held in %s)", rt_dtype_name(b->stored));
 		print_shape(b->shape, b->rank, out);
 		if (b->slots > 1)
 			fprintf(out, " x%d slots", b->slots);
@@ -502,7 +629,7 @@ static void dot_mismatch(FILE *dot, int *drawn, const char *group,
 			w += snprintf(shape + w, sizeof shape - (size_t)w, "%s%lld", d ? ", " : "",
 				      (long long)b->shape[d]);
 		fprintf(dot, "action %d: %s %s\\n%s [%s], micro-batch %d\"];\n", at[k],
-			rt_cop_kind_name(o->kind), b->name, dt_name[b->dtype], shape, a->mb);
+			rt_cop_kind_name(o->kind), b->name, rt_dtype_name(b->dtype), shape, a->mb);
 	}
 	fprintf(dot, "  r%d -> r%d [label=\"%s\"];\n}\n", r, q, what);
 }

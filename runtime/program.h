@@ -37,8 +37,22 @@
 
 #define RT_MAX_RANK 8
 
-enum rt_dtype { RT_DT_F32, RT_DT_I32, RT_DT_I64 };
+/* A buffer's dtype is its values' (the IR's); `stored` is how the backend holds them:
+ * the dtype itself, or f32 for the narrower floats (bf16, f16, f8) on the CPU backends,
+ * which keep every float value in an f32 (rounded to its dtype).  Sends, receives and
+ * all-to-alls carry the values at their dtype's width whatever the storage: the
+ * executor packs f32-held values narrow before and widens them after (rt_pack,
+ * rt_unpack), exactly, since they are already rounded to the dtype. */
+enum rt_dtype { RT_DT_F32, RT_DT_I32, RT_DT_I64, RT_DT_BF16, RT_DT_F16, RT_DT_F8E4M3,
+		RT_DT_F8E5M2 };
 size_t rt_dtype_size(enum rt_dtype t);
+const char *rt_dtype_name(enum rt_dtype t);
+int rt_dtype_is_float(enum rt_dtype t);
+/* n f32 values to dtype t's encoding at dst (t a float dtype narrower than f32; each
+ * rounded to nearest, ties to even, which keeps a value already of t as it is; f8
+ * saturates), and back. */
+void rt_pack(enum rt_dtype t, void *dst, const float *src, size_t n);
+void rt_unpack(enum rt_dtype t, float *dst, const void *src, size_t n);
 
 enum rt_buf_role {
 	RT_BUF_INPUT,   /* a graph input filled by the engine (tokens, targets), per micro-batch */
@@ -53,11 +67,13 @@ const char *rt_buf_role_name(enum rt_buf_role r);
 struct rt_buffer {
 	const char *name;
 	enum rt_dtype dtype;
+	enum rt_dtype stored;       /* RT_DT_F32 or dtype (see rt_dtype); normalised by
+				     * rt_program_add_buffer: the dtype for non-floats */
 	enum rt_buf_role role;
 	int rank;
 	int64_t shape[RT_MAX_RANK];
 	int64_t numel;              /* elements of one slot */
-	int64_t bytes;              /* of one slot */
+	int64_t bytes;              /* of one slot, at the stored width */
 	int slots;                  /* micro-batch slots (1 for parameters and gradients) */
 	int64_t offset;             /* in the arena; -1: not in it (see rt_program_layout) */
 	int param;                  /* RT_BUF_PARAM, RT_BUF_GRAD: index in params; else -1 */

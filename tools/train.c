@@ -538,24 +538,6 @@ int train_run(const struct train_opts *o)
 	int world = asked > 0 && env.world == 1 ? asked : env.world, rank = env.rank;
 	if (train_layout(o->model, g, world, &layout))
 		goto done;
-	/* dualpipe over NCCL: on two H200s (pp 2, 4 micro-batches) the job stopped before
-	 * its first step, where CPU ranks over MPI train it; refused until that is found */
-	if (cuda && layout.pp > 1 && !strcmp(layout.schedule, "dualpipe")) {
-		fprintf(stderr, "sluice train: %s: schedule dualpipe does not run on GPUs yet (its "
-			"first step does not finish over NCCL); use dualpipev, zb1p or 1f1b there, "
-			"or --device cpu\n", o->model);
-		goto done;
-	}
-	/* the program's buffers are f32-wide whatever the value's dtype, and an all-to-all
-	 * exchanges rows at that width, where the CUDA backend packs bf16 and f8 values in
-	 * 2 and 1 bytes: the rows would come apart */
-	if (cuda && layout.ep > 1 && strcmp(precision, "fp32")) {
-		fprintf(stderr, "sluice train: %s: expert parallelism on GPUs trains in fp32 only "
-			"for now (the exchanged rows of %s values would not be laid out as the "
-			"CUDA backend stores them): --set precision=fp32, or --device cpu\n",
-			o->model, precision);
-		goto done;
-	}
 	if (cuda && layout.zero) {
 		fprintf(stderr, "sluice train: %s: zero 1 (AdamW states sharded) runs on CPU ranks "
 			"only for now: --set zero=0 with --device cuda, or --device cpu\n",

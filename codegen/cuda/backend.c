@@ -803,5 +803,6 @@ const struct cg_backend cg_backend_cuda = {
 	.tensor = cuda_tensor,
 	.free = cuda_free,
 	.arena_bytes = cuda_arena_bytes,
+	.narrow = 1,
 };
 #endif

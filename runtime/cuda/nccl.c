@@ -154,7 +154,7 @@ static void check(struct rt_comm *c, ncclComm_t nc, ncclResult_t r, const char *
 
 static void *stream_of(struct rt_comm *c, void *stream)
 {
-	return stream ? stream : rt_gpu_stream(c->world->gpu, RT_STREAM_COMM);
+	return stream ? stream : rt_gpu_stream(c->world->gpu, rt_comm_lane_stream(c));
 }
 
 /* ---- communicators ---------------------------------------------------------------- */

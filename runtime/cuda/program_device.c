@@ -296,15 +296,15 @@ static void dev_host_free(struct rt_device *d, void *mem)
 		rt_gpu_host_free(mem);
 }
 
-static void dev_comm_begin(struct rt_device *d)
+static void dev_comm_begin(struct rt_device *d, struct rt_comm *c)
 {
-	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMM, RT_STREAM_COMPUTE), "stream wait");
+	must(rt_gpu_stream_wait(d->gpu, rt_comm_lane_stream(c), RT_STREAM_COMPUTE), "stream wait");
 }
 
 static void dev_comm_wait(struct rt_device *d, struct rt_comm *c)
 {
-	(void)c; /* NCCL's operations are queued on the communication stream */
-	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMPUTE, RT_STREAM_COMM), "stream wait");
+	/* NCCL's operations are queued on the stream of c's lane */
+	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMPUTE, rt_comm_lane_stream(c)), "stream wait");
 }
 
 static int dev_sync(struct rt_device *d)

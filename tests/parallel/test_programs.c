@@ -4,11 +4,16 @@
  * is caught; the structure a layout implies is there (sends only between
  * neighbouring stages' chunks, SAVED slots never shared by two micro-batches at
  * once and no more than 1F1B's micro-batches in flight, gradient sums over dp); the
- * other schedules (zb1p, dualpipev, dualpipe) build programs that verify. */
+ * other schedules (zb1p, dualpipev, dualpipe) build programs that verify.  The
+ * packing of f32-held values to their dtype's width for the wire (rt_pack, rt_unpack)
+ * keeps every value of the dtype as it is and rounds others as the reference does. */
+#include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "check.h"
 #include "codegen/program.h"
+#include "codegen/ref.h"
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 
@@ -146,8 +151,61 @@ static int first_comm(const struct rt_program *p, enum rt_cop_kind k)
 	return -1;
 }
 
+/* Every encoding of each narrow dtype (NaNs aside) unpacks to a value that packs back
+ * to it; and f32 values in between pack to what the reference's rounding gives. */
+static void test_pack(void)
+{
+	const struct { enum rt_dtype rt; enum ir_dtype ir; int bits; } ts[] = {
+		{ RT_DT_BF16, IR_BF16, 16 }, { RT_DT_F16, IR_F16, 16 },
+		{ RT_DT_F8E4M3, IR_F8E4M3, 8 }, { RT_DT_F8E5M2, IR_F8E5M2, 8 },
+	};
+	for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+		enum rt_dtype t = ts[k].rt;
+		uint32_t codes = 1u << ts[k].bits;
+		int bad = 0, values = 0;
+		for (uint32_t c = 0; c < codes; c++) {
+			uint16_t in16 = (uint16_t)c, out16 = 0;
+			uint8_t in8 = (uint8_t)c, out8 = 0;
+			float f;
+			rt_unpack(t, &f, ts[k].bits == 16 ? (void *)&in16 : (void *)&in8, 1);
+			if (isnan(f) || (isinf(f) && t != RT_DT_F16 && t != RT_DT_BF16))
+				continue;
+			rt_pack(t, ts[k].bits == 16 ? (void *)&out16 : (void *)&out8, &f, 1);
+			values++;
+			bad += ts[k].bits == 16 ? out16 != in16 : out8 != in8;
+		}
+		CHECKF(bad == 0, "%s: %d of %d encodings do not come back", rt_dtype_name(t), bad,
+		       values);
+		CHECKF(values > (int)codes * 9 / 10, "%s: %d values", rt_dtype_name(t), values);
+		/* values between the grid's points, and past the largest (f8 saturates) */
+		uint32_t x = 12345u;
+		for (int i = 0; i < 20000; i++) {
+			x = x * 1664525u + 1013904223u;
+			float f = ldexpf((float)(x >> 8) / (float)(1u << 24), (int)(x % 40u) - 24);
+			if (x & 1u)
+				f = -f;
+			if (i % 1000 == 0)
+				f = f < 0 ? -1e6f : 1e6f;
+			uint16_t q16 = 0;
+			uint8_t q8 = 0;
+			float back;
+			rt_pack(t, ts[k].bits == 16 ? (void *)&q16 : (void *)&q8, &f, 1);
+			rt_unpack(t, &back, ts[k].bits == 16 ? (void *)&q16 : (void *)&q8, 1);
+			double want = ref_round((double)f, ts[k].ir);
+			if (t == RT_DT_F16 && fabs(want) > 65504.0)
+				want = copysign(INFINITY, want);
+			if (!(back == (float)want)) {
+				CHECKF(0, "%s: %.9g packs to %.9g, the reference rounds to %.9g",
+				       rt_dtype_name(t), f, back, want);
+				break;
+			}
+		}
+	}
+}
+
 int main(void)
 {
+	test_pack();
 	struct rt_program *progs[MAXR];
 	FILE *quiet = fopen("/dev/null", "w");
 	REQUIRE(quiet);

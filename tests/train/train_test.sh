@@ -96,21 +96,26 @@ if [ "$BACKEND" = llvm ]; then
 			--ranks 2 --set ep=$ep --metrics f8-ep$ep.jsonl --out f8-ep$ep >/dev/null \
 			2>f8-ep$ep.err || fail "tiny_moe fp8 on 2 ranks, ep $ep: $(head -c 300 f8-ep$ep.err)"
 	done
-	# the all-to-all bytes a rank sent a micro-batch (the executor's count, at fp32)
-	# against what 'sluice check' predicts under an even routing: within 25% (measured
-	# 3% apart on this configuration; the routing of 128 tokens is not even)
-	"$SLUICE" train "$ROOT/models/tiny_moe.sl" "${f8[@]}" --steps 2 --ranks 2 --set ep=2 \
-		--out a2a-run >/dev/null 2>a2a.err || fail "tiny_moe on 2 ranks, ep 2: $(head -c 300 a2a.err)"
-	"$SLUICE" check --json "$ROOT/models/tiny_moe.sl" --set layers=2 --set seq=32 \
-		--set batch=4 --set ep=2 >a2a.json 2>>a2a.err || fail "check, ep 2: $(head -c 300 a2a.err)"
-	python3 - a2a.err a2a.json <<'PY' && ok "all-to-all bytes as sluice check predicts" ||
+	# the all-to-all bytes a rank sent a micro-batch (the executor's count, at the rows'
+	# dtype: f32, bf16, or E4M3 with f32 scales) against what 'sluice check' predicts
+	# under an even routing: within 25% (measured 3% apart on this configuration; the
+	# routing of 128 tokens is not even)
+	for pr in fp32 bf16 fp8; do
+		"$SLUICE" train "$ROOT/models/tiny_moe.sl" "${f8[@]}" --steps 2 --ranks 2 --set ep=2 \
+			--set precision=$pr --out a2a-run-$pr >/dev/null 2>a2a-$pr.err ||
+			fail "tiny_moe $pr on 2 ranks, ep 2: $(head -c 300 a2a-$pr.err)"
+		"$SLUICE" check --json "$ROOT/models/tiny_moe.sl" --set layers=2 --set seq=32 \
+			--set batch=4 --set ep=2 --set precision=$pr >a2a-$pr.json 2>>a2a-$pr.err ||
+			fail "check $pr, ep 2: $(head -c 300 a2a-$pr.err)"
+		python3 - a2a-$pr.err a2a-$pr.json $pr <<'PY' && ok "all-to-all bytes at $pr as sluice check predicts" ||
 import json, re, sys
 got = [float(m) for m in re.findall(r"all-to-all sent ([0-9.]+) MiB a micro-batch", open(sys.argv[1]).read())]
 want = json.load(open(sys.argv[2]))["all_to_all_bytes"] / 1048576
-print(f"all-to-all a micro-batch: sent {got} MiB, predicted {want:.4f} MiB")
+print(f"all-to-all a micro-batch at {sys.argv[3]}: sent {got} MiB, predicted {want:.4f} MiB")
 assert len(got) == 2 and all(abs(g - want) < 0.25 * want for g in got)
 PY
-		fail "all-to-all bytes against sluice check's"
+			fail "all-to-all bytes at $pr against sluice check's"
+	done
 	# the moments in bf16, as the recipe keeps them: said on the report line, and the
 	# checkpoint keeps them (widened to f32, exactly), so 3 steps stopped after the
 	# second and resumed give the 3 steps' losses bit for bit
