@@ -83,6 +83,48 @@ void rt_exec_trace(struct rt_exec *x, double *t)
 	x->trace = t;
 }
 
+#define RT_MAX_PEERS 64 /* a rank's peers on one communicator, at most */
+
+static void *reachable(struct rt_exec *x, void *h, size_t bytes, int up);
+
+/* NCCL connects two ranks on a communicator at their first send or receive between
+ * them, on the host and with the peer: a rank connecting on one communicator while
+ * its peer connects on another waits forever (DualPipe's first exchanges do that).
+ * So every pair that will exchange connects here, communicator by communicator in the
+ * groups' order, which every rank shares, with one byte each way. */
+static void connect_peers(struct rt_exec *x)
+{
+	const struct rt_program *p = x->p;
+	if (x->dev->host)
+		return;
+	char *buf = reachable(x, NULL, 2 * (size_t)RT_MAX_PEERS, 0);
+	for (int g = 0; g < p->n_groups; g++) {
+		struct rt_comm *c = x->gc[g];
+		int peers[RT_MAX_PEERS], n = 0;
+		for (int k = 0; c && k < p->n_comms; k++) {
+			const struct rt_comm_op *op = &p->comms[k];
+			if (op->group != g || (op->kind != RT_COP_SEND && op->kind != RT_COP_RECV))
+				continue;
+			int seen = 0;
+			for (int i = 0; i < n; i++)
+				seen |= peers[i] == op->peer;
+			if (!seen && n < RT_MAX_PEERS)
+				peers[n++] = op->peer;
+		}
+		if (!n)
+			continue;
+		x->dev->ops->comm_begin(x->dev, c);
+		rt_comm_p2p_begin(c);
+		for (int i = 0; i < n; i++) {
+			rt_comm_send(c, (uint64_t)(uintptr_t)(buf + i), 1, RT_COMM_U8, peers[i], NULL);
+			rt_comm_recv(c, (uint64_t)(uintptr_t)(buf + RT_MAX_PEERS + i), 1, RT_COMM_U8,
+				     peers[i], NULL);
+		}
+		rt_comm_p2p_end(c);
+		rt_comm_sync(c, NULL);
+	}
+}
+
 struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *err,
 			    size_t errlen)
 {
@@ -135,6 +177,7 @@ struct rt_exec *rt_exec_new(struct rt_program *p, struct rt_comm *world, char *e
 		    rt_comm_lane_stream(c) == RT_STREAM_COMM && lane < RT_COMM_LANES)
 			rt_comm_set_lane(c, lane++);
 	}
+	connect_peers(x);
 	return x;
 }
 
