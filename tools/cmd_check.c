@@ -366,8 +366,8 @@ static void print_precision(const struct ir_graph *g, const struct pass_account 
 	if (x->ep > 1) {
 		double t = x->a2a[0] + x->a2a[1] + x->a2a[2];
 		printf("    all-to-all (ep %d)   %s a rank sends a micro-batch, forward and backward, "
-		       "under an even routing, at the dtypes' widths (CPU ranks send every float "
-		       "in 4 bytes)", x->ep, fmt_bytes(b1, sizeof b1, t));
+		       "under an even routing, at the dtypes' widths", x->ep,
+		       fmt_bytes(b1, sizeof b1, t));
 		if (x->a2a[0] > 0)
 			printf(": E4M3 rows %s + their scales %s, other rows %s",
 			       fmt_bytes(b1, sizeof b1, x->a2a[0]), fmt_bytes(b2, sizeof b2, x->a2a[1]),
