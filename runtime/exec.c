@@ -76,11 +76,65 @@ struct rt_exec {
 	} *wires;
 	int n_wires, cap_wires;
 	double *trace;               /* rt_exec_trace: each action's start and end, or NULL */
+	struct rt_gpu_event **marks; /* on a GPU: 2 per action, then the step's start */
+	int cur;                     /* the action being taken */
+	int *held, n_held;           /* actions whose end marks wait for their NCCL group */
 };
 
 void rt_exec_trace(struct rt_exec *x, double *t)
 {
 	x->trace = t;
+	int n = 2 * x->p->n_actions + 1;
+	if (!t || !x->dev->gpu || x->marks)
+		return;
+	x->marks = rt_calloc((size_t)n, sizeof *x->marks);
+	x->held = rt_calloc((size_t)n, sizeof *x->held);
+	for (int i = 0; i < n; i++)
+		if (!(x->marks[i] = rt_gpu_event_new(x->dev->gpu))) {
+			for (int k = 0; k < i; k++)
+				rt_gpu_event_free(x->marks[k]);
+			free(x->marks);
+			free(x->held);
+			x->marks = NULL; /* the host's clock, then */
+			x->held = NULL;
+			return;
+		}
+}
+
+static void free_marks(struct rt_exec *x)
+{
+	for (int i = 0; x->marks && i < 2 * x->p->n_actions + 1; i++)
+		rt_gpu_event_free(x->marks[i]);
+	free(x->marks);
+	free(x->held);
+	x->marks = NULL;
+	x->held = NULL;
+}
+
+/* The current action's start (end 0) or end (1) where its work is queued: the compute
+ * stream, or c's. */
+static void mark(struct rt_exec *x, int end, struct rt_comm *c)
+{
+	if (!x->trace || !x->marks)
+		return;
+	if (end && c && x->p2p) { /* queued when the group closes (p2p_end) */
+		x->held[x->n_held++] = x->cur;
+		return;
+	}
+	rt_gpu_event_record(x->marks[2 * x->cur + end],
+			    c ? (enum rt_stream_kind)rt_comm_lane_stream(c) : RT_STREAM_COMPUTE);
+}
+
+/* Close the open run of sends and receives: one NCCL group, queued now, and the end
+ * marks of its operations after it. */
+static void p2p_close(struct rt_exec *x)
+{
+	rt_comm_p2p_end(x->p2p);
+	for (int k = 0; k < x->n_held; k++)
+		rt_gpu_event_record(x->marks[2 * x->held[k] + 1],
+				    (enum rt_stream_kind)rt_comm_lane_stream(x->p2p));
+	x->n_held = 0;
+	x->p2p = NULL;
 }
 
 #define RT_MAX_PEERS 64 /* a rank's peers on one communicator, at most */
@@ -200,6 +254,7 @@ void rt_exec_free(struct rt_exec *x)
 	free(x->out);
 	free(x->fresh);
 	free(x->recv_cap);
+	free_marks(x);
 	for (int i = 0; i < x->n_wires; i++)
 		free(x->wires[i].bytes);
 	free(x->wires);
@@ -369,6 +424,7 @@ static void all_to_allv(struct rt_exec *x, const struct rt_comm_op *op, int mb,
 		ra = wire(x, op->group, out, NULL, (float *)dst, rt * row);
 	}
 	x->dev->ops->comm_begin(x->dev, c);
+	mark(x, 0, c);
 	rt_comm_all_to_allv(c, sa, sc, so, ra, rc, ro, comm_dtype(in->dtype), NULL);
 	free(sc);
 }
@@ -428,8 +484,10 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 		x->dev->ops->zero(x->dev, rt_buf_slot(x->p, op->buf, 0), (size_t)b->bytes);
 		x->fresh[op->buf] = 0;
 	}
-	if (op->kind != RT_COP_ALL_TO_ALLV) /* it reads its counts first */
+	if (op->kind != RT_COP_ALL_TO_ALLV) { /* it reads its counts first */
 		x->dev->ops->comm_begin(x->dev, c);
+		mark(x, 0, c);
+	}
 	float *slot = (float *)(uintptr_t)addr;
 	switch (op->kind) {
 	case RT_COP_SEND:
@@ -463,6 +521,7 @@ static void start_comm(struct rt_exec *x, int k, int mb)
 		all_to_allv(x, op, mb, c);
 		break;
 	}
+	mark(x, 1, c);
 	x->st.comm_s += rt_now() - t0;
 }
 
@@ -471,6 +530,10 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 	struct rt_program *p = x->p;
 	for (int b = 0; b < p->n_bufs; b++)
 		x->fresh[b] = p->bufs[b].role == RT_BUF_GRAD || p->bufs[b].role == RT_BUF_OUTPUT;
+	struct rt_gpu_event *base = x->trace && x->marks ? x->marks[2 * p->n_actions] : NULL;
+	double t_base = rt_now();
+	if (base)
+		rt_gpu_event_record(base, RT_STREAM_COMPUTE);
 	for (int i = 0; i < p->n_actions; i++) {
 		const struct rt_action *a = &p->actions[i];
 		int p2p = a->kind == RT_ACT_COMM && (p->comms[a->index].kind == RT_COP_SEND ||
@@ -478,28 +541,31 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		struct rt_comm *pc = p2p ? x->gc[p->comms[a->index].group] : NULL;
 		/* a run of sends and receives on one stream is one group; another stream
 		 * starts another, so that no group joins two lanes */
-		if (x->p2p && (!pc || rt_comm_lane_stream(pc) != rt_comm_lane_stream(x->p2p))) {
-			rt_comm_p2p_end(x->p2p);
-			x->p2p = NULL;
-		}
+		if (x->p2p && (!pc || rt_comm_lane_stream(pc) != rt_comm_lane_stream(x->p2p)))
+			p2p_close(x);
 		if (pc && !x->p2p) {
 			x->p2p = pc;
 			rt_comm_p2p_begin(x->p2p);
 		}
 		if (x->trace)
 			x->trace[2 * i] = rt_now();
+		x->cur = i;
 		switch (a->kind) {
 		case RT_ACT_CHUNK:
+			mark(x, 0, NULL);
 			if (run_chunk(x, a->index, a->mb, err, errlen))
 				return -1;
+			mark(x, 1, NULL);
 			break;
 		case RT_ACT_COMM:
 			start_comm(x, a->index, a->mb);
 			break;
 		case RT_ACT_WAIT: {
 			double t0 = rt_now();
+			mark(x, 0, NULL);
 			if (x->gc[a->index])
 				x->dev->ops->comm_wait(x->dev, x->gc[a->index]);
+			mark(x, 1, NULL);
 			land_wires(x, a->index);
 			x->st.wait_s += rt_now() - t0;
 			break;
@@ -508,12 +574,15 @@ int rt_exec_step(struct rt_exec *x, char *err, size_t errlen)
 		if (x->trace)
 			x->trace[2 * i + 1] = rt_now();
 	}
-	if (x->p2p) {
-		rt_comm_p2p_end(x->p2p);
-		x->p2p = NULL;
-	}
+	if (x->p2p)
+		p2p_close(x);
 	if (x->n_wires)
 		RT_BUG("a packed exchange of group %d was never waited for", x->wires[0].group);
+	/* the GPU's times, on the host's clock from the step's start */
+	for (int i = 0; base && i < 2 * p->n_actions; i++) {
+		double ms = rt_gpu_event_ms(base, x->marks[i]);
+		x->trace[i] = ms >= 0 ? t_base + ms / 1e3 : t_base;
+	}
 	/* a buffer no chunk wrote this step (a stage without that output) is zero */
 	for (int b = 0; b < p->n_bufs; b++)
 		if (x->fresh[b])

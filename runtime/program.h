@@ -286,7 +286,10 @@ void rt_exec_recv_host(struct rt_exec *x, int group, void *h, size_t bytes, int 
 struct rt_comm *rt_exec_group(struct rt_exec *x, int group); /* NULL: no communicator */
 void rt_exec_stats(const struct rt_exec *x, struct rt_exec_stats *s);
 /* From the next step on, each action i's start and end (rt_now(), seconds) into t[2i]
- * and t[2i + 1] (t holds 2 x n_actions); NULL stops it. */
+ * and t[2i + 1] (t holds 2 x n_actions); NULL stops it.  On a GPU the times are the
+ * GPU's: events recorded where each action's work is queued (a chunk's and a wait's on
+ * the compute stream, an exchange's on its communicator's stream) and read after the
+ * step, placed on the host's clock at the step's start. */
 void rt_exec_trace(struct rt_exec *x, double *t);
 void rt_exec_free(struct rt_exec *x);
 

@@ -6,7 +6,9 @@
 # steps after the third, and the losses of every two-GPU run against one GPU's (they
 # must agree to rounding).  Beside each, what `sluice schedule` simulates for it with
 # the paper's costs (F=1, B=2, W=1, FB=3): its bubble.  Logs and metrics go to LOGDIR;
-# a markdown table is printed last.
+# a markdown table is printed last, after what each schedule's traced step (the
+# fourth; GPU times, runtime/exec.c) says of its ranks: step time, each rank's compute
+# and waiting, and the `sluice schedule` line with the measured F, B and W.
 # env: SLUICE (default build-gpu/sluice), MODEL, STEPS, MB, BATCH, SEQ, PRECISION (bf16).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
@@ -40,9 +42,14 @@ run() {
 run one --set microbatches="$MB"
 run dp2 --gpus 2 --set microbatches=$((MB / 2))
 for s in 1f1b zb1p dualpipe dualpipev; do
-	run "$s" --gpus 2 --set pp=2 --set microbatches="$MB" --set schedule=$s
+	run "$s" --gpus 2 --set pp=2 --set microbatches="$MB" --set schedule=$s \
+		--trace "$LOG/sched-$s.trace.json"
 	"$S" schedule "$MODEL" --set pp=2 --set microbatches="$MB" --set schedule=$s \
 		--costs F=1,B=2,W=1,FB=3 >"$LOG/sched-$s.sim" 2>&1 || rc=1
+done
+for s in 1f1b zb1p dualpipe dualpipev; do
+	echo "== $s"
+	grep -E "^trace:|^  rank [0-9]|^  measured" "$LOG/sched-$s.log"
 done
 python3 - "$LOG" "$MODEL" "$BATCH" "$SEQ" "$MB" "$PREC" <<'PY' || rc=1
 import json, os, re, statistics, sys
