@@ -50,6 +50,8 @@ struct mm {
 	int64_t loop_a[IR_MAX_RANK], loop_b[IR_MAX_RANK], loop_d[IR_MAX_RANK]; /* strides */
 };
 
+static void profile_end(struct cg_exec *e);
+
 /* bound-pointer sets a chunk keeps a CUDA graph for: one per micro-batch slot the
  * executor binds it to, a few in practice; beyond these the steps run directly */
 #define MAX_REPLAYS 16
@@ -73,6 +75,10 @@ struct cg_exec {
 	rt_dptr *args;
 	void **argp;
 	int max_args;
+	/* SLUICE_CUDA_PROFILE=1: each step's GPU time over every run, said at free */
+	struct rt_gpu_event **pev;  /* 2 per step */
+	double *prof_ms;
+	int prof_runs;
 	/* CUDA graphs of the steps, one per set of bound pointers seen (run_steps) */
 	struct replay {
 		rt_dptr *ptr;               /* e->ptr when captured */
@@ -499,6 +505,8 @@ static void cuda_free(struct cg_exec *e)
 		return;
 	if (e->gpu) {
 		rt_gpu_sync(e->gpu, RT_STREAM_COMPUTE); /* nothing queued may outlive its memory */
+		if (e->pev)
+			profile_end(e);
 		if (e->top && rt_gpu_arena_mark(e->gpu) == e->top)
 			rt_gpu_arena_reset(e->gpu, e->mark);
 	}
@@ -709,6 +717,8 @@ static int run_steps(struct cg_exec *e)
 	for (int s = 0; s < p->n_steps; s++) {
 		const struct cg_step *st = &p->steps[s];
 		int rc = 0;
+		if (e->pev)
+			rt_gpu_event_record(e->pev[2 * s], RT_STREAM_COMPUTE);
 		if (st->kind == CG_STEP_KERNEL) {
 			for (int i = 0; i < st->n_bufs; i++)
 				e->args[i] = e->ptr[st->bufs[i]];
@@ -724,8 +734,71 @@ static int run_steps(struct cg_exec *e)
 				st->op->id, ir_op_name(st->op->kind));
 			return 1;
 		}
+		if (e->pev)
+			rt_gpu_event_record(e->pev[2 * s + 1], RT_STREAM_COMPUTE);
 	}
+	for (int s = 0; e->pev && s < p->n_steps; s++) {
+		double ms = rt_gpu_event_ms(e->pev[2 * s], e->pev[2 * s + 1]);
+		e->prof_ms[s] += ms > 0 ? ms : 0;
+	}
+	e->prof_runs += e->pev != NULL;
 	return 0;
+}
+
+/* SLUICE_CUDA_PROFILE=1: every run's steps timed one by one (each run waits for the
+ * GPU, and runs without a CUDA graph), the heaviest said when the executor goes. */
+static int profile_on(void)
+{
+	static int on = -1;
+	if (on < 0) {
+		const char *v = getenv("SLUICE_CUDA_PROFILE");
+		on = v && strcmp(v, "0");
+	}
+	return on;
+}
+
+static int profile_begin(struct cg_exec *e)
+{
+	int n = e->plan.n_steps;
+	e->pev = rt_calloc(2 * (size_t)n + 1, sizeof *e->pev);
+	e->prof_ms = rt_calloc((size_t)n + 1, sizeof *e->prof_ms);
+	for (int i = 0; i < 2 * n; i++)
+		if (!(e->pev[i] = rt_gpu_event_new(e->gpu)))
+			return -1;
+	return 0;
+}
+
+static void profile_end(struct cg_exec *e)
+{
+	const struct cg_plan *p = &e->plan;
+	enum { TOP = 20 };
+	int n = p->n_steps, order[TOP], m = 0;
+	double total = 0;
+	for (int s = 0; s < n; s++) { /* the TOP heaviest, heaviest first */
+		total += e->prof_ms[s];
+		if (m == TOP && e->prof_ms[s] <= e->prof_ms[order[TOP - 1]])
+			continue;
+		int at = m < TOP ? m++ : TOP - 1;
+		for (; at > 0 && e->prof_ms[order[at - 1]] < e->prof_ms[s]; at--)
+			order[at] = order[at - 1];
+		order[at] = s;
+	}
+	if (e->prof_runs > 0 && total > 0) {
+		fprintf(stderr, "profile: %d steps, %d runs, %.3f ms a run; the heaviest:\n", n,
+			e->prof_runs, total / e->prof_runs);
+		for (int k = 0; k < m; k++) {
+			const struct cg_step *st = &p->steps[order[k]];
+			fprintf(stderr, "  %8.3f ms  %5.1f%%  step %d: %s\n",
+				e->prof_ms[order[k]] / e->prof_runs, 100 * e->prof_ms[order[k]] / total,
+				order[k], st->kind == CG_STEP_KERNEL ? p->ks[st->kernel]->name
+								       : ir_op_name(st->op->kind));
+		}
+	}
+	for (int i = 0; i < 2 * n; i++)
+		rt_gpu_event_free(e->pev[i]);
+	free(e->pev);
+	free(e->prof_ms);
+	e->pev = NULL;
 }
 
 /* SLUICE_CUDA_GRAPHS=0 turns the graphs off (every run queues its launches) */
@@ -758,6 +831,11 @@ static int cuda_run(struct cg_exec *e)
 				return 1;
 			}
 		}
+	}
+	if (profile_on()) {
+		if (!e->pev && profile_begin(e))
+			return 1;
+		return run_steps(e);
 	}
 	if (!graphs_on())
 		return run_steps(e);
