@@ -920,6 +920,49 @@ static void emit_scatter_rows(struct cg_plan *p, const struct ir_op *op, const c
 	kb_end(&kb, 1);
 }
 
+/* SUM_TO over leading dimensions (a bias's gradient: [B, S, D] to [D]) on a target of
+ * blocks of threads: a point an output element leaves each thread R rows to add in
+ * turn, too long a chain (3.6 ms for [8192, 768]).  So the rows in pieces of SUM_PIECE:
+ * each piece's sum a point of a scratch [P, O], then the P pieces' sums in order, a
+ * point an element.  Another order of the sums than the CPU's, fixed.  0 when the op
+ * is not of that shape (or too short to gain): emitted as a pointwise kernel. */
+enum { SUM_PIECE = 64 };
+
+static int emit_sum_to_split(struct cg_plan *p, const struct ir_op *op, const char *prefix)
+{
+	const struct ir_value *in = op->in[0], *out = op->out[0];
+	const struct ir_shape *is = &in->shape, *os = &out->shape;
+	int lead = is->rank - os->rank;
+	if (lead <= 0)
+		return 0;
+	for (int d = 0; d < os->rank; d++)
+		if (os->dim[d] != is->dim[lead + d])
+			return 0;
+	int64_t O = ir_shape_numel(os), R = O ? ir_shape_numel(is) / O : 0;
+	if (R < 4 * SUM_PIECE)
+		return 0;
+	int64_t P = (R + SUM_PIECE - 1) / SUM_PIECE;
+	int part = scratch(p, KIR_F32, P * O);
+	struct kb kb = kb_begin(p, op, "part", P * O, prefix);
+	kx *o = irem(&kb, var(&kb, 0), O), *q = idiv(&kb, var(&kb, 0), O);
+	int r = kir_index(kb.k, "r");
+	kx *iidx[IR_MAX_RANK];
+	unflat(&kb, is, iadd(&kb, imul(&kb, var(&kb, r), O), o), iidx);
+	kx *lo = imul(&kb, q, SUM_PIECE);
+	kx *hi = kir_bin(kb.k, KIR_MIN, iadd(&kb, lo, c64(&kb, SUM_PIECE)), c64(&kb, R));
+	kx *sum = kir_reduce(kb.k, KIR_RED_SUM, r, lo, hi,
+			     kir_cvt(kb.k, KIR_F32, val_at(&kb, in, iidx)));
+	st(&kb, &kb.k->body, part, var(&kb, 0), sum);
+	kb_end(&kb, 256);
+	kb = kb_begin(p, op, "sum", O, prefix);
+	int j = kir_index(kb.k, "j");
+	sum = kir_reduce(kb.k, KIR_RED_SUM, j, c64(&kb, 0), c64(&kb, P),
+			 ld(&kb, part, iadd(&kb, imul(&kb, var(&kb, j), O), var(&kb, 0)), KIR_F32));
+	st(&kb, &kb.k->body, out->id, var(&kb, 0), kir_cvt(kb.k, compute_type(out->dtype), sum));
+	kb_end(&kb, 256);
+	return 1;
+}
+
 /* MOE_DISPATCH: counting sort of the choices by expert (one point), then row copies. */
 static void emit_dispatch(struct cg_plan *p, const struct ir_op *op, const char *prefix)
 {
@@ -1657,6 +1700,9 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 				       p->view_of[op->out[0]->id] >= 0))
 			continue;
 		if (op->n_out && ir_shape_numel(&op->out[0]->shape) == 0)
+			continue;
+		if (op->kind == IR_OP_SUM_TO && p->target->block_threads > 0 &&
+		    emit_sum_to_split(p, op, prefix))
 			continue;
 		if (is_pointwise(op->kind)) {
 			emit_pointwise(p, op, prefix);

@@ -788,10 +788,20 @@ static void profile_end(struct cg_exec *e)
 			e->prof_runs, total / e->prof_runs);
 		for (int k = 0; k < m; k++) {
 			const struct cg_step *st = &p->steps[order[k]];
-			fprintf(stderr, "  %8.3f ms  %5.1f%%  step %d: %s\n",
+			const struct ir_value *y = st->op->n_out ? st->op->out[0] : NULL;
+			char what[160];
+			int w = snprintf(what, sizeof what, "%s", st->kind == CG_STEP_KERNEL
+				 ? p->ks[st->kernel]->name : ir_op_name(st->op->kind));
+			for (int i = 0; st->kind != CG_STEP_KERNEL && i < st->op->n_in && w < 120; i++)
+				w += snprintf(what + w, sizeof what - (size_t)w, "%s%s", i ? ", " : " (",
+					      ir_dtype_name(st->op->in[i]->dtype));
+			for (int d = 0; y && st->kind != CG_STEP_KERNEL && d < y->shape.rank && w < 140;
+			     d++)
+				w += snprintf(what + w, sizeof what - (size_t)w, "%s%lld", d ? "x" : ") -> ",
+					      (long long)y->shape.dim[d]);
+			fprintf(stderr, "  %8.3f ms  %5.1f%%  step %d (op %d): %s\n",
 				e->prof_ms[order[k]] / e->prof_runs, 100 * e->prof_ms[order[k]] / total,
-				order[k], st->kind == CG_STEP_KERNEL ? p->ks[st->kernel]->name
-								       : ir_op_name(st->op->kind));
+				order[k], st->op->id, what);
 		}
 	}
 	for (int i = 0; i < 2 * n; i++)
