@@ -78,7 +78,7 @@ struct cg_exec {
 	/* SLUICE_CUDA_PROFILE=1: each step's GPU time over every run, said at free */
 	struct rt_gpu_event **pev;  /* 2 per step */
 	double *prof_ms;
-	int prof_runs;
+	int prof_runs, prof_seen;
 	/* CUDA graphs of the steps, one per set of bound pointers seen (run_steps) */
 	struct replay {
 		rt_dptr *ptr;               /* e->ptr when captured */
@@ -737,16 +737,19 @@ static int run_steps(struct cg_exec *e)
 		if (e->pev)
 			rt_gpu_event_record(e->pev[2 * s + 1], RT_STREAM_COMPUTE);
 	}
-	for (int s = 0; e->pev && s < p->n_steps; s++) {
+	/* the first run is left out: it times cuBLASLt's candidates for each new shape */
+	for (int s = 0; e->pev && e->prof_seen && s < p->n_steps; s++) {
 		double ms = rt_gpu_event_ms(e->pev[2 * s], e->pev[2 * s + 1]);
 		e->prof_ms[s] += ms > 0 ? ms : 0;
 	}
-	e->prof_runs += e->pev != NULL;
+	e->prof_runs += e->pev && e->prof_seen;
+	e->prof_seen |= e->pev != NULL;
 	return 0;
 }
 
 /* SLUICE_CUDA_PROFILE=1: every run's steps timed one by one (each run waits for the
- * GPU, and runs without a CUDA graph), the heaviest said when the executor goes. */
+ * GPU, and runs without a CUDA graph), the heaviest said when the executor goes; the
+ * first run is not counted. */
 static int profile_on(void)
 {
 	static int on = -1;
