@@ -10,7 +10,9 @@
 # Environment: BUILD_DIR (default build-gpu), JOBS (default: all CPUs),
 # GEMM_ROUNDS (rounds of every GEMM row timed by sluice and PyTorch in turn, default 3), SKIP_COMM=1 (do not
 # run tools/bench/comm-check.sh), SKIP_BENCH=1 (build and test only: no GEMM or NVRTC benchmarks),
-# FP8=1 (run tools/bench/gpu_fp8.sh: fp8 against bf16, throughput and the loss gap).
+# FP8=1 (run tools/bench/gpu_fp8.sh: fp8 against bf16, throughput and the loss gap),
+# SCHEDULES=1 (run tools/bench/gpu_schedules.sh on two GPUs: the pipeline schedules,
+# traced, against one GPU and dp 2).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -144,6 +146,11 @@ if [ "${FP8:-0}" = 1 ]; then
 	step "tools/bench/gpu_fp8.sh" gpu_fp8.log env SLUICE="$S" bash tools/bench/gpu_fp8.sh "$LOG/fp8"
 fi
 
+if [ "${SCHEDULES:-0}" = 1 ]; then
+	step "tools/bench/gpu_schedules.sh" gpu_schedules.log env SLUICE="$S" \
+		bash tools/bench/gpu_schedules.sh "$LOG/schedules"
+fi
+
 if [ -f tools/bench/comm-check.sh ] && [ "${SKIP_COMM:-0}" != 1 ]; then
 	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
 fi
@@ -171,6 +178,11 @@ fi
 if [ "${FP8:-0}" = 1 ]; then
 	echo "== FP8 against BF16 (tools/bench/gpu_fp8.sh)"
 	grep -E '^\|' "$LOG/gpu_fp8.log" | head -40
+	echo
+fi
+if [ "${SCHEDULES:-0}" = 1 ]; then
+	echo "== pipeline schedules on two GPUs (tools/bench/gpu_schedules.sh)"
+	grep -E '^\||^trace|^  (rank|measured)' "$LOG/gpu_schedules.log" | head -40
 	echo
 fi
 ok=1
