@@ -27,7 +27,10 @@
  * MTP module; any parameter under DualPipe, whose stages run on two ranks) is held by
  * all of them; each holder keeps a GRAD buffer, the ranks running the stage that makes
  * "grad.P" fill it and the others contribute zeros to one sum over every rank holding
- * it, so all copies take the same AdamW step.  A parameter of one rank sums its
+ * it, so all copies take the same AdamW step.  Where grad.P's last sum adds a part
+ * made on another stage (the output head's part of an embedding it shares), that stage
+ * sums its part into its own copy instead of sending it every micro-batch, and the sum
+ * over the holders adds the parts (find_partials).  A parameter of one rank sums its
  * gradient over that stage's data-parallel ranks.
  *
  * Schedule.  The action lists of passes/schedule.c, one per pipeline rank: each of its
@@ -265,6 +268,9 @@ struct builder {
 	int *obuf_of_val;         /* per value: the OUTPUT or GRAD buffer of a graph output
 				     that other chunks read too (then buf_of_val is SAVED) */
 	int *out_name;            /* per value: index in g->outputs, -1 none */
+	int *partial_of;          /* per value: the gradient output it is another stage's
+				     part of (see "Gradients" above), -1 none */
+	int *gbuf_of_val;         /* per gradient output: its GRAD buffer here, -1 none */
 	int g_world, g_pp, g_dp, g_ep, g_edp; /* group indices */
 	int dual;                 /* values pass both ways between two ranks (two stages a
 				     rank, DualPipe's two directions) */
@@ -369,6 +375,47 @@ static void copy_attrs(struct ir_graph *dst, struct ir_op *to, const struct ir_o
 /* The compute ops of chunk `key` as a graph of their own, compiled by be; adds the
  * chunk to the program and returns its index (-1 on failure, -2 when it has no ops).
  * Buffers of every value it reads or writes across its boundary must exist. */
+/* A gradient output's GRAD buffer on this rank, made the first time it is asked for:
+ * by the chunk that makes the output, by one that makes a part of it (find_partials),
+ * or for the parameter table (a holder that makes neither adds zeros to the sum). */
+static int grad_buffer(struct builder *b, const struct ir_value *gv)
+{
+	if (b->gbuf_of_val[gv->id] < 0)
+		b->gbuf_of_val[gv->id] = add_value_buffer(b, gv, b->g->output_names[b->out_name[gv->id]],
+							  RT_BUF_GRAD, 1, -1);
+	return b->gbuf_of_val[gv->id];
+}
+
+/* A parameter's gradient whose last sum adds a part made on another stage (an
+ * embedding shared with the output head: the head's part made on the last stage,
+ * added to the first stage's): instead of that part travelling to the adding stage
+ * every micro-batch, the stage that makes it sums it over the micro-batches into its
+ * own copy of the gradient, the adding stage adds zeros in its place, and the sum over
+ * the parameter's holders after the step adds the two (see "Gradients" above).  The
+ * same total in another order of the sums; no stage's weight-gradient chunk waits for
+ * another's (zb1p defers those).  Only a part read by that sum alone, of its shape. */
+static void find_partials(struct builder *b)
+{
+	const struct ir_graph *g = b->g;
+	for (int i = 0; i < g->n_outputs && !b->whole; i++) {
+		const struct ir_value *gv = g->outputs[i];
+		if (!gv || strncmp(g->output_names[i], "grad.", 5) || !gv->def ||
+		    gv->def->kind != IR_OP_ADD || gv->def->n_in != 2 || b->unit_of_val[gv->id] < 0)
+			continue;
+		int s = unit_stage(b, b->unit_of_val[gv->id]);
+		for (int k = 0; k < 2; k++) {
+			const struct ir_value *v = gv->def->in[k], *w = gv->def->in[1 - k];
+			int u = b->unit_of_val[v->id], uw = b->unit_of_val[w->id];
+			if (u < 0 || unit_stage(b, u) == s || uw < 0 || unit_stage(b, uw) != s ||
+			    v->dtype != gv->dtype || !ir_shape_eq(&v->shape, &gv->shape) ||
+			    b->use_start[v->id + 1] - b->use_start[v->id] != 1 ||
+			    b->out_name[v->id] >= 0)
+				continue;
+			b->partial_of[v->id] = gv->id;
+		}
+	}
+}
+
 static int build_chunk(struct builder *b, int key, const struct cg_backend *be, FILE *err)
 {
 	const struct ir_graph *g = b->g;
@@ -396,6 +443,13 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 		}
 		for (int k = 0; k < op->n_in; k++) {
 			const struct ir_value *v = op->in[k];
+			if (b->partial_of[v->id] == op->out[0]->id) {
+				/* another stage's part of this gradient: it sums that itself */
+				ir_graph_set_context(cg, op->loc, op->scope);
+				ins[k] = ir_op1(cg, IR_OP_CONST, 0, NULL, v->dtype, v->shape);
+				ir_op_set_float(cg, ins[k]->def, "value", 0.0);
+				continue;
+			}
 			if (!map[v->id]) {
 				/* from outside the chunk: a copied source, or a buffer's input */
 				const struct ir_op *d = v->def;
@@ -702,10 +756,8 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
 					"(autodiff makes one: a bug in sluice)\n", gname, r.path);
 				return -1;
 			}
-			r.grad = b->obuf_of_val[gv->id] >= 0 ? b->obuf_of_val[gv->id]
-							     : b->buf_of_val[gv->id];
-			if (r.grad < 0) /* made on another stage: this copy adds zeros */
-				r.grad = add_value_buffer(b, gv, gname, RT_BUF_GRAD, 1, p->n_params);
+			/* made on another stage: this copy adds zeros, or its stages' part */
+			r.grad = grad_buffer(b, gv);
 			p->bufs[r.grad].param = p->n_params;
 		} else if (ends_with(r.path, ".gate.bias")) {
 			r.scope = ir_strndup(g->arena, r.path, strlen(r.path) - strlen(".gate.bias"));
@@ -1025,6 +1077,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.buf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.buf_of_val);
 	b.obuf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.obuf_of_val);
 	b.out_name = rt_calloc((size_t)nv + 1, sizeof *b.out_name);
+	b.partial_of = rt_calloc((size_t)nv + 1, sizeof *b.partial_of);
+	b.gbuf_of_val = rt_calloc((size_t)nv + 1, sizeof *b.gbuf_of_val);
 	uint64_t *holders = rt_calloc((size_t)g->n_ops + 1, sizeof *holders);
 	int *param_op = rt_calloc((size_t)nv + 1, sizeof *param_op);
 	int *seg_of_val = rt_calloc((size_t)nv + 1, sizeof *seg_of_val);
@@ -1039,7 +1093,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	int n_sched = 0, ok = 0, max_seg = 0;
 	for (int i = 0; i < nv; i++)
 		b.unit_of_val[i] = b.buf_of_val[i] = b.obuf_of_val[i] =
-			b.out_name[i] = param_op[i] = -1;
+			b.out_name[i] = param_op[i] = b.partial_of[i] = b.gbuf_of_val[i] = -1;
 	for (int i = 0; i < n_bundles; i++)
 		first_reader[i] = -1;
 	for (int i = 0; i < g->n_outputs; i++)
@@ -1078,6 +1132,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			from_comm[vid] = (unsigned char)is_comm(op);
 		}
 	}
+	find_partials(&b);
 	/* who reads what */
 	for (int i = 0; i < g->n_ops; i++) {
 		const struct ir_op *op = g->ops[i];
@@ -1090,7 +1145,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			if (param_op[v->id] >= 0)
 				holders[param_op[v->id]] |= stage_ranks[s];
 			int src = b.unit_of_val[v->id];
-			if (src < 0 || unit_stage(&b, src) == s)
+			if (src < 0 || unit_stage(&b, src) == s || b.partial_of[v->id] >= 0)
 				continue;
 			int *fr = &first_reader[src * b.S + s];
 			if (*fr < 0 || u < *fr) /* F, B, W run in this order on a stage */
@@ -1169,6 +1224,10 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		int key = u * SEG_MAX + b.seg_of_op[i];
 		for (int o = 0; o < op->n_out; o++) {
 			const struct ir_value *v = op->out[o];
+			if (b.partial_of[v->id] >= 0) { /* summed here, into the gradient */
+				b.buf_of_val[v->id] = grad_buffer(&b, g->values[b.partial_of[v->id]]);
+				continue;
+			}
 			int outside = is_comm(op);
 			for (int k = b.use_start[v->id]; k < b.use_start[v->id + 1] && !outside; k++) {
 				int j = b.use_op[k];
@@ -1187,7 +1246,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 					fprintf(err, "error: graph output '%s' is not a float\n", nm);
 					goto done;
 				}
-				int bi = add_value_buffer(&b, v, nm, role, 1, -1);
+				int bi = role == RT_BUF_GRAD ? grad_buffer(&b, v)
+							     : add_value_buffer(&b, v, nm, role, 1, -1);
 				if (!strcmp(nm, "loss"))
 					p->loss = bi;
 				else if (!strcmp(nm, "lm_loss"))
@@ -1213,7 +1273,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	/* values received from other stages */
 	for (int i = 0; i < nv; i++) {
 		int src = b.unit_of_val[i];
-		if (src < 0 || runs(&b, unit_stage(&b, src)) || b.buf_of_val[i] >= 0)
+		if (src < 0 || runs(&b, unit_stage(&b, src)) || b.buf_of_val[i] >= 0 ||
+		    b.partial_of[i] >= 0)
 			continue;
 		int reads = 0;
 		for (int c = 0; c < nu && !reads; c++)
@@ -1298,7 +1359,7 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 		if (src == dst || (!runs(&b, src) && !runs(&b, dst)))
 			continue;
 		for (int i = 0; i < nv; i++) {
-			if (b.unit_of_val[i] != su || b.buf_of_val[i] < 0)
+			if (b.unit_of_val[i] != su || b.buf_of_val[i] < 0 || b.partial_of[i] >= 0)
 				continue;
 			int reads = 0;
 			for (int c = 0; c < UNITS_PER_STAGE && !reads; c++)
@@ -1416,6 +1477,8 @@ done:
 	free(b.unit_of_val);
 	free(b.buf_of_val);
 	free(b.obuf_of_val);
+	free(b.partial_of);
+	free(b.gbuf_of_val);
 	free(b.out_name);
 	free(holders);
 	free(param_op);
