@@ -274,6 +274,26 @@ int main(void)
 			}
 			CHECKF(b_chunks > 0 && b_chunks == w_chunks, "%s rank %d: %d B, %d W",
 			       others[k].sched, r, b_chunks, w_chunks);
+			/* the head's part of the shared embedding's gradient is summed where
+			 * it is made (codegen/program.c, find_partials): no weight-gradient
+			 * values travel between stages, and every rank's embedding gradient
+			 * is written by one of its chunks */
+			for (int i = 0; i < p->n_comms; i++) {
+				const char *gn = p->groups[p->comms[i].group].name;
+				CHECKF(strncmp(gn, "ppw", 3), "%s rank %d: %s on %s", others[k].sched, r,
+				       rt_cop_kind_name(p->comms[i].kind), gn);
+			}
+			int emb = -1, held = 0;
+			for (int b = 0; b < p->n_bufs; b++) {
+				emb = !strcmp(p->bufs[b].name, "grad.embed.weight") ? b : emb;
+				held |= !strcmp(p->bufs[b].name, "embed.weight");
+			}
+			int written = 0;
+			for (int c = 0; c < p->n_chunks && emb >= 0; c++)
+				for (int o = 0; o < p->chunks[c].n_out; o++)
+					written |= p->chunks[c].out[o] == emb;
+			CHECKF(!held || (emb >= 0 && written), "%s rank %d: grad.embed.weight %s",
+			       others[k].sched, r, emb < 0 ? "missing" : "written by no chunk");
 		}
 		free_all(progs, n);
 		ir_graph_free(g);
