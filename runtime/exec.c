@@ -19,14 +19,18 @@
  * That is not enough where sends wait on each other across communicators: DualPipe's
  * values travel both ways between two ranks, and rank 0 may queue a send of
  * micro-batch 1 that rank 1 receives only after its own send of micro-batch 3, which
- * rank 0 receives after its send.  On one stream each send holds back the receive
- * the other waits for.  So on a GPU every communicator that carries sends and
+ * rank 0 receives after its send.  On one stream each send would hold back the
+ * receive the other waits for.  So on a GPU every communicator that carries sends and
  * receives gets a stream of its own (a lane, rt_comm_set_lane; RT_COMM_LANES - 1 of
  * them, the collectives keep the communication stream): on one communicator every
  * rank issues its operations in the same order (the verifier checks it), and the
  * communicators progress apart, as MPI's operations do.  A run of sends and receives
- * is one NCCL group only while they share a stream.  Chunk outputs are copied where they are kept: the micro-batch slot
- * of a SAVED buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
+ * is one NCCL group only while they share a stream.  (What stopped DualPipe's first
+ * step on two H200s was earlier still, NCCL's connection of each pair: see
+ * connect_peers.)
+ *
+ * Chunk outputs are copied where they are kept: the micro-batch slot of a SAVED
+ * buffer, or summed into a GRAD or OUTPUT buffer (the first micro-batch of
  * a step copies, later ones add, in micro-batch order, so the sum does not depend on
  * the schedule).
  *
