@@ -322,7 +322,8 @@ static int add_value_buffer(struct builder *b, const struct ir_value *v, const c
 {
 	enum rt_dtype t = rt_dtype_of(v->dtype);
 	enum rt_dtype held = b->be && b->be->narrow ? t : RT_DT_F32;
-	struct rt_buffer rb = { .name = name, .dtype = t, .stored = held, .role = role, .rank = v->shape.rank, .slots = slots, .param = param };
+	struct rt_buffer rb = { .name = name, .dtype = t, .stored = held, .role = role,
+				.rank = v->shape.rank, .slots = slots, .param = param };
 	memcpy(rb.shape, v->shape.dim, sizeof rb.shape[0] * (size_t)v->shape.rank);
 	return rt_program_add_buffer(b->p, &rb);
 }
@@ -372,17 +373,15 @@ static void copy_attrs(struct ir_graph *dst, struct ir_op *to, const struct ir_o
 	}
 }
 
-/* The compute ops of chunk `key` as a graph of their own, compiled by be; adds the
- * chunk to the program and returns its index (-1 on failure, -2 when it has no ops).
- * Buffers of every value it reads or writes across its boundary must exist. */
 /* A gradient output's GRAD buffer on this rank, made the first time it is asked for:
  * by the chunk that makes the output, by one that makes a part of it (find_partials),
  * or for the parameter table (a holder that makes neither adds zeros to the sum). */
 static int grad_buffer(struct builder *b, const struct ir_value *gv)
 {
-	if (b->gbuf_of_val[gv->id] < 0)
-		b->gbuf_of_val[gv->id] = add_value_buffer(b, gv, b->g->output_names[b->out_name[gv->id]],
-							  RT_BUF_GRAD, 1, -1);
+	if (b->gbuf_of_val[gv->id] < 0) {
+		const char *name = b->g->output_names[b->out_name[gv->id]];
+		b->gbuf_of_val[gv->id] = add_value_buffer(b, gv, name, RT_BUF_GRAD, 1, -1);
+	}
 	return b->gbuf_of_val[gv->id];
 }
 
@@ -416,6 +415,9 @@ static void find_partials(struct builder *b)
 	}
 }
 
+/* The compute ops of chunk `key` as a graph of their own, compiled by be; adds the
+ * chunk to the program and returns its index (-1 on failure, -2 when it has no ops).
+ * Buffers of every value it reads or writes across its boundary must exist. */
 static int build_chunk(struct builder *b, int key, const struct cg_backend *be, FILE *err)
 {
 	const struct ir_graph *g = b->g;
