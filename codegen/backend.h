@@ -60,7 +60,9 @@ void cg_cuda_use_gpu(struct rt_gpu *g);
 /* The device memory the CUDA backend would take from the GPU's arena for g, without
  * compiling or allocating anything: the arena of its plan (arena_bytes after compile),
  * the graph outputs it allocates alone, cuBLASLt's workspace, each rounded up to 256
- * bytes.  Inputs and parameters, bound by the caller, are not counted.  0 on success. */
+ * bytes.  Inputs and parameters, bound by the caller, are not counted.  A graph whose
+ * sends, receives and collectives span several ranks (the program executor runs
+ * them) is planned with their outputs as buffers.  0 on success. */
 int cg_cuda_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err);
 #endif
 

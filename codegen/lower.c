@@ -1185,6 +1185,8 @@ static int emit_all_to_all_single(struct cg_plan *p, const struct ir_op *op, con
 	int v = op->kind == IR_OP_ALL_TO_ALLV;
 	const struct ir_value *x = op->in[0], *y = op->out[0];
 	int64_t P = v ? op->in[1]->shape.dim[0] : x->shape.dim[0];
+	if (P != 1 && p->sizing)
+		return 0; /* the executor's exchange: its buffers are planned, no kernel */
 	if (P != 1) {
 		if (op->loc.file)
 			fprintf(err, "%s:%d:%d: ", op->loc.file, op->loc.line, op->loc.col);
@@ -1587,10 +1589,11 @@ static void add_attention_bwd(struct cg_plan *p, const struct ir_op *op)
 
 /* --- the plan ---------------------------------------------------------------------------- */
 
-int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
-		  const char *prefix, FILE *err)
+static int plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
+		      const char *prefix, int sizing, FILE *err)
 {
 	memset(p, 0, sizeof *p);
+	p->sizing = sizing;
 	p->g = g;
 	p->target = t;
 	p->n_values = g->n_values;
@@ -1747,6 +1750,11 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 			else
 				emit_scaled(p, op, prefix);
 			break;
+		case IR_OP_SEND: case IR_OP_RECV: case IR_OP_ALL_REDUCE: case IR_OP_REDUCE_SCATTER:
+		case IR_OP_ALL_GATHER:
+			if (p->sizing)
+				break; /* the executor's: outputs planned, no kernel */
+			goto refuse;
 		default:
 		refuse:
 			if (op->loc.file)
@@ -1761,6 +1769,18 @@ int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_t
 		emit_round(p, op, prefix);
 	}
 	return 0;
+}
+
+int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
+		  const char *prefix, FILE *err)
+{
+	return plan_graph(p, g, t, prefix, 0, err);
+}
+
+int cg_plan_graph_sizing(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
+			 const char *prefix, FILE *err)
+{
+	return plan_graph(p, g, t, prefix, 1, err);
 }
 
 void cg_plan_free(struct cg_plan *p)

@@ -100,6 +100,7 @@ struct cg_plan {
 	int n_ks, cap_ks;
 	struct cg_step *steps;
 	int n_steps, cap_steps;
+	int sizing;               /* cg_plan_graph_sizing: exchanges over many ranks pass */
 };
 
 /* 0, or non-zero with a message on err (an op the backend cannot run). */
@@ -108,6 +109,11 @@ enum cg_fp8_form cg_fp8_gemm_form(const struct cg_plan *p, const struct ir_op *o
 
 int cg_plan_graph(struct cg_plan *p, const struct ir_graph *g, const struct cg_target *t,
 		  const char *prefix, FILE *err);
+/* The same plan for its buffers' sizes alone, of a graph whose communication the
+ * program executor runs: sends, receives and collectives over groups of more than one
+ * rank get their output buffers and no kernel (the plan cannot run). */
+int cg_plan_graph_sizing(struct cg_plan *p, const struct ir_graph *g,
+			 const struct cg_target *t, const char *prefix, FILE *err);
 void cg_plan_free(struct cg_plan *p);
 
 /* plan.c: what every backend does with a plan.

@@ -682,7 +682,7 @@ int cg_cuda_arena_plan(const struct ir_graph *g, int64_t *bytes, FILE *err)
 {
 	struct cg_plan plan;
 	memset(&plan, 0, sizeof plan);
-	int rc = cg_plan_graph(&plan, g, &cg_target_cuda, "k", err);
+	int rc = cg_plan_graph_sizing(&plan, g, &cg_target_cuda, "k", err);
 	if (!rc) {
 		int64_t *off = rt_calloc((size_t)plan.n_bufs + 1, sizeof *off), arena = 0;
 		rc = cg_plan_layout(&plan, off, &arena, err);

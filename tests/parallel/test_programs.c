@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "codegen/backend.h"
 #include "codegen/program.h"
 #include "codegen/ref.h"
 #include "frontend/frontend.h"
@@ -328,6 +329,14 @@ int main(void)
 			if (op->kind == IR_OP_ALL_TO_ALLV) /* one each way, forward and backward */
 				CHECKF(!strcmp(pt, "dispatch") || !strcmp(pt, "combine"), "all_to_allv: %s", pt);
 		}
+#ifdef SLUICE_HAVE_CUDA
+		/* the GPU arena train opens before the programs exist is sized over this
+		 * graph, whose exchanges span ep ranks: planned as buffers, not refused (a
+		 * refusal left a 1 GiB arena that moe_1b outgrew) */
+		int64_t gpu = 0;
+		CHECKF(cg_cuda_arena_plan(g, &gpu, stderr) == 0 && gpu > 0,
+		       "ep %d: GPU arena plan %lld", ep, (long long)gpu);
+#endif
 		int n = build_ep(g, pp, dp, ep, ep_layouts[k][3], progs);
 		CHECKF(rt_program_verify(progs, n, stderr) == 0, "pp %d dp %d ep %d", pp, dp, ep);
 		/* the chunks between the exchanges are named by their parts */
