@@ -1267,8 +1267,9 @@ static int trace_write(struct engine *e, const double *t, double base, int64_t s
 					waits);
 			}
 			/* a stage's F, its full backward B (input- and weight-grad) and W per
-			 * micro-batch, averaged over the stages: what the simulator takes */
-			double units = (double)stages * p->microbatches;
+			 * micro-batch, averaged over the stages and the dp replicas (each runs
+			 * every stage of its micro-batches): what the simulator takes */
+			double units = (double)stages * p->microbatches * p->layout.dp;
 			if (have[0] && have[1] && W > 1)
 				fprintf(stderr, "  measured per stage and micro-batch: F %.3f ms, B %.3f "
 					"ms, W %.3f ms; simulated: sluice schedule %s --set pp=%d --set "

@@ -65,28 +65,30 @@ PY
 	grep -q '^digraph schedule' "$tmp/$s.dot" || no "$s: no DOT"
 done
 
-# measured, not only simulated: 'sluice train --trace' on two CPU ranks (pp 2, zb1p)
-# writes the third step's timeline of both ranks: every action of each rank's program
-# once, in its order, on the rank's own clock from a common start; and the costs it
-# measured, which 'sluice schedule --costs' simulates (its command line is printed)
+# measured, not only simulated: 'sluice train --trace' on four CPU ranks (pp 2 x dp 2,
+# zb1p) writes the third step's timeline of every rank: every action of each rank's
+# program once, in its order, on the rank's own clock from a common start; and the
+# costs it measured, which 'sluice schedule --costs' simulates (its command line is
+# printed): F the forward chunks' time over the stages, micro-batches and replicas
 if command -v mpirun >/dev/null; then
 	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 	cat README.md docs/*.md >"$tmp/text.txt"
 	"$sluice" data "$tmp/text.txt" -o "$tmp/text.bin" >/dev/null 2>&1 || no "sluice data"
 	set_=(--set pp=2 --set microbatches=4 --set schedule=zb1p --set seq=32 --set batch=2)
-	if "$sluice" train $m --ranks 2 "${set_[@]}" --data "$tmp/text.bin" --steps 4 \
+	if "$sluice" train $m --ranks 4 "${set_[@]}" --data "$tmp/text.bin" --steps 4 \
 		--eval-every 0 --quiet --trace "$tmp/step.json" --out "$tmp/ck" >"$tmp/train.out" 2>&1; then
-		for r in 0 1; do
-			"$sluice" ir $m "${set_[@]}" --rank $r >"$tmp/prog$r.txt" 2>/dev/null ||
+		for r in 0 1 2 3; do
+			"$sluice" ir $m "${set_[@]}" --ranks 4 --rank $r >"$tmp/prog$r.txt" 2>/dev/null ||
 				no "ir --rank $r failed"
 		done
-		python3 - "$tmp/step.json" "$tmp/prog0.txt" "$tmp/prog1.txt" <<'PY' || no "the measured trace (above)"
+		python3 - "$tmp/step.json" "$tmp/train.out" "$tmp"/prog[0-3].txt <<'PY' || no "the measured trace (above)"
 import json, re, sys
 t = json.load(open(sys.argv[1]))["traceEvents"]
-for r in (0, 1):
-    acts = []
+fwd = 0.0
+for r in range(4):
+    acts, fwd_names = [], set()
     sec = False
-    for line in open(sys.argv[2 + r]):
+    for line in open(sys.argv[3 + r]):
         if line.startswith("actions:"):
             sec = True
             continue
@@ -100,6 +102,9 @@ for r in (0, 1):
                 acts.append(("wait " + w[1], None))
         elif sec:
             break
+        c = re.match(r"  c\d+ (\S+) \(fwd,", line)
+        if c:
+            fwd_names.add(c.group(1))
     ev = [e for e in t if e["ph"] == "X" and e["pid"] == r]
     assert len(ev) == len(acts), f"rank {r}: {len(ev)} events, {len(acts)} actions"
     last = 0.0
@@ -111,10 +116,15 @@ for r in (0, 1):
             assert e["tid"] == 0, e
     chunks = [e for e in ev if e["tid"] == 0]
     assert chunks and all(e["dur"] > 0 for e in chunks), f"rank {r}: untimed chunks"
-print("ok: measured trace: every action of both ranks once, in order, timed")
+    fwd += sum(e["dur"] for e in chunks if e["name"] in fwd_names) / 1e3
+# F per stage and micro-batch: the forward chunks of 2 stages x 4 micro-batches x dp 2
+F = float(re.search(r"measured per stage and micro-batch: F ([0-9.]+) ms", open(sys.argv[2]).read()).group(1))
+want = fwd / (2 * 4 * 2)
+assert abs(F - want) <= 0.002 + 0.01 * want, f"F {F} ms printed, {want:.4f} ms in the trace"
+print("ok: measured trace: every action of the four ranks once, in order, timed; F %.3f ms" % F)
 PY
 		cmd=$(grep -o "simulated: sluice schedule .*" "$tmp/train.out" | sed 's/^simulated: sluice //')
-		grep -q "^trace: step 3 of 2 ranks" "$tmp/train.out" || no "no trace line: $(cat "$tmp/train.out")"
+		grep -q "^trace: step 3 of 4 ranks" "$tmp/train.out" || no "no trace line: $(cat "$tmp/train.out")"
 		[ -n "$cmd" ] && "$sluice" $cmd | grep -q "^step " || no "the printed simulation: '$cmd'"
 	else
 		no "train --trace failed: $(tail -3 "$tmp/train.out")"
