@@ -115,7 +115,7 @@ layout() {
 	local name=$1 ranks=$2 pp=$3 mb=$4
 	shift 4
 	local dp=$((ranks / pp)) refmb=$(( mb * ranks / pp ))
-	local ref=ref-mb$refmb
+	local ref=ref-$(basename "$MODEL" .sl)-mb$refmb
 	if [ ! -f "$ref.jsonl" ]; then
 		run "$ref" 1 --set microbatches=$refmb || { fail "one rank, $refmb micro-batches: $(tail -3 $ref.out)"; return; }
 	fi
@@ -157,6 +157,11 @@ layout pp2zb1p 2 2 4 --set schedule=zb1p
 [ "$QUICK" -ge 2 ] || layout pp2dualpipe 2 2 4 --set schedule=dualpipe
 [ "$QUICK" -ge 1 ] || layout pp4dualpipe 4 4 8 --set schedule=dualpipe
 layout pp2ep2dualpipe 4 2 4 --set ep=2 --set schedule=dualpipe
+# DeepSeek-V3's kind of layout one size up: pp 4 x dp 2 with ep 2 on 8 ranks, DualPipe
+# over tiny_moe's 4 layers and DualPipeV's 8 stages over an 8-layer tiny_moe
+[ "$QUICK" -ge 1 ] || layout pp4ep2dualpipe 8 4 8 --set ep=2 --set schedule=dualpipe
+[ "$QUICK" -ge 1 ] || MODEL=$HERE/tiny_moe8.sl layout pp4ep2dualpipev 8 4 8 --set ep=2 \
+	--set schedule=dualpipev
 [ "$QUICK" -ge 1 ] || layout pp2dp4ep2 8 2 1 --set ep=2
 
 # expert-parallel receive buffers below the worst case: ep_capacity = 1 (the rows of an
