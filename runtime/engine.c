@@ -996,7 +996,10 @@ static void ema_fold(struct engine *e)
 
 /* SLUICE_GRAD_DUMP=PREFIX: the gradients of the first step (the mean over the global
  * batch, before clipping) that this rank owns, by global name (a slice of rows as
- * NAME#ROW0), to PREFIX.rankR.safetensors; the tests compare layouts with them. */
+ * NAME#ROW0), to PREFIX.rankR.safetensors; the tests compare layouts with them.  The
+ * lead also writes that step's global batch (tokens and targets, i32 [batch, seq]) to
+ * PREFIX.batch.safetensors, so that another implementation can compute the same step
+ * (tests/gpu/torch_check.py). */
 static void dump_grads(struct engine *e)
 {
 	const char *prefix = getenv("SLUICE_GRAD_DUMP");
@@ -1042,6 +1045,20 @@ static void dump_grads(struct engine *e)
 	snprintf(path, sizeof path, "%s.rank%d.safetensors", prefix, e->p->rank);
 	if (rt_ckpt_write(path, ts, n, NULL, 0, stderr))
 		fprintf(stderr, "sluice train: warning: SLUICE_GRAD_DUMP: %s not written\n", path);
+	if (e->lead) {
+		struct rt_ckpt_tensor bt[2] = {
+			{ .name = "tokens", .dtype = RT_CKPT_I32, .rank = 2, .data = e->gtok },
+			{ .name = "targets", .dtype = RT_CKPT_I32, .rank = 2, .data = e->gtgt },
+		};
+		for (int k = 0; k < 2; k++) {
+			bt[k].shape[0] = e->gbatch;
+			bt[k].shape[1] = e->p->seq;
+		}
+		snprintf(path, sizeof path, "%s.batch.safetensors", prefix);
+		if (rt_ckpt_write(path, bt, 2, NULL, 0, stderr))
+			fprintf(stderr, "sluice train: warning: SLUICE_GRAD_DUMP: %s not written\n",
+				path);
+	}
 	for (int k = 0; k < e->p->n_params; k++)
 		free(whole[k]);
 	for (int k = 0; k < n; k++)

@@ -237,7 +237,7 @@ moved() {
 	if ! run "$name" "$resume_ranks" "${resume[@]}" --resume "$T/ck-$name" --out "$T/ck-$name"; then
 		fail "$name: the resumed run: $(tail -3 $name.out)"; return
 	fi
-	if r=$(resume_check "$name" ref-mb4 2>&1); then
+	if r=$(resume_check "$name" ref-tiny_moe-mb4 2>&1); then
 		ok "$name: $r"
 	else
 		fail "$name: $r"
@@ -338,7 +338,7 @@ rm -f byhand.rank*.safetensors
 if SLUICE_GRAD_DUMP=$T/byhand mpirun --oversubscribe --bind-to none -np 2 "$SLUICE" train "$MODEL" \
 	--data text.bin --val-data text_val.bin --steps "$STEPS" --eval-every 0 --quiet \
 	--set seq=32 --set batch=2 --set pp=2 --set microbatches=4 --out "$T/ck-byhand" \
-	--metrics byhand.jsonl >byhand.out 2>&1 && r=$(compare byhand ref-mb4 2>&1); then
+	--metrics byhand.jsonl >byhand.out 2>&1 && r=$(compare byhand ref-tiny_moe-mb4 2>&1); then
 	ok "mpirun -np 2 by hand, pp 2: $r"
 else
 	fail "mpirun -np 2 by hand: ${r:-$(tail -3 byhand.out)}"
