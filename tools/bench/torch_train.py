@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""torch_train.py - models/gpt2_124m.sl trained in PyTorch on one GPU, for tokens/s
+beside `sluice train` (tools/bench/gpu_vs_torch.sh).
+
+The same model as the .sl file (and tests/gpu/torch_check.py, which checks sluice's
+loss and gradients against it): 12 layers of width 768, 12 heads with NeoX rotary
+embeddings, SwiGLU hidden 2048, RMSNorm (eps 1e-6), untied head, vocabulary 50304,
+mean cross-entropy; PyTorch's fast path: bf16 autocast over fp32 weights,
+scaled_dot_product_attention (causal), fused AdamW (lr 6e-4, wd 0.1, betas 0.9/0.95
+as sluice's defaults), gradient clipping at 1.0.  Random tokens (the speed does not
+depend on them).  Prints tokens/s (median of the steps after the warm-up), MFU against
+989 TFLOP/s (H100/H200 dense bf16) and the peak memory.
+Usage: torch_train.py [--compile] [--batch 16] [--seq 1024] [--steps 20] [--warmup 5]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+VOCAB, DIM, LAYERS, HEADS, FFN = 50304, 768, 12, 12, 2048
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype) * self.weight
+
+
+def rope_tables(seq, hd, device):
+    i = torch.arange(hd // 2, device=device, dtype=torch.float32)
+    ang = torch.arange(seq, device=device, dtype=torch.float32)[:, None] * 10000.0 ** (-2.0 * i / hd)
+    return torch.cos(ang), torch.sin(ang)
+
+
+def rope(x, cos, sin):  # x [B, H, S, D]
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1)
+
+
+class Layer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(DIM), RMSNorm(DIM)
+        self.wqkv = torch.nn.Linear(DIM, 3 * DIM, bias=False)
+        self.wo = torch.nn.Linear(DIM, DIM, bias=False)
+        self.w13 = torch.nn.Linear(DIM, 2 * FFN, bias=False)
+        self.w2 = torch.nn.Linear(FFN, DIM, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, S, _ = x.shape
+        q, k, v = self.wqkv(self.attn_norm(x)).view(B, S, 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.wo(o.transpose(1, 2).reshape(B, S, DIM))
+        a, b = self.w13(self.ffn_norm(x)).chunk(2, dim=-1)
+        return x + self.w2(F.silu(a) * b)
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, DIM)
+        self.layers = torch.nn.ModuleList(Layer() for _ in range(LAYERS))
+        self.norm = RMSNorm(DIM)
+        self.head = torch.nn.Linear(DIM, VOCAB, bias=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=0.02)
+
+    def forward(self, tokens, targets, cos, sin):
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        logits = self.head(self.norm(x))
+        return F.cross_entropy(logits.view(-1, VOCAB).float(), targets.view(-1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    a = ap.parse_args()
+    dev = "cuda"
+    torch.manual_seed(0)
+    model = Model().to(dev)
+    nparams = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=0.1, betas=(0.9, 0.95),
+                            fused=True)
+    cos, sin = rope_tables(a.seq, DIM // HEADS, dev)
+    fwd = torch.compile(model) if a.compile else model
+    tokens = torch.randint(0, VOCAB, (a.batch, a.seq), device=dev)
+    targets = torch.randint(0, VOCAB, (a.batch, a.seq), device=dev)
+    times = []
+    torch.cuda.reset_peak_memory_stats()
+    for step in range(a.steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = fwd(tokens, targets, cos, sin)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times[a.warmup:])
+    tok = a.batch * a.seq / dt
+    # 6 N per token for the products, plus attention's 12 x layers x seq x dim / 2 (causal)
+    flops = 6 * nparams + 6 * LAYERS * a.seq * DIM
+    print("torch %s: %d parameters, batch %d x seq %d: %.0f tokens/s, step %.1f ms, "
+          "MFU %.1f%%, peak memory %.0f MiB" % (
+              "compile" if a.compile else "eager", nparams, a.batch, a.seq, tok, dt * 1e3,
+              100 * tok * flops / 989e12, torch.cuda.max_memory_allocated() / 2**20))
+
+
+if __name__ == "__main__":
+    main()
