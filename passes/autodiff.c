@@ -396,8 +396,11 @@ static int backward_op(struct ad *a, struct ir_op *op)
 	}
 	case IR_OP_MATMUL: {
 		int ta = (int)ir_op_int(op, "trans_a", 0), tb = (int)ir_op_int(op, "trans_b", 0);
+		/* dy in the products' dtype, cast once for both (a bf16 product writing f32,
+		 * the output head's: one cast of the [tokens, vocab] gradient, not two) */
 		if (want(a, op, 0)) { /* dA = dy B^T; a stored transposed gets B dy^T */
 			struct ir_value *d;
+			dy = cast_to(a, dy, x->dtype);
 			if (!ta)
 				d = matmul(a, dy, x1, 0, !tb, x->dtype);
 			else if (x1->shape.rank == dy->shape.rank)
@@ -407,6 +410,7 @@ static int backward_op(struct ad *a, struct ir_op *op)
 			acc(a, x, d);
 		}
 		if (want(a, op, 1)) { /* dB = A^T dy */
+			dy = cast_to(a, dy, x->dtype);
 			struct ir_value *xa = x, *d = dy;
 			if (!ta && x1->shape.rank == 2 && x->shape.rank > 2) {
 				/* a weight shared by the batch: one 2-D product over all rows */

@@ -806,6 +806,25 @@ static void profile_end(struct cg_exec *e)
 				e->prof_ms[order[k]] / e->prof_runs, 100 * e->prof_ms[order[k]] / total,
 				order[k], st->op->id, what);
 		}
+		/* by kind: the op each kernel or library call is rooted at */
+		double kind_ms[IR_OP_COUNT] = { 0 };
+		int kind_n[IR_OP_COUNT] = { 0 };
+		for (int s = 0; s < n; s++) {
+			kind_ms[p->steps[s].op->kind] += e->prof_ms[s];
+			kind_n[p->steps[s].op->kind]++;
+		}
+		fprintf(stderr, "profile: by kind of op, a run:\n");
+		for (int k = 0; k < TOP; k++) {
+			int best = -1;
+			for (int o = 0; o < IR_OP_COUNT; o++)
+				if (kind_n[o] && (best < 0 || kind_ms[o] > kind_ms[best]))
+					best = o;
+			if (best < 0)
+				break;
+			fprintf(stderr, "  %8.3f ms  %5.1f%%  %s (%d)\n", kind_ms[best] / e->prof_runs,
+				100 * kind_ms[best] / total, ir_op_name(best), kind_n[best]);
+			kind_n[best] = 0;
+		}
 	}
 	for (int i = 0; i < 2 * n; i++)
 		rt_gpu_event_free(e->pev[i]);

@@ -62,5 +62,5 @@ for name, tok, ms, mm in res:
         name, tok, "%.2f" % (tok / comp[0]) if comp else "-", ms, 100 * tok * fpt / 989e12, mm))
 PY
 echo
-sed -n '/^profile/,$p' "$LOG/sluice-profile.log" | head -30
+sed -n "/^profile/,\$p" "$LOG/sluice-profile.log" | head -60
 exit $rc
