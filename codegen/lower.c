@@ -905,12 +905,40 @@ static void emit_scatter_rows(struct cg_plan *p, const struct ir_op *op, const c
 									c64(&kb, 0))));
 		st(&kb, b, cnt, var(&kb, 0), var(&kb, c));
 		kb_end(&kb, 256);
-		/* where each row's list starts */
-		kb = kb_begin(p, op, "offsets", 1, prefix);
+		/* where each row's list starts: the counts summed in pieces of SCAN_PIECE rows
+		 * (a point a piece), the pieces' starts (one point), then each piece's rows
+		 * (a point a piece); one thread over all 50,304 rows took 1.0 ms */
+		enum { SCAN_PIECE = 1024 };
+		int64_t P = (V + SCAN_PIECE - 1) / SCAN_PIECE;
+		int part = scratch(p, KIR_I64, P);
+		kb = kb_begin(p, op, "pieces", P, prefix);
 		b = &kb.k->body;
 		int v = kir_index(kb.k, "v");
+		int lo = local(&kb, b, "lo", imul(&kb, var(&kb, 0), SCAN_PIECE));
+		int hi = local(&kb, b, "hi", kir_bin(kb.k, KIR_MIN, iadd(&kb, var(&kb, lo),
+				c64(&kb, SCAN_PIECE)), c64(&kb, V)));
 		int at = local(&kb, b, "at", c64(&kb, 0));
-		struct kir_block *vb = kir_loop(kb.k, b, v, c64(&kb, 0), c64(&kb, V));
+		struct kir_block *vb = kir_loop(kb.k, b, v, var(&kb, lo), var(&kb, hi));
+		kir_set(kb.k, vb, at, iadd(&kb, var(&kb, at), ld(&kb, cnt, var(&kb, v), KIR_I64)));
+		st(&kb, b, part, var(&kb, 0), var(&kb, at));
+		kb_end(&kb, 1);
+		kb = kb_begin(p, op, "starts", 1, prefix);
+		b = &kb.k->body;
+		int q = kir_index(kb.k, "q");
+		at = local(&kb, b, "at", c64(&kb, 0));
+		struct kir_block *qb = kir_loop(kb.k, b, q, c64(&kb, 0), c64(&kb, P));
+		int pc = local(&kb, qb, "pc", ld(&kb, part, var(&kb, q), KIR_I64));
+		st(&kb, qb, part, var(&kb, q), var(&kb, at));
+		kir_set(kb.k, qb, at, iadd(&kb, var(&kb, at), var(&kb, pc)));
+		kb_end(&kb, 1);
+		kb = kb_begin(p, op, "offsets", P, prefix);
+		b = &kb.k->body;
+		v = kir_index(kb.k, "v");
+		lo = local(&kb, b, "lo", imul(&kb, var(&kb, 0), SCAN_PIECE));
+		hi = local(&kb, b, "hi", kir_bin(kb.k, KIR_MIN, iadd(&kb, var(&kb, lo),
+				c64(&kb, SCAN_PIECE)), c64(&kb, V)));
+		at = local(&kb, b, "at", ld(&kb, part, var(&kb, 0), KIR_I64));
+		vb = kir_loop(kb.k, b, v, var(&kb, lo), var(&kb, hi));
 		st(&kb, vb, off, var(&kb, v), var(&kb, at));
 		kir_set(kb.k, vb, at, iadd(&kb, var(&kb, at), ld(&kb, cnt, var(&kb, v), KIR_I64)));
 		kb_end(&kb, 1);
@@ -932,7 +960,7 @@ static void emit_scatter_rows(struct cg_plan *p, const struct ir_op *op, const c
 		int row = local(&kb, b, "row", idiv(&kb, var(&kb, 0), D));
 		int d = local(&kb, b, "d", irem(&kb, var(&kb, 0), D));
 		int j = kir_index(kb.k, "j");
-		int lo = local(&kb, b, "lo", ld(&kb, off, var(&kb, row), KIR_I64));
+		lo = local(&kb, b, "lo", ld(&kb, off, var(&kb, row), KIR_I64));
 		int sum = local(&kb, b, "s", fc(&kb, 0));
 		struct kir_block *jb = kir_loop(kb.k, b, j, var(&kb, lo),
 						iadd(&kb, var(&kb, lo), ld(&kb, cnt, var(&kb, row), KIR_I64)));
