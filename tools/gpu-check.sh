@@ -12,7 +12,9 @@
 # run tools/bench/comm-check.sh), SKIP_BENCH=1 (build and test only: no GEMM or NVRTC benchmarks),
 # FP8=1 (run tools/bench/gpu_fp8.sh: fp8 against bf16, throughput and the loss gap),
 # SCHEDULES=1 (run tools/bench/gpu_schedules.sh on two GPUs: the pipeline schedules,
-# traced, against one GPU and dp 2).
+# traced, against one GPU and dp 2), VS_TORCH=1 (tools/bench/gpu_vs_torch.sh: gpt2_124m
+# against PyTorch eager and torch.compile), DUALPIPE_EP=4 or 8 (tools/bench/
+# gpu_dualpipe_ep.sh on that many GPUs: DualPipe with expert parallelism).
 set -u -o pipefail
 if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 	echo "usage: tools/gpu-check.sh LOGDIR" >&2
@@ -151,6 +153,16 @@ if [ "${SCHEDULES:-0}" = 1 ]; then
 		bash tools/bench/gpu_schedules.sh "$LOG/schedules"
 fi
 
+if [ "${VS_TORCH:-0}" = 1 ]; then
+	step "tools/bench/gpu_vs_torch.sh" gpu_vs_torch.log env SLUICE="$S" \
+		bash tools/bench/gpu_vs_torch.sh "$LOG/vs_torch"
+fi
+
+if [ -n "${DUALPIPE_EP:-}" ]; then
+	step "tools/bench/gpu_dualpipe_ep.sh" gpu_dualpipe_ep.log env SLUICE="$S" GPUS="$DUALPIPE_EP" \
+		bash tools/bench/gpu_dualpipe_ep.sh "$LOG/dualpipe_ep"
+fi
+
 if [ -f tools/bench/comm-check.sh ] && [ "${SKIP_COMM:-0}" != 1 ]; then
 	step "tools/bench/comm-check.sh" comm-check.log bash tools/bench/comm-check.sh "$LOG"
 fi
@@ -183,6 +195,16 @@ fi
 if [ "${SCHEDULES:-0}" = 1 ]; then
 	echo "== pipeline schedules on two GPUs (tools/bench/gpu_schedules.sh)"
 	grep -E '^\||^trace|^  (rank|measured)' "$LOG/gpu_schedules.log" | head -40
+	echo
+fi
+if [ "${VS_TORCH:-0}" = 1 ]; then
+	echo "== gpt2_124m against PyTorch (tools/bench/gpu_vs_torch.sh)"
+	grep -E '^\|' "$LOG/gpu_vs_torch.log" | head -8
+	echo
+fi
+if [ -n "${DUALPIPE_EP:-}" ]; then
+	echo "== DualPipe with expert parallelism (tools/bench/gpu_dualpipe_ep.sh)"
+	grep -E '^\|' "$LOG/gpu_dualpipe_ep.log" | head -12
 	echo
 fi
 ok=1
