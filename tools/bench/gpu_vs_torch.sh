@@ -60,7 +60,7 @@ res = [("sluice", B * T / dt, dt * 1e3, "arena %s MiB planned" % mem.group(1) if
 for n in ("eager", "compile"):
     p = os.path.join(log, "torch-%s.log" % n)
     s = open(p).read() if os.path.exists(p) else ""
-    m = re.search(r"([0-9.]+) tokens/s, step ([0-9.]+) ms, MFU [0-9.]+%, peak memory ([0-9.]+) MiB", s)
+    m = re.search(r"([0-9.]+) tokens/s, step ([0-9.]+) ms, peak memory ([0-9.]+) MiB", s)
     if m:
         res.append(("torch " + n, float(m.group(1)), float(m.group(2)), "peak %s MiB" % m.group(3)))
 comp = [r[1] for r in res if r[0] == "torch compile"]
