@@ -570,6 +570,13 @@ static void print_stages(const struct check_layout *cl)
 		printf("  the last stage also holds a copy of %s parameters of stage 0 (the "
 		       "embedding its MTP module or head reads)\n",
 		       fmt_count(b[9], sizeof b[9], (double)copied));
+	if (cl->p.pp == 2 * l->pp)
+		printf("  dualpipev: %d stages on %d pipeline ranks, rank r holding stages r and "
+		       "%d-r (its memory the sum of its two rows)\n", cl->p.pp, l->pp,
+		       cl->p.pp - 1);
+	else if (l->schedule && !strcmp(l->schedule, "dualpipe"))
+		printf("  dualpipe: rank r holds stages r and %d-r, each held twice (its memory "
+		       "the sum of its two rows)\n", l->pp - 1);
 }
 
 static void json_stages(cJSON *o, const struct check_layout *cl)
@@ -680,8 +687,20 @@ int cmd_check(int argc, char **argv)
 		goto out;
 	/* the stages are planned on the forward graph, as the figures above them */
 	if (cl.shown) {
+		/* into the schedule's stages, as train cuts them (dualpipev: 2 pp) */
+		struct pass_layout cut = cl.l;
+		if (cl.l.pp > 1) {
+			struct pass_schedule sched;
+			if (pass_schedule_build(cl.l.schedule, cl.l.pp, cl.l.microbatches, &sched,
+						stderr)) {
+				rc = EXIT_INPUT;
+				goto out;
+			}
+			cut.pp = sched.stages;
+			pass_schedule_free(&sched);
+		}
 		struct pass_rates rates = { 0, 0 };
-		if (pass_partition_plan(g, &cl.l, &rates, &cl.p, stderr)) {
+		if (pass_partition_plan(g, &cut, &rates, &cl.p, stderr)) {
 			fprintf(stderr, "sluice check: %s: no pipeline stages\n", o.file);
 			rc = EXIT_INPUT;
 			goto out;

@@ -235,7 +235,7 @@ static void test_stages(const char *sluice)
 	free(o);
 	/* DeepSeek's own layout */
 	CHECK(run_cli(sluice, "--json models/deepseek_v3.sl --set pp=16 --set ep=64 --ranks 2048 "
-		      "--set microbatches=16 --set zero=1", &o) == 0);
+		      "--set microbatches=32 --set zero=1", &o) == 0);
 	j = cJSON_Parse(o);
 	free(o);
 	CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "stages")) == 16);
@@ -247,6 +247,9 @@ static void test_stages(const char *sluice)
 		{ "models/tiny_moe.sl --set ep=3 --ranks 6", "8 experts are not divisible by ep=3" },
 		{ "models/tiny_moe.sl --set ep=4 --ranks 2", "ep=4 does not divide dp=2" },
 		{ "models/tiny_moe.sl --set pp=5", "pp=5 is more stages than the model's 4 layers" },
+		/* dualpipev's 2 pp stages, as train cuts them */
+		{ "models/tiny_moe.sl --set pp=4 --set schedule=dualpipev --set microbatches=8",
+		  "dualpipev at pp=4 cuts 8 stages, more than the model's 4 layers" },
 		{ "models/tiny_moe.sl --set pp=3 --ranks 4", "4 ranks are not divisible by pp=3" },
 		{ "models/tiny_gpt.sl --set ep=2", "ep=2 but the model has no experts" },
 		{ "models/tiny_moe.sl --set pp=0", "'pp' is an integer >= 1" },
