@@ -42,9 +42,12 @@
  * passes/expert_parallel.c) cuts the stage's forward and backward into more chunks:
  * see "Items" below.
  *
- * Left alone on purpose: an FB action runs its forward and its backward one after the
- * other (on CPU ranks nothing overlaps them; a GPU backend would put them on two
- * streams); recomputation is not composed with the schedules. */
+ * With exchanges to hide (ep > 1), an FB action's forward and backward (and its W,
+ * when split) run interleaved in DeepSeek-V3's order of parts: see emit_pair.
+ *
+ * Left alone on purpose: without exchanges an FB action runs its forward, then its
+ * backward; the sends of a pair go after all of it; recomputation is not composed
+ * with the schedules. */
 #include "program.h"
 
 #include <inttypes.h>
@@ -236,12 +239,20 @@ static const struct rt_chunk_impl chunk_impl = { "cg", chunk_run, chunk_free, ch
  * the whole step) run as a sequence of chunks cut by the communication ops inside it
  * (expert parallelism's all-to-alls): an op's segment is the number of communication
  * ops on the longest path to it within its unit, chunk (unit, seg) holds the compute
- * ops of segment seg, and the communication ops of segment seg run after it. */
+ * ops of segment seg, and the communication ops of segment seg run after it.  A W
+ * unit has no communication; when overlapped pairs run it beside its B unit
+ * (w_in_pair), its ops take the segments of the B unit instead, counted through the
+ * B ops they read, so W chunk seg reads nothing that B chunk seg has not made. */
 #define SEG_MAX (1 << 16)
 
 /* A stage's units: its forward, its backward (all of it, or its input-grad part when
  * the schedule splits it) and its weight-grad part (empty unless split). */
 enum { UNIT_F, UNIT_B, UNIT_W, UNITS_PER_STAGE };
+
+/* What a chunk counts as in an overlapped pair (key_parts): attention's side of a
+ * layer, the experts' side, or neither (the few ops of a dispatch between its counts'
+ * exchange and its rows', which go with the exchanges). */
+enum { PART_ATTN, PART_MLP, PART_GLUE };
 
 struct builder {
 	const struct ir_graph *g;
@@ -256,9 +267,12 @@ struct builder {
 	int split;                /* the schedule runs input- and weight-grads apart */
 	int fb;                   /* one stage with expert parallelism: the forward of a
 				     micro-batch beside the backward of the one before */
-	int overlap;              /* an FB pair's two units run in turn (expert
+	int overlap;              /* an FB pair's units run interleaved (expert
 				     parallelism: exchanges to hide), else one after the
 				     other */
+	int w_in_pair;            /* FB pairs overlap and the backward is split: each
+				     stage's W unit is cut where its B unit is, so that a
+				     pair runs each part's W right after its B */
 	int whole;                /* one stage, each micro-batch's step one unit */
 	int segmented;            /* communication inside a stage cuts its units */
 	int *unit_of_op;          /* per op: stage*3 + part (0 with one stage); -1 sources */
@@ -415,6 +429,44 @@ static void find_partials(struct builder *b)
 	}
 }
 
+/* The parts of chunk `key` (passes/chunk.c) when communication cuts the units: the
+ * compute ones (attn, mlp, in that order) when it has any, for the ops of a dispatch
+ * or a combine that are not communication run in the chunks beside it; else the
+ * dispatch or combine it serves.  Their number; *part says which the chunk counts as
+ * in an overlapped pair (emit_pair): PART_MLP for the experts' side alone, PART_GLUE
+ * for none of the compute ones, else PART_ATTN (so too when nothing cuts the units). */
+static int key_parts(const struct builder *b, int key, const char *parts[4], int *part)
+{
+	const struct ir_graph *g = b->g;
+	int n_parts = 0, compute = 0;
+	for (int i = 0; b->segmented && i < g->n_ops; i++) {
+		const struct ir_op *op = g->ops[i];
+		if (b->unit_of_op[i] < 0 || is_comm(op) ||
+		    b->unit_of_op[i] * SEG_MAX + b->seg_of_op[i] != key)
+			continue;
+		const char *pt = ir_op_str(op, "part", NULL);
+		int seen = !pt;
+		for (int k = 0; k < n_parts && !seen; k++)
+			seen = !strcmp(parts[k], pt);
+		if (!seen && n_parts < 4)
+			parts[n_parts++] = pt;
+		compute |= !seen && (!strcmp(pt, "attn") || !strcmp(pt, "mlp"));
+	}
+	for (int k = 0; compute && k < n_parts;)
+		if (strcmp(parts[k], "attn") && strcmp(parts[k], "mlp"))
+			parts[k] = parts[--n_parts];
+		else
+			k++;
+	if (n_parts == 2 && !strcmp(parts[0], "mlp")) { /* attn+mlp, in that order */
+		parts[0] = parts[1];
+		parts[1] = "mlp";
+	}
+	if (part)
+		*part = n_parts && !compute ? PART_GLUE
+			: n_parts == 1 && !strcmp(parts[0], "mlp") ? PART_MLP : PART_ATTN;
+	return n_parts;
+}
+
 /* The compute ops of chunk `key` as a graph of their own, compiled by be; adds the
  * chunk to the program and returns its index (-1 on failure, -2 when it has no ops).
  * Buffers of every value it reads or writes across its boundary must exist. */
@@ -523,33 +575,8 @@ static int build_chunk(struct builder *b, int key, const struct cg_backend *be, 
 	else
 		len = snprintf(name, sizeof name, seg ? "stage%d.%s.%d" : "stage%d.%s", stage,
 			       rt_chunk_kind_name(kind), seg);
-	/* cut by communication: named by its ops' parts too (passes/chunk.c), the compute
-	 * ones (attn, mlp) when it has any: the ops of a dispatch or a combine that are
-	 * not communication run in the chunks beside it */
 	const char *parts[4];
-	int n_parts = 0, compute = 0;
-	for (int i = 0; b->segmented && i < g->n_ops; i++) {
-		const struct ir_op *op = g->ops[i];
-		if (b->unit_of_op[i] < 0 || is_comm(op) ||
-		    b->unit_of_op[i] * SEG_MAX + b->seg_of_op[i] != key)
-			continue;
-		const char *pt = ir_op_str(op, "part", NULL);
-		int seen = !pt;
-		for (int k = 0; k < n_parts && !seen; k++)
-			seen = !strcmp(parts[k], pt);
-		if (!seen && n_parts < 4)
-			parts[n_parts++] = pt;
-		compute |= !seen && (!strcmp(pt, "attn") || !strcmp(pt, "mlp"));
-	}
-	for (int k = 0; compute && k < n_parts;)
-		if (strcmp(parts[k], "attn") && strcmp(parts[k], "mlp"))
-			parts[k] = parts[--n_parts];
-		else
-			k++;
-	if (n_parts == 2 && !strcmp(parts[0], "mlp")) { /* attn+mlp, in that order */
-		parts[0] = parts[1];
-		parts[1] = "mlp";
-	}
+	int n_parts = key_parts(b, key, parts, NULL);
 	for (int k = 0; k < n_parts && len > 0 && len < 80; k++)
 		len += snprintf(name + len, sizeof name - (size_t)len, "%s%s", k ? "+" : ".",
 				parts[k]);
@@ -795,10 +822,10 @@ static int add_params(struct builder *b, const uint64_t *holders, FILE *err)
  * whole step with one stage (with expert parallelism and several micro-batches, each
  * forward but the first paired with the backward before it), else the schedule's
  * action list for this stage (a full backward BW runs the B unit, which holds all of
- * it unless the schedule splits it, then the W unit; an overlapped FB runs its forward
- * and its backward as a pair, then its W).  pair[k] marks the first unit of a pair,
- * whose two units run in turn (emit_pair) when there are exchanges to hide (ep > 1),
- * else one after the other. */
+ * it unless the schedule splits it, then the W unit; an FB runs its forward, its
+ * backward, then its W).  pair[k], at the first unit of a pair, counts the units that
+ * run interleaved (emit_pair) when there are exchanges to hide (ep > 1): the forward,
+ * the backward and, when split, the backward's W; else they run one after the other. */
 static int schedule_units(const struct builder *b, const struct pass_schedule *sched,
 			  int *units, int *mbs, unsigned char *pair)
 {
@@ -814,7 +841,7 @@ static int schedule_units(const struct builder *b, const struct pass_schedule *s
 		/* F0, then F(m) with B(m-1) (a pair: pair[] marks its first), then the last B */
 		for (int m = 0; m <= b->M; m++) {
 			if (m < b->M) {
-				pair[k] = m > 0;
+				pair[k] = m > 0 ? 2 : 0;
 				units[k] = UNIT_F, mbs[k++] = m;
 			}
 			if (m > 0)
@@ -835,7 +862,8 @@ static int schedule_units(const struct builder *b, const struct pass_schedule *s
 				units[k] = base + UNIT_W, mbs[k++] = a->mb;
 			break;
 		case PASS_ACT_FB:
-			pair[k] = b->overlap; /* the forward beside the backward */
+			/* the forward beside the backward, its W inside the pair */
+			pair[k] = b->overlap ? (b->split ? 3 : 2) : 0;
 			units[k] = base + UNIT_F, mbs[k++] = a->mb;
 			units[k] = base2 + UNIT_B, mbs[k++] = a->mb2;
 			if (b->split)
@@ -937,9 +965,10 @@ static int group_of_attr(const struct builder *b, const struct ir_op *op, FILE *
 	return -1;
 }
 
-/* The items of unit u in order: chunks (index >= 0) and comm ops (-1 - index). */
+/* The items of a unit in order: a chunk (chunk >= 0; part, key_parts') or a comm op
+ * (comm), and the segment it belongs to. */
 struct item {
-	int chunk, comm;
+	int chunk, comm, seg, part;
 };
 
 /* The sends (or receives) of a bundle of n values made by unit su, to (from) pipeline
@@ -962,47 +991,125 @@ static int bundle_comms(struct builder *b, const int *vals, int n, int su, int p
 	return *first;
 }
 
-/* An overlapped pair, the forward of one micro-batch (unit uf) beside the backward of
- * another (ub): their items in turn, the backward's first as DeepSeek's order has it.
- * A turn runs its unit's computation up to its next communication, waits for the other
- * unit's exchange (in flight during this computation), then starts its own, which is
- * in flight during the other's next turn:
- *   B compute, B exchange starts, F compute, wait (B's), F exchange starts, B compute,
- *   wait (F's), B exchange starts, F compute, ...
- * so every exchange runs under the other unit's computation, and each wait (which is
- * on a whole group) finds one exchange in flight. */
-static void emit_pair(struct rt_program *p, const struct item *items, int per_unit,
-		      const int *n_items, int uf, int mf, int ub, int mb)
+/* An overlapped pair.  DeepSeek-V3 (its figure 4) runs the forward of one micro-batch
+ * beside the backward of another, their compute in the order
+ *   MLP(B) MLP(W) MLP(F) ATTN(B) ATTN(W) ATTN(F), MLP(B) ...
+ * and their exchanges between, DISPATCH(F) DISPATCH(B) COMBINE(F) COMBINE(B): each
+ * unit's exchange is in flight while the other unit computes.  Here a unit runs in
+ * steps (pair_step): its compute up to its next exchange, then that exchange started;
+ * the steps are taken in that order of parts (pair_order), by the part of each step's
+ * first compute chunk (key_parts); a step with no compute chunk takes its unit's next
+ * turn, whatever its part.  Which layer a chunk belongs to does not matter: the
+ * forward and the backward meet where their parts fall, as in DeepSeek's figure,
+ * whose blocks do not line up.
+ * With the backward split, its W unit is cut where its B unit is (see "Items"), and
+ * each W chunk runs right after the B chunk of its segment, before B's exchange: the
+ * exchange waited for (the other unit's) has MLP(B) and MLP(W) to hide under. */
+struct lane {
+	const struct item *it, *w; /* the unit's items; the W unit's beside a backward */
+	int n, at, nw, wat;        /* how many, and the next to run */
+	int m, pend;               /* micro-batch; the group of its exchange in flight */
+};
+
+static const struct { int lane, part; } pair_order[4] = {
+	{ 0, PART_MLP }, { 1, PART_MLP }, { 0, PART_ATTN }, { 1, PART_ATTN } };
+
+/* the part of the lane's next step: its first compute chunk's, PART_GLUE if none
+ * comes before its exchange */
+static int step_part(const struct lane *l)
 {
-	int u[2] = { ub, uf }, m[2] = { mb, mf }, at[2] = { 0, 0 }, pend[2] = { -1, -1 };
-	while (at[0] < n_items[u[0]] || at[1] < n_items[u[1]]) {
-		for (int k = 0; k < 2; k++) {
-			const struct item *it = items + (size_t)u[k] * (size_t)per_unit;
-			if (at[k] >= n_items[u[k]])
+	for (int k = l->at; k < l->n && l->it[k].chunk >= 0; k++)
+		if (l->it[k].part != PART_GLUE)
+			return l->it[k].part;
+	return PART_GLUE;
+}
+
+/* does the exchange just started feed only glue chunks before the next one (a
+ * dispatch's counts, read by the ops that place its rows)? */
+static int glue_next(const struct lane *l)
+{
+	for (int k = l->at; k < l->n; k++)
+		if (l->it[k].chunk < 0)
+			return 1;
+		else if (l->it[k].part != PART_GLUE)
+			return 0;
+	return 0;
+}
+
+/* the W chunks of segments up to seg */
+static void pair_w(struct rt_program *p, struct lane *l, int seg)
+{
+	for (; l->wat < l->nw && l->w[l->wat].seg <= seg; l->wat++)
+		rt_program_add_action(p, RT_ACT_CHUNK, l->w[l->wat].chunk, l->m);
+}
+
+/* One step of lane k: its own exchange waited for (if the other lane's did not), its
+ * chunks, the other lane's exchange waited for (a WAIT is on a whole group: one
+ * exchange in flight at a time), its own started.  A dispatch's counts are waited for
+ * at once: the rows' exchange, which they size, is what the other lane's compute
+ * hides. */
+static void pair_step(struct rt_program *p, struct lane *ln, int k)
+{
+	struct lane *me = &ln[k], *other = &ln[1 - k];
+	if (me->pend >= 0) {
+		rt_program_add_action(p, RT_ACT_WAIT, me->pend, me->m);
+		me->pend = -1;
+	}
+	while (me->at < me->n) {
+		const struct item *x = &me->it[me->at++];
+		if (x->chunk >= 0) {
+			rt_program_add_action(p, RT_ACT_CHUNK, x->chunk, me->m);
+			continue;
+		}
+		pair_w(p, me, x->seg);
+		if (other->pend >= 0) {
+			rt_program_add_action(p, RT_ACT_WAIT, other->pend, other->m);
+			other->pend = -1;
+		}
+		rt_program_add_action(p, RT_ACT_COMM, x->comm, me->m);
+		me->pend = p->comms[x->comm].group;
+		if (!glue_next(me))
+			break;
+		rt_program_add_action(p, RT_ACT_WAIT, me->pend, me->m);
+		me->pend = -1;
+	}
+	if (me->at == me->n)
+		pair_w(p, me, SEG_MAX);
+}
+
+/* The pair of forward unit uf (micro-batch mf) and backward unit ub (mb), with ub's
+ * weight-grads uw (-1: none apart). */
+static void emit_pair(struct rt_program *p, const struct item *items, int per_unit,
+		      const int *n_items, int uf, int mf, int ub, int mb, int uw)
+{
+	struct lane ln[2] = {
+		{ items + (size_t)ub * (size_t)per_unit, NULL, n_items[ub], 0, 0, 0, mb, -1 },
+		{ items + (size_t)uf * (size_t)per_unit, NULL, n_items[uf], 0, 0, 0, mf, -1 },
+	};
+	if (uw >= 0) {
+		ln[0].w = items + (size_t)uw * (size_t)per_unit;
+		ln[0].nw = n_items[uw];
+	}
+	int next = 0;
+	while (ln[0].at < ln[0].n || ln[1].at < ln[1].n) {
+		/* the first turn from `next` on whose lane's step is of its part: every
+		 * step is of one of the parts, so one of the four is */
+		for (int t = 0; t < 4; t++) {
+			int q = (next + t) % 4, k = pair_order[q].lane;
+			if (ln[k].at >= ln[k].n)
 				continue;
-			if (pend[k] >= 0) { /* its own exchange, when the other had none */
-				rt_program_add_action(p, RT_ACT_WAIT, pend[k], m[k]);
-				pend[k] = -1;
-			}
-			while (at[k] < n_items[u[k]]) {
-				const struct item *x = &it[at[k]++];
-				if (x->chunk >= 0) {
-					rt_program_add_action(p, RT_ACT_CHUNK, x->chunk, m[k]);
-					continue;
-				}
-				if (pend[1 - k] >= 0) {
-					rt_program_add_action(p, RT_ACT_WAIT, pend[1 - k], m[1 - k]);
-					pend[1 - k] = -1;
-				}
-				rt_program_add_action(p, RT_ACT_COMM, x->comm, m[k]);
-				pend[k] = p->comms[x->comm].group;
-				break;
-			}
+			int part = step_part(&ln[k]);
+			if (part != PART_GLUE && part != pair_order[q].part)
+				continue;
+			pair_step(p, ln, k);
+			next = (q + 1) % 4;
+			break;
 		}
 	}
+	pair_w(p, &ln[0], SEG_MAX);
 	for (int k = 0; k < 2; k++)
-		if (pend[k] >= 0)
-			rt_program_add_action(p, RT_ACT_WAIT, pend[k], m[k]);
+		if (ln[k].pend >= 0)
+			rt_program_add_action(p, RT_ACT_WAIT, ln[k].pend, ln[k].m);
 }
 
 struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_layout *l,
@@ -1069,6 +1176,9 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	b.fb = l->pp == 1 && l->ep > 1 && l->microbatches > 1;
 	b.whole = l->pp == 1 && !b.fb;
 	b.overlap = l->ep > 1;
+	for (int r = 0; b.split && b.overlap && r < sched.ranks; r++)
+		for (int i = 0; i < sched.n_acts[r]; i++)
+			b.w_in_pair |= sched.acts[r][i].kind == PASS_ACT_FB;
 	p->loss_group = b.g_world;
 
 	int nv = g->n_values, nu = b.whole ? 1 : UNITS_PER_STAGE * b.S;
@@ -1113,10 +1223,16 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				op->n_out ? op->out[0]->id : -1, ir_op_name(op->kind));
 			goto done;
 		}
+		/* a weight-grad op that a pair runs beside the input-grads: in the segment
+		 * of the latest input-grad chunk it reads, so that it can run right after
+		 * that chunk */
 		int u = unit_of(&b, op), seg = 0;
+		int follow = b.w_in_pair && u % UNITS_PER_STAGE == UNIT_W ? u - UNIT_W + UNIT_B
+									  : -1;
 		for (int k = 0; k < op->n_in; k++) {
-			int vid = op->in[k]->id;
-			if (b.unit_of_val[vid] == u && seg_of_val[vid] + from_comm[vid] > seg)
+			int vid = op->in[k]->id, vu = b.unit_of_val[vid];
+			if ((vu == u || (vu >= 0 && vu == follow)) &&
+			    seg_of_val[vid] + from_comm[vid] > seg)
 				seg = seg_of_val[vid] + from_comm[vid];
 		}
 		if (seg >= SEG_MAX - 1) {
@@ -1320,8 +1436,12 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 				free(n_items);
 				goto done;
 			}
-			if (ci >= 0)
-				it[n_items[u]++] = (struct item){ ci, -1 };
+			if (ci >= 0) {
+				int part;
+				const char *parts[4];
+				key_parts(&b, u * SEG_MAX + seg, parts, &part);
+				it[n_items[u]++] = (struct item){ ci, -1, seg, part };
+			}
 			for (int i = 0; i < g->n_ops; i++) {
 				const struct ir_op *op = g->ops[i];
 				if (b.unit_of_op[i] != u || b.seg_of_op[i] != seg || !is_comm(op))
@@ -1342,7 +1462,8 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 					co.rcounts = b.buf_of_val[op->in[2]->id];
 				}
 				RT_ASSERT(co.buf >= 0 && co.out >= 0);
-				it[n_items[u]++] = (struct item){ -1, rt_program_add_comm(p, &co) };
+				it[n_items[u]++] = (struct item){ -1, rt_program_add_comm(p, &co), seg,
+								  PART_GLUE };
 			}
 		}
 	}
@@ -1384,9 +1505,10 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 	pair = rt_calloc((size_t)cap + 1, 1);
 	n_sched = schedule_units(&b, &sched, units, mbs, pair);
 	for (int a = 0; a < n_sched; a++) {
-		/* one unit, or an overlapped pair (the forward, then the backward): what they
-		 * receive before, their items (in turn for a pair), what they send after */
-		int nun = pair[a] ? 2 : 1;
+		/* one unit, or an overlapped pair (the forward, the backward, its W): what
+		 * they receive before, their items (interleaved for a pair), what they send
+		 * after */
+		int nun = pair[a] ? pair[a] : 1;
 		RT_ASSERT(a + nun <= n_sched);
 		for (int q = 0; q < nun; q++) {
 			int u = units[a + q], m = mbs[a + q], s = unit_stage(&b, u);
@@ -1413,9 +1535,11 @@ struct rt_program *cg_program_build(const struct ir_graph *g, const struct cg_la
 			for (int k = 0; k < n_wait; k++)
 				rt_program_add_action(p, RT_ACT_WAIT, wait[k], m);
 		}
-		if (nun == 2) {
+		if (nun > 1) {
+			RT_ASSERT(nun == 2 || (units[a + 2] == units[a + 1] - UNIT_B + UNIT_W &&
+					       mbs[a + 2] == mbs[a + 1]));
 			emit_pair(p, items, per_unit, n_items, units[a], mbs[a], units[a + 1],
-				  mbs[a + 1]);
+				  mbs[a + 1], nun == 3 ? units[a + 2] : -1);
 		} else {
 			const struct item *it = items + (size_t)units[a] * (size_t)per_unit;
 			for (int k = 0; k < n_items[units[a]]; k++) {

@@ -152,6 +152,91 @@ static int first_comm(const struct rt_program *p, enum rt_cop_kind k)
 	return -1;
 }
 
+/* An overlapped pair on rank p: the forward of stage sf for micro-batch mf beside the
+ * backward of stage sb for mb.  Its chunks run in DeepSeek-V3's order (DESIGN.md,
+ * "DualPipe"), MLP(B) MLP(W) MLP(F) ATTN(B) ATTN(W) ATTN(F) over and over, each chunk
+ * the next one of that cycle (W skipped only where the backward has no W chunks), the
+ * dispatch's own chunks between its exchanges aside; every W chunk of the backward
+ * runs inside the pair, from its first chunk to its last; and each exchange of rows
+ * started in the pair is in flight while the other micro-batch computes.  The number
+ * of faults, each said on stderr; *mlp_b counts the MLP(B) chunks, the cycles seen. */
+static int pair_faults(const struct rt_program *p, int sf, int mf, int sb, int mb, int *mlp_b)
+{
+	int faults = 0, first = -1, last = -1, prev = -1, w_all = 0, w_in = 0, len = 0;
+	char seq[1024] = "";
+	*mlp_b = 0;
+	REQUIRE(mf != mb); /* the exchanges are told apart by their micro-batch */
+	for (int a = 0; a < p->n_actions; a++) {
+		const struct rt_action *ac = &p->actions[a];
+		if (ac->kind != RT_ACT_CHUNK)
+			continue;
+		const struct rt_chunk *c = &p->chunks[ac->index];
+		int f = c->kind == RT_CHUNK_FWD && c->stage == sf && ac->mb == mf;
+		int b = c->kind != RT_CHUNK_FWD && c->stage == sb && ac->mb == mb;
+		w_all += b && c->kind == RT_CHUNK_BWD_W;
+		if (f || (b && c->kind != RT_CHUNK_BWD_W)) {
+			first = first < 0 ? a : first;
+			last = a;
+		}
+	}
+	REQUIRE(first >= 0);
+	for (int a = first; a <= last; a++) {
+		const struct rt_action *ac = &p->actions[a];
+		if (ac->kind == RT_ACT_COMM && p->comms[ac->index].kind == RT_COP_ALL_TO_ALLV) {
+			int g = p->comms[ac->index].group, other = 0;
+			for (int j = a + 1; j < p->n_actions; j++) {
+				const struct rt_action *x = &p->actions[j];
+				if (x->kind == RT_ACT_WAIT && x->index == g)
+					break;
+				other |= x->kind == RT_ACT_CHUNK && x->mb != ac->mb;
+			}
+			if (!other) {
+				fprintf(stderr, "rank %d action %d: the exchange of micro-batch %d "
+					"hides under no chunk of the other\n", p->rank, a, ac->mb);
+				faults++;
+			}
+		}
+		if (ac->kind != RT_ACT_CHUNK)
+			continue;
+		const struct rt_chunk *c = &p->chunks[ac->index];
+		int f = c->kind == RT_CHUNK_FWD && c->stage == sf && ac->mb == mf;
+		int b = c->kind != RT_CHUNK_FWD && c->stage == sb && ac->mb == mb;
+		int w = b && c->kind == RT_CHUNK_BWD_W;
+		if (!f && !b) {
+			fprintf(stderr, "rank %d action %d: %s mb %d inside the pair\n", p->rank, a,
+				c->name, ac->mb);
+			faults++;
+			continue;
+		}
+		w_in += w;
+		const char *part = strrchr(c->name, '.') + 1;
+		int mlp = !strcmp(part, "mlp");
+		if (!mlp && strncmp(part, "attn", 4))
+			continue; /* a dispatch's own ops, between its two exchanges */
+		int pos = (mlp ? 0 : 3) + (f ? 2 : w ? 1 : 0);
+		static const char *const name[6] = { "MLP(B)", "MLP(W)", "MLP(F)",
+						     "ATTN(B)", "ATTN(W)", "ATTN(F)" };
+		if (len < (int)sizeof seq - 16)
+			len += snprintf(seq + len, sizeof seq - (size_t)len, " %s", name[pos]);
+		*mlp_b += pos == 0;
+		int d = (pos - prev + 6) % 6;
+		if (prev >= 0 && d != 1 && !(!w_all && d == 2 && prev % 3 == 0)) {
+			fprintf(stderr, "rank %d action %d: %s after %s\n", p->rank, a, name[pos],
+				name[prev]);
+			faults++;
+		}
+		prev = pos;
+	}
+	if (w_in != w_all) {
+		fprintf(stderr, "rank %d: %d of the %d W chunks of micro-batch %d inside its "
+			"pair\n", p->rank, w_in, w_all, mb);
+		faults++;
+	}
+	if (faults)
+		fprintf(stderr, "rank %d pair F%d/%d B%d/%d:%s\n", p->rank, mf, sf, mb, sb, seq);
+	return faults;
+}
+
 /* Every encoding of each narrow dtype (NaNs aside) unpacks to a value that packs back
  * to it; and f32 values in between pack to what the reference's rounding gives. */
 static void test_pack(void)
@@ -407,6 +492,68 @@ int main(void)
 		}
 		free_all(progs, nf);
 		ir_graph_free(gf);
+	}
+
+	/* DeepSeek-V3's order inside an overlapped pair: DualPipe with pp 2 and ep 2 (each
+	 * FB action of the schedule a pair, its W inside), and one stage with ep 2 (F(m)
+	 * beside B(m-1), weight-grads inside the backward's chunks); the programs verify,
+	 * keep their slots apart, and each pair passes pair_faults over two MoE layers at
+	 * least */
+	{
+		struct ir_graph *gp = sl_compile_file("models/tiny_moe.sl", 0, NULL, stderr);
+		REQUIRE(gp);
+		ir_graph_set(gp, "ep", 2, NULL);
+		REQUIRE(pass_pipeline_run(gp, NULL, stderr) == 0);
+		/* two MoE layers a stage, as the partition pass cuts it: layers 0-2 (the
+		 * first dense), then layer 3 and the MTP module's */
+		struct pass_schedule ps;
+		REQUIRE(pass_schedule_build("dualpipe", 2, 4, &ps, stderr) == 0);
+		REQUIRE(cg_count_layers(gp) == 4);
+		int split[4] = { 0, 0, 0, 1 };
+		struct cg_layout lp = { .pp = 2, .dp = 2, .ep = 2, .microbatches = 4,
+					.schedule = "dualpipe", .stages = ps.stages,
+					.layer_stage = split, .n_layers = 4 };
+		REQUIRE(cg_assign_stages(gp, &lp, stderr) == 0);
+		int np = 4;
+		for (int r = 0; r < np; r++)
+			REQUIRE((progs[r] = cg_program_build(gp, &lp, r, NULL, stderr)));
+		CHECK(rt_program_verify(progs, np, stderr) == 0);
+		int pairs = 0;
+		for (int r = 0; r < np; r++) {
+			CHECKF(check_slots(progs[r]) == 0, "dualpipe ep 2 rank %d", r);
+			const struct pass_act *acts = ps.acts[r / 2];
+			for (int i = 0; i < ps.n_acts[r / 2]; i++) {
+				if (acts[i].kind != PASS_ACT_FB)
+					continue;
+				int mlp_b = 0;
+				CHECKF(pair_faults(progs[r], acts[i].stage, acts[i].mb, acts[i].stage2,
+						   acts[i].mb2, &mlp_b) == 0,
+				       "dualpipe ep 2 rank %d: pair F%d B%d", r, acts[i].mb, acts[i].mb2);
+				CHECKF(mlp_b >= 2, "rank %d: %d MLP(B) in a pair", r, mlp_b);
+				pairs++;
+			}
+		}
+		CHECKF(pairs > 0, "dualpipe ep 2: no FB pair");
+		pass_schedule_free(&ps);
+		free_all(progs, np);
+		/* dualpipev's pairs too, whose stages hold one MoE layer or none (the
+		 * order is not checked: a dense stage's backward has no parts to meet) */
+		np = build_sched(gp, 2, 2, 2, 4, "dualpipev", progs);
+		CHECK(rt_program_verify(progs, np, stderr) == 0);
+		for (int r = 0; r < np; r++)
+			CHECKF(check_slots(progs[r]) == 0, "dualpipev ep 2 rank %d", r);
+		free_all(progs, np);
+		np = build_ep(gp, 1, 2, 2, 3, progs);
+		CHECK(rt_program_verify(progs, np, stderr) == 0);
+		for (int r = 0; r < np; r++)
+			for (int m = 1; m < 3; m++) {
+				int mlp_b = 0;
+				CHECKF(pair_faults(progs[r], 0, m, 0, m - 1, &mlp_b) == 0,
+				       "one stage ep 2 rank %d: pair F%d B%d", r, m, m - 1);
+				CHECKF(mlp_b >= 2, "rank %d: %d MLP(B) in a pair", r, mlp_b);
+			}
+		free_all(progs, np);
+		ir_graph_free(gp);
 	}
 
 	/* broken on purpose: each must be caught */
