@@ -46,8 +46,11 @@ int rt_gpu_query(int ordinal, struct rt_gpu_info *info);
  * communicator that a program's sends and receives travel on (rt_comm_set_lane), so
  * that a send blocked on its peer holds back no other communicator's operations. */
 #define RT_COMM_LANES 8
-enum rt_stream_kind { RT_STREAM_COMPUTE, RT_STREAM_COMM, RT_STREAM_COPY, RT_STREAM_LANE,
-		      RT_STREAM_KINDS = RT_STREAM_LANE + RT_COMM_LANES - 1 };
+/* RT_STREAM_SNAPSHOT: copies to the host that no step waits for (the weights the
+ * moving average folds in); apart from RT_STREAM_COPY, whose input copies the
+ * compute stream waits for. */
+enum rt_stream_kind { RT_STREAM_COMPUTE, RT_STREAM_COMM, RT_STREAM_COPY, RT_STREAM_SNAPSHOT,
+		      RT_STREAM_LANE, RT_STREAM_KINDS = RT_STREAM_LANE + RT_COMM_LANES - 1 };
 
 struct rt_gpu;
 

@@ -268,15 +268,19 @@ static void dev_input(struct rt_device *d, void *dst, const void *src, size_t by
 	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMPUTE, RT_STREAM_COPY), "stream wait");
 }
 
+/* The weights' copy for the moving average, on a stream of its own: on the copy
+ * stream the next step's input copies queued behind it, and the step, which waits for
+ * its inputs, waited for the whole copy (gpt2_124m on an H200: 650 MB, 12 ms a step,
+ * +21%).  Only the next AdamW must wait for it (dev_adamw). */
 static void dev_snapshot(struct rt_device *d, void *dst, const void *src, size_t bytes)
 {
-	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COPY, RT_STREAM_COMPUTE), "stream wait");
-	must(rt_gpu_copy_to_host(d->gpu, dst, A(src), bytes, RT_STREAM_COPY), "snapshot");
+	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_SNAPSHOT, RT_STREAM_COMPUTE), "stream wait");
+	must(rt_gpu_copy_to_host(d->gpu, dst, A(src), bytes, RT_STREAM_SNAPSHOT), "snapshot");
 }
 
 static void dev_snapshot_wait(struct rt_device *d)
 {
-	must(rt_gpu_sync(d->gpu, RT_STREAM_COPY), "snapshot");
+	must(rt_gpu_sync(d->gpu, RT_STREAM_SNAPSHOT), "snapshot");
 }
 
 static void *dev_host_alloc(struct rt_device *d, size_t bytes)
@@ -411,7 +415,7 @@ static void dev_adamw(struct rt_device *d, struct rt_dev_optim *o, const struct 
 	if (!o->n_blocks)
 		return;
 	/* the weights change: a snapshot of them on the copy stream must be taken first */
-	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMPUTE, RT_STREAM_COPY), "stream wait");
+	must(rt_gpu_stream_wait(d->gpu, RT_STREAM_COMPUTE, RT_STREAM_SNAPSHOT), "stream wait");
 	/* the bias corrections as runtime/optim.c computes them */
 	float b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
 	float bc1 = (float)(1.0 - pow((double)a->beta1, (double)t));
