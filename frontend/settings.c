@@ -66,6 +66,9 @@ static const struct sl_setting table[] = {
 	  "fraction of sequences in fill-in-the-middle form" },
 	{ "ema", SL_SETTING_FLOAT, 0, 1, 0, 1, NULL, NULL,
 	  "decay of an exponential moving average of the weights (0: off)" },
+	{ "comm_sms", SL_SETTING_INT, 0, 1024, 0, 0, NULL, NULL,
+	  "GPU ranks: the SMs (thread blocks) each communication kernel may take, NCCL's "
+	  "and the symmetric all-to-all's (0: NCCL's choice; DeepSeek-V3 gave 20 of 132)" },
 	/* other names the engine reads for the same settings */
 	{ "optimizer.lr", SL_SETTING_FLOAT, 0, INF, 1, 0, NULL, "lr", NULL },
 	{ "optimizer.beta1", SL_SETTING_FLOAT, 0, 1, 0, 1, NULL, "beta1", NULL },

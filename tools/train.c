@@ -544,6 +544,15 @@ int train_run(const struct train_opts *o)
 			o->model);
 		goto done;
 	}
+	/* the SMs each GPU communication kernel may take (NCCL's maxCTAs, the symmetric
+	 * all-to-all's blocks): CPU ranks talk through MPI, which has no such bound */
+	int comm_sms = (int)SETTING(g, 0, "comm_sms");
+	if (comm_sms > 0 && !cuda) {
+		fprintf(stderr, "sluice train: %s: comm_sms %d bounds the SMs of GPU "
+			"communication; CPU ranks talk through MPI: --device cuda, or leave it "
+			"out\n", o->model, comm_sms);
+		goto done;
+	}
 	if (cuda && o->gpus > 1 && env.world == 1) {
 		/* one process per GPU: this one waits for them */
 		rc = rt_launch(o->gpus);
@@ -580,6 +589,7 @@ int train_run(const struct train_opts *o)
 		snprintf(what, sizeof what, "%s pp %d dp %d ep %d mb %d %s", hash, layout.pp,
 			 layout.dp, layout.ep, layout.microbatches, layout.schedule);
 		struct rt_comm_opts co = { .kind = cuda ? RT_COMM_NCCL : RT_COMM_MPI,
+					   .max_ctas = comm_sms,
 					   .program = what, .program_len = strlen(what),
 					   .arena_bytes = cuda ? gpu_arena_bytes(g, env.local_rank) : 0 };
 		comm = rt_comm_init(&co, err, sizeof err);

@@ -293,6 +293,10 @@ expect 1 "not a token shard (magic 7" train --data bad/magic.bin
 # --- usage and devices --------------------------------------------------------------------
 # without the CUDA backend, or on a machine without a GPU
 expect 1 "no CUDA backend\|no GPU" "$SLUICE" train "$MODEL" --device cuda
+# comm_sms bounds GPU communication: on CPU ranks (MPI) it is refused, not ignored
+expect 1 "comm_sms 20 bounds the SMs of GPU communication" "$SLUICE" train "$MODEL" \
+	--set comm_sms=20 --steps 1
+expect 1 "'comm_sms' is an integer in \[0, 1024\]" "$SLUICE" train "$MODEL" --set comm_sms=-1
 expect 2 "backend" "$SLUICE" train "$MODEL" --backend nope
 expect 2 "no model file" "$SLUICE" train
 expect 2 "--steps" "$SLUICE" train "$MODEL" --steps x
