@@ -36,8 +36,8 @@ double rt_rng_normal(struct rt_rng *r);                 /* standard normal */
 /* --- initial values ------------------------------------------------------------------
  * Parameter initialisers that run on a pool's threads and give the same values
  * whatever its size: element i belongs to block i / RT_FILL_BLOCK, and each block
- * draws from its own stream seeded from (seed, block index).  Normal draws use both
- * values of each pair of Marsaglia's polar method.  The caller picks seed per tensor
+ * draws from its own stream seeded from (seed, block index).  Normal draws are
+ * Marsaglia and Tsang's ziggurat, a block drawn whole.  The caller picks seed per tensor
  * (e.g. a hash of the run's seed and the parameter's path), so adding a tensor leaves
  * the others. */
 #define RT_FILL_BLOCK 4096

@@ -281,6 +281,18 @@ static void test_fill(void)
 	/* mean within 5 standard errors (0.02 / sqrt(N)), sd within 1% */
 	CHECKF(fabs(mean) < 5 * 0.02 / sqrt((double)N) && fabs(sd - 0.02) < 2e-4,
 	       "mean %g sd %g", mean, sd);
+	/* the ziggurat's slow paths: the share beyond 2 and beyond 3.5 standard deviations
+	 * (the wedges, and the tail past R = 3.44 drawn apart), each within 5 binomial
+	 * standard errors of the normal's 4.550% and 0.04653% */
+	static const double at[2] = { 2.0, 3.5 }, share[2] = { 4.5500264e-2, 4.6525816e-4 };
+	for (int t = 0; t < 2; t++) {
+		int64_t out = 0;
+		for (int i = 0; i < N; i++)
+			out += fabs(a[i]) > at[t] * 0.02;
+		double want = share[t] * N, se = sqrt(want * (1 - share[t]));
+		CHECKF(fabs((double)out - want) < 5 * se, "%lld beyond %g sd, %g expected",
+		       (long long)out, at[t], want);
+	}
 	rt_fill_normal(p3, b, N, 0.02, 100);
 	CHECK(memcmp(a, b, N * sizeof *a) != 0);
 	rt_fill_uniform(p1, a, N, 0.5, 7);
