@@ -152,6 +152,22 @@ static int first_comm(const struct rt_program *p, enum rt_cop_kind k)
 	return -1;
 }
 
+/* Does the exchange started by action a have a chunk of another micro-batch between
+ * its start and the wait on its group (is it in flight while that one computes)? */
+static int under_other(const struct rt_program *p, int a)
+{
+	const struct rt_action *ac = &p->actions[a];
+	int g = p->comms[ac->index].group;
+	for (int j = a + 1; j < p->n_actions; j++) {
+		const struct rt_action *x = &p->actions[j];
+		if (x->kind == RT_ACT_WAIT && x->index == g)
+			return 0;
+		if (x->kind == RT_ACT_CHUNK && x->mb != ac->mb)
+			return 1;
+	}
+	return 0;
+}
+
 /* An overlapped pair on rank p: the forward of stage sf for micro-batch mf beside the
  * backward of stage sb for mb.  Its chunks run in DeepSeek-V3's order (DESIGN.md,
  * "DualPipe"), MLP(B) MLP(W) MLP(F) ATTN(B) ATTN(W) ATTN(F) over and over, each chunk
@@ -183,14 +199,7 @@ static int pair_faults(const struct rt_program *p, int sf, int mf, int sb, int m
 	for (int a = first; a <= last; a++) {
 		const struct rt_action *ac = &p->actions[a];
 		if (ac->kind == RT_ACT_COMM && p->comms[ac->index].kind == RT_COP_ALL_TO_ALLV) {
-			int g = p->comms[ac->index].group, other = 0;
-			for (int j = a + 1; j < p->n_actions; j++) {
-				const struct rt_action *x = &p->actions[j];
-				if (x->kind == RT_ACT_WAIT && x->index == g)
-					break;
-				other |= x->kind == RT_ACT_CHUNK && x->mb != ac->mb;
-			}
-			if (!other) {
+			if (!under_other(p, a)) {
 				fprintf(stderr, "rank %d action %d: the exchange of micro-batch %d "
 					"hides under no chunk of the other\n", p->rank, a, ac->mb);
 				faults++;
@@ -476,14 +485,7 @@ int main(void)
 				    p->comms[a->index].kind == RT_COP_ALL_REDUCE)
 					continue;
 				comms++;
-				int g = p->comms[a->index].group, other = 0;
-				for (int j = i + 1; j < p->n_actions; j++) {
-					const struct rt_action *b2 = &p->actions[j];
-					if (b2->kind == RT_ACT_WAIT && b2->index == g)
-						break;
-					other |= b2->kind == RT_ACT_CHUNK && b2->mb != a->mb;
-				}
-				covered += other;
+				covered += under_other(p, i);
 			}
 			CHECKF(fwd_after_bwd > 0, "rank %d: no forward chunk after a backward one", r);
 			CHECKF(comms > 0 && 3 * covered >= comms,
